@@ -1,0 +1,1 @@
+"""The HTTP API: thin routers that parse, authorise, call one service and shape the answer."""

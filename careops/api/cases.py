@@ -1,0 +1,69 @@
+"""/api/v1/cases: read cases with their timelines, move them through their states, record triage."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from careops.api.deps import DbDep, require
+from careops.domain.cases import CaseAction, CaseStatus
+from careops.governance.tokens import Principal
+from careops.orchestration.cases import CaseFilter, get_case, list_cases, record_triage, transition_case
+
+router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
+
+
+class TransitionIn(BaseModel):
+    action: CaseAction
+    reason_code: str | None = Field(None, pattern=r"^[a-z0-9_.:-]{1,64}$", description="A short code, not free text.")
+
+
+class TriageIn(BaseModel):
+    urgency: Literal["routine", "urgent", "stat"]
+
+
+@router.get("", summary="List cases (newest first, cursor pagination)")
+async def cases(
+    db: DbDep,
+    _: Annotated[Principal, Depends(require("cases:read"))],
+    status: CaseStatus | None = None,
+    location: str | None = Query(None, max_length=64, description="Location slug"),
+    service: str | None = Query(None, max_length=64, description="Service code"),
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+    cursor: str | None = Query(None, pattern=r"^[0-9a-f]{32}$"),
+    limit: int = Query(50, ge=1, le=200),
+) -> dict[str, Any]:
+    filters = CaseFilter(status, location, service, created_from, created_to)
+    return await run_in_threadpool(list_cases, db, filters, cursor, limit)
+
+
+@router.get("/{case_id}", summary="A case with its timeline of business events")
+async def case(db: DbDep, case_id: str, _: Annotated[Principal, Depends(require("cases:read"))]) -> dict[str, Any]:
+    return await run_in_threadpool(get_case, db, case_id)
+
+
+@router.post("/{case_id}/transitions", summary="Apply an action; 409 lists the allowed ones")
+async def transition(
+    db: DbDep,
+    case_id: str,
+    body: TransitionIn,
+    principal: Annotated[Principal, Depends(require("cases:transition"))],
+) -> dict[str, Any]:
+    return await run_in_threadpool(
+        lambda: transition_case(db, case_id, body.action, actor=principal.id, reason_code=body.reason_code)
+    )
+
+
+@router.post("/{case_id}/triage", summary="Record triage; ends the case's triage wait")
+async def triage(
+    db: DbDep,
+    case_id: str,
+    body: TriageIn,
+    principal: Annotated[Principal, Depends(require("cases:transition"))],
+) -> dict[str, Any]:
+    return await run_in_threadpool(lambda: record_triage(db, case_id, body.urgency, actor=principal.id))

@@ -1,0 +1,72 @@
+"""Dependencies shared by routers: the database, settings, the caller and request bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from careops.db import Database
+from careops.errors import Forbidden, PayloadTooLarge, Unauthorised
+from careops.governance.tokens import Principal, TokenVerifier
+from careops.settings import Settings
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorised("send an API token as 'Authorization: Bearer cop_...'")
+    verifier: TokenVerifier = request.app.state.tokens
+    return verifier.verify(token.strip())
+
+
+def require(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency that admits only callers whose token carries ``scope``."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.can(scope):
+            raise Forbidden(f"this token lacks the scope {scope!r}", required_scope=scope)
+        return principal
+
+    check.required_scope = scope  # type: ignore[attr-defined]
+    return check
+
+
+class OversizedBody(PayloadTooLarge):
+    """A body over the limit; carries what was read so that it can be quarantined."""
+
+    def __init__(self, detail: str, raw: bytes) -> None:
+        super().__init__(detail)
+        self.raw = raw
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The request body, refused with 413 above ``max_body_bytes`` (kept up to the quarantine cap)."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= settings.quarantine_max_bytes:
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    if size > limit or (declared is not None and declared.isdigit() and int(declared) > limit):
+        raise OversizedBody(f"the body is {size} bytes; the limit is {limit} bytes", raw)
+    return raw
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,54 @@
+"""/api/v1/exceptions: the exception queues, oldest first, and their resolution."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from careops.api.deps import DbDep, SettingsDep, require
+from careops.governance.tokens import Principal
+from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
+
+router = APIRouter(prefix="/api/v1/exceptions", tags=["exceptions"])
+
+
+class ResolveIn(BaseModel):
+    fields: dict[str, Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict,
+        description="Values for the missing or invalid fields, by dotted name, e.g. {'patient.birth_date': '1980-04-12'}",
+        examples=[{"patient.birth_date": "1980-04-12", "service_code": "XRAY-CHEST"}],
+    )
+
+
+@router.get("", summary="An exception queue, oldest first, with each item's age")
+async def exceptions(
+    db: DbDep,
+    _: Annotated[Principal, Depends(require("exceptions:read"))],
+    queue: str | None = Query("intake", max_length=64),
+    status: Literal["open", "resolved"] = "open",
+    limit: int = Query(100, ge=1, le=500),
+) -> dict[str, Any]:
+    return {"items": await run_in_threadpool(list_exceptions, db, queue, status, limit)}
+
+
+@router.get("/{exception_id}", summary="One exception item")
+async def exception(
+    db: DbDep, exception_id: str, _: Annotated[Principal, Depends(require("exceptions:read"))]
+) -> dict[str, Any]:
+    return await run_in_threadpool(get_exception, db, exception_id)
+
+
+@router.post("/{exception_id}/resolve", summary="Supply missing fields; the case is created exactly once")
+async def resolve(
+    db: DbDep,
+    settings: SettingsDep,
+    exception_id: str,
+    body: ResolveIn,
+    principal: Annotated[Principal, Depends(require("exceptions:resolve"))],
+) -> dict[str, Any]:
+    return await run_in_threadpool(
+        lambda: resolve_intake_exception(db, exception_id, body.fields, actor=principal.id, settings=settings)
+    )

@@ -1,0 +1,68 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from careops.errors import CareopsError, Unauthorised
+
+PROBLEM_TYPE_BASE = "https://careops.dev/problems/"
+log = logging.getLogger("careops.api")
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, request: Request, **extra: Any
+) -> JSONResponse:
+    correlation_id = request.headers.get("x-correlation-id") or uuid.uuid4().hex
+    body = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "correlation_id": correlation_id,
+        **extra,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def field_errors(errors: list[Any]) -> list[dict[str, str]]:
+    """Pydantic errors as {field, message}, with the field as a dotted path a human can read."""
+    named = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+        named.append({"field": ".".join(location) or "(body)", "message": str(error.get("msg", "invalid"))})
+    return named
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CareopsError)
+    async def careops_error(request: Request, exc: CareopsError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("request.failed code=%s", exc.code)
+        status = 401 if isinstance(exc, Unauthorised) else exc.status
+        return problem(status, exc.code, exc.title, exc.detail, request, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(list(exc.errors()))
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "validation_failed", "The request is not valid", detail, request, errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request.unexpected_error path=%s", request.url.path)
+        return problem(500, "internal_error", "Internal error", "an unexpected error occurred", request)

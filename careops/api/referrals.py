@@ -1,0 +1,87 @@
+"""POST /api/v1/referrals: the JSON intake channel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from careops.api.deps import DbDep, OversizedBody, SettingsDep, read_body, require
+from careops.api.problems import field_errors, problem
+from careops.domain.referrals import ReferralIn
+from careops.governance.tokens import Principal
+from careops.orchestration.intake import IntakeRequest, accept_referral, quarantine
+
+router = APIRouter(prefix="/api/v1", tags=["intake"])
+
+_REFERRAL_SCHEMA = ReferralIn.model_json_schema(ref_template="#/components/schemas/{model}")
+_DEFS = _REFERRAL_SCHEMA.pop("$defs", {})
+_OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": _REFERRAL_SCHEMA,
+                "example": _REFERRAL_SCHEMA["examples"][0],
+            }
+        },
+    },
+    "responses": {
+        "201": {"description": "Complete referral: a case was created."},
+        "200": {"description": "Duplicate of a recent referral: linked to the existing case."},
+        "202": {"description": "Incomplete referral: an exception item with reason codes was opened."},
+        "409": {"description": "Idempotency-Key reused with a different body."},
+        "413": {"description": "Body over 1 MiB; kept in quarantine."},
+        "422": {"description": "Malformed JSON or wrong types; kept in quarantine."},
+    },
+}
+REFERRAL_SCHEMA_DEFS = {"ReferralIn": _REFERRAL_SCHEMA, **_DEFS}
+
+
+@router.post("/referrals", openapi_extra=_OPENAPI_BODY, summary="Submit a referral")
+async def submit_referral(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, Depends(require("intake:write"))],
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    x_correlation_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> JSONResponse:
+    content_type = request.headers.get("content-type", "application/json")
+    try:
+        raw = await read_body(request, settings)
+        referral = ReferralIn.model_validate_json(raw)
+    except OversizedBody as exc:
+        return await _reject(request, db, exc.raw, content_type, principal, 413, "payload_too_large", exc.detail)
+    except ValidationError as exc:
+        errors = field_errors(list(exc.errors()))
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return await _reject(request, db, raw, content_type, principal, 422, "validation_failed", detail, errors)
+    intake = IntakeRequest(raw, content_type, "api", principal.id, idempotency_key, x_correlation_id)
+    answer = await run_in_threadpool(accept_referral, db, intake, referral, settings)
+    return JSONResponse(answer.body, status_code=answer.status_code)
+
+
+async def _reject(
+    request: Request,
+    db: DbDep,
+    raw: bytes,
+    content_type: str,
+    principal: Principal,
+    status: int,
+    code: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+) -> JSONResponse:
+    reasons = [code] + [f"invalid_field:{e['field']}" for e in errors or []]
+    quarantine_id = await run_in_threadpool(
+        lambda: quarantine(db, raw=raw, content_type=content_type, channel="api", reasons=reasons, actor=principal.id)
+    )
+    title = "Payload too large" if status == 413 else "The request is not valid"
+    extra: dict[str, Any] = {"quarantine_id": quarantine_id}
+    if errors is not None:
+        extra["errors"] = errors
+    return problem(status, code, title, detail, request, **extra)

@@ -1,0 +1,214 @@
+"""The careops command line: serve, worker, migrate, seed, token, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import multiprocessing
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from careops.db import Database
+from careops.errors import CareopsError
+from careops.settings import Settings, get_settings
+
+app = typer.Typer(help="careops: operations control plane for healthcare service organisations.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+out = Console()
+err = Console(stderr=True)
+_debug = False
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    global _debug
+    _debug = debug
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to the newest revision."""
+    from careops.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    err.print("[green]database schema is current[/green]")
+
+
+@app.command()
+def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organisation.")] = False) -> None:
+    """Load reference data. `--demo` adds 3 locations, services, payers and referrers."""
+    from careops.demo.seed import seed_demo
+
+    if not demo:
+        fail("nothing to seed: pass --demo")
+    db = _ready_database(get_settings())
+    created = seed_demo(db)
+    err.print("demo organisation created" if created else "demo organisation already present; nothing changed")
+
+
+def _parse_duration(text: str) -> dt.timedelta:
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if not match:
+        raise typer.BadParameter("use a number followed by d, h or m, e.g. 90d")
+    amount, unit = int(match.group(1)), match.group(2)
+    return {"d": dt.timedelta(days=amount), "h": dt.timedelta(hours=amount), "m": dt.timedelta(minutes=amount)}[unit]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
+    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated, e.g. intake:write,cases:read")] = "",
+    all_scopes: Annotated[bool, typer.Option("--all-scopes", help="An administrator token.")] = False,
+    expires_in: Annotated[str | None, typer.Option("--expires-in", help="e.g. 90d, 12h")] = None,
+) -> None:
+    """Create a token. Only the token goes to stdout (details to stderr), so scripts can capture it."""
+    from careops.governance.tokens import ADMIN, create_token
+
+    db = _ready_database(get_settings())
+    wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
+    secret, record = create_token(db, name, wanted, _parse_duration(expires_in) if expires_in else None)
+    err.print(f"token {record.name!r} ({record.prefix}…) scopes: {', '.join(record.scopes)}; shown once, store it now")
+    print(secret)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    from rich.table import Table
+
+    from careops.governance.tokens import list_tokens
+
+    table = Table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
+    for t in list_tokens(_ready_database(get_settings())):
+        table.add_row(
+            t.id, t.name, t.prefix, ",".join(t.scopes), f"{t.created_at:%Y-%m-%d %H:%M}",
+            f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-",
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name_or_id: Annotated[str, typer.Argument(help="Token name or id.")]) -> None:
+    """Revoke a token at once (servers stop trusting it within the token cache time)."""
+    from careops.governance.tokens import revoke_token
+
+    count = revoke_token(_ready_database(get_settings()), name_or_id)
+    err.print(f"revoked {count} token(s)")
+
+
+def _ready_database(settings: Settings) -> Database:
+    from careops.migrate import require_current
+
+    db = Database(settings.database_url)
+    require_current(db.engine)
+    return db
+
+
+def _worker_process(parent_pid: int) -> None:
+    from careops.orchestration.worker import run_worker
+
+    asyncio.run(run_worker(get_settings(), asyncio.Event(), should_stop=lambda: os.getppid() != parent_pid))
+
+
+def start_embedded_worker() -> multiprocessing.Process:
+    """The dispatcher and DBOS in a child process that ends when its parent dies."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=_worker_process, args=(os.getpid(),), name="careops-worker", daemon=True
+    )
+    process.start()
+    return process
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int | None, typer.Option(help="HTTP worker processes (CAREOPS_WORKERS).")] = None,
+    embedded_worker: Annotated[
+        bool, typer.Option("--embedded-worker/--no-embedded-worker", help="Run the dispatcher and workflows too.")
+    ] = True,
+) -> None:
+    """Serve the API (and, by default, the dispatcher and durable workflows in a child process)."""
+    import uvicorn
+
+    settings = _settings(workers=workers)
+    settings.check_production(processes=settings.workers + (1 if embedded_worker else 0))
+    if settings.is_sqlite and settings.workers > 1:
+        err.print("[yellow]warning:[/yellow] several processes share one SQLite file; use PostgreSQL in production")
+    _ready_database(settings).dispose()
+    os.environ["CAREOPS_DATABASE_URL"] = settings.database_url
+    worker = start_embedded_worker() if embedded_worker else None
+    err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
+    try:
+        uvicorn.run(
+            "careops.api.app:create_app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.join(10)
+
+
+@app.command()
+def worker() -> None:
+    """Run only the dispatcher and durable workflows (scale-out: start several on PostgreSQL)."""
+    from careops.orchestration.worker import run_worker
+
+    settings = get_settings()
+    settings.check_production(processes=2)
+    _ready_database(settings).dispose()
+    err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
+    try:
+        asyncio.run(run_worker(settings, asyncio.Event()))
+    except KeyboardInterrupt:
+        err.print("worker stopped")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
+    rate: Annotated[float, typer.Option(help="Referrals per second from the simulator.")] = 10.0,
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
+    directory: Annotated[Path, typer.Option(help="Where the demo database lives (recreated).")] = Path("careops-demo"),
+) -> None:
+    """Create a fresh SQLite database, seed it, serve it and send realistic traffic with a live panel."""
+    from careops.demo.live import run_demo
+
+    run_demo(directory=directory, port=port, rate=rate, duration=duration, console=err)
+
+
+def run() -> None:
+    """Entry point that turns CareopsError into one red line (``--debug`` shows the traceback)."""
+    try:
+        app()
+    except CareopsError as exc:
+        if _debug:
+            raise
+        err.print(f"[red]error:[/red] {exc.detail}")
+        sys.exit(1)
+

@@ -1,0 +1,1 @@
+"""The demo organisation, the traffic simulator and the `careops demo` live panel."""

@@ -1,0 +1,270 @@
+"""The system of record: typed SQLAlchemy models.
+
+Times are stored as timezone-aware UTC. Public ids are 32-character, time-ordered hex strings
+(so they sort by creation and serve as pagination cursors); events and outbox rows use integer
+ids because the dispatcher drains them in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id() -> str:
+    """48 bits of milliseconds then 80 random bits, as hex: unique and ordered by creation."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC in and out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSONType, list[str]: JSONType}
+
+
+class Organisation(Base):
+    __tablename__ = "organisation"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Location(Base):
+    __tablename__ = "location"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+
+
+class Patient(Base):
+    __tablename__ = "patient"
+    __table_args__ = (
+        Index("ix_patient_mrn", "organisation_id", "mrn"),
+        Index("ix_patient_name_birth", "organisation_id", "family_name", "birth_date"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
+    mrn: Mapped[str | None] = mapped_column(String(64))
+    given_name: Mapped[str] = mapped_column(String(100))
+    family_name: Mapped[str] = mapped_column(String(100))
+    birth_date: Mapped[dt.date | None] = mapped_column(Date)
+    sex: Mapped[str | None] = mapped_column(String(16))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Referrer(Base):
+    __tablename__ = "referrer"
+    __table_args__ = (UniqueConstraint("organisation_id", "code"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class Payer(Base):
+    __tablename__ = "payer"
+    __table_args__ = (UniqueConstraint("organisation_id", "code"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    requires_authorisation: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Service(Base):
+    """An entry of the service catalogue: what a referral may ask for and what it must carry."""
+
+    __tablename__ = "service"
+    __table_args__ = (UniqueConstraint("organisation_id", "code"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    aliases: Mapped[list[str]] = mapped_column(default=list)
+    required_fields: Mapped[list[str]] = mapped_column(default=list)
+    requires_authorisation: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class IntakeItem(Base):
+    """Everything that arrived, whatever became of it: accepted, incomplete, duplicate or quarantined."""
+
+    __tablename__ = "intake_item"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    reasons: Mapped[list[str]] = mapped_column(default=list)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    raw_payload: Mapped[str] = mapped_column(Text)
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    normalised: Mapped[dict[str, Any] | None] = mapped_column()
+    location_id: Mapped[str | None] = mapped_column(ForeignKey("location.id"))
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("service_case.id"))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ServiceCase(Base):
+    __tablename__ = "service_case"
+    __table_args__ = (
+        Index("ix_case_duplicate", "patient_id", "service_id", "referrer_id", "created_at"),
+        Index("ix_case_status", "status", "id"),
+        Index("ix_case_location", "location_id", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
+    location_id: Mapped[str] = mapped_column(ForeignKey("location.id"))
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"))
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
+    referrer_id: Mapped[str | None] = mapped_column(ForeignKey("referrer.id"))
+    payer_id: Mapped[str | None] = mapped_column(ForeignKey("payer.id"))
+    member_id: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(16), default="routine")
+    status: Mapped[str] = mapped_column(String(32))
+    held_from: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "task"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("service_case.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default="open")
+    assignee: Mapped[str | None] = mapped_column(String(100))
+    due_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ExceptionItem(Base):
+    """Work for a human: an item in a queue with machine-readable reasons and a resolution."""
+
+    __tablename__ = "exception_item"
+    __table_args__ = (Index("ix_exception_queue", "queue", "status", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    queue: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    reason_codes: Mapped[list[str]] = mapped_column(default=list)
+    intake_item_id: Mapped[str | None] = mapped_column(ForeignKey("intake_item.id"))
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("service_case.id"))
+    location_id: Mapped[str | None] = mapped_column(ForeignKey("location.id"))
+    assignee: Mapped[str | None] = mapped_column(String(100))
+    due_at: Mapped[dt.datetime | None] = mapped_column()
+    resolution: Mapped[dict[str, Any] | None] = mapped_column()
+    resolved_at: Mapped[dt.datetime | None] = mapped_column()
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class BusinessEvent(Base):
+    __tablename__ = "business_event"
+    __table_args__ = (Index("ix_event_case", "case_id", "id"),)
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(32))
+    case_id: Mapped[str | None] = mapped_column(String(32))
+    location_id: Mapped[str | None] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OutboxMessage(Base):
+    """Something that must happen after a committed event; drained by the dispatcher."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_pending", "status", "id"),)
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("business_event.id"))
+    destination: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entry"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to an Idempotency-Key, replayed for a retry with the same body."""
+
+    __tablename__ = "idempotency_record"
+    principal_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()

@@ -1,0 +1,107 @@
+"""The exception queues: list work oldest first, resolve it exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from careops.db import Database
+from careops.domain.events import EventType, record_event
+from careops.domain.models import ExceptionItem, IntakeItem, utcnow
+from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
+from careops.errors import Conflict, NotFound, ValidationFailed
+from careops.orchestration.intake import create_case_or_link, evaluate
+from careops.settings import Settings
+
+
+def exception_view(item: ExceptionItem) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": item.id,
+        "queue": item.queue,
+        "status": item.status,
+        "reason_codes": item.reason_codes,
+        "intake_item_id": item.intake_item_id,
+        "case_id": item.case_id,
+        "location_id": item.location_id,
+        "assignee": item.assignee,
+        "created_at": item.created_at.isoformat(),
+        "age_seconds": int((now - item.created_at).total_seconds()),
+        "resolution": item.resolution,
+    }
+
+
+def list_exceptions(db: Database, queue: str | None, status: str, limit: int) -> list[dict[str, Any]]:
+    query = select(ExceptionItem).where(ExceptionItem.status == status)
+    if queue:
+        query = query.where(ExceptionItem.queue == queue)
+    with db.sessions() as session:
+        rows = session.scalars(query.order_by(ExceptionItem.created_at, ExceptionItem.id).limit(limit)).all()
+        return [exception_view(r) for r in rows]
+
+
+def get_exception(db: Database, exception_id: str) -> dict[str, Any]:
+    with db.sessions() as session:
+        item = session.get(ExceptionItem, exception_id)
+        if item is None:
+            raise NotFound("no exception item with this id")
+        return exception_view(item)
+
+
+def _merge(original: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    merged = {**original, "patient": dict(original.get("patient", {})), "referrer": dict(original.get("referrer", {}))}
+    for name, value in fields.items():
+        if name not in KNOWN_FIELDS:
+            raise ValidationFailed(f"unknown field {name!r}", errors=[{"field": name, "message": "unknown field"}])
+        section, _, leaf = name.partition(".")
+        if leaf:
+            merged[section][leaf] = value
+        else:
+            merged[name] = value
+    return merged
+
+
+def resolve_intake_exception(
+    db: Database, exception_id: str, fields: dict[str, str], *, actor: str, settings: Settings
+) -> dict[str, Any]:
+    """Apply the supplied fields to the original referral; create its case (once) when complete."""
+    with db.transaction() as session:
+        item = session.get(ExceptionItem, exception_id, with_for_update=True)
+        if item is None:
+            raise NotFound("no exception item with this id")
+        if item.status != "open":
+            raise Conflict("this exception item is already resolved", case_id=item.case_id)
+        intake = session.get(IntakeItem, item.intake_item_id) if item.intake_item_id else None
+        if intake is None or intake.normalised is None:
+            raise Conflict("this exception item has no referral to complete")
+        try:
+            referral_in = ReferralIn.model_validate(_merge(intake.normalised, fields))
+        except ValidationError as exc:
+            raise ValidationFailed(
+                "the supplied fields are not valid",
+                errors=[{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()],
+            ) from exc
+        evaluation = evaluate(session, referral_in, settings)
+        if evaluation.reasons:
+            raise ValidationFailed(
+                "the referral is still incomplete", reason_codes=evaluation.reasons
+            )
+        intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
+        answer = create_case_or_link(session, intake, evaluation, settings, {"actor": actor, "correlation_id": None})
+        item.status = "resolved"
+        item.case_id = answer.body["case_id"]
+        item.resolved_at = utcnow()
+        item.resolution = {"outcome": answer.body["outcome"], "fields": sorted(fields)}
+        record_event(
+            session,
+            EventType.EXCEPTION_RESOLVED,
+            subject_type="exception",
+            subject_id=item.id,
+            case_id=item.case_id,
+            location_id=item.location_id,
+            actor=actor,
+            payload={"outcome": answer.body["outcome"]},
+        )
+        return {**answer.body, "exception_id": item.id}

@@ -1,0 +1,88 @@
+"""Settings from ``CAREOPS_*`` environment variables and an optional ``careops.toml``.
+
+Environment variables win over the file. ``check_production`` refuses configurations that are
+unsafe in production and says which setting to change.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from careops.errors import ConfigurationError
+
+DEFAULT_SECRET = "insecure-development-secret"  # noqa: S105 - the value production refuses
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREOPS_", toml_file="careops.toml", extra="ignore")
+
+    mode: Literal["local", "production"] = Field("local", description="`production` enables safety checks.")
+    database_url: str = Field("sqlite:///careops.db", description="SQLAlchemy URL of the system of record.")
+    dbos_database_url: str | None = Field(
+        None, description="DBOS system database; defaults to the same PostgreSQL database, or a sibling SQLite file."
+    )
+    secret_key: str = Field(DEFAULT_SECRET, description="Secret for signing; must be changed in production.")
+    workers: int = Field(1, ge=1, description="HTTP worker processes started by `careops serve`.")
+    executor_id: str = Field("local", description="DBOS executor id of this worker process.")
+    max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 above it).")
+    quarantine_max_bytes: int = Field(16 * 1024 * 1024, description="Largest rejected body kept whole.")
+    duplicate_window_hours: float = Field(72.0, description="Same patient+service+referrer within it = duplicate.")
+    triage_timeout_seconds: float = Field(4 * 3600.0, description="Wait for triage before 'triage overdue'.")
+    dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
+    dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")
+    token_cache_seconds: float = Field(5.0, description="How long a verified token is trusted without a query.")
+    default_phone_region: str = Field("GB", description="Region for phone numbers without a country code.")
+    date_order: Literal["DMY", "MDY"] = Field("DMY", description="How to read 01/02/1980-style dates.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def resolved_dbos_url(self) -> str:
+        if self.dbos_database_url:
+            return self.dbos_database_url
+        if self.is_sqlite:
+            path = self.database_url.removeprefix("sqlite:///")
+            return f"sqlite:///{Path(path).with_suffix('')}.dbos.db"
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def check_production(self, processes: int) -> None:
+        """Raise ConfigurationError when production mode meets an unsafe setting."""
+        if self.mode != "production":
+            return
+        if self.secret_key == DEFAULT_SECRET or len(self.secret_key) < 32:
+            raise ConfigurationError(
+                "production mode needs a secret: set CAREOPS_SECRET_KEY to at least 32 random characters"
+            )
+        if self.is_sqlite and processes > 1:
+            raise ConfigurationError(
+                "SQLite serves one process only: use --workers 1 or set CAREOPS_DATABASE_URL to "
+                "postgresql+psycopg://..."
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

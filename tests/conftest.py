@@ -1,0 +1,106 @@
+"""One database fixture parametrised over SQLite and PostgreSQL; each test gets a fresh database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from careops.api.app import create_app
+from careops.db import Database
+from careops.demo.seed import seed_demo
+from careops.governance.tokens import ADMIN, create_token
+from careops.migrate import upgrade
+from careops.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("CAREOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+
+
+class PostgresDatabases:
+    """Creates and drops throw-away databases on the test server."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def create(self) -> str:
+        name = f"careops_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return _pg_url(name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+            for name in self.created:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases()
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'careops.db'}"
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    return databases.create()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, dbos_database_url=None, triage_timeout_seconds=2.0)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    upgrade(settings.database_url)
+    database = Database(settings.database_url)
+    seed_demo(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def admin_token(db: Database) -> str:
+    return create_token(db, "test-admin", [ADMIN])[0]
+
+
+@pytest.fixture
+def client(settings: Settings, db: Database, admin_token: str) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, db), raise_server_exceptions=False) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {admin_token}"
+        yield test_client
+
+
+def referral(**overrides: object) -> dict[str, object]:
+    """A complete referral for the demo catalogue; overrides replace top-level keys."""
+    body: dict[str, object] = {
+        "location": "north",
+        "service_code": "XRAY-CHEST",
+        "priority": "routine",
+        "patient": {
+            "mrn": f"MRN-{uuid.uuid4().hex[:8]}",
+            "given_name": "Alex",
+            "family_name": "Example",
+            "birth_date": "1980-04-12",
+            "phone": "020 7946 0958",
+        },
+        "referrer": {"code": "GP-001"},
+        "payer_code": "NHS",
+        "member_id": "943 476 5919",
+    }
+    body.update(overrides)
+    return body
