@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import re
 import sys
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,10 @@ from careops.db import Database
 from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
 
-app = typer.Typer(help="careops: operations control plane for healthcare service organisations.", no_args_is_help=True, pretty_exceptions_enable=False
+app = typer.Typer(
+    help="careops: operations control plane for healthcare service organisations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -62,7 +66,9 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organi
         fail("nothing to seed: pass --demo")
     db = _ready_database(get_settings())
     created = seed_demo(db)
-    err.print("demo organisation created" if created else "demo organisation already present; nothing changed")
+    err.print(
+        "demo organisation created" if created else "demo organisation already present; nothing changed"
+    )
 
 
 def _parse_duration(text: str) -> dt.timedelta:
@@ -70,13 +76,19 @@ def _parse_duration(text: str) -> dt.timedelta:
     if not match:
         raise typer.BadParameter("use a number followed by d, h or m, e.g. 90d")
     amount, unit = int(match.group(1)), match.group(2)
-    return {"d": dt.timedelta(days=amount), "h": dt.timedelta(hours=amount), "m": dt.timedelta(minutes=amount)}[unit]
+    return {
+        "d": dt.timedelta(days=amount),
+        "h": dt.timedelta(hours=amount),
+        "m": dt.timedelta(minutes=amount),
+    }[unit]
 
 
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
-    scopes: Annotated[str, typer.Option("--scopes", help="Comma-separated, e.g. intake:write,cases:read")] = "",
+    scopes: Annotated[
+        str, typer.Option("--scopes", help="Comma-separated, e.g. intake:write,cases:read")
+    ] = "",
     all_scopes: Annotated[bool, typer.Option("--all-scopes", help="An administrator token.")] = False,
     expires_in: Annotated[str | None, typer.Option("--expires-in", help="e.g. 90d, 12h")] = None,
 ) -> None:
@@ -86,7 +98,10 @@ def token_create(
     db = _ready_database(get_settings())
     wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
     secret, record = create_token(db, name, wanted, _parse_duration(expires_in) if expires_in else None)
-    err.print(f"token {record.name!r} ({record.prefix}…) scopes: {', '.join(record.scopes)}; shown once, store it now")
+    err.print(
+        f"token {record.name!r} ({record.prefix}…) scopes: {', '.join(record.scopes)}; "
+        "shown once, store it now"
+    )
     print(secret)
 
 
@@ -100,8 +115,13 @@ def token_list() -> None:
     table = Table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
     for t in list_tokens(_ready_database(get_settings())):
         table.add_row(
-            t.id, t.name, t.prefix, ",".join(t.scopes), f"{t.created_at:%Y-%m-%d %H:%M}",
-            f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-", f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-",
+            t.id,
+            t.name,
+            t.prefix,
+            ",".join(t.scopes),
+            f"{t.created_at:%Y-%m-%d %H:%M}",
+            f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-",
+            f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-",
         )
     out.print(table)
 
@@ -129,7 +149,7 @@ def _worker_process(parent_pid: int) -> None:
     asyncio.run(run_worker(get_settings(), asyncio.Event(), should_stop=lambda: os.getppid() != parent_pid))
 
 
-def start_embedded_worker() -> multiprocessing.Process:
+def start_embedded_worker() -> BaseProcess:
     """The dispatcher and DBOS in a child process that ends when its parent dies."""
     process = multiprocessing.get_context("spawn").Process(
         target=_worker_process, args=(os.getpid(),), name="careops-worker", daemon=True
@@ -144,7 +164,8 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int | None, typer.Option(help="HTTP worker processes (CAREOPS_WORKERS).")] = None,
     embedded_worker: Annotated[
-        bool, typer.Option("--embedded-worker/--no-embedded-worker", help="Run the dispatcher and workflows too.")
+        bool,
+        typer.Option("--embedded-worker/--no-embedded-worker", help="Run the dispatcher and workflows too."),
     ] = True,
 ) -> None:
     """Serve the API (and, by default, the dispatcher and durable workflows in a child process)."""
@@ -153,7 +174,9 @@ def serve(
     settings = _settings(workers=workers)
     settings.check_production(processes=settings.workers + (1 if embedded_worker else 0))
     if settings.is_sqlite and settings.workers > 1:
-        err.print("[yellow]warning:[/yellow] several processes share one SQLite file; use PostgreSQL in production")
+        err.print(
+            "[yellow]warning:[/yellow] several processes share one SQLite file; use PostgreSQL in production"
+        )
     _ready_database(settings).dispose()
     os.environ["CAREOPS_DATABASE_URL"] = settings.database_url
     worker = start_embedded_worker() if embedded_worker else None
@@ -194,7 +217,9 @@ def demo(
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
     rate: Annotated[float, typer.Option(help="Referrals per second from the simulator.")] = 10.0,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
-    directory: Annotated[Path, typer.Option(help="Where the demo database lives (recreated).")] = Path("careops-demo"),
+    directory: Annotated[Path, typer.Option(help="Where the demo database lives (recreated).")] = Path(
+        "careops-demo"
+    ),
 ) -> None:
     """Create a fresh SQLite database, seed it, serve it and send realistic traffic with a live panel."""
     from careops.demo.live import run_demo
@@ -211,4 +236,3 @@ def run() -> None:
             raise
         err.print(f"[red]error:[/red] {exc.detail}")
         sys.exit(1)
-

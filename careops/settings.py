@@ -29,18 +29,23 @@ class Settings(BaseSettings):
     mode: Literal["local", "production"] = Field("local", description="`production` enables safety checks.")
     database_url: str = Field("sqlite:///careops.db", description="SQLAlchemy URL of the system of record.")
     dbos_database_url: str | None = Field(
-        None, description="DBOS system database; defaults to the same PostgreSQL database, or a sibling SQLite file."
+        None,
+        description="DBOS system database; default: the same PostgreSQL database or a sibling SQLite file",
     )
     secret_key: str = Field(DEFAULT_SECRET, description="Secret for signing; must be changed in production.")
     workers: int = Field(1, ge=1, description="HTTP worker processes started by `careops serve`.")
     executor_id: str = Field("local", description="DBOS executor id of this worker process.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 above it).")
     quarantine_max_bytes: int = Field(16 * 1024 * 1024, description="Largest rejected body kept whole.")
-    duplicate_window_hours: float = Field(72.0, description="Same patient+service+referrer within it = duplicate.")
+    duplicate_window_hours: float = Field(
+        72.0, description="Same patient+service+referrer within it = duplicate."
+    )
     triage_timeout_seconds: float = Field(4 * 3600.0, description="Wait for triage before 'triage overdue'.")
     dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
     dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")
-    token_cache_seconds: float = Field(5.0, description="How long a verified token is trusted without a query.")
+    token_cache_seconds: float = Field(
+        5.0, description="How long a verified token is trusted without a query."
+    )
     default_phone_region: str = Field("GB", description="Region for phone numbers without a country code.")
     date_order: Literal["DMY", "MDY"] = Field("DMY", description="How to read 01/02/1980-style dates.")
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from careops import __version__
-from careops.api import cases, exceptions, health, problems, referrals
+from careops.api import cases, exceptions, health, problems, quarantine, referrals
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
 from careops.settings import Settings, get_settings
@@ -29,13 +29,17 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.db = db
     app.state.tokens = TokenVerifier(db, settings.token_cache_seconds)
     problems.install(app)
-    for module in (health, referrals, cases, exceptions):
+    for module in (health, referrals, cases, exceptions, quarantine):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(referrals.REFERRAL_SCHEMA_DEFS)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                referrals.REFERRAL_SCHEMA_DEFS
+            )
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema

@@ -19,7 +19,9 @@ router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 class TransitionIn(BaseModel):
     action: CaseAction
-    reason_code: str | None = Field(None, pattern=r"^[a-z0-9_.:-]{1,64}$", description="A short code, not free text.")
+    reason_code: str | None = Field(
+        None, pattern=r"^[a-z0-9_.:-]{1,64}$", description="A short code, not free text."
+    )
 
 
 class TriageIn(BaseModel):
@@ -43,7 +45,9 @@ async def cases(
 
 
 @router.get("/{case_id}", summary="A case with its timeline of business events")
-async def case(db: DbDep, case_id: str, _: Annotated[Principal, Depends(require("cases:read"))]) -> dict[str, Any]:
+async def case(
+    db: DbDep, case_id: str, _: Annotated[Principal, Depends(require("cases:read"))]
+) -> dict[str, Any]:
     return await run_in_threadpool(get_case, db, case_id)
 
 

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1/exceptions", tags=["exceptions"])
 class ResolveIn(BaseModel):
     fields: dict[str, Annotated[str, Field(max_length=200)]] = Field(
         default_factory=dict,
-        description="Values for the missing or invalid fields, by dotted name, e.g. {'patient.birth_date': '1980-04-12'}",
+        description="Values for the missing or invalid fields, by dotted name.",
         examples=[{"patient.birth_date": "1980-04-12", "service_code": "XRAY-CHEST"}],
     )
 

@@ -17,9 +17,7 @@ PROBLEM_TYPE_BASE = "https://careops.dev/problems/"
 log = logging.getLogger("careops.api")
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, request: Request, **extra: Any
-) -> JSONResponse:
+def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
     correlation_id = request.headers.get("x-correlation-id") or uuid.uuid4().hex
     body = {
         "type": PROBLEM_TYPE_BASE + code,

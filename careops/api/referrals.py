@@ -13,7 +13,8 @@ from careops.api.deps import DbDep, OversizedBody, SettingsDep, read_body, requi
 from careops.api.problems import field_errors, problem
 from careops.domain.referrals import ReferralIn
 from careops.governance.tokens import Principal
-from careops.orchestration.intake import IntakeRequest, accept_referral, quarantine
+from careops.orchestration.intake import IntakeRequest, accept_referral
+from careops.orchestration.quarantine import quarantine
 
 router = APIRouter(prefix="/api/v1", tags=["intake"])
 
@@ -55,11 +56,15 @@ async def submit_referral(
         raw = await read_body(request, settings)
         referral = ReferralIn.model_validate_json(raw)
     except OversizedBody as exc:
-        return await _reject(request, db, exc.raw, content_type, principal, 413, "payload_too_large", exc.detail)
+        return await _reject(
+            request, db, exc.raw, content_type, principal, 413, "payload_too_large", exc.detail
+        )
     except ValidationError as exc:
         errors = field_errors(list(exc.errors()))
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return await _reject(request, db, raw, content_type, principal, 422, "validation_failed", detail, errors)
+        return await _reject(
+            request, db, raw, content_type, principal, 422, "validation_failed", detail, errors
+        )
     intake = IntakeRequest(raw, content_type, "api", principal.id, idempotency_key, x_correlation_id)
     answer = await run_in_threadpool(accept_referral, db, intake, referral, settings)
     return JSONResponse(answer.body, status_code=answer.status_code)
@@ -78,7 +83,9 @@ async def _reject(
 ) -> JSONResponse:
     reasons = [code] + [f"invalid_field:{e['field']}" for e in errors or []]
     quarantine_id = await run_in_threadpool(
-        lambda: quarantine(db, raw=raw, content_type=content_type, channel="api", reasons=reasons, actor=principal.id)
+        lambda: quarantine(
+            db, raw=raw, content_type=content_type, channel="api", reasons=reasons, actor=principal.id
+        )
     )
     title = "Payload too large" if status == 413 else "The request is not valid"
     extra: dict[str, Any] = {"quarantine_id": quarantine_id}

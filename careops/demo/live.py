@@ -73,13 +73,17 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     token, _ = create_token(db, "demo", [ADMIN])
     base_url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            create_app(settings, db), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
     )
     stop = threading.Event()
     worker_stop = asyncio.Event()
     threads = [
         threading.Thread(target=server.run, name="server", daemon=True),
-        threading.Thread(target=lambda: asyncio.run(run_worker(settings, worker_stop, stop.is_set)), daemon=True),
+        threading.Thread(
+            target=lambda: asyncio.run(run_worker(settings, worker_stop, stop.is_set)), daemon=True
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -95,7 +99,9 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
         return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
     traffic = threading.Thread(
-        target=lambda: asyncio.run(simulate(base_url, token, stats, rate_per_second=rate, mix=DEMO_MIX, stop=finished)),
+        target=lambda: asyncio.run(
+            simulate(base_url, token, stats, rate_per_second=rate, mix=DEMO_MIX, stop=finished)
+        ),
         daemon=True,
     )
     traffic.start()

@@ -14,8 +14,33 @@ import httpx
 
 from careops.demo.seed import LOCATIONS, PAYERS, REFERRERS, SERVICES
 
-GIVEN = ["Alex", "Sam", "Jordan", "Priya", "Mohammed", "Olivia", "Chen", "Fatima", "Liam", "Aisha", "Noah", "Zoe"]
-FAMILY = ["Smith", "Jones", "Patel", "Khan", "Williams", "Brown", "Taylor", "Nguyen", "Okafor", "Garcia", "Murphy"]
+GIVEN = [
+    "Alex",
+    "Sam",
+    "Jordan",
+    "Priya",
+    "Mohammed",
+    "Olivia",
+    "Chen",
+    "Fatima",
+    "Liam",
+    "Aisha",
+    "Noah",
+    "Zoe",
+]
+FAMILY = [
+    "Smith",
+    "Jones",
+    "Patel",
+    "Khan",
+    "Williams",
+    "Brown",
+    "Taylor",
+    "Nguyen",
+    "Okafor",
+    "Garcia",
+    "Murphy",
+]
 
 
 @dataclass
@@ -73,7 +98,9 @@ class ReferralFactory:
         """The kind chosen and its JSON body."""
         roll = self.random.random()
         if roll < mix.malformed:
-            return "malformed", self.random.choice([b'{"location": "north", "patient": ', b'{"patient": "not an object"}'])
+            return "malformed", self.random.choice(
+                [b'{"location": "north", "patient": ', b'{"patient": "not an object"}']
+            )
         if roll < mix.malformed + mix.duplicate and self.sent:
             duplicate = json.loads(self.random.choice(self.sent[-200:]))
             duplicate["external_id"] = f"EXT-{uuid.uuid4().hex[:10]}"

@@ -70,7 +70,13 @@ def record_event(
         session.execute(
             insert(OutboxMessage),
             [
-                {"event_id": event_id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
+                {
+                    "event_id": event_id,
+                    "destination": str(f),
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                }
                 for f in follow_ups
             ],
         )

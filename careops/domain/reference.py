@@ -43,7 +43,9 @@ def resolve_references(session: Session, referral: NormalisedReferral) -> Refere
     referrer = payer = None
     if org_id and referral.referrer_code:
         referrer = session.scalars(
-            select(Referrer).where(Referrer.organisation_id == org_id, Referrer.code == referral.referrer_code)
+            select(Referrer).where(
+                Referrer.organisation_id == org_id, Referrer.code == referral.referrer_code
+            )
         ).first()
     if org_id and referral.payer_code:
         payer = session.scalars(

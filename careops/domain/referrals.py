@@ -174,7 +174,9 @@ def normalise_phone(value: str | None, region: str) -> str | None:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def normalise(referral: ReferralIn, *, phone_region: str = "GB", date_order: str = "DMY") -> NormalisedReferral:
+def normalise(
+    referral: ReferralIn, *, phone_region: str = "GB", date_order: str = "DMY"
+) -> NormalisedReferral:
     """Clean every field; unreadable values become ``invalid_field:<field>`` problems, not exceptions."""
     problems: list[str] = []
     birth_date: dt.date | None = None
@@ -219,8 +221,10 @@ def missing_fields(referral: NormalisedReferral, required: list[str]) -> list[st
     """Reason codes for every required field that has no value (always-required fields first)."""
     reasons: list[str] = []
     for field in (*ALWAYS_REQUIRED, *required):
-        if field in KNOWN_FIELDS and referral.value(field) in (None, "") and f"invalid_field:{field}" not in (
-            referral.problems
+        if (
+            field in KNOWN_FIELDS
+            and referral.value(field) in (None, "")
+            and f"invalid_field:{field}" not in (referral.problems)
         ):
             code = f"missing_field:{field}"
             if code not in reasons:

@@ -15,7 +15,7 @@ from careops.db import Database
 from careops.domain.models import ApiToken, utcnow
 from careops.errors import NotFound, Unauthorised, ValidationFailed
 
-TOKEN_PREFIX = "cop_"
+TOKEN_PREFIX = "cop_"  # noqa: S105 - a recognisable prefix, not a secret
 ADMIN = "admin"
 SCOPES = {
     "intake:write": "submit referrals",

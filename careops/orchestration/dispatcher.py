@@ -9,6 +9,7 @@ idempotency key = outbox id), so a re-run after a crash changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
         claimed = []
         for message, event in rows:
             message.status, message.claimed_by, message.claimed_at = "claimed", worker, now
-            claimed.append(ClaimedFollowUp(message.id, message.destination, event.id, event.case_id, event.payload))
+            claimed.append(
+                ClaimedFollowUp(message.id, message.destination, event.id, event.case_id, event.payload)
+            )
         return claimed
 
 
@@ -85,10 +88,8 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if await self.dispatch_once() == 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.dispatch_interval_seconds)
-                except TimeoutError:
-                    pass
 
     async def dispatch_once(self) -> int:
         claimed = await asyncio.to_thread(
@@ -97,7 +98,9 @@ class Dispatcher:
         if not claimed:
             return 0
         results = await asyncio.gather(*(self._handle(c) for c in claimed))
-        await asyncio.to_thread(settle, self.db, dict(zip((c.outbox_id for c in claimed), results, strict=True)))
+        await asyncio.to_thread(
+            settle, self.db, dict(zip((c.outbox_id for c in claimed), results, strict=True))
+        )
         return len(claimed)
 
     async def _handle(self, follow_up: ClaimedFollowUp) -> str | None:
@@ -111,8 +114,12 @@ class Dispatcher:
         return None
 
     async def _start_triage_wait(self, follow_up: ClaimedFollowUp) -> None:
+        if follow_up.case_id is None:
+            raise ValueError("a triage wait needs a case")
         with SetWorkflowID(workflow_id_for_event(follow_up.event_id)):
-            await DBOS.start_workflow_async(await_triage, follow_up.case_id, self.settings.triage_timeout_seconds)
+            await DBOS.start_workflow_async(
+                await_triage, follow_up.case_id, self.settings.triage_timeout_seconds
+            )
 
     async def _deliver_triage(self, follow_up: ClaimedFollowUp) -> None:
         await DBOS.send_async(

@@ -51,10 +51,16 @@ def get_exception(db: Database, exception_id: str) -> dict[str, Any]:
 
 
 def _merge(original: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
-    merged = {**original, "patient": dict(original.get("patient", {})), "referrer": dict(original.get("referrer", {}))}
+    merged = {
+        **original,
+        "patient": dict(original.get("patient", {})),
+        "referrer": dict(original.get("referrer", {})),
+    }
     for name, value in fields.items():
         if name not in KNOWN_FIELDS:
-            raise ValidationFailed(f"unknown field {name!r}", errors=[{"field": name, "message": "unknown field"}])
+            raise ValidationFailed(
+                f"unknown field {name!r}", errors=[{"field": name, "message": "unknown field"}]
+            )
         section, _, leaf = name.partition(".")
         if leaf:
             merged[section][leaf] = value
@@ -85,11 +91,11 @@ def resolve_intake_exception(
             ) from exc
         evaluation = evaluate(session, referral_in, settings)
         if evaluation.reasons:
-            raise ValidationFailed(
-                "the referral is still incomplete", reason_codes=evaluation.reasons
-            )
+            raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
         intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
-        answer = create_case_or_link(session, intake, evaluation, settings, {"actor": actor, "correlation_id": None})
+        answer = create_case_or_link(
+            session, intake, evaluation, settings, {"actor": actor, "correlation_id": None}
+        )
         item.status = "resolved"
         item.case_id = answer.body["case_id"]
         item.resolved_at = utcnow()

@@ -12,7 +12,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -57,14 +56,18 @@ class IntakeRequest:
 
 def evaluate(session: Session, referral_in: ReferralIn, settings: Settings) -> Evaluation:
     """Normalise, resolve codes against the catalogue and list every reason it is not yet a case."""
-    referral = normalise(referral_in, phone_region=settings.default_phone_region, date_order=settings.date_order)
+    referral = normalise(
+        referral_in, phone_region=settings.default_phone_region, date_order=settings.date_order
+    )
     references = resolve_references(session, referral)
     required = references.service.required_fields if references.service else []
     reasons = [*references.unknown_codes(referral), *referral.problems, *missing_fields(referral, required)]
     return Evaluation(referral, references, reasons)
 
 
-def accept_referral(db: Database, request: IntakeRequest, referral_in: ReferralIn, settings: Settings) -> IntakeAnswer:
+def accept_referral(
+    db: Database, request: IntakeRequest, referral_in: ReferralIn, settings: Settings
+) -> IntakeAnswer:
     """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once."""
     request_hash = hashlib.sha256(request.raw).hexdigest()
     try:
@@ -122,7 +125,7 @@ def _accept(
         received_at=utcnow(),
     )
     session.add(item)
-    event_context = {"actor": request.principal_id, "correlation_id": request.correlation_id}
+    event_context: dict[str, Any] = {"actor": request.principal_id, "correlation_id": request.correlation_id}
     session.flush()
     record_event(
         session,
@@ -222,7 +225,9 @@ def create_case_or_link(
         payer_id=refs.payer.id if refs.payer else None,
         member_id=referral.member_id,
         priority=referral.priority,
-        status=str(CaseStatus.AWAITING_AUTHORISATION if needs_authorisation else CaseStatus.READY_TO_SCHEDULE),
+        status=str(
+            CaseStatus.AWAITING_AUTHORISATION if needs_authorisation else CaseStatus.READY_TO_SCHEDULE
+        ),
         created_at=now,
         updated_at=now,
     )
@@ -263,35 +268,3 @@ def _case_body(outcome: str, case: ServiceCase, item: IntakeItem) -> dict[str, A
         "status": case.status,
         "links": {"case": f"/api/v1/cases/{case.id}", "timeline": f"/api/v1/cases/{case.id}#timeline"},
     }
-
-
-def quarantine(
-    db: Database, *, raw: bytes, content_type: str | None, channel: str, reasons: list[str], actor: str
-) -> str:
-    """Keep a rejected payload whole, with why it was rejected, for inspection and replay."""
-    with db.transaction() as session:
-        item = IntakeItem(
-            id=new_id(),
-            channel=channel,
-            status="quarantined",
-            reasons=reasons,
-            content_type=content_type,
-            raw_payload=raw.decode("utf-8", errors="backslashreplace"),
-            payload_sha256=hashlib.sha256(raw).hexdigest(),
-            received_at=utcnow(),
-        )
-        session.add(item)
-        session.flush()
-        record_event(
-            session,
-            EventType.REFERRAL_QUARANTINED,
-            subject_type="intake_item",
-            subject_id=item.id,
-            actor=actor,
-            payload={"channel": channel, "reason_codes": reasons[:20]},
-        )
-        return item.id
-
-
-def find_intake_item(session: Session, item_id: str) -> IntakeItem | None:
-    return session.scalars(select(IntakeItem).where(IntakeItem.id == item_id)).first()

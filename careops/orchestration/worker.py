@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -34,7 +35,9 @@ def launch_dbos(settings: Settings, db: Database) -> None:
     DBOS.launch()
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event, should_stop: Callable[[], bool] = lambda: False) -> None:
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, should_stop: Callable[[], bool] = lambda: False
+) -> None:
     """Run until ``stop`` is set (or ``should_stop`` says so, e.g. when the parent process died)."""
     db = Database(settings.database_url)
     launch_dbos(settings, db)
@@ -46,10 +49,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, should_stop: Calla
             if should_stop():
                 stop.set()
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
         await task
     finally:
         DBOS.destroy(workflow_completion_timeout_sec=0)

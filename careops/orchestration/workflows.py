@@ -55,7 +55,9 @@ def _open_triage_overdue(case_id: str) -> str | None:
     assert context.db is not None, "the worker sets the database before launching DBOS"
     dedupe_key = f"{TRIAGE_OVERDUE}:{case_id}"
     with context.db.transaction() as session:
-        existing = session.scalars(select(ExceptionItem.id).where(ExceptionItem.dedupe_key == dedupe_key)).first()
+        existing = session.scalars(
+            select(ExceptionItem.id).where(ExceptionItem.dedupe_key == dedupe_key)
+        ).first()
         if existing is not None:
             return existing
         case = session.get(ServiceCase, case_id)

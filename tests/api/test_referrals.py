@@ -12,7 +12,9 @@ from careops.domain.models import BusinessEvent, IntakeItem, OutboxMessage, Serv
 from tests.conftest import referral
 
 
-def test_complete_referral_creates_a_case_with_its_events_and_follow_up(client: TestClient, db: Database) -> None:
+def test_complete_referral_creates_a_case_with_its_events_and_follow_up(
+    client: TestClient, db: Database
+) -> None:
     response = client.post("/api/v1/referrals", json=referral())
     assert response.status_code == 201, response.text
     body = response.json()
@@ -103,7 +105,9 @@ def test_duplicate_referral_links_to_the_existing_case(client: TestClient) -> No
 
 def test_malformed_json_is_422_problem_and_quarantined(client: TestClient, db: Database) -> None:
     response = client.post(
-        "/api/v1/referrals", content=b'{"location": "north", "patient": ', headers={"Content-Type": "application/json"}
+        "/api/v1/referrals",
+        content=b'{"location": "north", "patient": ',
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")

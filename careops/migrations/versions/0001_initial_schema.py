@@ -353,7 +353,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_exception_queue", ["queue", "status", "created_at"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("exception_item", schema=None) as batch_op:
         batch_op.drop_index("ix_exception_queue")

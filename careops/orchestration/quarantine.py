@@ -1,0 +1,74 @@
+"""Quarantine: rejected payloads kept whole with the reason, for inspection and replay."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+
+from careops.db import Database
+from careops.domain.events import EventType, record_event
+from careops.domain.models import IntakeItem, new_id, utcnow
+from careops.errors import NotFound
+
+
+def quarantine(
+    db: Database, *, raw: bytes, content_type: str | None, channel: str, reasons: list[str], actor: str
+) -> str:
+    """Keep a rejected payload whole, with why it was rejected, for inspection and replay."""
+    with db.transaction() as session:
+        item = IntakeItem(
+            id=new_id(),
+            channel=channel,
+            status="quarantined",
+            reasons=reasons,
+            content_type=content_type,
+            raw_payload=raw.decode("utf-8", errors="backslashreplace"),
+            payload_sha256=hashlib.sha256(raw).hexdigest(),
+            received_at=utcnow(),
+        )
+        session.add(item)
+        session.flush()
+        record_event(
+            session,
+            EventType.REFERRAL_QUARANTINED,
+            subject_type="intake_item",
+            subject_id=item.id,
+            actor=actor,
+            payload={"channel": channel, "reason_codes": reasons[:20]},
+        )
+        return item.id
+
+
+def quarantined_view(item: IntakeItem, with_payload: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": item.id,
+        "channel": item.channel,
+        "reasons": item.reasons,
+        "content_type": item.content_type,
+        "payload_sha256": item.payload_sha256,
+        "received_at": item.received_at.isoformat(),
+    }
+    if with_payload:
+        view["raw_payload"] = item.raw_payload
+    return view
+
+
+def list_quarantined(db: Database, limit: int) -> list[dict[str, Any]]:
+    with db.sessions() as session:
+        rows = session.scalars(
+            select(IntakeItem)
+            .where(IntakeItem.status == "quarantined")
+            .order_by(IntakeItem.id.desc())
+            .limit(limit)
+        )
+        return [quarantined_view(item, with_payload=False) for item in rows]
+
+
+def get_quarantined(db: Database, item_id: str) -> dict[str, Any]:
+    with db.sessions() as session:
+        item = session.get(IntakeItem, item_id)
+        if item is None or item.status != "quarantined":
+            raise NotFound("no quarantined payload with this id")
+        return quarantined_view(item, with_payload=True)

@@ -1,0 +1,88 @@
+"""The dispatcher starts one durable workflow per case.created; triage ends the wait, silence escalates."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from careops.db import Database
+from careops.domain.models import ExceptionItem, OutboxMessage
+from careops.orchestration.worker import run_worker
+from careops.settings import Settings
+from tests.conftest import referral
+
+
+@pytest.fixture
+def worker(settings: Settings, db: Database) -> Iterator[None]:
+    stop = asyncio.Event()
+    loop_holder: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loop_holder.append(asyncio.get_running_loop())
+        await run_worker(settings, stop)
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    yield
+    while not loop_holder:
+        time.sleep(0.01)
+    loop_holder[0].call_soon_threadsafe(stop.set)
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def triage_overdue_items(db: Database, case_id: str) -> int:
+    with db.sessions() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(ExceptionItem)
+                .where(ExceptionItem.case_id == case_id, ExceptionItem.queue == "triage")
+            )
+            or 0
+        )
+
+
+def all_dispatched(db: Database) -> bool:
+    with db.sessions() as session:
+        statuses = set(session.scalars(select(OutboxMessage.status)))
+    return statuses == {"dispatched"}
+
+
+def test_untriaged_case_lands_in_the_triage_queue_once(
+    client: TestClient, db: Database, worker: None
+) -> None:
+    case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
+    wait_for(lambda: all_dispatched(db))
+    wait_for(lambda: triage_overdue_items(db, case_id) == 1)
+    time.sleep(1.0)
+    assert triage_overdue_items(db, case_id) == 1
+    queue = client.get("/api/v1/exceptions", params={"queue": "triage"}).json()["items"]
+    assert [(i["case_id"], i["reason_codes"]) for i in queue] == [(case_id, ["triage_overdue"])]
+
+
+def test_triage_in_time_ends_the_wait_without_escalation(
+    client: TestClient, db: Database, settings: Settings, worker: None
+) -> None:
+    case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
+    response = client.post(f"/api/v1/cases/{case_id}/triage", json={"urgency": "urgent"})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: all_dispatched(db))
+    time.sleep(settings.triage_timeout_seconds + 1.5)
+    assert triage_overdue_items(db, case_id) == 0
+    assert client.get(f"/api/v1/cases/{case_id}").json()["priority"] == "urgent"
