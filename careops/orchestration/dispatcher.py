@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from careops.db import Database
 from careops.domain.events import FollowUp
@@ -62,6 +62,17 @@ def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
         return claimed
 
 
+def release_claims(db: Database, worker: str) -> int:
+    """On start, take back what this worker had claimed before it stopped (its claims are dead)."""
+    with db.transaction() as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == "claimed", OutboxMessage.claimed_by == worker)
+            .values(status="pending", claimed_by=None, claimed_at=None)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+
 def settle(db: Database, outcomes: dict[int, str | None]) -> None:
     """Mark follow-ups done (None) or failed (an error name; retried until MAX_ATTEMPTS)."""
     now = utcnow()
@@ -86,6 +97,7 @@ class Dispatcher:
         }
 
     async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(release_claims, self.db, self.settings.executor_id)
         while not stop.is_set():
             if await self.dispatch_once() == 0:
                 with contextlib.suppress(TimeoutError):

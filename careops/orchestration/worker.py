@@ -28,7 +28,7 @@ def launch_dbos(settings: Settings, db: Database) -> None:
             "system_database_url": settings.resolved_dbos_url,
             "executor_id": settings.executor_id,
             "application_version": APPLICATION_VERSION,
-            "log_level": "WARNING",
+            "log_level": "ERROR",
             "notification_listener_polling_interval_sec": 0.2,
         }
     )
