@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     triage_timeout_seconds: float = Field(4 * 3600.0, description="Wait for triage before 'triage overdue'.")
     dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
     dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")
+    reference_cache_seconds: float = Field(
+        5.0, description="How long intake reuses its reference-data snapshot."
+    )
     token_cache_seconds: float = Field(
         5.0, description="How long a verified token is trusted without a query."
     )

@@ -61,7 +61,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, dbos_database_url=None, triage_timeout_seconds=2.0)
+    return Settings(
+        database_url=database_url,
+        dbos_database_url=None,
+        triage_timeout_seconds=2.0,
+        reference_cache_seconds=0,
+    )
 
 
 @pytest.fixture

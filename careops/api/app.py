@@ -11,6 +11,7 @@ from careops import __version__
 from careops.api import cases, exceptions, health, problems, quarantine, referrals
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
+from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
 
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.settings = settings
     app.state.db = db
     app.state.tokens = TokenVerifier(db, settings.token_cache_seconds)
+    app.state.catalogue = CatalogueCache(settings.reference_cache_seconds)
     problems.install(app)
     for module in (health, referrals, cases, exceptions, quarantine):
         app.include_router(module.router)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -43,6 +43,7 @@ async def exception(
 
 @router.post("/{exception_id}/resolve", summary="Supply missing fields; the case is created exactly once")
 async def resolve(
+    request: Request,
     db: DbDep,
     settings: SettingsDep,
     exception_id: str,
@@ -50,5 +51,12 @@ async def resolve(
     principal: Annotated[Principal, Depends(require("exceptions:resolve"))],
 ) -> dict[str, Any]:
     return await run_in_threadpool(
-        lambda: resolve_intake_exception(db, exception_id, body.fields, actor=principal.id, settings=settings)
+        lambda: resolve_intake_exception(
+            db,
+            exception_id,
+            body.fields,
+            actor=principal.id,
+            settings=settings,
+            catalogue=request.app.state.catalogue,
+        )
     )

@@ -66,7 +66,8 @@ async def submit_referral(
             request, db, raw, content_type, principal, 422, "validation_failed", detail, errors
         )
     intake = IntakeRequest(raw, content_type, "api", principal.id, idempotency_key, x_correlation_id)
-    answer = await run_in_threadpool(accept_referral, db, intake, referral, settings)
+    catalogue = request.app.state.catalogue
+    answer = await run_in_threadpool(accept_referral, db, intake, referral, settings, catalogue)
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 

@@ -10,9 +10,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from careops.domain.models import BusinessEvent, OutboxMessage, utcnow
+from careops.domain.models import Base, BusinessEvent, OutboxMessage, utcnow
 
 
 class EventType(StrEnum):
@@ -36,8 +37,14 @@ class FollowUp(StrEnum):
     DELIVER_TRIAGE = "workflow.deliver_triage"
 
 
+_EVENT_INSERT = insert(Base.metadata.tables[BusinessEvent.__tablename__]).returning(
+    Base.metadata.tables[BusinessEvent.__tablename__].c.id
+)
+_OUTBOX_INSERT = insert(Base.metadata.tables[OutboxMessage.__tablename__])
+
+
 def record_event(
-    session: Session,
+    session: Session | Connection,
     event_type: EventType,
     *,
     subject_type: str,
@@ -49,26 +56,26 @@ def record_event(
     payload: dict[str, Any] | None = None,
     follow_ups: tuple[FollowUp, ...] = (),
 ) -> int:
-    """Insert one business event (and its outbox rows) in the session's transaction; return its id."""
+    """Insert one business event (and its outbox rows) in the caller's transaction; return its id."""
+    connection = session.connection() if isinstance(session, Session) else session
     now = utcnow()
-    event_id: int = session.execute(
-        insert(BusinessEvent)
-        .values(
-            type=str(event_type),
-            subject_type=subject_type,
-            subject_id=subject_id,
-            case_id=case_id,
-            location_id=location_id,
-            actor=actor,
-            correlation_id=correlation_id,
-            payload=payload or {},
-            occurred_at=now,
-        )
-        .returning(BusinessEvent.id)
+    event_id: int = connection.execute(
+        _EVENT_INSERT,
+        {
+            "type": str(event_type),
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "case_id": case_id,
+            "location_id": location_id,
+            "actor": actor,
+            "correlation_id": correlation_id,
+            "payload": payload or {},
+            "occurred_at": now,
+        },
     ).scalar_one()
     if follow_ups:
-        session.execute(
-            insert(OutboxMessage),
+        connection.execute(
+            _OUTBOX_INSERT,
             [
                 {
                     "event_id": event_id,

@@ -1,8 +1,12 @@
-"""Look-ups in the reference data a referral points at: locations, services, referrers, payers."""
+"""The reference data a referral points at (locations, services, referrers, payers), as a snapshot.
+
+Reference data changes rarely and is read on every referral, so intake resolves codes against an
+in-memory ``Catalogue`` loaded in four queries (and refreshed by the caller's cache).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,11 +16,35 @@ from careops.domain.referrals import NormalisedReferral, normalise_code
 
 
 @dataclass(frozen=True)
+class LocationRef:
+    id: str
+    organisation_id: str
+    slug: str
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    id: str
+    code: str
+    required_fields: tuple[str, ...]
+    requires_authorisation: bool
+
+
+@dataclass(frozen=True)
+class CodedRef:
+    """A referrer or payer: its id, code and (payers only) whether it needs authorisation."""
+
+    id: str
+    code: str
+    requires_authorisation: bool = False
+
+
+@dataclass(frozen=True)
 class ReferencedRecords:
-    location: Location | None
-    service: Service | None
-    referrer: Referrer | None
-    payer: Payer | None
+    location: LocationRef | None
+    service: ServiceRef | None
+    referrer: CodedRef | None
+    payer: CodedRef | None
 
     def unknown_codes(self, referral: NormalisedReferral) -> list[str]:
         """``unknown_*`` reason codes for every code the referral gives that the catalogue lacks."""
@@ -32,38 +60,41 @@ class ReferencedRecords:
         return reasons
 
 
-def resolve_references(session: Session, referral: NormalisedReferral) -> ReferencedRecords:
-    location = (
-        session.scalars(select(Location).where(Location.slug == referral.location)).first()
-        if referral.location
-        else None
-    )
-    org_id = location.organisation_id if location else None
-    service = find_service(session, org_id, referral.service_code) if org_id else None
-    referrer = payer = None
-    if org_id and referral.referrer_code:
-        referrer = session.scalars(
-            select(Referrer).where(
-                Referrer.organisation_id == org_id, Referrer.code == referral.referrer_code
+@dataclass
+class Catalogue:
+    locations: dict[str, LocationRef] = field(default_factory=dict)
+    services: dict[tuple[str, str], ServiceRef] = field(default_factory=dict)
+    referrers: dict[tuple[str, str], CodedRef] = field(default_factory=dict)
+    payers: dict[tuple[str, str], CodedRef] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session) -> Catalogue:
+        catalogue = cls()
+        for loc in session.scalars(select(Location)):
+            catalogue.locations[loc.slug] = LocationRef(loc.id, loc.organisation_id, loc.slug)
+        for svc in session.scalars(select(Service)):
+            ref = ServiceRef(svc.id, svc.code, tuple(svc.required_fields), svc.requires_authorisation)
+            for code in (svc.code, *svc.aliases):
+                catalogue.services.setdefault((svc.organisation_id, normalise_code(code) or ""), ref)
+        for referrer in session.scalars(select(Referrer)):
+            catalogue.referrers[(referrer.organisation_id, referrer.code)] = CodedRef(
+                referrer.id, referrer.code
             )
-        ).first()
-    if org_id and referral.payer_code:
-        payer = session.scalars(
-            select(Payer).where(Payer.organisation_id == org_id, Payer.code == referral.payer_code)
-        ).first()
-    return ReferencedRecords(location, service, referrer, payer)
+        for payer in session.scalars(select(Payer)):
+            catalogue.payers[(payer.organisation_id, payer.code)] = CodedRef(
+                payer.id, payer.code, payer.requires_authorisation
+            )
+        return catalogue
 
-
-def find_service(session: Session, organisation_id: str, code: str | None) -> Service | None:
-    """A service by its code, or by one of its aliases (code mapping to the catalogue)."""
-    if not code:
-        return None
-    service = session.scalars(
-        select(Service).where(Service.organisation_id == organisation_id, Service.code == code)
-    ).first()
-    if service is not None:
-        return service
-    for candidate in session.scalars(select(Service).where(Service.organisation_id == organisation_id)):
-        if code in {normalise_code(alias) for alias in candidate.aliases}:
-            return candidate
-    return None
+    def resolve(self, referral: NormalisedReferral) -> ReferencedRecords:
+        """Codes mapped to records: service codes match the code or any alias, in any case and spacing."""
+        location = self.locations.get(referral.location or "")
+        if location is None:
+            return ReferencedRecords(None, None, None, None)
+        org = location.organisation_id
+        return ReferencedRecords(
+            location,
+            self.services.get((org, referral.service_code or "")),
+            self.referrers.get((org, referral.referrer_code or "")),
+            self.payers.get((org, referral.payer_code or "")),
+        )

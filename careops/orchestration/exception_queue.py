@@ -12,7 +12,7 @@ from careops.domain.events import EventType, record_event
 from careops.domain.models import ExceptionItem, IntakeItem, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
-from careops.orchestration.intake import create_case_or_link, evaluate
+from careops.orchestration.intake import CatalogueCache, create_case_or_link, evaluate
 from careops.settings import Settings
 
 
@@ -70,7 +70,13 @@ def _merge(original: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
 
 
 def resolve_intake_exception(
-    db: Database, exception_id: str, fields: dict[str, str], *, actor: str, settings: Settings
+    db: Database,
+    exception_id: str,
+    fields: dict[str, str],
+    *,
+    actor: str,
+    settings: Settings,
+    catalogue: CatalogueCache,
 ) -> dict[str, Any]:
     """Apply the supplied fields to the original referral; create its case (once) when complete."""
     with db.transaction() as session:
@@ -89,13 +95,16 @@ def resolve_intake_exception(
                 "the supplied fields are not valid",
                 errors=[{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()],
             ) from exc
-        evaluation = evaluate(session, referral_in, settings)
+        evaluation = evaluate(catalogue.get(session), referral_in, settings)
         if evaluation.reasons:
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
-        intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
+        context = {"actor": actor, "correlation_id": None}
         answer = create_case_or_link(
-            session, intake, evaluation, settings, {"actor": actor, "correlation_id": None}
+            session.connection(), intake.id, intake.channel, evaluation, settings, context
         )
+        intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
+        intake.status = "accepted" if answer.body["outcome"] == "case_created" else "duplicate"
+        intake.case_id = answer.body["case_id"]
         item.status = "resolved"
         item.case_id = answer.body["case_id"]
         item.resolved_at = utcnow()

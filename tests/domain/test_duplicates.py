@@ -38,13 +38,13 @@ def test_found_inside_the_window_only(db: Database) -> None:
     now = utcnow()
     with db.sessions() as session:
         args = {"patient_id": patient_id, "service_id": service_id, "referrer_id": referrer_id, "now": now}
-        inside = find_duplicate_case(session, **args, window=dt.timedelta(hours=24))
-        outside = find_duplicate_case(session, **args, window=dt.timedelta(hours=5))
+        inside = find_duplicate_case(session.connection(), **args, window=dt.timedelta(hours=24))
+        outside = find_duplicate_case(session.connection(), **args, window=dt.timedelta(hours=5))
         other_referrer = find_duplicate_case(
             session, **{**args, "referrer_id": None}, window=dt.timedelta(hours=24)
         )
-        disabled = find_duplicate_case(session, **args, window=dt.timedelta(0))
-    assert inside is not None and inside.id == case_id
+        disabled = find_duplicate_case(session.connection(), **args, window=dt.timedelta(0))
+    assert inside is not None and inside[0] == case_id
     assert outside is None and other_referrer is None and disabled is None
 
 
@@ -56,7 +56,7 @@ def test_cancelled_cases_are_not_duplicates(db: Database) -> None:
         case.status = "cancelled"
     with db.sessions() as session:
         found = find_duplicate_case(
-            session,
+            session.connection(),
             patient_id=patient_id,
             service_id=service_id,
             referrer_id=referrer_id,

@@ -61,7 +61,9 @@ class Server:
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([CAREOPS, *args], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [CAREOPS, *args], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, tmp_path: Path) -> None:
@@ -127,7 +129,9 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, 
                     select(func.count()).select_from(ExceptionItem).where(ExceptionItem.queue == "triage")
                 )
                 pending = session.scalar(
-                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status != "dispatched")
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(OutboxMessage.status != "dispatched")
                 )
             if overdue == len(sent) and pending == 0:
                 break
@@ -136,9 +140,9 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, 
         time.sleep(2)
         with db.sessions() as session:
             per_case = session.execute(
-                select(ExceptionItem.case_id, func.count()).where(ExceptionItem.queue == "triage").group_by(
-                    ExceptionItem.case_id
-                )
+                select(ExceptionItem.case_id, func.count())
+                .where(ExceptionItem.queue == "triage")
+                .group_by(ExceptionItem.case_id)
             ).all()
         assert len(per_case) == len(sent) and {count for _, count in per_case} == {1}
         db.dispose()
