@@ -34,7 +34,7 @@ from careops.domain.models import OutboxMessage
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-console = Console()
+console = Console(width=200)
 
 
 def free_port() -> int:

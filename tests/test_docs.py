@@ -1,0 +1,52 @@
+"""Docs coverage: every setting, CLI command, event type and route is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.routing import APIRoute
+
+from careops.api.app import create_app
+from careops.cli import app as cli_app
+from careops.domain.events import EventType, FollowUp
+from careops.settings import Settings
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def text(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_is_documented(name: str) -> None:
+    assert f"`{name}`" in text("settings.md")
+
+
+def test_every_cli_command_is_documented() -> None:
+    commands = [c.name or (c.callback.__name__ if c.callback else "") for c in cli_app.registered_commands]
+    commands += [
+        f"token {c.name}"
+        for group in cli_app.registered_groups
+        for c in group.typer_instance.registered_commands
+    ]
+    missing = [c for c in commands if f"careops {c}" not in text("cli.md")]
+    assert missing == []
+
+
+@pytest.mark.parametrize("event", [*EventType, *FollowUp])
+def test_every_event_and_follow_up_is_documented(event: str) -> None:
+    assert f"`{event}`" in text("events.md")
+
+
+def test_every_route_is_documented(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'd.db'}"))
+    routes = [
+        f"{method} {route.path}"
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods)
+    ]
+    missing = [r for r in routes if f"`{r}`" not in text("api.md")]
+    assert missing == []
