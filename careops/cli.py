@@ -183,7 +183,7 @@ def serve(
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     try:
         uvicorn.run(
-            "careops.api.app:create_app_from_environment",
+            "careops.api.app:create_app",
             factory=True,
             host=host,
             port=port,

@@ -17,6 +17,7 @@ problem details and the CLI into one red line. Messages never contain PHI.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -35,6 +36,21 @@ class ValidationFailed(CareopsError):
     code = "validation_failed"
     status = 422
     title = "The request is not valid"
+
+    @classmethod
+    def from_errors(cls, errors: Iterable[Mapping[str, Any]]) -> ValidationFailed:
+        """From pydantic errors: ``errors`` lists each field, ``detail`` says them in one line."""
+        named = field_errors(errors)
+        return cls("; ".join(f"{e['field']}: {e['message']}" for e in named), errors=named)
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic errors as ``{field, message}`` with dotted paths a human can read (never the input)."""
+    named = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part != "body"]
+        named.append({"field": ".".join(location) or "(body)", "message": str(error.get("msg", "invalid"))})
+    return named
 
 
 class NotFound(CareopsError):

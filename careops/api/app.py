@@ -49,8 +49,3 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def create_app_from_environment() -> FastAPI:
-    """Factory for uvicorn worker processes: settings from CAREOPS_* variables."""
-    return create_app()

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from careops.errors import CareopsError, Unauthorised
+from careops.errors import CareopsError, ValidationFailed
 
 PROBLEM_TYPE_BASE = "https://careops.dev/problems/"
 log = logging.getLogger("careops.api")
@@ -32,28 +32,16 @@ def problem(status: int, code: str, title: str, detail: str, request: Request, *
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
-def field_errors(errors: list[Any]) -> list[dict[str, str]]:
-    """Pydantic errors as {field, message}, with the field as a dotted path a human can read."""
-    named = []
-    for error in errors:
-        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
-        named.append({"field": ".".join(location) or "(body)", "message": str(error.get("msg", "invalid"))})
-    return named
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(CareopsError)
     async def careops_error(request: Request, exc: CareopsError) -> JSONResponse:
         if exc.status >= 500:
             log.error("request.failed code=%s", exc.code)
-        status = 401 if isinstance(exc, Unauthorised) else exc.status
-        return problem(status, exc.code, exc.title, exc.detail, request, **exc.extra)
+        return problem(exc.status, exc.code, exc.title, exc.detail, request, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_errors(list(exc.errors()))
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, "validation_failed", "The request is not valid", detail, request, errors=errors)
+        return await careops_error(request, ValidationFailed.from_errors(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

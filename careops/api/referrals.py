@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from careops.api.deps import DbDep, OversizedBody, SettingsDep, read_body, require
-from careops.api.problems import field_errors, problem
+from careops.api.problems import problem
 from careops.domain.referrals import ReferralIn
+from careops.errors import ValidationFailed
 from careops.governance.tokens import Principal
 from careops.orchestration.intake import IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
@@ -60,10 +61,17 @@ async def submit_referral(
             request, db, exc.raw, content_type, principal, 413, "payload_too_large", exc.detail
         )
     except ValidationError as exc:
-        errors = field_errors(list(exc.errors()))
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        invalid = ValidationFailed.from_errors(exc.errors())
         return await _reject(
-            request, db, raw, content_type, principal, 422, "validation_failed", detail, errors
+            request,
+            db,
+            raw,
+            content_type,
+            principal,
+            422,
+            invalid.code,
+            invalid.detail,
+            invalid.extra["errors"],
         )
     intake = IntakeRequest(raw, content_type, "api", principal.id, idempotency_key, x_correlation_id)
     catalogue = request.app.state.catalogue

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from careops.domain.events import EventType, record_event
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ServiceCase, utcnow
 from careops.errors import InvalidTransition
 
@@ -97,14 +97,16 @@ def transition(
     payload = {"from": str(current), "to": str(target), "action": str(action)}
     if reason_code:
         payload["reason_code"] = reason_code
-    record_event(
+    record_events(
         session,
-        EventType.CASE_TRANSITIONED,
-        subject_type="case",
-        subject_id=case.id,
-        case_id=case.id,
-        location_id=case.location_id,
-        actor=actor,
-        payload=payload,
+        Event(
+            EventType.CASE_TRANSITIONED,
+            subject_type="case",
+            subject_id=case.id,
+            case_id=case.id,
+            location_id=case.location_id,
+            actor=actor,
+            payload=payload,
+        ),
     )
     return target

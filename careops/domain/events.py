@@ -1,4 +1,4 @@
-"""The catalogue of business events and the one function that records them.
+"""The catalogue of business events and the one function (``record_events``) that records them.
 
 An event is written in the caller's transaction together with the change it describes, and with
 an outbox row for each follow-up the change needs. Payloads carry ids and codes, never free-text PHI.
@@ -6,6 +6,7 @@ an outbox row for each follow-up the change needs. Payloads carry ids and codes,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -37,54 +38,50 @@ class FollowUp(StrEnum):
     DELIVER_TRIAGE = "workflow.deliver_triage"
 
 
-_EVENT_INSERT = insert(Base.metadata.tables[BusinessEvent.__tablename__]).returning(
-    Base.metadata.tables[BusinessEvent.__tablename__].c.id
-)
+_events = Base.metadata.tables[BusinessEvent.__tablename__]
+_EVENT_INSERT = insert(_events).returning(_events.c.id, sort_by_parameter_order=True)
 _OUTBOX_INSERT = insert(Base.metadata.tables[OutboxMessage.__tablename__])
 
 
-def record_event(
-    session: Session | Connection,
-    event_type: EventType,
-    *,
-    subject_type: str,
-    subject_id: str,
-    actor: str,
-    case_id: str | None = None,
-    location_id: str | None = None,
-    correlation_id: str | None = None,
-    payload: dict[str, Any] | None = None,
-    follow_ups: tuple[FollowUp, ...] = (),
-) -> int:
-    """Insert one business event (and its outbox rows) in the caller's transaction; return its id."""
+@dataclass(frozen=True)
+class Event:
+    """A business event about to be recorded, with the follow-ups it needs."""
+
+    type: EventType
+    subject_type: str
+    subject_id: str
+    actor: str
+    case_id: str | None = None
+    location_id: str | None = None
+    correlation_id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    follow_ups: tuple[FollowUp, ...] = ()
+
+
+def record_events(session: Session | Connection, *events: Event) -> list[int]:
+    """Insert events (one statement) and their outbox rows (one more) in the caller's transaction."""
     connection = session.connection() if isinstance(session, Session) else session
     now = utcnow()
-    event_id: int = connection.execute(
-        _EVENT_INSERT,
+    rows = [
         {
-            "type": str(event_type),
-            "subject_type": subject_type,
-            "subject_id": subject_id,
-            "case_id": case_id,
-            "location_id": location_id,
-            "actor": actor,
-            "correlation_id": correlation_id,
-            "payload": payload or {},
+            "type": str(e.type),
+            "subject_type": e.subject_type,
+            "subject_id": e.subject_id,
+            "case_id": e.case_id,
+            "location_id": e.location_id,
+            "actor": e.actor,
+            "correlation_id": e.correlation_id,
+            "payload": e.payload,
             "occurred_at": now,
-        },
-    ).scalar_one()
-    if follow_ups:
-        connection.execute(
-            _OUTBOX_INSERT,
-            [
-                {
-                    "event_id": event_id,
-                    "destination": str(f),
-                    "status": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                }
-                for f in follow_ups
-            ],
-        )
-    return event_id
+        }
+        for e in events
+    ]
+    ids = [int(i) for i in connection.execute(_EVENT_INSERT, rows).scalars()]
+    outbox = [
+        {"event_id": event_id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
+        for event_id, e in zip(ids, events, strict=True)
+        for f in e.follow_ups
+    ]
+    if outbox:
+        connection.execute(_OUTBOX_INSERT, outbox)
+    return ids

@@ -86,7 +86,7 @@ class Location(Base):
 class Patient(Base):
     __tablename__ = "patient"
     __table_args__ = (
-        Index("ix_patient_mrn", "organisation_id", "mrn"),
+        Index("ix_patient_mrn", "organisation_id", "mrn", unique=True),
         Index("ix_patient_name_birth", "organisation_id", "family_name", "birth_date"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -2,53 +2,62 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from careops.domain.models import Base, Patient, new_id, utcnow
 from careops.domain.referrals import NormalisedReferral
 
 _patients = Base.metadata.tables[Patient.__tablename__]
+DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "phone", "email")
 
 
-def find_or_register(connection: Connection, organisation_id: str, referral: NormalisedReferral) -> str:
-    """The patient's id. Match on MRN when the referral has one, else on names and birth date."""
-    query = select(_patients.c.id).where(_patients.c.organisation_id == organisation_id)
+def _upsert_by_mrn(dialect_insert: Any) -> Any:
+    """Upsert on (organisation_id, mrn): a new value wins, a missing one keeps the old."""
+    statement = dialect_insert(_patients)
+    return statement.on_conflict_do_update(
+        index_elements=["organisation_id", "mrn"],
+        set_={name: func.coalesce(statement.excluded[name], _patients.c[name]) for name in DEMOGRAPHICS},
+    ).returning(_patients.c.id, _patients.c.created_at)
+
+
+_UPSERTS = {"postgresql": _upsert_by_mrn(postgresql.insert), "sqlite": _upsert_by_mrn(sqlite.insert)}
+
+
+def find_or_register(
+    connection: Connection, organisation_id: str, referral: NormalisedReferral
+) -> tuple[str, bool]:
+    """The patient's id and whether it was registered just now.
+
+    With an MRN, one upsert on the unique (organisation, MRN) index, safe under concurrency;
+    demographics follow the latest referral. Without one, a match on names and birth date.
+    """
+    demographics: dict[str, Any] = {name: getattr(referral, name) for name in DEMOGRAPHICS}
+    now = utcnow()
+    new_patient = {"id": new_id(), "organisation_id": organisation_id, "created_at": now, **demographics}
     if referral.mrn:
-        query = query.where(_patients.c.mrn == referral.mrn)
-    else:
-        query = query.where(
+        row = connection.execute(
+            _UPSERTS[connection.dialect.name], {**new_patient, "mrn": referral.mrn}
+        ).one()
+        # created_at is never updated, so it equals ``now`` only for the row inserted here.
+        return str(row.id), row.created_at == now
+    patient_id = connection.execute(
+        select(_patients.c.id)
+        .where(
+            _patients.c.organisation_id == organisation_id,
             _patients.c.mrn.is_(None),
             _patients.c.family_name == referral.family_name,
             _patients.c.given_name == referral.given_name,
             _patients.c.birth_date == referral.birth_date,
         )
-    demographics = {
-        name: value
-        for name, value in (
-            ("given_name", referral.given_name),
-            ("family_name", referral.family_name),
-            ("birth_date", referral.birth_date),
-            ("sex", referral.sex),
-            ("phone", referral.phone),
-            ("email", referral.email),
-        )
-        if value is not None
-    }
-    patient_id = connection.execute(query.limit(1)).scalar()
+        .limit(1)
+    ).scalar()
     if patient_id is None:
-        patient_id = new_id()
-        connection.execute(
-            insert(_patients),
-            {
-                "id": patient_id,
-                "organisation_id": organisation_id,
-                "mrn": referral.mrn,
-                "created_at": utcnow(),
-                **demographics,
-            },
-        )
-    else:
-        # Demographics follow the latest referral; the MRN is the identity.
-        connection.execute(update(_patients).where(_patients.c.id == patient_id), demographics)
-    return str(patient_id)
+        connection.execute(insert(_patients), new_patient)
+        return str(new_patient["id"]), True
+    known = {name: value for name, value in demographics.items() if value is not None}
+    connection.execute(update(_patients).where(_patients.c.id == patient_id), known)
+    return str(patient_id), False

@@ -19,7 +19,6 @@ from careops.domain.referrals import NormalisedReferral, normalise_code
 class LocationRef:
     id: str
     organisation_id: str
-    slug: str
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Catalogue:
     def load(cls, session: Session) -> Catalogue:
         catalogue = cls()
         for loc in session.scalars(select(Location)):
-            catalogue.locations[loc.slug] = LocationRef(loc.id, loc.organisation_id, loc.slug)
+            catalogue.locations[loc.slug] = LocationRef(loc.id, loc.organisation_id)
         for svc in session.scalars(select(Service)):
             ref = ServiceRef(svc.id, svc.code, tuple(svc.required_fields), svc.requires_authorisation)
             for code in (svc.code, *svc.aliases):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 
@@ -91,7 +90,6 @@ class TokenVerifier:
         self._db = db
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Principal, float]] = {}
-        self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
         if not token.startswith(TOKEN_PREFIX):
@@ -108,6 +106,5 @@ class TokenVerifier:
         if record.expires_at is not None and record.expires_at <= utcnow():
             raise Unauthorised("the bearer token has expired")
         principal = Principal(record.id, record.name, frozenset(record.scopes))
-        with self._lock:
-            self._cache[digest] = (principal, now + self._cache_seconds)
+        self._cache[digest] = (principal, now + self._cache_seconds)
         return principal

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, allowed_actions, transition
-from careops.domain.events import EventType, FollowUp, record_event
+from careops.domain.events import Event, EventType, FollowUp, record_events
 from careops.domain.models import BusinessEvent, Location, Service, ServiceCase
 from careops.errors import NotFound, ValidationFailed
 
@@ -120,15 +120,17 @@ def record_triage(db: Database, case_id: str, urgency: str, *, actor: str) -> di
         if created is None:
             raise ValidationFailed("this case has no creation event to triage against")
         case.priority = urgency
-        event_id = record_event(
+        event_id = record_events(
             session,
-            EventType.CASE_TRIAGED,
-            subject_type="case",
-            subject_id=case.id,
-            case_id=case.id,
-            location_id=case.location_id,
-            actor=actor,
-            payload={"urgency": urgency, "workflow_event_id": created},
-            follow_ups=(FollowUp.DELIVER_TRIAGE,),
+            Event(
+                EventType.CASE_TRIAGED,
+                subject_type="case",
+                subject_id=case.id,
+                case_id=case.id,
+                location_id=case.location_id,
+                actor=actor,
+                payload={"urgency": urgency, "workflow_event_id": created},
+                follow_ups=(FollowUp.DELIVER_TRIAGE,),
+            ),
         )
         return {"case_id": case.id, "urgency": urgency, "event_id": event_id}

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.events import EventType, record_event
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ExceptionItem, IntakeItem, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
@@ -91,32 +91,30 @@ def resolve_intake_exception(
         try:
             referral_in = ReferralIn.model_validate(_merge(intake.normalised, fields))
         except ValidationError as exc:
-            raise ValidationFailed(
-                "the supplied fields are not valid",
-                errors=[{"field": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()],
-            ) from exc
-        evaluation = evaluate(catalogue.get(session), referral_in, settings)
+            raise ValidationFailed.from_errors(exc.errors()) from exc
+        evaluation = evaluate(catalogue.get(db), referral_in, settings)
         if evaluation.reasons:
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
         context = {"actor": actor, "correlation_id": None}
-        answer = create_case_or_link(
-            session.connection(), intake.id, intake.channel, evaluation, settings, context
-        )
+        answer = create_case_or_link(session.connection(), intake.id, evaluation, settings, context)
         intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
-        intake.status = "accepted" if answer.body["outcome"] == "case_created" else "duplicate"
+        intake.status = answer.item_status
         intake.case_id = answer.body["case_id"]
         item.status = "resolved"
         item.case_id = answer.body["case_id"]
         item.resolved_at = utcnow()
         item.resolution = {"outcome": answer.body["outcome"], "fields": sorted(fields)}
-        record_event(
+        record_events(
             session,
-            EventType.EXCEPTION_RESOLVED,
-            subject_type="exception",
-            subject_id=item.id,
-            case_id=item.case_id,
-            location_id=item.location_id,
-            actor=actor,
-            payload={"outcome": answer.body["outcome"]},
+            *answer.events,
+            Event(
+                EventType.EXCEPTION_RESOLVED,
+                subject_type="exception",
+                subject_id=item.id,
+                case_id=item.case_id,
+                location_id=item.location_id,
+                actor=actor,
+                payload={"outcome": answer.body["outcome"]},
+            ),
         )
         return {**answer.body, "exception_id": item.id}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +17,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
-from careops.domain.events import EventType, FollowUp, record_event
+from careops.domain.events import Event, EventType, FollowUp, record_events
 from careops.domain.models import (
     Base,
     ExceptionItem,
@@ -46,12 +44,21 @@ _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 
 
+_ITEM_STATUS = {"case_created": "accepted", "duplicate": "duplicate", "exception": "incomplete"}
+
+
 @dataclass
 class IntakeAnswer:
-    """What the channel answers: an HTTP-like status and a JSON body."""
+    """What the channel answers (an HTTP-like status and a JSON body) and the events it implies."""
 
     status_code: int
     body: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def item_status(self) -> str:
+        """The intake item's status for this outcome."""
+        return _ITEM_STATUS[self.body["outcome"]]
 
 
 @dataclass
@@ -78,15 +85,12 @@ class CatalogueCache:
         self._ttl = ttl_seconds
         self._catalogue: Catalogue | None = None
         self._loaded_at = 0.0
-        self._lock = threading.Lock()
 
-    def get(self, session: Session) -> Catalogue:
+    def get(self, db: Database) -> Catalogue:
         now = time.monotonic()
         if self._catalogue is None or now - self._loaded_at >= self._ttl:
-            catalogue = Catalogue.load(session)
-            with self._lock:
-                self._catalogue, self._loaded_at = catalogue, now
-            return catalogue
+            with db.sessions() as session:
+                self._catalogue, self._loaded_at = Catalogue.load(session), now
         return self._catalogue
 
 
@@ -110,6 +114,8 @@ def accept_referral(
 ) -> IntakeAnswer:
     """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once."""
     request_hash = hashlib.sha256(request.raw).hexdigest()
+    # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
+    evaluation = evaluate(catalogue.get(db), referral_in, settings)
     try:
         with db.transaction() as session:
             connection = session.connection()
@@ -117,7 +123,6 @@ def accept_referral(
                 earlier = _earlier_answer(connection, request, request_hash)
                 if earlier is not None:
                     return earlier
-            evaluation = evaluate(catalogue.get(session), referral_in, settings)
             answer = _accept(connection, request, request_hash, referral_in, evaluation, settings)
             if request.idempotency_key:
                 connection.execute(
@@ -164,12 +169,34 @@ def _accept(
     evaluation: Evaluation,
     settings: Settings,
 ) -> IntakeAnswer:
+    """Rows in foreign-key order (case, intake item, exception item), then every event at once."""
     location = evaluation.references.location
     item_id = new_id()
     location_id = location.id if location else None
     context: dict[str, Any] = {"actor": request.principal_id, "correlation_id": request.correlation_id}
-    record_event(
-        connection,
+    outcome = (
+        None
+        if evaluation.reasons
+        else create_case_or_link(connection, item_id, evaluation, settings, context)
+    )
+    connection.execute(
+        insert(_intake_items),
+        {
+            "id": item_id,
+            "channel": request.channel,
+            "status": outcome.item_status if outcome else "incomplete",
+            "reasons": evaluation.reasons,
+            "content_type": request.content_type,
+            "raw_payload": request.raw.decode("utf-8", errors="replace"),
+            "payload_sha256": request_hash,
+            "normalised": referral_in.model_dump(mode="json", exclude_none=True),
+            "location_id": location_id,
+            "case_id": outcome.body["case_id"] if outcome else None,
+            "received_at": utcnow(),
+        },
+    )
+    answer = outcome or _open_intake_exception(connection, item_id, location_id, evaluation.reasons, context)
+    received = Event(
         EventType.REFERRAL_RECEIVED,
         subject_type="intake_item",
         subject_id=item_id,
@@ -177,32 +204,7 @@ def _accept(
         payload={"channel": request.channel},
         **context,
     )
-    if evaluation.reasons:
-        status, case_id = "incomplete", None
-    else:
-        answer = create_case_or_link(connection, item_id, request.channel, evaluation, settings, context)
-        status, case_id = (
-            ("duplicate" if answer.body["outcome"] == "duplicate" else "accepted"),
-            answer.body["case_id"],
-        )
-    connection.execute(
-        insert(_intake_items),
-        {
-            "id": item_id,
-            "channel": request.channel,
-            "status": status,
-            "reasons": evaluation.reasons,
-            "content_type": request.content_type,
-            "raw_payload": request.raw.decode("utf-8", errors="replace"),
-            "payload_sha256": request_hash,
-            "normalised": referral_in.model_dump(mode="json", exclude_none=True),
-            "location_id": location_id,
-            "case_id": case_id,
-            "received_at": utcnow(),
-        },
-    )
-    if evaluation.reasons:
-        return _open_intake_exception(connection, item_id, location_id, evaluation.reasons, context)
+    record_events(connection, received, *answer.events)
     return answer
 
 
@@ -222,8 +224,7 @@ def _open_intake_exception(
             "created_at": utcnow(),
         },
     )
-    record_event(
-        connection,
+    incomplete = Event(
         EventType.REFERRAL_INCOMPLETE,
         subject_type="intake_item",
         subject_id=item_id,
@@ -231,53 +232,56 @@ def _open_intake_exception(
         payload={"exception_id": exception_id, "reason_codes": reasons},
         **context,
     )
-    return IntakeAnswer(
-        202,
-        {
-            "outcome": "exception",
-            "intake_item_id": item_id,
-            "exception_id": exception_id,
-            "reason_codes": reasons,
-            "links": {"exception": f"/api/v1/exceptions/{exception_id}"},
-        },
-    )
+    body = {
+        "outcome": "exception",
+        "intake_item_id": item_id,
+        "exception_id": exception_id,
+        "reason_codes": reasons,
+        "links": {"exception": f"/api/v1/exceptions/{exception_id}"},
+    }
+    return IntakeAnswer(202, body, [incomplete])
 
 
 def create_case_or_link(
     connection: Connection,
     item_id: str,
-    channel: str,
     evaluation: Evaluation,
     settings: Settings,
     context: dict[str, Any],
 ) -> IntakeAnswer:
-    """Register the patient, then link to a duplicate case or create a new one."""
+    """Register the patient, then link to a duplicate case or create a new one.
+
+    Writes the case row; the events it implies are returned for the caller to record with its own.
+    """
     refs, referral = evaluation.references, evaluation.referral
     assert refs.location is not None and refs.service is not None  # guaranteed: no reasons left
-    patient_id = find_or_register(connection, refs.location.organisation_id, referral)
+    patient_id, registered = find_or_register(connection, refs.location.organisation_id, referral)
     now = utcnow()
     referrer_id = refs.referrer.id if refs.referrer else None
-    duplicate = find_duplicate_case(
-        connection,
-        patient_id=patient_id,
-        service_id=refs.service.id,
-        referrer_id=referrer_id,
-        now=now,
-        window=dt.timedelta(hours=settings.duplicate_window_hours),
+    # A patient registered just now has no earlier case to repeat.
+    duplicate = (
+        None
+        if registered
+        else find_duplicate_case(
+            connection,
+            patient_id=patient_id,
+            service_id=refs.service.id,
+            referrer_id=referrer_id,
+            now=now,
+            window=dt.timedelta(hours=settings.duplicate_window_hours),
+        )
     )
     if duplicate is not None:
         case_id, case_status, location_id = duplicate
-        record_event(
-            connection,
+        linked = Event(
             EventType.REFERRAL_DUPLICATE_DETECTED,
             subject_type="intake_item",
             subject_id=item_id,
             case_id=case_id,
             location_id=location_id,
-            payload={"channel": channel},
             **context,
         )
-        return IntakeAnswer(200, _case_body("duplicate", case_id, case_status, item_id))
+        return IntakeAnswer(200, _case_body("duplicate", case_id, case_status, item_id), [linked])
     needs_authorisation = refs.service.requires_authorisation and (
         refs.payer is None or refs.payer.requires_authorisation
     )
@@ -301,29 +305,31 @@ def create_case_or_link(
             "updated_at": now,
         },
     )
-    case_event: dict[str, Any] = {
+    about_case: dict[str, Any] = {
         "subject_type": "case",
         "subject_id": case_id,
         "case_id": case_id,
-        "location_id": refs.location.id,
-    }
-    record_event(
-        connection,
-        EventType.CASE_CREATED,
-        **case_event,
-        payload={"intake_item_id": item_id, "service": refs.service.code, "status": status},
-        follow_ups=(FollowUp.AWAIT_TRIAGE,),
         **context,
-    )
-    if needs_authorisation:
-        record_event(
-            connection,
-            EventType.AUTHORISATION_REQUIRED,
-            **case_event,
-            payload={"payer": refs.payer.code if refs.payer else None},
-            **context,
+    }
+    events = [
+        Event(
+            EventType.CASE_CREATED,
+            location_id=refs.location.id,
+            payload={"intake_item_id": item_id, "service": refs.service.code, "status": status},
+            follow_ups=(FollowUp.AWAIT_TRIAGE,),
+            **about_case,
         )
-    return IntakeAnswer(201, _case_body("case_created", case_id, status, item_id))
+    ]
+    if needs_authorisation:
+        events.append(
+            Event(
+                EventType.AUTHORISATION_REQUIRED,
+                location_id=refs.location.id,
+                payload={"payer": refs.payer.code if refs.payer else None},
+                **about_case,
+            )
+        )
+    return IntakeAnswer(201, _case_body("case_created", case_id, status, item_id), events)
 
 
 def _case_body(outcome: str, case_id: str, status: str, item_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.events import EventType, record_event
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import IntakeItem, new_id, utcnow
 from careops.errors import NotFound
 
@@ -30,13 +30,15 @@ def quarantine(
         )
         session.add(item)
         session.flush()
-        record_event(
+        record_events(
             session,
-            EventType.REFERRAL_QUARANTINED,
-            subject_type="intake_item",
-            subject_id=item.id,
-            actor=actor,
-            payload={"channel": channel, "reason_codes": reasons[:20]},
+            Event(
+                EventType.REFERRAL_QUARANTINED,
+                subject_type="intake_item",
+                subject_id=item.id,
+                actor=actor,
+                payload={"channel": channel, "reason_codes": reasons[:20]},
+            ),
         )
         return item.id
 

@@ -13,7 +13,7 @@ from dbos import DBOS
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.events import EventType, record_event
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ExceptionItem, ServiceCase, new_id, utcnow
 
 TRIAGE_TOPIC = "triage"
@@ -74,14 +74,16 @@ def _open_triage_overdue(case_id: str) -> str | None:
         )
         session.add(item)
         session.flush()
-        record_event(
+        record_events(
             session,
-            EventType.EXCEPTION_OPENED,
-            subject_type="exception",
-            subject_id=item.id,
-            case_id=case_id,
-            location_id=case.location_id,
-            actor="workflow:await_triage",
-            payload={"queue": TRIAGE_QUEUE, "reason_codes": [TRIAGE_OVERDUE]},
+            Event(
+                EventType.EXCEPTION_OPENED,
+                subject_type="exception",
+                subject_id=item.id,
+                case_id=case_id,
+                location_id=case.location_id,
+                actor="workflow:await_triage",
+                payload={"queue": TRIAGE_QUEUE, "reason_codes": [TRIAGE_OVERDUE]},
+            ),
         )
         return item.id

@@ -155,7 +155,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("patient", schema=None) as batch_op:
-        batch_op.create_index("ix_patient_mrn", ["organisation_id", "mrn"], unique=False)
+        batch_op.create_index("ix_patient_mrn", ["organisation_id", "mrn"], unique=True)
         batch_op.create_index(
             "ix_patient_name_birth", ["organisation_id", "family_name", "birth_date"], unique=False
         )
