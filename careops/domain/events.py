@@ -39,7 +39,8 @@ class FollowUp(StrEnum):
 
 
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
-_EVENT_INSERT = insert(_events).returning(_events.c.id, sort_by_parameter_order=True)
+_EVENT_INSERT = insert(_events)
+_EVENT_INSERT_RETURNING_ID = insert(_events).returning(_events.c.id)
 _OUTBOX_INSERT = insert(Base.metadata.tables[OutboxMessage.__tablename__])
 
 
@@ -58,30 +59,46 @@ class Event:
     follow_ups: tuple[FollowUp, ...] = ()
 
 
-def record_events(session: Session | Connection, *events: Event) -> list[int]:
-    """Insert events (one statement) and their outbox rows (one more) in the caller's transaction."""
+def record_events(session: Session | Connection, *events: Event) -> None:
+    """Insert events, in order, and the outbox rows of their follow-ups, in the caller's transaction.
+
+    Only an event with follow-ups needs its id back (the outbox points at it); runs of the others
+    go in one executemany, which is much cheaper than a multi-row INSERT … RETURNING.
+    """
     connection = session.connection() if isinstance(session, Session) else session
     now = utcnow()
-    rows = [
-        {
-            "type": str(e.type),
-            "subject_type": e.subject_type,
-            "subject_id": e.subject_id,
-            "case_id": e.case_id,
-            "location_id": e.location_id,
-            "actor": e.actor,
-            "correlation_id": e.correlation_id,
-            "payload": e.payload,
+    plain: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    for event in events:
+        row = {
+            "type": str(event.type),
+            "subject_type": event.subject_type,
+            "subject_id": event.subject_id,
+            "case_id": event.case_id,
+            "location_id": event.location_id,
+            "actor": event.actor,
+            "correlation_id": event.correlation_id,
+            "payload": event.payload,
             "occurred_at": now,
         }
-        for e in events
-    ]
-    ids = [int(i) for i in connection.execute(_EVENT_INSERT, rows).scalars()]
-    outbox = [
-        {"event_id": event_id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
-        for event_id, e in zip(ids, events, strict=True)
-        for f in e.follow_ups
-    ]
+        if not event.follow_ups:
+            plain.append(row)
+            continue
+        if plain:
+            connection.execute(_EVENT_INSERT, plain)
+            plain = []
+        event_id = connection.execute(_EVENT_INSERT_RETURNING_ID, row).scalar_one()
+        outbox += [
+            {
+                "event_id": event_id,
+                "destination": str(f),
+                "status": "pending",
+                "attempts": 0,
+                "created_at": now,
+            }
+            for f in event.follow_ups
+        ]
+    if plain:
+        connection.execute(_EVENT_INSERT, plain)
     if outbox:
         connection.execute(_OUTBOX_INSERT, outbox)
-    return ids

@@ -120,7 +120,7 @@ def record_triage(db: Database, case_id: str, urgency: str, *, actor: str) -> di
         if created is None:
             raise ValidationFailed("this case has no creation event to triage against")
         case.priority = urgency
-        event_id = record_events(
+        record_events(
             session,
             Event(
                 EventType.CASE_TRIAGED,
@@ -133,4 +133,4 @@ def record_triage(db: Database, case_id: str, urgency: str, *, actor: str) -> di
                 follow_ups=(FollowUp.DELIVER_TRIAGE,),
             ),
         )
-        return {"case_id": case.id, "urgency": urgency, "event_id": event_id}
+        return {"case_id": case.id, "urgency": urgency}

@@ -82,6 +82,7 @@ def test_triage_in_time_ends_the_wait_without_escalation(
     case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
     response = client.post(f"/api/v1/cases/{case_id}/triage", json={"urgency": "urgent"})
     assert response.status_code == 200, response.text
+    assert response.json() == {"case_id": case_id, "urgency": "urgent"}
     wait_for(lambda: all_dispatched(db))
     time.sleep(settings.triage_timeout_seconds + 1.5)
     assert triage_overdue_items(db, case_id) == 0
