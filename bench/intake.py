@@ -4,7 +4,9 @@
 
 Starts each app with 2 HTTP worker processes on loopback, drives it at 10 and 50 connections
 with bench/loadgen.py, and prints throughput, p50/p95/p99, errors, RSS per process, the outbox
-event -> workflow-start latency and careops as a fraction of the reference.
+event -> workflow-start latency and careops as a fraction of the reference. careops runs twice:
+as the issue specifies (API + embedded worker) and as the API alone (--no-embedded-worker), so
+that the cost of the request path and of the durable follow-up can be told apart.
 """
 
 from __future__ import annotations
@@ -142,68 +144,80 @@ def workflow_start_p95(url: str, since: dt.datetime) -> tuple[float, int]:
     return (delays[int(len(delays) * 0.95)] if delays else float("nan")), undispatched
 
 
+def prepare_careops(url: str) -> tuple[dict[str, str], str]:
+    """Migrate and seed a fresh database; the environment to serve it and an admin token."""
+    env = {**os.environ, "CAREOPS_DATABASE_URL": url}
+    for args in (["migrate"], ["seed", "--demo"]):
+        subprocess.run([str(BIN / "careops"), *args], env=env, check=True, capture_output=True)
+    token = subprocess.run(
+        [str(BIN / "careops"), "token", "create", "--name", "bench", "--all-scopes"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return env, token
+
+
+REFERENCE = [
+    str(BIN / "uvicorn"),
+    "bench.reference_app:app",
+    "--workers",
+    "2",
+    "--log-level",
+    "warning",
+    "--no-access-log",
+]
+VARIANTS = {
+    # What the issue measures: the API with its embedded worker (dispatcher + DBOS workflows).
+    "careops": [str(BIN / "careops"), "serve", "--workers", "2"],
+    # The API alone, to tell the request path's cost from the durable follow-up's.
+    "careops API only": [str(BIN / "careops"), "serve", "--workers", "2", "--no-embedded-worker"],
+}
+
+
 def bench_backend(backend: str, duration: float, workdir: Path) -> list[dict[str, Any]]:
     ref_url = fresh_database(backend, workdir)
-    app_url = fresh_database(backend, workdir)
     try:
-        ref_env = {**os.environ, "CAREOPS_DATABASE_URL": ref_url}
         reference, ref_rss = run_app(
-            [
-                str(BIN / "uvicorn"),
-                "bench.reference_app:app",
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            ref_env,
-            "/docs",
-            "",
-            duration,
+            REFERENCE, {**os.environ, "CAREOPS_DATABASE_URL": ref_url}, "/docs", "", duration
         )
-        env = {**os.environ, "CAREOPS_DATABASE_URL": app_url}
-        for args in (["migrate"], ["seed", "--demo"]):
-            subprocess.run([str(BIN / "careops"), *args], env=env, check=True, capture_output=True)
-        token = subprocess.run(
-            [str(BIN / "careops"), "token", "create", "--name", "bench", "--all-scopes"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        since = dt.datetime.now(dt.UTC)
-        careops, app_rss = run_app(
-            [str(BIN / "careops"), "serve", "--workers", "2"], env, "/healthz", token, duration
-        )
-        p95_start, undispatched = workflow_start_p95(app_url, since)
     finally:
         drop_database(ref_url)
-        drop_database(app_url)
     rows = []
-    for connections in (10, 50):
-        ref, app = reference[connections], careops[connections]
-        rows.append(
-            {
-                "backend": backend,
-                "connections": connections,
-                "ref_rps": ref["throughput"],
-                "rps": app["throughput"],
-                "ratio": app["throughput"] / ref["throughput"],
-                "ref_p99": ref["p99_ms"],
-                "p50": app["p50_ms"],
-                "p95": app["p95_ms"],
-                "p99": app["p99_ms"],
-                "p99_ratio": app["p99_ms"] / ref["p99_ms"],
-                "errors": app["errors"],
-                "ref_errors": ref["errors"],
-                "statuses": app["statuses"],
-                "rss_mb": app_rss,
-                "ref_rss_mb": ref_rss,
-                "workflow_start_p95_s": p95_start,
-                "undispatched": undispatched,
-            }
-        )
+    for variant, command in VARIANTS.items():
+        url = fresh_database(backend, workdir)
+        try:
+            env, token = prepare_careops(url)
+            since = dt.datetime.now(dt.UTC)
+            careops, app_rss = run_app(command, env, "/healthz", token, duration)
+            p95_start, undispatched = workflow_start_p95(url, since)
+        finally:
+            drop_database(url)
+        for connections in (10, 50):
+            ref, app = reference[connections], careops[connections]
+            rows.append(
+                {
+                    "backend": backend,
+                    "variant": variant,
+                    "connections": connections,
+                    "ref_rps": ref["throughput"],
+                    "rps": app["throughput"],
+                    "ratio": app["throughput"] / ref["throughput"],
+                    "ref_p99": ref["p99_ms"],
+                    "p50": app["p50_ms"],
+                    "p95": app["p95_ms"],
+                    "p99": app["p99_ms"],
+                    "p99_ratio": app["p99_ms"] / ref["p99_ms"],
+                    "errors": app["errors"],
+                    "ref_errors": ref["errors"],
+                    "statuses": app["statuses"],
+                    "rss_mb": app_rss,
+                    "ref_rss_mb": ref_rss,
+                    "workflow_start_p95_s": p95_start,
+                    "undispatched": undispatched,
+                }
+            )
     return rows
 
 
@@ -223,6 +237,7 @@ def main() -> None:
     table = Table(title=f"intake benchmark — {os.cpu_count()} cores, {dt.date.today()}")
     for column in (
         "db",
+        "variant",
         "conns",
         "ref req/s",
         "careops req/s",
@@ -240,6 +255,7 @@ def main() -> None:
     for r in rows:
         table.add_row(
             r["backend"],
+            r["variant"],
             str(r["connections"]),
             f"{r['ref_rps']:.0f}",
             f"{r['rps']:.0f}",
@@ -251,7 +267,7 @@ def main() -> None:
             f"{r['p99_ratio']:.2f}",
             str(r["errors"]),
             f"{r['rss_mb']:.0f}",
-            f"{r['workflow_start_p95_s']:.2f}",
+            f"{r['workflow_start_p95_s']:.2f}" if r["variant"] == "careops" else "-",
         )
     console.print(table)
     (workdir / f"intake-{dt.datetime.now():%Y%m%d-%H%M%S}.json").write_text(json.dumps(rows, indent=2))

@@ -146,7 +146,7 @@ def _ready_database(settings: Settings) -> Database:
 def _worker_process(parent_pid: int) -> None:
     from careops.orchestration.worker import run_worker
 
-    asyncio.run(run_worker(get_settings(), asyncio.Event(), should_stop=lambda: os.getppid() != parent_pid))
+    asyncio.run(run_worker(get_settings(), should_stop=lambda: os.getppid() != parent_pid))
 
 
 def start_embedded_worker() -> BaseProcess:
@@ -207,7 +207,7 @@ def worker() -> None:
     _ready_database(settings).dispose()
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
     try:
-        asyncio.run(run_worker(settings, asyncio.Event()))
+        asyncio.run(run_worker(settings))
     except KeyboardInterrupt:
         err.print("worker stopped")
 

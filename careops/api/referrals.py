@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from careops.api.deps import DbDep, OversizedBody, SettingsDep, read_body, require
 from careops.api.problems import problem
 from careops.domain.referrals import ReferralIn
-from careops.errors import ValidationFailed
+from careops.errors import CareopsError, ValidationFailed
 from careops.governance.tokens import Principal
 from careops.orchestration.intake import IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
@@ -57,21 +57,10 @@ async def submit_referral(
         raw = await read_body(request, settings)
         referral = ReferralIn.model_validate_json(raw)
     except OversizedBody as exc:
-        return await _reject(
-            request, db, exc.raw, content_type, principal, 413, "payload_too_large", exc.detail
-        )
+        return await _reject(request, db, exc.raw, content_type, principal, exc)
     except ValidationError as exc:
-        invalid = ValidationFailed.from_errors(exc.errors())
         return await _reject(
-            request,
-            db,
-            raw,
-            content_type,
-            principal,
-            422,
-            invalid.code,
-            invalid.detail,
-            invalid.extra["errors"],
+            request, db, raw, content_type, principal, ValidationFailed.from_errors(exc.errors())
         )
     intake = IntakeRequest(raw, content_type, "api", principal.id, idempotency_key, x_correlation_id)
     catalogue = request.app.state.catalogue
@@ -80,24 +69,21 @@ async def submit_referral(
 
 
 async def _reject(
-    request: Request,
-    db: DbDep,
-    raw: bytes,
-    content_type: str,
-    principal: Principal,
-    status: int,
-    code: str,
-    detail: str,
-    errors: list[dict[str, str]] | None = None,
+    request: Request, db: DbDep, raw: bytes, content_type: str, principal: Principal, error: CareopsError
 ) -> JSONResponse:
-    reasons = [code] + [f"invalid_field:{e['field']}" for e in errors or []]
+    """Keep the rejected body whole in quarantine, then answer the problem with the quarantine id."""
+    reasons = [error.code] + [f"invalid_field:{e['field']}" for e in error.extra.get("errors", [])]
     quarantine_id = await run_in_threadpool(
         lambda: quarantine(
             db, raw=raw, content_type=content_type, channel="api", reasons=reasons, actor=principal.id
         )
     )
-    title = "Payload too large" if status == 413 else "The request is not valid"
-    extra: dict[str, Any] = {"quarantine_id": quarantine_id}
-    if errors is not None:
-        extra["errors"] = errors
-    return problem(status, code, title, detail, request, **extra)
+    return problem(
+        error.status,
+        error.code,
+        error.title,
+        error.detail,
+        request,
+        **error.extra,
+        quarantine_id=quarantine_id,
+    )

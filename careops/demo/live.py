@@ -78,12 +78,9 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
         )
     )
     stop = threading.Event()
-    worker_stop = asyncio.Event()
     threads = [
         threading.Thread(target=server.run, name="server", daemon=True),
-        threading.Thread(
-            target=lambda: asyncio.run(run_worker(settings, worker_stop, stop.is_set)), daemon=True
-        ),
+        threading.Thread(target=lambda: asyncio.run(run_worker(settings, stop.is_set)), daemon=True),
     ]
     for thread in threads:
         thread.start()

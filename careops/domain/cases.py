@@ -97,16 +97,5 @@ def transition(
     payload = {"from": str(current), "to": str(target), "action": str(action)}
     if reason_code:
         payload["reason_code"] = reason_code
-    record_events(
-        session,
-        Event(
-            EventType.CASE_TRANSITIONED,
-            subject_type="case",
-            subject_id=case.id,
-            case_id=case.id,
-            location_id=case.location_id,
-            actor=actor,
-            payload=payload,
-        ),
-    )
+    record_events(session, Event.about_case(EventType.CASE_TRANSITIONED, case, actor=actor, payload=payload))
     return target

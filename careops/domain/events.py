@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from careops.domain.models import Base, BusinessEvent, OutboxMessage, utcnow
+from careops.domain.models import Base, BusinessEvent, OutboxMessage, ServiceCase, utcnow
 
 
 class EventType(StrEnum):
@@ -57,6 +57,27 @@ class Event:
     correlation_id: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)
     follow_ups: tuple[FollowUp, ...] = ()
+
+    @classmethod
+    def about_case(
+        cls,
+        event_type: EventType,
+        case: ServiceCase,
+        *,
+        actor: str,
+        payload: dict[str, Any],
+        follow_ups: tuple[FollowUp, ...] = (),
+    ) -> Event:
+        return cls(
+            event_type,
+            subject_type="case",
+            subject_id=case.id,
+            case_id=case.id,
+            location_id=case.location_id,
+            actor=actor,
+            payload=payload,
+            follow_ups=follow_ups,
+        )
 
 
 def record_events(session: Session | Connection, *events: Event) -> None:

@@ -120,17 +120,12 @@ def record_triage(db: Database, case_id: str, urgency: str, *, actor: str) -> di
         if created is None:
             raise ValidationFailed("this case has no creation event to triage against")
         case.priority = urgency
-        record_events(
-            session,
-            Event(
-                EventType.CASE_TRIAGED,
-                subject_type="case",
-                subject_id=case.id,
-                case_id=case.id,
-                location_id=case.location_id,
-                actor=actor,
-                payload={"urgency": urgency, "workflow_event_id": created},
-                follow_ups=(FollowUp.DELIVER_TRIAGE,),
-            ),
+        triaged = Event.about_case(
+            EventType.CASE_TRIAGED,
+            case,
+            actor=actor,
+            payload={"urgency": urgency, "workflow_event_id": created},
+            follow_ups=(FollowUp.DELIVER_TRIAGE,),
         )
+        record_events(session, triaged)
         return {"case_id": case.id, "urgency": urgency}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -29,28 +28,22 @@ def launch_dbos(settings: Settings, db: Database) -> None:
             "executor_id": settings.executor_id,
             "application_version": APPLICATION_VERSION,
             "log_level": "ERROR",
-            "notification_listener_polling_interval_sec": 0.2,
         }
     )
     DBOS.launch()
 
 
-async def run_worker(
-    settings: Settings, stop: asyncio.Event, should_stop: Callable[[], bool] = lambda: False
-) -> None:
-    """Run until ``stop`` is set (or ``should_stop`` says so, e.g. when the parent process died)."""
+async def run_worker(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Run until ``should_stop()`` says so (checked twice a second), or until cancelled (Ctrl-C)."""
     db = Database(settings.database_url)
     launch_dbos(settings, db)
-    dispatcher = Dispatcher(db, settings)
-    task = asyncio.create_task(dispatcher.run(stop))
+    stop = asyncio.Event()
+    task = asyncio.create_task(Dispatcher(db, settings).run(stop))
     log.info("worker.started executor=%s pid=%s", settings.executor_id, os.getpid())
     try:
-        while not stop.is_set():
-            if should_stop():
-                stop.set()
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        while not should_stop():
+            await asyncio.sleep(0.5)
+        stop.set()
         await task
     finally:
         DBOS.destroy(workflow_completion_timeout_sec=0)

@@ -20,19 +20,11 @@ from tests.conftest import referral
 
 @pytest.fixture
 def worker(settings: Settings, db: Database) -> Iterator[None]:
-    stop = asyncio.Event()
-    loop_holder: list[asyncio.AbstractEventLoop] = []
-
-    async def main() -> None:
-        loop_holder.append(asyncio.get_running_loop())
-        await run_worker(settings, stop)
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(run_worker(settings, stop.is_set)), daemon=True)
     thread.start()
     yield
-    while not loop_holder:
-        time.sleep(0.01)
-    loop_holder[0].call_soon_threadsafe(stop.set)
+    stop.set()
     thread.join(20)
     assert not thread.is_alive()
 
