@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from careops import __version__
 from careops.api import cases, exceptions, health, problems, quarantine, referrals
@@ -31,8 +32,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.tokens = TokenVerifier(db, settings.token_cache_seconds)
     app.state.catalogue = CatalogueCache(settings.reference_cache_seconds)
     problems.install(app)
-    for module in (health, referrals, cases, exceptions, quarantine):
-        app.include_router(module.router)
+    routers = [module.router for module in (health, referrals, cases, exceptions, quarantine)]
+    for router in routers:
+        app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -44,8 +46,22 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             )
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
+            _declare_scopes(routers, schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _declare_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
+    """Write each route's scope into its operation as ``x-required-scope`` (from ``require``)."""
+    for route in (r for router in routers for r in router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        scopes = [getattr(d.call, "required_scope", None) for d in route.dependant.dependencies]
+        scope = next((s for s in scopes if s), None)
+        for method in route.methods or ():
+            operation = schema["paths"].get(route.path_format, {}).get(method.lower())
+            if scope and operation is not None:
+                operation["x-required-scope"] = scope

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from careops.db import Database
-from careops.errors import Forbidden, PayloadTooLarge, Unauthorised
+from careops.errors import Forbidden, PayloadTooLarge, Unauthorised, ValidationFailed
 from careops.governance.tokens import Principal, TokenVerifier
 from careops.settings import Settings
 
@@ -32,16 +32,33 @@ def get_principal(request: Request) -> Principal:
     return verifier.verify(token.strip())
 
 
-def require(scope: str) -> Callable[[Principal], Principal]:
+def authorise(request: Request, scope: str) -> Principal:
+    """The caller, if its token carries ``scope``; 401 without a valid token, 403 without the scope."""
+    principal = get_principal(request)
+    if not principal.can(scope):
+        raise Forbidden(f"this token lacks the scope {scope!r}", required_scope=scope)
+    return principal
+
+
+def require(scope: str) -> Callable[[Request], Principal]:
     """A dependency that admits only callers whose token carries ``scope``."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not principal.can(scope):
-            raise Forbidden(f"this token lacks the scope {scope!r}", required_scope=scope)
-        return principal
+    def check(request: Request) -> Principal:
+        return authorise(request, scope)
 
     check.required_scope = scope  # type: ignore[attr-defined]
     return check
+
+
+def bounded_header(request: Request, name: str, max_length: int) -> str | None:
+    """An optional header's value; 422 naming the header when it is longer than ``max_length``."""
+    value = request.headers.get(name)
+    if value is not None and len(value) > max_length:
+        raise ValidationFailed(
+            f"header {name}: at most {max_length} characters",
+            errors=[{"field": f"header.{name}", "message": f"at most {max_length} characters"}],
+        )
+    return value
 
 
 class OversizedBody(PayloadTooLarge):

@@ -6,11 +6,12 @@ an outbox row for each follow-up the change needs. Payloads carry ids and codes,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -35,13 +36,46 @@ class FollowUp(StrEnum):
     """Outbox destinations: what the dispatcher starts for a committed event."""
 
     AWAIT_TRIAGE = "workflow.await_triage"
-    DELIVER_TRIAGE = "workflow.deliver_triage"
 
 
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
 _EVENT_INSERT = insert(_events)
-_EVENT_INSERT_RETURNING_ID = insert(_events).returning(_events.c.id)
 _OUTBOX_INSERT = insert(Base.metadata.tables[OutboxMessage.__tablename__])
+
+
+_EVENT_COLUMNS = (
+    "type",
+    "subject_type",
+    "subject_id",
+    "case_id",
+    "location_id",
+    "actor",
+    "correlation_id",
+    "payload",
+    "occurred_at",
+)
+
+
+@functools.cache
+def _insert_returning(rows: int) -> TextClause:
+    """A multi-row INSERT … RETURNING for ``rows`` events.
+
+    Written as text with typed parameters because SQLAlchemy does not cache the compilation of a
+    multi-row ``insert().values([...])``; this statement compiles once per row count.
+    """
+    names = [[f"{name}_{i}" for name in _EVENT_COLUMNS] for i in range(rows)]
+    values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
+    statement = text(
+        f"INSERT INTO {_events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values} "  # noqa: S608 - names are constants, values are bound
+        "RETURNING id, type, subject_id"
+    )
+    return statement.bindparams(
+        *(
+            bindparam(n, type_=_events.c[name].type)
+            for row in names
+            for n, name in zip(row, _EVENT_COLUMNS, strict=True)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -83,15 +117,16 @@ class Event:
 def record_events(session: Session | Connection, *events: Event) -> None:
     """Insert events, in order, and the outbox rows of their follow-ups, in the caller's transaction.
 
-    Only an event with follow-ups needs its id back (the outbox points at it); runs of the others
-    go in one executemany, which is much cheaper than a multi-row INSERT … RETURNING.
+    At most two statements: the events (one multi-row INSERT, with ``RETURNING`` only when an outbox
+    row needs an event's id) and the outbox rows. Ids are assigned in row order, so a case's
+    timeline keeps the order of its events.
     """
+    if not events:
+        return
     connection = session.connection() if isinstance(session, Session) else session
     now = utcnow()
-    plain: list[dict[str, Any]] = []
-    outbox: list[dict[str, Any]] = []
-    for event in events:
-        row = {
+    rows = [
+        {
             "type": str(event.type),
             "subject_type": event.subject_type,
             "subject_id": event.subject_id,
@@ -102,24 +137,19 @@ def record_events(session: Session | Connection, *events: Event) -> None:
             "payload": event.payload,
             "occurred_at": now,
         }
-        if not event.follow_ups:
-            plain.append(row)
-            continue
-        if plain:
-            connection.execute(_EVENT_INSERT, plain)
-            plain = []
-        event_id = connection.execute(_EVENT_INSERT_RETURNING_ID, row).scalar_one()
-        outbox += [
-            {
-                "event_id": event_id,
-                "destination": str(f),
-                "status": "pending",
-                "attempts": 0,
-                "created_at": now,
-            }
-            for f in event.follow_ups
-        ]
-    if plain:
-        connection.execute(_EVENT_INSERT, plain)
-    if outbox:
-        connection.execute(_OUTBOX_INSERT, outbox)
+        for event in events
+    ]
+    waiting = {(str(e.type), e.subject_id): e.follow_ups for e in events if e.follow_ups}
+    if not waiting:
+        connection.execute(_EVENT_INSERT, rows)
+        return
+    if len(waiting) != sum(1 for e in events if e.follow_ups):
+        raise ValueError("events with follow-ups must differ in type or subject within one call")
+    params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+    returned = connection.execute(_insert_returning(len(rows)), params)
+    outbox = [
+        {"event_id": row.id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
+        for row in returned
+        for f in waiting.get((row.type, row.subject_id), ())
+    ]
+    connection.execute(_OUTBOX_INSERT, outbox)

@@ -135,9 +135,14 @@ class Service(Base):
 
 
 class IntakeItem(Base):
-    """Everything that arrived, whatever became of it: accepted, incomplete, duplicate or quarantined."""
+    """Everything that arrived, whatever became of it: accepted, incomplete, duplicate or quarantined.
+
+    An item that came with an ``Idempotency-Key`` is also that key's record: a retry with the same
+    key and body gets ``response_status``/``response_body`` again (unique per caller and key).
+    """
 
     __tablename__ = "intake_item"
+    __table_args__ = (Index("ux_intake_idempotency", "principal_id", "idempotency_key", unique=True),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     channel: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(32), index=True)
@@ -149,6 +154,10 @@ class IntakeItem(Base):
     location_id: Mapped[str | None] = mapped_column(ForeignKey("location.id"))
     case_id: Mapped[str | None] = mapped_column(ForeignKey("service_case.id"))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    principal_id: Mapped[str | None] = mapped_column(String(32))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class ServiceCase(Base):
@@ -223,7 +232,7 @@ class OutboxMessage(Base):
     """Something that must happen after a committed event; drained by the dispatcher."""
 
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_pending", "status", "id"),)
+    __table_args__ = (Index("ix_outbox_pending", "status", "id"), Index("ix_outbox_workflow", "workflow_id"))
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("business_event.id"))
     destination: Mapped[str] = mapped_column(String(64))
@@ -234,6 +243,9 @@ class OutboxMessage(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[dt.datetime | None] = mapped_column()
+    # The durable workflow this row was handed to, fixed at its first claim so that a re-claim
+    # after a crash starts the same workflow (a no-op) rather than another.
+    workflow_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditEntry(Base):
@@ -244,18 +256,6 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
-
-
-class IdempotencyRecord(Base):
-    """The first answer to an Idempotency-Key, replayed for a retry with the same body."""
-
-    __tablename__ = "idempotency_record"
-    principal_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    request_sha256: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int] = mapped_column(Integer)
-    response_body: Mapped[dict[str, Any]] = mapped_column()
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class ApiToken(Base):

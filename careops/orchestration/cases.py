@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, allowed_actions, transition
-from careops.domain.events import Event, EventType, FollowUp, record_events
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import BusinessEvent, Location, Service, ServiceCase
-from careops.errors import NotFound, ValidationFailed
+from careops.errors import NotFound
 
 MAX_PAGE = 200
 
@@ -109,23 +109,11 @@ def transition_case(
 
 
 def record_triage(db: Database, case_id: str, urgency: str, *, actor: str) -> dict[str, Any]:
-    """Record a triage decision; the dispatcher hands it to the case's waiting workflow."""
+    """Record a triage decision; the case's triage wait finds it at its deadline and stands down."""
     with db.transaction() as session:
         case = _load(session, case_id)
-        created = session.scalars(
-            select(BusinessEvent.id).where(
-                BusinessEvent.case_id == case_id, BusinessEvent.type == str(EventType.CASE_CREATED)
-            )
-        ).first()
-        if created is None:
-            raise ValidationFailed("this case has no creation event to triage against")
         case.priority = urgency
-        triaged = Event.about_case(
-            EventType.CASE_TRIAGED,
-            case,
-            actor=actor,
-            payload={"urgency": urgency, "workflow_event_id": created},
-            follow_ups=(FollowUp.DELIVER_TRIAGE,),
+        record_events(
+            session, Event.about_case(EventType.CASE_TRIAGED, case, actor=actor, payload={"urgency": urgency})
         )
-        record_events(session, triaged)
         return {"case_id": case.id, "urgency": urgency}

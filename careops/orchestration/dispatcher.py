@@ -2,8 +2,9 @@
 
 Claims are short transactions (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers share
 the outbox); the DBOS calls happen outside them; a claim left by a crashed worker is taken over
-after ``CLAIM_TIMEOUT``. Every follow-up is idempotent (workflow id = event id, message
-idempotency key = outbox id), so a re-run after a crash changes nothing.
+after ``CLAIM_TIMEOUT``. The rows of one destination claimed together go to one workflow whose
+id is written on the rows in the claiming transaction, so a re-claim after a crash starts the
+same workflow again, which DBOS treats as a no-op.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from dbos import DBOS, SetWorkflowID
 from sqlalchemy import or_, select, update
@@ -21,7 +22,7 @@ from sqlalchemy import or_, select, update
 from careops.db import Database
 from careops.domain.events import FollowUp
 from careops.domain.models import BusinessEvent, OutboxMessage, utcnow
-from careops.orchestration.workflows import TRIAGE_TOPIC, await_triage, workflow_id_for_event
+from careops.orchestration.workflows import await_triage
 from careops.settings import Settings
 
 CLAIM_TIMEOUT = dt.timedelta(seconds=60)
@@ -32,17 +33,15 @@ MAX_ATTEMPTS = 20
 class ClaimedFollowUp:
     outbox_id: int
     destination: str
-    event_id: int
-    case_id: str | None
-    payload: dict[str, Any]
+    workflow_id: str
 
 
 def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
+    """Claim up to ``batch_size`` due rows and fix the workflow each goes to."""
     now = utcnow()
     with db.transaction() as session:
-        rows = session.execute(
-            select(OutboxMessage, BusinessEvent)
-            .join(BusinessEvent, BusinessEvent.id == OutboxMessage.event_id)
+        messages = session.scalars(
+            select(OutboxMessage)
             .where(
                 or_(
                     OutboxMessage.status == "pending",
@@ -51,15 +50,35 @@ def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
             )
             .order_by(OutboxMessage.id)
             .limit(batch_size)
-            .with_for_update(skip_locked=True, of=OutboxMessage)
+            .with_for_update(skip_locked=True)
         ).all()
+        new_batches: dict[str, str] = {}
         claimed = []
-        for message, event in rows:
+        for message in messages:
+            # Rows new to a workflow join one named after their first event.
+            if message.workflow_id is None:
+                message.workflow_id = new_batches.setdefault(
+                    message.destination, f"{message.destination}:{message.event_id}"
+                )
             message.status, message.claimed_by, message.claimed_at = "claimed", worker, now
-            claimed.append(
-                ClaimedFollowUp(message.id, message.destination, event.id, event.case_id, event.payload)
-            )
+            claimed.append(ClaimedFollowUp(message.id, message.destination, message.workflow_id))
         return claimed
+
+
+def workflow_events(db: Database, workflow_id: str) -> list[tuple[str | None, dt.datetime]]:
+    """(case id, occurred at) of every event handed to a workflow, claimed now or not.
+
+    A workflow starts with all its members even when a re-claim after a crash took only some of
+    them, because a later start of the same id does nothing.
+    """
+    with db.sessions() as session:
+        rows = session.execute(
+            select(BusinessEvent.case_id, BusinessEvent.occurred_at)
+            .join(OutboxMessage, OutboxMessage.event_id == BusinessEvent.id)
+            .where(OutboxMessage.workflow_id == workflow_id)
+            .order_by(BusinessEvent.id)
+        ).all()
+    return [(case_id, occurred_at) for case_id, occurred_at in rows]
 
 
 def release_claims(db: Database, worker: str) -> int:
@@ -91,9 +110,8 @@ class Dispatcher:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.handlers: dict[str, Callable[[ClaimedFollowUp], Awaitable[None]]] = {
+        self.handlers: dict[str, Callable[[str], Awaitable[None]]] = {
             FollowUp.AWAIT_TRIAGE: self._start_triage_wait,
-            FollowUp.DELIVER_TRIAGE: self._deliver_triage,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,34 +127,30 @@ class Dispatcher:
         )
         if not claimed:
             return 0
-        results = await asyncio.gather(*(self._handle(c) for c in claimed))
-        await asyncio.to_thread(
-            settle, self.db, dict(zip((c.outbox_id for c in claimed), results, strict=True))
-        )
+        batches: dict[tuple[str, str], list[ClaimedFollowUp]] = defaultdict(list)
+        for follow_up in claimed:
+            batches[(follow_up.destination, follow_up.workflow_id)].append(follow_up)
+        results = await asyncio.gather(*(self._handle(key, batch) for key, batch in batches.items()))
+        outcomes = {
+            f.outbox_id: error for batch, error in zip(batches.values(), results, strict=True) for f in batch
+        }
+        await asyncio.to_thread(settle, self.db, outcomes)
         return len(claimed)
 
-    async def _handle(self, follow_up: ClaimedFollowUp) -> str | None:
-        handler = self.handlers.get(follow_up.destination)
+    async def _handle(self, key: tuple[str, str], batch: list[ClaimedFollowUp]) -> str | None:
+        destination, workflow_id = key
+        handler = self.handlers.get(destination)
         if handler is None:
-            return f"unknown destination {follow_up.destination}"
+            return f"unknown destination {destination}"
         try:
-            await handler(follow_up)
+            await handler(workflow_id)
         except Exception as exc:
             return type(exc).__name__
         return None
 
-    async def _start_triage_wait(self, follow_up: ClaimedFollowUp) -> None:
-        if follow_up.case_id is None:
-            raise ValueError("a triage wait needs a case")
-        with SetWorkflowID(workflow_id_for_event(follow_up.event_id)):
-            await DBOS.start_workflow_async(
-                await_triage, follow_up.case_id, self.settings.triage_timeout_seconds
-            )
-
-    async def _deliver_triage(self, follow_up: ClaimedFollowUp) -> None:
-        await DBOS.send_async(
-            workflow_id_for_event(int(follow_up.payload["workflow_event_id"])),
-            {"urgency": follow_up.payload["urgency"]},
-            topic=TRIAGE_TOPIC,
-            idempotency_key=f"outbox:{follow_up.outbox_id}",
-        )
+    async def _start_triage_wait(self, workflow_id: str) -> None:
+        timeout = self.settings.triage_timeout_seconds
+        members = await asyncio.to_thread(workflow_events, self.db, workflow_id)
+        waits = [(case_id, occurred.timestamp() + timeout) for case_id, occurred in members if case_id]
+        with SetWorkflowID(workflow_id):
+            await DBOS.start_workflow_async(await_triage, waits)

@@ -1,7 +1,7 @@
 """The one intake function every channel ends at.
 
-``accept_referral`` runs one transaction: intake item + (case | exception item | duplicate link)
-+ business events + outbox rows + the idempotency record. It never starts a durable workflow
+``accept_referral`` runs one transaction: intake item (which is also the idempotency record) +
+(case | exception item | duplicate link) + business events + outbox rows. It never starts a durable workflow
 itself; the dispatcher does that from the outbox after commit. The hot path uses compiled Core
 statements and an in-memory catalogue: intake throughput is a product feature.
 """
@@ -25,7 +25,6 @@ from careops.domain.events import Event, EventType, FollowUp, record_events
 from careops.domain.models import (
     Base,
     ExceptionItem,
-    IdempotencyRecord,
     IntakeItem,
     ServiceCase,
     new_id,
@@ -38,7 +37,6 @@ from careops.errors import DuplicateRequest
 from careops.settings import Settings
 
 INTAKE_QUEUE = "intake"
-_idempotency = Base.metadata.tables[IdempotencyRecord.__tablename__]
 _intake_items = Base.metadata.tables[IntakeItem.__tablename__]
 _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
@@ -112,53 +110,42 @@ def accept_referral(
     settings: Settings,
     catalogue: CatalogueCache,
 ) -> IntakeAnswer:
-    """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once."""
+    """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once.
+
+    A retry with an ``Idempotency-Key`` already used is found by the unique index on the intake
+    item, not by a look-up first: the common case (a new key) costs no extra statement, and a
+    retry rolls back and answers as the first request did.
+    """
     request_hash = hashlib.sha256(request.raw).hexdigest()
     # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
     evaluation = evaluate(catalogue.get(db), referral_in, settings)
     try:
-        with db.transaction() as session:
-            connection = session.connection()
-            if request.idempotency_key:
-                earlier = _earlier_answer(connection, request, request_hash)
-                if earlier is not None:
-                    return earlier
-            answer = _accept(connection, request, request_hash, referral_in, evaluation, settings)
-            if request.idempotency_key:
-                connection.execute(
-                    insert(_idempotency),
-                    {
-                        "principal_id": request.principal_id,
-                        "key": request.idempotency_key,
-                        "request_sha256": request_hash,
-                        "status_code": answer.status_code,
-                        "response_body": answer.body,
-                        "created_at": utcnow(),
-                    },
-                )
-            return answer
+        with db.writer() as connection:
+            return _accept(connection, request, request_hash, referral_in, evaluation, settings)
     except IntegrityError:
-        # A concurrent request with the same Idempotency-Key committed first: answer as it did.
         if not request.idempotency_key:
             raise
-        with db.transaction() as session:
-            earlier = _earlier_answer(session.connection(), request, request_hash)
-            if earlier is None:
-                raise
-            return earlier
+        with db.engine.connect() as connection:
+            earlier = _earlier_answer(connection, request, request_hash)
+        if earlier is None:
+            raise
+        return earlier
 
 
 def _earlier_answer(connection: Connection, request: IntakeRequest, request_hash: str) -> IntakeAnswer | None:
     row = connection.execute(
-        select(_idempotency.c.request_sha256, _idempotency.c.status_code, _idempotency.c.response_body).where(
-            _idempotency.c.principal_id == request.principal_id, _idempotency.c.key == request.idempotency_key
+        select(
+            _intake_items.c.payload_sha256, _intake_items.c.response_status, _intake_items.c.response_body
+        ).where(
+            _intake_items.c.principal_id == request.principal_id,
+            _intake_items.c.idempotency_key == request.idempotency_key,
         )
     ).first()
     if row is None:
         return None
-    if row.request_sha256 != request_hash:
+    if row.payload_sha256 != request_hash:
         raise DuplicateRequest("this Idempotency-Key was already used with a different request body")
-    return IntakeAnswer(row.status_code, row.response_body)
+    return IntakeAnswer(row.response_status, row.response_body)
 
 
 def _accept(
@@ -169,33 +156,39 @@ def _accept(
     evaluation: Evaluation,
     settings: Settings,
 ) -> IntakeAnswer:
-    """Rows in foreign-key order (case, intake item, exception item), then every event at once."""
+    """Rows in foreign-key order (patient and case, intake item, exception item), then the events."""
     location = evaluation.references.location
     item_id = new_id()
     location_id = location.id if location else None
     context: dict[str, Any] = {"actor": request.principal_id, "correlation_id": request.correlation_id}
-    outcome = (
-        None
-        if evaluation.reasons
-        else create_case_or_link(connection, item_id, evaluation, settings, context)
-    )
+    if evaluation.reasons:
+        answer, exception_row = _intake_exception(item_id, location_id, evaluation.reasons, context)
+    else:
+        answer = create_case_or_link(connection, item_id, evaluation, settings, context)
+        exception_row = None
+    keyed = request.idempotency_key is not None
     connection.execute(
         insert(_intake_items),
         {
             "id": item_id,
             "channel": request.channel,
-            "status": outcome.item_status if outcome else "incomplete",
+            "status": answer.item_status,
             "reasons": evaluation.reasons,
             "content_type": request.content_type,
             "raw_payload": request.raw.decode("utf-8", errors="replace"),
             "payload_sha256": request_hash,
             "normalised": referral_in.model_dump(mode="json", exclude_none=True),
             "location_id": location_id,
-            "case_id": outcome.body["case_id"] if outcome else None,
+            "case_id": answer.body.get("case_id"),
             "received_at": utcnow(),
+            "principal_id": request.principal_id,
+            "idempotency_key": request.idempotency_key,
+            "response_status": answer.status_code if keyed else None,
+            "response_body": answer.body if keyed else None,
         },
     )
-    answer = outcome or _open_intake_exception(connection, item_id, location_id, evaluation.reasons, context)
+    if exception_row is not None:
+        connection.execute(insert(_exceptions), exception_row)
     received = Event(
         EventType.REFERRAL_RECEIVED,
         subject_type="intake_item",
@@ -208,22 +201,20 @@ def _accept(
     return answer
 
 
-def _open_intake_exception(
-    connection: Connection, item_id: str, location_id: str | None, reasons: list[str], context: dict[str, Any]
-) -> IntakeAnswer:
+def _intake_exception(
+    item_id: str, location_id: str | None, reasons: list[str], context: dict[str, Any]
+) -> tuple[IntakeAnswer, dict[str, Any]]:
+    """The answer for an incomplete referral and the exception item row to insert after its item."""
     exception_id = new_id()
-    connection.execute(
-        insert(_exceptions),
-        {
-            "id": exception_id,
-            "queue": INTAKE_QUEUE,
-            "status": "open",
-            "reason_codes": reasons,
-            "intake_item_id": item_id,
-            "location_id": location_id,
-            "created_at": utcnow(),
-        },
-    )
+    row = {
+        "id": exception_id,
+        "queue": INTAKE_QUEUE,
+        "status": "open",
+        "reason_codes": reasons,
+        "intake_item_id": item_id,
+        "location_id": location_id,
+        "created_at": utcnow(),
+    }
     incomplete = Event(
         EventType.REFERRAL_INCOMPLETE,
         subject_type="intake_item",
@@ -239,7 +230,7 @@ def _open_intake_exception(
         "reason_codes": reasons,
         "links": {"exception": f"/api/v1/exceptions/{exception_id}"},
     }
-    return IntakeAnswer(202, body, [incomplete])
+    return IntakeAnswer(202, body, [incomplete]), row
 
 
 def create_case_or_link(

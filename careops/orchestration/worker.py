@@ -14,7 +14,7 @@ from careops.orchestration import workflows
 from careops.orchestration.dispatcher import Dispatcher
 from careops.settings import Settings
 
-APPLICATION_VERSION = "careops-workflows-1"  # bump when a workflow's steps change shape
+APPLICATION_VERSION = "careops-workflows-2"  # bump when a workflow's steps change shape
 log = logging.getLogger("careops.worker")
 
 

@@ -1,4 +1,4 @@
-"""The dispatcher starts one durable workflow per case.created; triage ends the wait, silence escalates."""
+"""The dispatcher starts one durable workflow per claimed batch of case.created; silence escalates."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import ExceptionItem, OutboxMessage
+from careops.orchestration.dispatcher import CLAIM_TIMEOUT, claim, workflow_events
 from careops.orchestration.worker import run_worker
 from careops.settings import Settings
 from tests.conftest import referral
@@ -79,3 +80,36 @@ def test_triage_in_time_ends_the_wait_without_escalation(
     time.sleep(settings.triage_timeout_seconds + 1.5)
     assert triage_overdue_items(db, case_id) == 0
     assert client.get(f"/api/v1/cases/{case_id}").json()["priority"] == "urgent"
+
+
+def test_one_workflow_per_batch_escalates_only_the_untriaged(
+    client: TestClient, db: Database, settings: Settings
+) -> None:
+    case_ids = [client.post("/api/v1/referrals", json=referral()).json()["case_id"] for _ in range(6)]
+    for case_id in case_ids[:2]:
+        assert client.post(f"/api/v1/cases/{case_id}/triage", json={"urgency": "routine"}).status_code == 200
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(run_worker(settings, stop.is_set)), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: all_dispatched(db))
+        wait_for(lambda: sum(triage_overdue_items(db, c) for c in case_ids) == 4)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert [triage_overdue_items(db, c) for c in case_ids] == [0, 0, 1, 1, 1, 1]
+    with db.sessions() as session:
+        assert len(set(session.scalars(select(OutboxMessage.workflow_id)))) == 1
+
+
+def test_a_re_claim_starts_its_workflow_with_every_member(client: TestClient, db: Database) -> None:
+    case_ids = [client.post("/api/v1/referrals", json=referral()).json()["case_id"] for _ in range(3)]
+    first = claim(db, "worker-a", batch_size=10)
+    assert len({f.workflow_id for f in first}) == 1
+    with db.transaction() as session:  # worker-a died: its claims age past the timeout
+        for message in session.scalars(select(OutboxMessage)):
+            message.claimed_at -= CLAIM_TIMEOUT * 2
+    again = claim(db, "worker-b", batch_size=2)
+    assert [f.workflow_id for f in again] == [first[0].workflow_id] * 2
+    assert [case_id for case_id, _ in workflow_events(db, first[0].workflow_id)] == case_ids
