@@ -17,14 +17,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dbos import DBOS, SetWorkflowID
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 
 from careops.db import Database
 from careops.domain.events import FollowUp
-from careops.domain.models import BusinessEvent, OutboxMessage, utcnow
+from careops.domain.models import Base, BusinessEvent, OutboxMessage, utcnow
 from careops.orchestration.workflows import await_triage
 from careops.settings import Settings
 
+_outbox = Base.metadata.tables[OutboxMessage.__tablename__]
 CLAIM_TIMEOUT = dt.timedelta(seconds=60)
 MAX_ATTEMPTS = 20
 
@@ -37,31 +38,40 @@ class ClaimedFollowUp:
 
 
 def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
-    """Claim up to ``batch_size`` due rows and fix the workflow each goes to."""
+    """Claim up to ``batch_size`` due rows and fix the workflow each goes to.
+
+    Rows new to a workflow join one per destination, named after the first of their events.
+    """
     now = utcnow()
-    with db.transaction() as session:
-        messages = session.scalars(
-            select(OutboxMessage)
+    with db.writer() as connection:
+        rows = connection.execute(
+            select(_outbox.c.id, _outbox.c.destination, _outbox.c.event_id, _outbox.c.workflow_id)
             .where(
                 or_(
-                    OutboxMessage.status == "pending",
-                    (OutboxMessage.status == "claimed") & (OutboxMessage.claimed_at < now - CLAIM_TIMEOUT),
+                    _outbox.c.status == "pending",
+                    (_outbox.c.status == "claimed") & (_outbox.c.claimed_at < now - CLAIM_TIMEOUT),
                 )
             )
-            .order_by(OutboxMessage.id)
+            .order_by(_outbox.c.id)
             .limit(batch_size)
             .with_for_update(skip_locked=True)
         ).all()
-        new_batches: dict[str, str] = {}
-        claimed = []
-        for message in messages:
-            # Rows new to a workflow join one named after their first event.
-            if message.workflow_id is None:
-                message.workflow_id = new_batches.setdefault(
-                    message.destination, f"{message.destination}:{message.event_id}"
-                )
-            message.status, message.claimed_by, message.claimed_at = "claimed", worker, now
-            claimed.append(ClaimedFollowUp(message.id, message.destination, message.workflow_id))
+        new_workflows: dict[str, str] = {}
+        claimed = [
+            ClaimedFollowUp(
+                row.id,
+                row.destination,
+                row.workflow_id
+                or new_workflows.setdefault(row.destination, f"{row.destination}:{row.event_id}"),
+            )
+            for row in rows
+        ]
+        claimed_now = {"status": "claimed", "claimed_by": worker, "claimed_at": now}
+        for workflow_id in {c.workflow_id for c in claimed}:
+            ids = [c.outbox_id for c in claimed if c.workflow_id == workflow_id]
+            connection.execute(
+                update(_outbox).where(_outbox.c.id.in_(ids)).values(workflow_id=workflow_id, **claimed_now)
+            )
         return claimed
 
 
@@ -94,16 +104,30 @@ def release_claims(db: Database, worker: str) -> int:
 
 def settle(db: Database, outcomes: dict[int, str | None]) -> None:
     """Mark follow-ups done (None) or failed (an error name; retried until MAX_ATTEMPTS)."""
-    now = utcnow()
-    with db.transaction() as session:
-        for message in session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(list(outcomes)))):
-            error = outcomes[message.id]
-            message.attempts += 1
-            if error is None:
-                message.status, message.dispatched_at, message.last_error = "dispatched", now, None
-            else:
-                message.status = "dead" if message.attempts >= MAX_ATTEMPTS else "pending"
-                message.last_error = error[:500]
+    done = [outbox_id for outbox_id, error in outcomes.items() if error is None]
+    with db.writer() as connection:
+        if done:
+            connection.execute(
+                update(_outbox)
+                .where(_outbox.c.id.in_(done))
+                .values(
+                    status="dispatched",
+                    dispatched_at=utcnow(),
+                    last_error=None,
+                    attempts=_outbox.c.attempts + 1,
+                )
+            )
+        for outbox_id, error in outcomes.items():
+            if error is not None:
+                connection.execute(
+                    update(_outbox)
+                    .where(_outbox.c.id == outbox_id)
+                    .values(
+                        attempts=_outbox.c.attempts + 1,
+                        last_error=error[:500],
+                        status=case((_outbox.c.attempts + 1 >= MAX_ATTEMPTS, "dead"), else_="pending"),
+                    )
+                )
 
 
 class Dispatcher:
@@ -117,7 +141,9 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(release_claims, self.db, self.settings.executor_id)
         while not stop.is_set():
-            if await self.dispatch_once() == 0:
+            # Only a full batch (a backlog) goes round again at once: each batch costs a workflow
+            # start, so under steady load one batch per interval keeps DBOS's share small.
+            if await self.dispatch_once() < self.settings.dispatch_batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.settings.dispatch_interval_seconds)
 

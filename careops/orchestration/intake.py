@@ -119,9 +119,10 @@ def accept_referral(
     request_hash = hashlib.sha256(request.raw).hexdigest()
     # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
     evaluation = evaluate(catalogue.get(db), referral_in, settings)
+    normalised = referral_in.model_dump(mode="json", exclude_none=True)
     try:
         with db.writer() as connection:
-            return _accept(connection, request, request_hash, referral_in, evaluation, settings)
+            return _accept(connection, request, request_hash, normalised, evaluation, settings)
     except IntegrityError:
         if not request.idempotency_key:
             raise
@@ -152,7 +153,7 @@ def _accept(
     connection: Connection,
     request: IntakeRequest,
     request_hash: str,
-    referral_in: ReferralIn,
+    normalised: dict[str, Any],
     evaluation: Evaluation,
     settings: Settings,
 ) -> IntakeAnswer:
@@ -177,7 +178,7 @@ def _accept(
             "content_type": request.content_type,
             "raw_payload": request.raw.decode("utf-8", errors="replace"),
             "payload_sha256": request_hash,
-            "normalised": referral_in.model_dump(mode="json", exclude_none=True),
+            "normalised": normalised,
             "location_id": location_id,
             "case_id": answer.body.get("case_id"),
             "received_at": utcnow(),

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import ExceptionItem, OutboxMessage
-from careops.orchestration.dispatcher import CLAIM_TIMEOUT, claim, workflow_events
+from careops.orchestration.dispatcher import CLAIM_TIMEOUT, MAX_ATTEMPTS, claim, settle, workflow_events
 from careops.orchestration.worker import run_worker
 from careops.settings import Settings
 from tests.conftest import referral
@@ -113,3 +113,17 @@ def test_a_re_claim_starts_its_workflow_with_every_member(client: TestClient, db
     again = claim(db, "worker-b", batch_size=2)
     assert [f.workflow_id for f in again] == [first[0].workflow_id] * 2
     assert [case_id for case_id, _ in workflow_events(db, first[0].workflow_id)] == case_ids
+
+
+def test_a_failing_follow_up_is_retried_then_dead(client: TestClient, db: Database) -> None:
+    client.post("/api/v1/referrals", json=referral())
+    statuses = []
+    for _ in range(MAX_ATTEMPTS):
+        (follow_up,) = claim(db, "worker-a", batch_size=10)
+        settle(db, {follow_up.outbox_id: "ConnectionError"})
+        with db.sessions() as session:
+            message = session.get_one(OutboxMessage, follow_up.outbox_id)
+            statuses.append((message.status, message.attempts, message.last_error))
+    assert statuses[0] == ("pending", 1, "ConnectionError")
+    assert statuses[-1] == ("dead", MAX_ATTEMPTS, "ConnectionError")
+    assert claim(db, "worker-a", batch_size=10) == []
