@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, insert, text
+from sqlalchemy import BindParameter, TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,8 @@ class FollowUp(StrEnum):
 
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
 _EVENT_INSERT = insert(_events)
-_OUTBOX_INSERT = insert(Base.metadata.tables[OutboxMessage.__tablename__])
+_outbox = Base.metadata.tables[OutboxMessage.__tablename__]
+_OUTBOX_INSERT = insert(_outbox)
 
 
 _EVENT_COLUMNS = (
@@ -56,26 +57,43 @@ _EVENT_COLUMNS = (
 )
 
 
-@functools.cache
-def _insert_returning(rows: int) -> TextClause:
-    """A multi-row INSERT … RETURNING for ``rows`` events.
-
-    Written as text with typed parameters because SQLAlchemy does not cache the compilation of a
-    multi-row ``insert().values([...])``; this statement compiles once per row count.
-    """
+def _event_values(rows: int) -> tuple[str, list[BindParameter[Any]]]:
+    """``INSERT INTO business_event (…) VALUES (…), …`` for ``rows`` events, and its typed parameters."""
     names = [[f"{name}_{i}" for name in _EVENT_COLUMNS] for i in range(rows)]
     values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
+    sql = f"INSERT INTO {_events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - constants; values are bound
+    parameters = [
+        bindparam(n, type_=_events.c[name].type)
+        for row in names
+        for n, name in zip(row, _EVENT_COLUMNS, strict=True)
+    ]
+    return sql, parameters
+
+
+# Both statements are text with typed parameters because SQLAlchemy does not cache the compilation
+# of a multi-row ``insert().values([...])``; these compile once per shape.
+
+
+@functools.cache
+def _insert_returning(rows: int) -> TextClause:
+    """The events, returning the ids the outbox rows need (then inserted apart)."""
+    sql, parameters = _event_values(rows)
+    return text(f"{sql} RETURNING id, type, subject_id").bindparams(*parameters)
+
+
+@functools.cache
+def _insert_with_outbox(rows: int, follow_ups: int) -> TextClause:
+    """PostgreSQL: the events and their outbox rows in one statement (a data-modifying CTE)."""
+    sql, parameters = _event_values(rows)
+    wanted = ", ".join(f"(:f_type_{j}, :f_subject_{j}, :f_destination_{j})" for j in range(follow_ups))
     statement = text(
-        f"INSERT INTO {_events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values} "  # noqa: S608 - names are constants, values are bound
-        "RETURNING id, type, subject_id"
+        f"WITH e AS ({sql} RETURNING id, type, subject_id) "  # noqa: S608 - constants; values are bound
+        f"INSERT INTO {_outbox.name} (event_id, destination, status, attempts, created_at) "
+        "SELECT e.id, f.destination, 'pending', 0, :outbox_created_at FROM e "
+        f"JOIN (VALUES {wanted}) AS f (type, subject_id, destination) "
+        "ON f.type = e.type AND f.subject_id = e.subject_id"
     )
-    return statement.bindparams(
-        *(
-            bindparam(n, type_=_events.c[name].type)
-            for row in names
-            for n, name in zip(row, _EVENT_COLUMNS, strict=True)
-        )
-    )
+    return statement.bindparams(*parameters, bindparam("outbox_created_at", type_=_outbox.c.created_at.type))
 
 
 @dataclass(frozen=True)
@@ -117,9 +135,9 @@ class Event:
 def record_events(session: Session | Connection, *events: Event) -> None:
     """Insert events, in order, and the outbox rows of their follow-ups, in the caller's transaction.
 
-    At most two statements: the events (one multi-row INSERT, with ``RETURNING`` only when an outbox
-    row needs an event's id) and the outbox rows. Ids are assigned in row order, so a case's
-    timeline keeps the order of its events.
+    One statement for the events (a multi-row INSERT) and, when some need follow-ups, one more for
+    their outbox rows, which need the events' ids (``RETURNING``); on PostgreSQL the two are one
+    statement. Ids are assigned in row order, so a case's timeline keeps the order of its events.
     """
     if not events:
         return
@@ -146,6 +164,16 @@ def record_events(session: Session | Connection, *events: Event) -> None:
     if len(waiting) != sum(1 for e in events if e.follow_ups):
         raise ValueError("events with follow-ups must differ in type or subject within one call")
     params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+    if connection.dialect.name == "postgresql":
+        wanted = [(key, str(f)) for key, follow_ups in waiting.items() for f in follow_ups]
+        for j, ((event_type, subject_id), destination) in enumerate(wanted):
+            params |= {
+                f"f_type_{j}": event_type,
+                f"f_subject_{j}": subject_id,
+                f"f_destination_{j}": destination,
+            }
+        connection.execute(_insert_with_outbox(len(rows), len(wanted)), {**params, "outbox_created_at": now})
+        return
     returned = connection.execute(_insert_returning(len(rows)), params)
     outbox = [
         {"event_id": row.id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}

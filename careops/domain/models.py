@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -142,10 +143,19 @@ class IntakeItem(Base):
     """
 
     __tablename__ = "intake_item"
-    __table_args__ = (Index("ux_intake_idempotency", "principal_id", "idempotency_key", unique=True),)
+    __table_args__ = (
+        Index("ux_intake_idempotency", "principal_id", "idempotency_key", unique=True),
+        # Only quarantined items are listed by status; the others need no index entry.
+        Index(
+            "ix_intake_quarantined",
+            "id",
+            postgresql_where=text("status = 'quarantined'"),
+            sqlite_where=text("status = 'quarantined'"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     channel: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(32))
     reasons: Mapped[list[str]] = mapped_column(default=list)
     content_type: Mapped[str | None] = mapped_column(String(100))
     raw_payload: Mapped[str] = mapped_column(Text)
@@ -217,7 +227,7 @@ class BusinessEvent(Base):
     __tablename__ = "business_event"
     __table_args__ = (Index("ix_event_case", "case_id", "id"),)
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    type: Mapped[str] = mapped_column(String(64), index=True)
+    type: Mapped[str] = mapped_column(String(64))
     subject_type: Mapped[str] = mapped_column(String(32))
     subject_id: Mapped[str] = mapped_column(String(32))
     case_id: Mapped[str | None] = mapped_column(String(32))
@@ -232,7 +242,16 @@ class OutboxMessage(Base):
     """Something that must happen after a committed event; drained by the dispatcher."""
 
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_pending", "status", "id"), Index("ix_outbox_workflow", "workflow_id"))
+    __table_args__ = (
+        Index("ix_outbox_pending", "status", "id"),
+        # Rows enter it when claimed, not when written on the request path.
+        Index(
+            "ix_outbox_workflow",
+            "workflow_id",
+            postgresql_where=text("workflow_id IS NOT NULL"),
+            sqlite_where=text("workflow_id IS NOT NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("business_event.id"))
     destination: Mapped[str] = mapped_column(String(64))

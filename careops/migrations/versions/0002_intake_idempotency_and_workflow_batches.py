@@ -1,4 +1,4 @@
-"""intake items carry their idempotency key; outbox rows carry their workflow id
+"""intake items carry their idempotency key; outbox rows carry their workflow id; fewer indexes
 
 Revision ID: 0002
 Revises: 0001
@@ -7,6 +7,8 @@ Create Date: 2026-11-27 05:45:00
 The idempotency record of an intake becomes four columns of its intake item (one insert per
 referral instead of two); existing records are copied over before their table is dropped.
 Outbox rows get the id of the durable workflow they were handed to, fixed at first claim.
+Indexes written on every referral but read by nothing (event type, intake status) go or become
+partial (only quarantined items).
 """
 
 from collections.abc import Sequence
@@ -22,6 +24,8 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_QUARANTINED = sa.text("status = 'quarantined'")
+_CLAIMED = sa.text("workflow_id IS NOT NULL")
 _JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 
@@ -32,6 +36,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("response_status", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("response_body", _JSON, nullable=True))
         batch_op.create_index("ux_intake_idempotency", ["principal_id", "idempotency_key"], unique=True)
+        batch_op.drop_index("ix_intake_item_status")
+        batch_op.create_index(
+            "ix_intake_quarantined",
+            ["id"],
+            unique=False,
+            postgresql_where=_QUARANTINED,
+            sqlite_where=_QUARANTINED,
+        )
     records = sa.table(
         "idempotency_record",
         sa.column("principal_id", sa.String),
@@ -64,10 +76,20 @@ def upgrade() -> None:
     op.drop_table("idempotency_record")
     with op.batch_alter_table("outbox_message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("workflow_id", sa.String(length=64), nullable=True))
-        batch_op.create_index("ix_outbox_workflow", ["workflow_id"], unique=False)
+        batch_op.create_index(
+            "ix_outbox_workflow",
+            ["workflow_id"],
+            unique=False,
+            postgresql_where=_CLAIMED,
+            sqlite_where=_CLAIMED,
+        )
+    with op.batch_alter_table("business_event", schema=None) as batch_op:
+        batch_op.drop_index("ix_business_event_type")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("business_event", schema=None) as batch_op:
+        batch_op.create_index("ix_business_event_type", ["type"], unique=False)
     with op.batch_alter_table("outbox_message", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_workflow")
         batch_op.drop_column("workflow_id")
@@ -87,6 +109,8 @@ def downgrade() -> None:
         " received_at FROM intake_item WHERE idempotency_key IS NOT NULL"
     )
     with op.batch_alter_table("intake_item", schema=None) as batch_op:
+        batch_op.drop_index("ix_intake_quarantined")
+        batch_op.create_index("ix_intake_item_status", ["status"], unique=False)
         batch_op.drop_index("ux_intake_idempotency")
         batch_op.drop_column("response_body")
         batch_op.drop_column("response_status")
