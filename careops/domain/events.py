@@ -15,7 +15,7 @@ from sqlalchemy import BindParameter, TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from careops.domain.models import Base, BusinessEvent, OutboxMessage, ServiceCase, utcnow
+from careops.domain.models import Base, BusinessEvent, ExceptionItem, OutboxMessage, ServiceCase, utcnow
 
 
 class EventType(StrEnum):
@@ -129,6 +129,20 @@ class Event:
             actor=actor,
             payload=payload,
             follow_ups=follow_ups,
+        )
+
+    @classmethod
+    def about_exception(
+        cls, event_type: EventType, item: ExceptionItem, *, actor: str, payload: dict[str, Any]
+    ) -> Event:
+        return cls(
+            event_type,
+            subject_type="exception",
+            subject_id=item.id,
+            case_id=item.case_id,
+            location_id=item.location_id,
+            actor=actor,
+            payload=payload,
         )
 
 

@@ -107,14 +107,8 @@ def resolve_intake_exception(
         record_events(
             session,
             *answer.events,
-            Event(
-                EventType.EXCEPTION_RESOLVED,
-                subject_type="exception",
-                subject_id=item.id,
-                case_id=item.case_id,
-                location_id=item.location_id,
-                actor=actor,
-                payload={"outcome": answer.body["outcome"]},
+            Event.about_exception(
+                EventType.EXCEPTION_RESOLVED, item, actor=actor, payload={"outcome": answer.body["outcome"]}
             ),
         )
         return {**answer.body, "exception_id": item.id}

@@ -103,12 +103,9 @@ def _open_triage_overdue(case_ids: list[str]) -> list[str]:
             )
             session.add(item)
             events.append(
-                Event(
+                Event.about_exception(
                     EventType.EXCEPTION_OPENED,
-                    subject_type="exception",
-                    subject_id=item.id,
-                    case_id=case.id,
-                    location_id=case.location_id,
+                    item,
                     actor="workflow:await_triage",
                     payload={"queue": TRIAGE_QUEUE, "reason_codes": [TRIAGE_OVERDUE]},
                 )
