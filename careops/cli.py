@@ -1,9 +1,10 @@
-"""The careops command line: serve, worker, migrate, seed, token, demo."""
+"""The careops command line: serve, worker, migrate, seed, token, audit, demo."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import getpass
 import multiprocessing
 import os
 import re
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+audit_app = typer.Typer(help="Seal, verify and export the tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 out = Console()
 err = Console(stderr=True)
 _debug = False
@@ -40,6 +43,11 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on
 def fail(message: str) -> None:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
+
+
+def cli_actor() -> str:
+    """Who acts from the command line, as audited: ``cli:<operating-system user>``."""
+    return f"cli:{getpass.getuser()}"
 
 
 def _settings(**overrides: object) -> Settings:
@@ -97,7 +105,8 @@ def token_create(
 
     db = _ready_database(get_settings())
     wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
-    secret, record = create_token(db, name, wanted, _parse_duration(expires_in) if expires_in else None)
+    expiry = _parse_duration(expires_in) if expires_in else None
+    secret, record = create_token(db, name, wanted, expiry, actor=cli_actor())
     err.print(
         f"token {record.name!r} ({record.prefix}…) scopes: {', '.join(record.scopes)}; "
         "shown once, store it now"
@@ -131,8 +140,112 @@ def token_revoke(name_or_id: Annotated[str, typer.Argument(help="Token name or i
     """Revoke a token at once (servers stop trusting it within the token cache time)."""
     from careops.governance.tokens import revoke_token
 
-    count = revoke_token(_ready_database(get_settings()), name_or_id)
+    count = revoke_token(_ready_database(get_settings()), name_or_id, actor=cli_actor())
     err.print(f"revoked {count} token(s)")
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal every committed event into the chain now and sign its head (the worker does this too)."""
+    from careops.governance.audit import seal_all
+
+    settings = get_settings()
+    err.print(f"sealed {seal_all(_ready_database(settings), settings.secret_key)} entries")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Seal, sign and print the head as JSON: keep it outside this database (e.g. in a ticket)."""
+    import json
+
+    from careops.governance.audit import latest_checkpoint, seal_all
+
+    settings = get_settings()
+    db = _ready_database(settings)
+    seal_all(db, settings.secret_key)
+    checkpoint = latest_checkpoint(db)
+    if checkpoint is None:
+        fail("the audit log is empty: nothing to checkpoint")
+    print(json.dumps(checkpoint))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expect: Annotated[
+        str | None,
+        typer.Option("--expect", help="A head kept elsewhere, SEQ:HASH (from `careops audit checkpoint`)."),
+    ] = None,
+) -> None:
+    """Walk the whole chain; exit 1 and name the first broken entries if anything was tampered with."""
+    from rich.progress import Progress
+
+    from careops.governance.audit import verify
+
+    expected = None
+    if expect is not None:
+        seq, _, head_hash = expect.partition(":")
+        if not seq.isdigit() or len(head_hash) != 64:
+            fail("--expect takes SEQ:HASH, e.g. 1042:3f9a… (64 hex digits)")
+        expected = (int(seq), head_hash)
+    settings = get_settings()
+    db = _ready_database(settings)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("verifying the audit chain", total=None)
+        report = verify(
+            db,
+            settings.secret_key,
+            expected,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    err.print(
+        f"{report.entries} entries, head {report.head_seq}:{report.head_hash}, "
+        f"{report.checkpoints} signed checkpoints checked"
+    )
+    if report.unsealed:
+        err.print(
+            f"[yellow]{report.unsealed} entries not sealed yet[/yellow] "
+            f"(oldest {report.oldest_unsealed_seconds or 0:.0f} s; "
+            "the worker seals them, or run `careops audit seal`)"
+        )
+    if not report.ok:
+        for finding in report.findings:
+            err.print(f"[red]broken:[/red] {finding}")
+        raise typer.Exit(1)
+    err.print("[green]the audit chain is intact[/green]")
+
+
+@audit_app.command("export")
+def audit_export(
+    start: Annotated[str | None, typer.Option("--from", help="ISO date or time (UTC), inclusive.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO date or time (UTC), exclusive.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default stdout).")
+    ] = None,
+) -> None:
+    """Export sealed entries for the compliance officer; the export itself is audited."""
+    from careops.governance.audit import export
+
+    if fmt not in ("jsonl", "csv"):
+        fail("--format is jsonl or csv")
+    db = _ready_database(get_settings())
+    bounds = [_parse_utc(value, option) for value, option in ((start, "--from"), (end, "--to"))]
+    if output is None:
+        count = export(db, sys.stdout, start=bounds[0], end=bounds[1], fmt=fmt, actor=cli_actor())
+    else:
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            count = export(db, handle, start=bounds[0], end=bounds[1], fmt=fmt, actor=cli_actor())
+    err.print(f"exported {count} entries")
+
+
+def _parse_utc(value: str | None, option: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} takes an ISO date or time, e.g. 2026-11-01 or 2026-11-01T08:00")
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
 
 
 def _ready_database(settings: Settings) -> Database:

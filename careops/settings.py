@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     triage_timeout_seconds: float = Field(4 * 3600.0, description="Wait for triage before 'triage overdue'.")
     dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
     dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")
+    audit_seal_interval_seconds: float = Field(
+        0.5, description="How often the worker seals new events into the audit chain."
+    )
+    audit_checkpoint_seconds: float = Field(
+        10.0, description="How often the worker signs a checkpoint of the audit chain's head."
+    )
     reference_cache_seconds: float = Field(
         5.0, description="How long intake reuses its reference-data snapshot."
     )

@@ -80,7 +80,7 @@ def db(settings: Settings) -> Iterator[Database]:
 
 @pytest.fixture
 def admin_token(db: Database) -> str:
-    return create_token(db, "test-admin", [ADMIN])[0]
+    return create_token(db, "test-admin", [ADMIN], actor="test")[0]
 
 
 @pytest.fixture

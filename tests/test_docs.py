@@ -27,7 +27,7 @@ def test_every_setting_is_documented(name: str) -> None:
 def test_every_cli_command_is_documented() -> None:
     commands = [c.name or (c.callback.__name__ if c.callback else "") for c in cli_app.registered_commands]
     commands += [
-        f"token {c.name}"
+        f"{group.name} {c.name}"
         for group in cli_app.registered_groups
         for c in group.typer_instance.registered_commands
     ]

@@ -70,7 +70,7 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     upgrade(url)
     db = Database(url)
     seed_demo(db)
-    token, _ = create_token(db, "demo", [ADMIN])
+    token, _ = create_token(db, "demo", [ADMIN], actor="demo")
     base_url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
         uvicorn.Config(

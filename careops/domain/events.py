@@ -30,6 +30,9 @@ class EventType(StrEnum):
     AUTHORISATION_REQUIRED = "authorisation.required"
     EXCEPTION_OPENED = "exception.opened"
     EXCEPTION_RESOLVED = "exception.resolved"
+    TOKEN_CREATED = "token.created"  # noqa: S105 - an event name, not a secret
+    TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an event name, not a secret
+    AUDIT_EXPORTED = "audit.exported"
 
 
 class FollowUp(StrEnum):

@@ -224,8 +224,23 @@ class ExceptionItem(Base):
 
 
 class BusinessEvent(Base):
+    """A state change or security-relevant action; together they are the tamper-evident audit log.
+
+    Written unsealed in the transaction of the change; the worker's sealer then gives each its
+    place in the hash chain (``seq``, ``prev_hash``, ``hash``; see governance/audit.py).
+    """
+
     __tablename__ = "business_event"
-    __table_args__ = (Index("ix_event_case", "case_id", "id"),)
+    __table_args__ = (
+        Index("ix_event_case", "case_id", "id"),
+        Index("ux_event_seq", "seq", unique=True),
+        Index(
+            "ix_event_unsealed",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     type: Mapped[str] = mapped_column(String(64))
     subject_type: Mapped[str] = mapped_column(String(32))
@@ -236,6 +251,23 @@ class BusinessEvent(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed head of the audit chain: HMAC-SHA256 under the secret key of ``seq:hash``.
+
+    Whoever rewrites the chain after a checkpoint cannot re-sign it without the key; exported
+    checkpoints (``careops audit checkpoint``) also catch a rewrite by someone who has the key.
+    """
+
+    __tablename__ = "audit_checkpoint"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class OutboxMessage(Base):
@@ -265,16 +297,6 @@ class OutboxMessage(Base):
     # The durable workflow this row was handed to, fixed at its first claim so that a re-claim
     # after a crash starts the same workflow (a no-op) rather than another.
     workflow_id: Mapped[str | None] = mapped_column(String(64))
-
-
-class AuditEntry(Base):
-    __tablename__ = "audit_entry"
-    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str | None] = mapped_column(String(100))
-    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class ApiToken(Base):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from careops.db import Database
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ApiToken, utcnow
 from careops.errors import NotFound, Unauthorised, ValidationFailed
 
@@ -43,9 +44,15 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _token_event(event_type: EventType, record: ApiToken, actor: str) -> Event:
+    payload = {"name": record.name, "prefix": record.prefix, "scopes": list(record.scopes)}
+    return Event(event_type, subject_type="token", subject_id=record.id, actor=actor, payload=payload)
+
+
 def create_token(
-    db: Database, name: str, scopes: list[str], expires_in: dt.timedelta | None = None
+    db: Database, name: str, scopes: list[str], expires_in: dt.timedelta | None = None, *, actor: str
 ) -> tuple[str, ApiToken]:
+    """A new token (its secret, shown once, and its record); ``token.created`` is audited."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise ValidationFailed(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(SCOPES)}")
@@ -61,6 +68,8 @@ def create_token(
     )
     with db.transaction() as session:
         session.add(record)
+        session.flush()
+        record_events(session, _token_event(EventType.TOKEN_CREATED, record, actor))
     return secret, record
 
 
@@ -69,7 +78,8 @@ def list_tokens(db: Database) -> list[ApiToken]:
         return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at)))
 
 
-def revoke_token(db: Database, name_or_id: str) -> int:
+def revoke_token(db: Database, name_or_id: str, *, actor: str) -> int:
+    """Revoke every active token with this name or id; each ``token.revoked`` is audited."""
     with db.transaction() as session:
         rows = session.scalars(
             select(ApiToken).where(
@@ -80,6 +90,7 @@ def revoke_token(db: Database, name_or_id: str) -> int:
             raise NotFound("no active token with this name or id")
         for row in rows:
             row.revoked_at = utcnow()
+        record_events(session, *(_token_event(EventType.TOKEN_REVOKED, row, actor) for row in rows))
         return len(rows)
 
 

@@ -1,8 +1,9 @@
-"""The worker: DBOS Transact plus the outbox dispatcher, in one asyncio loop."""
+"""The worker: DBOS Transact, the outbox dispatcher and the audit sealer, in one asyncio loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dbos import DBOS
 
 from careops.db import Database
+from careops.governance.audit import SEAL_BATCH, Sealer
 from careops.orchestration import workflows
 from careops.orchestration.dispatcher import Dispatcher
 from careops.settings import Settings
@@ -33,18 +35,35 @@ def launch_dbos(settings: Settings, db: Database) -> None:
     DBOS.launch()
 
 
+async def seal_continuously(sealer: Sealer, interval: float, stop: asyncio.Event) -> None:
+    """Seal new events into the audit chain until ``stop``; a failed round is logged and retried."""
+    while not stop.is_set():
+        try:
+            sealed = await asyncio.to_thread(sealer.seal_once)
+        except Exception:
+            log.exception("audit.seal_failed")
+            sealed = 0
+        if sealed < SEAL_BATCH:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 async def run_worker(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> None:
     """Run until ``should_stop()`` says so (checked twice a second), or until cancelled (Ctrl-C)."""
     db = Database(settings.database_url)
     launch_dbos(settings, db)
     stop = asyncio.Event()
-    task = asyncio.create_task(Dispatcher(db, settings).run(stop))
+    sealer = Sealer(db, settings.secret_key, settings.audit_checkpoint_seconds)
+    tasks = [
+        asyncio.create_task(Dispatcher(db, settings).run(stop)),
+        asyncio.create_task(seal_continuously(sealer, settings.audit_seal_interval_seconds, stop)),
+    ]
     log.info("worker.started executor=%s pid=%s", settings.executor_id, os.getpid())
     try:
         while not should_stop():
             await asyncio.sleep(0.5)
         stop.set()
-        await task
+        await asyncio.gather(*tasks)
     finally:
         DBOS.destroy(workflow_completion_timeout_sec=0)
         db.dispose()

@@ -69,7 +69,7 @@ def test_unknown_case_is_404_problem(client: TestClient) -> None:
 
 
 def test_a_token_without_the_scope_gets_403(client: TestClient, db: Database) -> None:
-    reader, _ = create_token(db, "reader", ["cases:read"])
+    reader, _ = create_token(db, "reader", ["cases:read"], actor="test")
     headers = {"Authorization": f"Bearer {reader}"}
     assert client.get("/api/v1/cases", headers=headers).status_code == 200
     refused = client.post("/api/v1/referrals", json=referral(), headers=headers)

@@ -1,0 +1,66 @@
+"""the audit chain: business events get their place in a hash chain; signed checkpoints
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27 06:35:00
+
+Business events and security actions are one log. Each event is written unsealed (``seq`` null)
+and sealed by the worker afterwards; existing events are sealed on the worker's first round.
+The unused ``audit_entry`` table of 0001 goes.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import careops.domain.models
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_UNSEALED = sa.text("seq IS NULL")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("business_event", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("seq", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("prev_hash", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("hash", sa.String(length=64), nullable=True))
+        batch_op.create_index("ux_event_seq", ["seq"], unique=True)
+        batch_op.create_index(
+            "ix_event_unsealed", ["id"], unique=False, postgresql_where=_UNSEALED, sqlite_where=_UNSEALED
+        )
+    op.create_table(
+        "audit_checkpoint",
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("signature", sa.String(length=64), nullable=False),
+        sa.Column("created_at", careops.domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("seq"),
+    )
+    op.drop_table("audit_entry")
+
+
+def downgrade() -> None:
+    op.create_table(
+        "audit_entry",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("occurred_at", careops.domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=100), nullable=False),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=100), nullable=True),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.drop_table("audit_checkpoint")
+    with op.batch_alter_table("business_event", schema=None) as batch_op:
+        batch_op.drop_index("ix_event_unsealed")
+        batch_op.drop_index("ux_event_seq")
+        batch_op.drop_column("hash")
+        batch_op.drop_column("prev_hash")
+        batch_op.drop_column("seq")
