@@ -175,6 +175,10 @@ def audit_verify(
         str | None,
         typer.Option("--expect", help="A head kept elsewhere, SEQ:HASH (from `careops audit checkpoint`)."),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option("--processes", help="Walk a long chain in this many ranges at once (default: CPUs)."),
+    ] = os.cpu_count() or 1,
 ) -> None:
     """Walk the whole chain; exit 1 and name the first broken entries if anything was tampered with."""
     from rich.progress import Progress
@@ -196,6 +200,7 @@ def audit_verify(
             settings.secret_key,
             expected,
             lambda done, total: progress.update(task, completed=done, total=total),
+            processes=max(1, processes),
         )
     err.print(
         f"{report.entries} entries, head {report.head_seq}:{report.head_hash}, "

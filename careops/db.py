@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -19,13 +20,20 @@ from sqlalchemy.orm import Session, sessionmaker
 _BEGIN_MODE = "sqlite_begin"
 
 
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys, no spaces and UTF-8 text: one spelling per value (what the audit hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def make_engine(url: str, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, json_serializer=canonical_json
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, json_serializer=canonical_json)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

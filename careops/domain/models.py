@@ -249,7 +249,9 @@ class BusinessEvent(Base):
     location_id: Mapped[str | None] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(100))
     correlation_id: Mapped[str | None] = mapped_column(String(64))
-    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Plain JSON, not JSONB, on PostgreSQL too: the text is kept as written (canonical, see
+    # db.canonical_json), so the audit chain can be verified without parsing every payload.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     seq: Mapped[int | None] = mapped_column(BigInteger)
     prev_hash: Mapped[str | None] = mapped_column(String(64))

@@ -22,21 +22,25 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _encode_string
 from typing import IO, Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from careops.db import Database
+from careops.db import Database, canonical_json
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import AuditCheckpoint, Base, BusinessEvent, utcnow
 
 CHAIN_START = "0" * 64
 SEAL_BATCH = 5000
 MAX_FINDINGS = 100
+PARALLEL_MINIMUM = 100_000  # shorter chains are walked in one process
 _ADVISORY_LOCK = 0x6361_7265_6F70  # "careop": one sealer at a time on PostgreSQL
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
 _checkpoints = Base.metadata.tables[AuditCheckpoint.__tablename__]
@@ -59,25 +63,23 @@ _SEAL = (
 )
 
 
-def entry_body(seq: int, prev_hash: str, event: Any) -> str:
-    """The canonical JSON that is hashed: sorted keys, no spaces, UTF-8, times in ISO 8601 UTC."""
-    return json.dumps(
-        {
-            "seq": seq,
-            "prev_hash": prev_hash,
-            "occurred_at": event.occurred_at.isoformat(),
-            "type": event.type,
-            "subject_type": event.subject_type,
-            "subject_id": event.subject_id,
-            "case_id": event.case_id,
-            "location_id": event.location_id,
-            "actor": event.actor,
-            "correlation_id": event.correlation_id,
-            "payload": event.payload,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+def _text(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def entry_body(seq: int, prev_hash: str, event: Any, payload_json: str | None = None) -> str:
+    """The canonical JSON that is hashed: ``canonical_json`` of the entry (sorted keys, no spaces,
+    UTF-8, times in ISO 8601 UTC), written out key by key because it is computed a million times
+    by ``verify``. ``payload_json``: the payload's canonical text when the caller already has it.
+    """
+    payload = canonical_json(event.payload) if payload_json is None else payload_json
+    text = _encode_string  # the columns that are never null skip the None test
+    return (
+        f'{{"actor":{text(event.actor)},"case_id":{_text(event.case_id)},'
+        f'"correlation_id":{_text(event.correlation_id)},"location_id":{_text(event.location_id)},'
+        f'"occurred_at":{text(event.occurred_at.isoformat())},"payload":{payload},'
+        f'"prev_hash":{text(prev_hash)},"seq":{seq},"subject_id":{text(event.subject_id)},'
+        f'"subject_type":{text(event.subject_type)},"type":{text(event.type)}}}'
     )
 
 
@@ -192,18 +194,19 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.findings
 
-    def add(self, finding: Finding) -> None:
-        if len(self.findings) < MAX_FINDINGS:
-            self.findings.append(finding)
 
-
-def _sealed(connection: Connection, batch: int = 20_000) -> Iterator[Any]:
-    """Sealed entries in chain order, streamed in batches by ``seq`` (no server-side cursor needed)."""
-    after = 0
-    columns = (*_CONTENT, _events.c.seq, _events.c.prev_hash, _events.c.hash)
+def _sealed(connection: Connection, low: int, high: int, batch: int = 20_000) -> Iterator[Any]:
+    """Sealed entries with ``low <= seq <= high`` in chain order, in batches, payloads as stored text."""
+    content = [c for c in _CONTENT if c.name != "payload"]
+    payload_text = cast(_events.c.payload, Text).label("payload_text")
+    columns = (*content, payload_text, _events.c.seq, _events.c.prev_hash, _events.c.hash)
+    after = low - 1
     while True:
         rows = connection.execute(
-            select(*columns).where(_events.c.seq > after).order_by(_events.c.seq).limit(batch)
+            select(*columns)
+            .where(_events.c.seq > after, _events.c.seq <= high)
+            .order_by(_events.c.seq)
+            .limit(batch)
         ).all()
         yield from rows
         if len(rows) < batch:
@@ -211,88 +214,196 @@ def _sealed(connection: Connection, batch: int = 20_000) -> Iterator[Any]:
         after = rows[-1].seq
 
 
+@dataclass
+class _Segment:
+    """What walking one range of the chain found; ranges are walked apart and joined after."""
+
+    first: tuple[int, str, int] | None = None  # (seq, prev_hash, event id) of its first entry
+    last: tuple[int, str] | None = None  # (seq, hash) of its last entry
+    entries: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    hashes_at: dict[int, str] = field(default_factory=dict)
+
+
+def _link(previous: tuple[int, str], seq: int, prev_hash: str, event_id: int | None) -> list[Finding]:
+    found = []
+    if seq != previous[0] + 1:
+        found.append(Finding(seq, event_id, f"entries {previous[0] + 1} to {seq - 1} are missing (deleted)"))
+    if prev_hash != previous[1]:
+        found.append(
+            Finding(seq, event_id, "does not link to the entry before it (inserted, deleted or reordered)")
+        )
+    return found
+
+
+def _walk(
+    connection: Connection, low: int, high: int, watched: set[int], tick: Callable[[int], None]
+) -> _Segment:
+    segment = _Segment()
+    previous: tuple[int, str] | None = None
+    for row in _sealed(connection, low, high):
+        segment.entries += 1
+        if previous is None:
+            segment.first = (row.seq, row.prev_hash, row.id)
+        elif len(segment.findings) < MAX_FINDINGS:
+            segment.findings += _link(previous, row.seq, row.prev_hash, row.id)
+        if not _hash_matches(row) and len(segment.findings) < MAX_FINDINGS:
+            segment.findings.append(
+                Finding(row.seq, row.id, "its content no longer matches its hash (altered)")
+            )
+        if row.seq in watched:
+            segment.hashes_at[row.seq] = row.hash
+        previous = (row.seq, row.hash)
+        if segment.entries % 10_000 == 0:
+            tick(10_000)
+    segment.last = previous
+    return segment
+
+
+_shared_progress: Any = None
+
+
+def _init_walker(progress: Any) -> None:
+    global _shared_progress
+    _shared_progress = progress
+
+
+def _walk_apart(url: str, low: int, high: int, watched: set[int]) -> _Segment:
+    """A range walked in a process of its own (``verify`` with several processes)."""
+
+    def tick(done: int) -> None:
+        with _shared_progress.get_lock():
+            _shared_progress.value += done
+
+    db = Database(url)
+    try:
+        with db.engine.connect() as connection:
+            return _walk(connection, low, high, watched, tick)
+    finally:
+        db.dispose()
+
+
+def _walk_all(
+    db: Database, head: int, watched: set[int], processes: int, progress: Callable[[int], None]
+) -> list[_Segment]:
+    """The chain's segments in order: one walked here, or ``processes`` ranges walked at once."""
+    if processes <= 1 or head < PARALLEL_MINIMUM:
+        done = 0
+
+        def tick(count: int) -> None:
+            nonlocal done
+            done += count
+            progress(done)
+
+        with db.engine.connect() as connection:
+            return [_walk(connection, 1, head, watched, tick)]
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("q", 0)
+    step = -(-head // processes)
+    bounds = [(low, min(head, low + step - 1)) for low in range(1, head + 1, step)]
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_init_walker, initargs=(counter,)
+    ) as pool:
+        futures = [pool.submit(_walk_apart, db.url, low, high, watched) for low, high in bounds]
+        while not all(f.done() for f in futures):
+            progress(counter.value)
+            time.sleep(0.2)
+        return [f.result() for f in futures]
+
+
 def verify(
     db: Database,
     secret_key: str,
     expected_head: tuple[int, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    processes: int = 1,
 ) -> VerifyReport:
     """Walk the chain: every entry's hash, every link, every signed checkpoint, the expected head.
 
     Detects an edited, deleted, inserted or reordered entry (by hash, gap or broken link), a
     rewritten chain (against the checkpoints) and a truncated tail (a checkpoint or the expected
-    head beyond the end). ``progress(done, total)`` is called every 10,000 entries.
+    head beyond the end). With ``processes`` > 1 a long chain is walked in that many ranges at
+    once. ``progress(done, total)`` is called as entries are checked. Findings come in chain order.
     """
     report = VerifyReport()
     with db.engine.connect() as connection:
         total = connection.scalar(select(func.count()).where(_events.c.seq.is_not(None))) or 0
+        head = connection.scalar(select(func.max(_events.c.seq))) or 0
         checkpoints = {row.seq: row for row in connection.execute(select(_checkpoints))}
         unsealed = connection.execute(
             select(func.count(), func.min(_events.c.occurred_at)).where(_events.c.seq.is_(None))
         ).one()
-        report.unsealed = int(unsealed[0])
-        if unsealed[1] is not None:
-            report.oldest_unsealed_seconds = (utcnow() - unsealed[1]).total_seconds()
-        previous_seq, previous_hash = 0, CHAIN_START
-        watched = set(checkpoints) | ({expected_head[0]} if expected_head else set())
-        hashes_at: dict[int, str] = {}
-        for row in _sealed(connection):
-            report.entries += 1
-            if row.seq != previous_seq + 1:
-                report.add(
-                    Finding(
-                        row.seq, row.id, f"entries {previous_seq + 1} to {row.seq - 1} are missing (deleted)"
-                    )
-                )
-            if row.prev_hash != previous_hash:
-                report.add(
-                    Finding(
-                        row.seq,
-                        row.id,
-                        "does not link to the entry before it (inserted, deleted or reordered)",
-                    )
-                )
-            if entry_hash(entry_body(row.seq, row.prev_hash, row)) != row.hash:
-                report.add(Finding(row.seq, row.id, "its content no longer matches its hash (altered)"))
-            if row.seq in watched:
-                hashes_at[row.seq] = row.hash
-            previous_seq, previous_hash = row.seq, row.hash
-            if progress and report.entries % 10_000 == 0:
-                progress(report.entries, total)
-    report.head_seq, report.head_hash = previous_seq, previous_hash
+    report.unsealed = int(unsealed[0])
+    if unsealed[1] is not None:
+        report.oldest_unsealed_seconds = (utcnow() - unsealed[1]).total_seconds()
+    watched = set(checkpoints) | ({expected_head[0]} if expected_head else set())
+
+    def walked(done: int) -> None:
+        if progress:
+            progress(done, total)
+
+    previous = (0, CHAIN_START)
+    hashes_at: dict[int, str] = {}
+    for segment in _walk_all(db, head, watched, processes, walked):
+        if segment.first is not None:
+            report.findings += _link(previous, *segment.first)
+        report.findings += segment.findings
+        report.entries += segment.entries
+        hashes_at |= segment.hashes_at
+        previous = segment.last or previous
+    report.head_seq, report.head_hash = previous
     report.checkpoints = len(checkpoints)
+    report.findings += _check_heads(secret_key, checkpoints, expected_head, hashes_at, report.head_seq)
+    report.findings = sorted(report.findings, key=lambda f: f.seq or 0)[:MAX_FINDINGS]
+    walked(report.entries)
+    return report
+
+
+def _check_heads(
+    secret_key: str,
+    checkpoints: dict[int, Any],
+    expected_head: tuple[int, str] | None,
+    hashes_at: dict[int, str],
+    head_seq: int,
+) -> list[Finding]:
+    """The chain against its signed checkpoints and against a head kept elsewhere."""
+    found = []
     for seq, checkpoint in sorted(checkpoints.items()):
         if not hmac.compare_digest(checkpoint.signature, sign(secret_key, seq, checkpoint.hash)):
-            report.add(Finding(seq, None, "the checkpoint's signature is wrong (forged or another key)"))
-        elif seq > report.head_seq:
-            report.add(
-                Finding(
-                    seq,
-                    None,
-                    f"a signed checkpoint exists but the chain ends at {report.head_seq} (truncated)",
-                )
+            found.append(Finding(seq, None, "the checkpoint's signature is wrong (forged or another key)"))
+        elif seq > head_seq:
+            found.append(
+                Finding(seq, None, f"a signed checkpoint exists but the chain ends at {head_seq} (truncated)")
             )
         elif hashes_at.get(seq) != checkpoint.hash:
-            report.add(
+            found.append(
                 Finding(seq, None, "differs from its signed checkpoint (the chain up to here was rewritten)")
             )
     if expected_head is not None:
         seq, head_hash = expected_head
-        if seq > report.head_seq:
-            report.add(
+        if seq > head_seq:
+            found.append(
                 Finding(
-                    seq,
-                    None,
-                    f"the expected head is beyond the end of the chain at {report.head_seq} (truncated)",
+                    seq, None, f"the expected head is beyond the end of the chain at {head_seq} (truncated)"
                 )
             )
         elif hashes_at.get(seq) != head_hash:
-            report.add(
+            found.append(
                 Finding(seq, None, "differs from the expected head (the chain up to here was rewritten)")
             )
-    if progress:
-        progress(report.entries, total)
-    return report
+    return found
+
+
+def _hash_matches(row: Any) -> bool:
+    """Whether a sealed entry still has the content it was sealed with.
+
+    Fast path: the payload as stored (canonical when written by careops). Otherwise the payload
+    is parsed and spelt canonically, as for rows stored before payloads were kept as written.
+    """
+    if entry_hash(entry_body(row.seq, row.prev_hash, row, row.payload_text)) == row.hash:
+        return True
+    canonical = canonical_json(json.loads(row.payload_text))
+    return bool(entry_hash(entry_body(row.seq, row.prev_hash, row, canonical)) == row.hash)
 
 
 def latest_checkpoint(db: Database) -> dict[str, Any] | None:

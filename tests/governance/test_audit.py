@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import itertools
@@ -10,13 +11,17 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import delete, select, text, update
 
-from careops.db import Database
+from careops.db import Database, canonical_json
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import AuditCheckpoint, BusinessEvent
+from careops.governance import audit
 from careops.governance.audit import CHAIN_START, entry_body, entry_hash, export, seal, seal_all, sign, verify
 from careops.settings import Settings
 
@@ -215,3 +220,49 @@ def test_the_cli_verifies_exports_and_names_the_broken_entry(
     broken = careops(settings, "audit", "verify")
     assert broken.returncode == 1
     assert "broken: entry 3 (event id 3): its content no longer matches its hash (altered)" in broken.stderr
+
+
+@given(
+    required=st.lists(st.text(), min_size=4, max_size=4),
+    optional=st.lists(st.one_of(st.none(), st.text()), min_size=3, max_size=3),
+    payload=st.dictionaries(
+        st.text(), st.one_of(st.none(), st.text(), st.integers(), st.booleans()), max_size=4
+    ),
+    seq=st.integers(min_value=1, max_value=2**62),
+    moment=st.datetimes(timezones=st.just(dt.UTC)),
+)
+def test_the_hand_written_body_is_the_canonical_json_of_the_entry(
+    required: list[str], optional: list[str | None], payload: dict[str, object], seq: int, moment: dt.datetime
+) -> None:
+    actor, subject_id, subject_type, event_type = required  # NOT NULL columns
+    case_id, correlation_id, location_id = optional
+    entry = {
+        "actor": actor,
+        "case_id": case_id,
+        "correlation_id": correlation_id,
+        "location_id": location_id,
+        "occurred_at": moment.isoformat(),
+        "payload": payload,
+        "prev_hash": "a" * 64,
+        "seq": seq,
+        "subject_id": subject_id,
+        "subject_type": subject_type,
+        "type": event_type,
+    }
+    row = SimpleNamespace(**{**entry, "occurred_at": moment})
+    assert entry_body(seq, "a" * 64, row) == canonical_json(entry)
+
+
+def test_verifying_in_parallel_ranges_finds_the_same(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit, "PARALLEL_MINIMUM", 0)
+    write_events(db, 9)
+    seal(db, KEY)
+    intact = verify(db, KEY, processes=3)
+    assert intact.ok and intact.entries == 9 and intact.head_seq == 9
+    tamper_delete(db)
+    assert [str(f) for f in verify(db, KEY, processes=3).findings] == problems(db)
+    with db.writer() as connection:  # break the link exactly at the boundary between two ranges
+        connection.execute(update(BusinessEvent).where(BusinessEvent.seq == 7).values(prev_hash="e" * 64))
+    assert "entry 7 (event id 7): does not link to the entry before it" in " ".join(
+        str(f) for f in verify(db, KEY, processes=3).findings
+    )

@@ -6,7 +6,9 @@ Create Date: 2026-11-27 06:35:00
 
 Business events and security actions are one log. Each event is written unsealed (``seq`` null)
 and sealed by the worker afterwards; existing events are sealed on the worker's first round.
-The unused ``audit_entry`` table of 0001 goes.
+The unused ``audit_entry`` table of 0001 goes. On PostgreSQL event payloads become ``json`` (kept as
+written, canonical) instead of ``jsonb`` (re-spelt by the server), so that verifying the chain needs
+no JSON parsing.
 """
 
 from collections.abc import Sequence
@@ -42,9 +44,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq"),
     )
     op.drop_table("audit_entry")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE business_event ALTER COLUMN payload TYPE json USING payload::json")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE business_event ALTER COLUMN payload TYPE jsonb USING payload::jsonb")
     op.create_table(
         "audit_entry",
         sa.Column(
