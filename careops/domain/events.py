@@ -47,7 +47,8 @@ _outbox = Base.metadata.tables[OutboxMessage.__tablename__]
 _OUTBOX_INSERT = insert(_outbox)
 
 
-_EVENT_COLUMNS = (
+# The columns an event is written with, in order (also what the audit chain exports).
+EVENT_COLUMNS = (
     "type",
     "subject_type",
     "subject_id",
@@ -62,13 +63,13 @@ _EVENT_COLUMNS = (
 
 def _event_values(rows: int) -> tuple[str, list[BindParameter[Any]]]:
     """``INSERT INTO business_event (…) VALUES (…), …`` for ``rows`` events, and its typed parameters."""
-    names = [[f"{name}_{i}" for name in _EVENT_COLUMNS] for i in range(rows)]
+    names = [[f"{name}_{i}" for name in EVENT_COLUMNS] for i in range(rows)]
     values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
-    sql = f"INSERT INTO {_events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - constants; values are bound
+    sql = f"INSERT INTO {_events.name} ({', '.join(EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - constants; values are bound
     parameters = [
         bindparam(n, type_=_events.c[name].type)
         for row in names
-        for n, name in zip(row, _EVENT_COLUMNS, strict=True)
+        for n, name in zip(row, EVENT_COLUMNS, strict=True)
     ]
     return sql, parameters
 

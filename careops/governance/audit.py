@@ -34,7 +34,7 @@ from sqlalchemy import Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from careops.db import Database, canonical_json
-from careops.domain.events import Event, EventType, record_events
+from careops.domain.events import EVENT_COLUMNS, Event, EventType, record_events
 from careops.domain.models import AuditCheckpoint, Base, BusinessEvent, utcnow
 
 CHAIN_START = "0" * 64
@@ -44,18 +44,7 @@ PARALLEL_MINIMUM = 100_000  # shorter chains are walked in one process
 _ADVISORY_LOCK = 0x6361_7265_6F70  # "careop": one sealer at a time on PostgreSQL
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
 _checkpoints = Base.metadata.tables[AuditCheckpoint.__tablename__]
-_CONTENT = (
-    _events.c.id,
-    _events.c.occurred_at,
-    _events.c.type,
-    _events.c.subject_type,
-    _events.c.subject_id,
-    _events.c.case_id,
-    _events.c.location_id,
-    _events.c.actor,
-    _events.c.correlation_id,
-    _events.c.payload,
-)
+_CONTENT = (_events.c.id, *(_events.c[name] for name in EVENT_COLUMNS))
 _SEAL = (
     update(_events)
     .where(_events.c.id == bindparam("event_id"))
@@ -419,20 +408,7 @@ def latest_checkpoint(db: Database) -> dict[str, Any] | None:
     }
 
 
-EXPORT_FIELDS = (
-    "seq",
-    "prev_hash",
-    "hash",
-    "occurred_at",
-    "type",
-    "subject_type",
-    "subject_id",
-    "case_id",
-    "location_id",
-    "actor",
-    "correlation_id",
-    "payload",
-)
+EXPORT_FIELDS = ("seq", "prev_hash", "hash", "occurred_at", *(c for c in EVENT_COLUMNS if c != "occurred_at"))
 
 
 def export(
