@@ -80,14 +80,15 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organi
 
 
 def _parse_duration(text: str) -> dt.timedelta:
-    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    match = re.fullmatch(r"(\d+)([dhms])", text.strip())
     if not match:
-        raise typer.BadParameter("use a number followed by d, h or m, e.g. 90d")
+        raise typer.BadParameter("use a number followed by d, h, m or s, e.g. 90d")
     amount, unit = int(match.group(1)), match.group(2)
     return {
         "d": dt.timedelta(days=amount),
         "h": dt.timedelta(hours=amount),
         "m": dt.timedelta(minutes=amount),
+        "s": dt.timedelta(seconds=amount),
     }[unit]
 
 
@@ -99,6 +100,10 @@ def token_create(
     ] = "",
     all_scopes: Annotated[bool, typer.Option("--all-scopes", help="An administrator token.")] = False,
     expires_in: Annotated[str | None, typer.Option("--expires-in", help="e.g. 90d, 12h")] = None,
+    locations: Annotated[
+        str | None,
+        typer.Option("--locations", help="Comma-separated location slugs it may see (default: all)."),
+    ] = None,
 ) -> None:
     """Create a token. Only the token goes to stdout (details to stderr), so scripts can capture it."""
     from careops.governance.tokens import ADMIN, create_token
@@ -106,7 +111,8 @@ def token_create(
     db = _ready_database(get_settings())
     wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
     expiry = _parse_duration(expires_in) if expires_in else None
-    secret, record = create_token(db, name, wanted, expiry, actor=cli_actor())
+    slugs = None if locations is None else locations.split(",")
+    secret, record = create_token(db, name, wanted, expiry, actor=cli_actor(), locations=slugs)
     err.print(
         f"token {record.name!r} ({record.prefix}…) scopes: {', '.join(record.scopes)}; "
         "shown once, store it now"
@@ -119,20 +125,40 @@ def token_list() -> None:
     """List tokens (never their secrets)."""
     from rich.table import Table
 
-    from careops.governance.tokens import list_tokens
+    from careops.governance.tokens import list_tokens, location_slugs
 
-    table = Table("id", "name", "prefix", "scopes", "created", "expires", "revoked")
-    for t in list_tokens(_ready_database(get_settings())):
+    db = _ready_database(get_settings())
+    slugs = location_slugs(db)
+    table = Table("id", "name", "prefix", "scopes", "locations", "created", "expires", "revoked", "last used")
+    for t in list_tokens(db):
         table.add_row(
             t.id,
             t.name,
             t.prefix,
             ",".join(t.scopes),
+            "all" if t.locations is None else ",".join(slugs.get(i, i) for i in t.locations),
             f"{t.created_at:%Y-%m-%d %H:%M}",
-            f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-",
+            f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "-",
             f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-",
+            f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-",
         )
     out.print(table)
+
+
+@token_app.command("rotate")
+def token_rotate(
+    name_or_id: Annotated[str, typer.Argument(help="Token name or id.")],
+    overlap: Annotated[
+        str, typer.Option("--overlap", help="How long the old token keeps working, e.g. 24h, 7d, 0s.")
+    ] = "24h",
+) -> None:
+    """A new secret with the same name, scopes, locations and lifetime; the old one ends after --overlap."""
+    from careops.governance.tokens import rotate_token
+
+    db = _ready_database(get_settings())
+    secret, record = rotate_token(db, name_or_id, _parse_duration(overlap), actor=cli_actor())
+    err.print(f"token {record.name!r} rotated: new prefix {record.prefix}…; the old one ends in {overlap}")
+    print(secret)
 
 
 @token_app.command("revoke")

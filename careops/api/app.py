@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 
 from careops import __version__
 from careops.api import cases, exceptions, health, problems, quarantine, referrals
+from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
 from careops.orchestration.intake import CatalogueCache
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.tokens = TokenVerifier(db, settings.token_cache_seconds)
     app.state.catalogue = CatalogueCache(settings.reference_cache_seconds)
     problems.install(app)
+    app.add_middleware(SecurityHeaders)
     routers = [module.router for module in (health, referrals, cases, exceptions, quarantine)]
     for router in routers:
         app.include_router(router)

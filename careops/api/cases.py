@@ -31,7 +31,7 @@ class TriageIn(BaseModel):
 @router.get("", summary="List cases (newest first, cursor pagination)")
 async def cases(
     db: DbDep,
-    _: Annotated[Principal, Depends(require("cases:read"))],
+    principal: Annotated[Principal, Depends(require("cases:read"))],
     status: CaseStatus | None = None,
     location: str | None = Query(None, max_length=64, description="Location slug"),
     service: str | None = Query(None, max_length=64, description="Service code"),
@@ -41,14 +41,14 @@ async def cases(
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
     filters = CaseFilter(status, location, service, created_from, created_to)
-    return await run_in_threadpool(list_cases, db, filters, cursor, limit)
+    return await run_in_threadpool(list_cases, db, filters, cursor, limit, principal.scope)
 
 
 @router.get("/{case_id}", summary="A case with its timeline of business events")
 async def case(
-    db: DbDep, case_id: str, _: Annotated[Principal, Depends(require("cases:read"))]
+    db: DbDep, case_id: str, principal: Annotated[Principal, Depends(require("cases:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_case, db, case_id)
+    return await run_in_threadpool(get_case, db, case_id, principal.scope)
 
 
 @router.post("/{case_id}/transitions", summary="Apply an action; 409 lists the allowed ones")
@@ -59,7 +59,9 @@ async def transition(
     principal: Annotated[Principal, Depends(require("cases:transition"))],
 ) -> dict[str, Any]:
     return await run_in_threadpool(
-        lambda: transition_case(db, case_id, body.action, actor=principal.id, reason_code=body.reason_code)
+        lambda: transition_case(
+            db, case_id, body.action, actor=principal.id, reason_code=body.reason_code, scope=principal.scope
+        )
     )
 
 
@@ -70,4 +72,6 @@ async def triage(
     body: TriageIn,
     principal: Annotated[Principal, Depends(require("cases:transition"))],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(lambda: record_triage(db, case_id, body.urgency, actor=principal.id))
+    return await run_in_threadpool(
+        lambda: record_triage(db, case_id, body.urgency, actor=principal.id, scope=principal.scope)
+    )

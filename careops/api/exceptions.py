@@ -26,19 +26,19 @@ class ResolveIn(BaseModel):
 @router.get("", summary="An exception queue, oldest first, with each item's age")
 async def exceptions(
     db: DbDep,
-    _: Annotated[Principal, Depends(require("exceptions:read"))],
+    principal: Annotated[Principal, Depends(require("exceptions:read"))],
     queue: str | None = Query("intake", max_length=64),
     status: Literal["open", "resolved"] = "open",
     limit: int = Query(100, ge=1, le=500),
 ) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(list_exceptions, db, queue, status, limit)}
+    return {"items": await run_in_threadpool(list_exceptions, db, queue, status, limit, principal.scope)}
 
 
 @router.get("/{exception_id}", summary="One exception item")
 async def exception(
-    db: DbDep, exception_id: str, _: Annotated[Principal, Depends(require("exceptions:read"))]
+    db: DbDep, exception_id: str, principal: Annotated[Principal, Depends(require("exceptions:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_exception, db, exception_id)
+    return await run_in_threadpool(get_exception, db, exception_id, principal.scope)
 
 
 @router.post("/{exception_id}/resolve", summary="Supply missing fields; the case is created exactly once")
@@ -58,5 +58,6 @@ async def resolve(
             actor=principal.id,
             settings=settings,
             catalogue=request.app.state.catalogue,
+            scope=principal.scope,
         )
     )

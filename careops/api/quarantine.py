@@ -17,14 +17,14 @@ router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
 @router.get("", summary="Quarantined payloads, newest first (without their bodies)")
 async def quarantined(
     db: DbDep,
-    _: Annotated[Principal, Depends(require("quarantine:read"))],
+    principal: Annotated[Principal, Depends(require("quarantine:read"))],
     limit: int = Query(100, ge=1, le=500),
 ) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(list_quarantined, db, limit)}
+    return {"items": await run_in_threadpool(list_quarantined, db, limit, principal.scope)}
 
 
 @router.get("/{item_id}", summary="One quarantined payload with its raw body")
 async def quarantined_item(
-    db: DbDep, item_id: str, _: Annotated[Principal, Depends(require("quarantine:read"))]
+    db: DbDep, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_quarantined, db, item_id)
+    return await run_in_threadpool(get_quarantined, db, item_id, principal.scope)

@@ -85,7 +85,9 @@ async def submit_referral(request: Request) -> JSONResponse:
         return await _reject(
             request, db, raw, content_type, principal, ValidationFailed.from_errors(exc.errors())
         )
-    intake = IntakeRequest(raw, content_type, "api", principal.id, idempotency_key, correlation_id)
+    intake = IntakeRequest(
+        raw, content_type, "api", principal.id, idempotency_key, correlation_id, scope=principal.scope
+    )
     catalogue = request.app.state.catalogue
     answer = await run_in_threadpool(accept_referral, db, intake, referral, settings, catalogue)
     return JSONResponse(answer.body, status_code=answer.status_code)

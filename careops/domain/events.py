@@ -32,6 +32,7 @@ class EventType(StrEnum):
     EXCEPTION_RESOLVED = "exception.resolved"
     TOKEN_CREATED = "token.created"  # noqa: S105 - an event name, not a secret
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an event name, not a secret
+    TOKEN_ROTATED = "token.rotated"  # noqa: S105 - an event name, not a secret
     AUDIT_EXPORTED = "audit.exported"
 
 

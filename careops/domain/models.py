@@ -233,7 +233,14 @@ class BusinessEvent(Base):
     __tablename__ = "business_event"
     __table_args__ = (
         Index("ix_event_case", "case_id", "id"),
-        Index("ux_event_seq", "seq", unique=True),
+        # Both partial, so that writing an (unsealed) event adds one small index entry, not two.
+        Index(
+            "ux_event_seq",
+            "seq",
+            unique=True,
+            postgresql_where=text("seq IS NOT NULL"),
+            sqlite_where=text("seq IS NOT NULL"),
+        ),
         Index(
             "ix_event_unsealed",
             "id",
@@ -308,6 +315,9 @@ class ApiToken(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(default=list)
+    # Location ids the token sees; None: all locations.
+    locations: Mapped[list[str] | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column()
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()

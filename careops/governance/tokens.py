@@ -7,13 +7,16 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ApiToken, utcnow
+from careops.domain.models import ApiToken, Location, new_id, utcnow
 from careops.errors import NotFound, Unauthorised, ValidationFailed
+from careops.governance.scoping import EVERYWHERE, LocationScope
 
 TOKEN_PREFIX = "cop_"  # noqa: S105 - a recognisable prefix, not a secret
 ADMIN = "admin"
@@ -30,11 +33,12 @@ SCOPES = {
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a token's id and name, and the scopes it carries."""
+    """Who is calling: a token's id and name, the scopes it carries and the locations it sees."""
 
     id: str
     name: str
     scopes: frozenset[str]
+    scope: LocationScope = EVERYWHERE
 
     def can(self, scope: str) -> bool:
         return ADMIN in self.scopes or scope in self.scopes
@@ -44,33 +48,104 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _token_event(event_type: EventType, record: ApiToken, actor: str) -> Event:
-    payload = {"name": record.name, "prefix": record.prefix, "scopes": list(record.scopes)}
+def _token_event(event_type: EventType, record: ApiToken, actor: str, **extra: Any) -> Event:
+    payload = {
+        "name": record.name,
+        "prefix": record.prefix,
+        "scopes": list(record.scopes),
+        "locations": record.locations,
+        **extra,
+    }
     return Event(event_type, subject_type="token", subject_id=record.id, actor=actor, payload=payload)
 
 
 def create_token(
-    db: Database, name: str, scopes: list[str], expires_in: dt.timedelta | None = None, *, actor: str
+    db: Database,
+    name: str,
+    scopes: list[str],
+    expires_in: dt.timedelta | None = None,
+    *,
+    actor: str,
+    locations: list[str] | None = None,
 ) -> tuple[str, ApiToken]:
-    """A new token (its secret, shown once, and its record); ``token.created`` is audited."""
+    """A new token (its secret, shown once, and its record); ``token.created`` is audited.
+
+    ``locations``: slugs of the only locations the token sees; None for all of them.
+    """
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise ValidationFailed(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(SCOPES)}")
     if not scopes:
         raise ValidationFailed("a token needs at least one scope")
+    secret, record = _new_token(name, scopes, expires_in)
+    with db.transaction() as session:
+        if locations is not None:
+            record.locations = _location_ids(session, locations)
+        session.add(record)
+        session.flush()
+        record_events(session, _token_event(EventType.TOKEN_CREATED, record, actor))
+    return secret, record
+
+
+def _new_token(name: str, scopes: list[str], expires_in: dt.timedelta | None) -> tuple[str, ApiToken]:
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(
+        id=new_id(),
         name=name,
         prefix=secret[:10],
         token_sha256=_digest(secret),
         scopes=sorted(set(scopes)),
         expires_at=utcnow() + expires_in if expires_in else None,
+        created_at=utcnow(),
     )
+    return secret, record
+
+
+def rotate_token(db: Database, name_or_id: str, overlap: dt.timedelta, *, actor: str) -> tuple[str, ApiToken]:
+    """A new secret for a token: same name, scopes, locations and lifetime; the old one stops
+    working after ``overlap`` (time to roll the new one out). Audited as ``token.rotated``."""
     with db.transaction() as session:
+        active = session.scalars(
+            select(ApiToken).where(
+                (ApiToken.id == name_or_id) | (ApiToken.name == name_or_id), ApiToken.revoked_at.is_(None)
+            )
+        ).all()
+        if not active:
+            raise NotFound("no active token with this name or id")
+        if len(active) > 1:
+            raise ValidationFailed(
+                "several active tokens have this name: rotate one by its id (careops token list)"
+            )
+        old = active[0]
+        lifetime = old.expires_at - old.created_at if old.expires_at else None
+        secret, record = _new_token(old.name, list(old.scopes), lifetime)
+        record.locations = old.locations
+        ends = utcnow() + overlap
+        old.expires_at = min(old.expires_at, ends) if old.expires_at else ends
         session.add(record)
         session.flush()
-        record_events(session, _token_event(EventType.TOKEN_CREATED, record, actor))
+        rotated = _token_event(
+            EventType.TOKEN_ROTATED, old, actor, replaced_by=record.id, expires_at=old.expires_at.isoformat()
+        )
+        record_events(session, rotated, _token_event(EventType.TOKEN_CREATED, record, actor))
     return secret, record
+
+
+def _location_ids(session: Session, slugs: list[str]) -> list[str]:
+    wanted = {slug.strip().lower() for slug in slugs if slug.strip()}
+    if not wanted:
+        raise ValidationFailed("name at least one location, or leave --locations out for all of them")
+    known = {slug: id_ for id_, slug in session.execute(select(Location.id, Location.slug))}
+    unknown = sorted(wanted - set(known))
+    if unknown:
+        raise ValidationFailed(f"unknown locations: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return sorted(known[slug] for slug in wanted)
+
+
+def location_slugs(db: Database) -> dict[str, str]:
+    """Location id → slug, to show a token's locations by name."""
+    with db.sessions() as session:
+        return {id_: slug for id_, slug in session.execute(select(Location.id, Location.slug))}
 
 
 def list_tokens(db: Database) -> list[ApiToken]:
@@ -116,6 +191,9 @@ class TokenVerifier:
             raise Unauthorised("the bearer token is unknown or revoked")
         if record.expires_at is not None and record.expires_at <= utcnow():
             raise Unauthorised("the bearer token has expired")
-        principal = Principal(record.id, record.name, frozenset(record.scopes))
+        locations = LocationScope(frozenset(record.locations)) if record.locations is not None else EVERYWHERE
+        principal = Principal(record.id, record.name, frozenset(record.scopes), locations)
+        with self._db.writer() as connection:  # at most once per cache period per process
+            connection.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=utcnow()))
         self._cache[digest] = (principal, now + self._cache_seconds)
         return principal

@@ -14,6 +14,7 @@ from careops.domain.cases import CaseAction, CaseStatus, allowed_actions, transi
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import BusinessEvent, Location, Service, ServiceCase
 from careops.errors import NotFound
+from careops.governance.scoping import LocationScope
 
 MAX_PAGE = 200
 
@@ -53,27 +54,30 @@ def event_view(event: BusinessEvent) -> dict[str, Any]:
     }
 
 
-def _load(session: Session, case_id: str) -> ServiceCase:
+def _load(session: Session, case_id: str, scope: LocationScope) -> ServiceCase:
     case = session.get(ServiceCase, case_id)
     if case is None:
         raise NotFound("no case with this id")
+    scope.check(case.location_id, "case")
     return case
 
 
-def get_case(db: Database, case_id: str) -> dict[str, Any]:
+def get_case(db: Database, case_id: str, scope: LocationScope) -> dict[str, Any]:
     """A case with its timeline: every business event about it, oldest first."""
     with db.sessions() as session:
-        case = _load(session, case_id)
+        case = _load(session, case_id, scope)
         events = session.scalars(
             select(BusinessEvent).where(BusinessEvent.case_id == case_id).order_by(BusinessEvent.id)
         ).all()
         return {**case_summary(case), "timeline": [event_view(e) for e in events]}
 
 
-def list_cases(db: Database, filters: CaseFilter, cursor: str | None, limit: int) -> dict[str, Any]:
-    """One page of cases, newest first; ``next_cursor`` continues after the last one."""
+def list_cases(
+    db: Database, filters: CaseFilter, cursor: str | None, limit: int, scope: LocationScope
+) -> dict[str, Any]:
+    """One page of the cases in scope, newest first; ``next_cursor`` continues after the last one."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = select(ServiceCase)
+    query = scope.restrict(select(ServiceCase), ServiceCase.location_id)
     if filters.status:
         query = query.where(ServiceCase.status == str(filters.status))
     if filters.location:
@@ -100,18 +104,26 @@ def list_cases(db: Database, filters: CaseFilter, cursor: str | None, limit: int
 
 
 def transition_case(
-    db: Database, case_id: str, action: CaseAction, *, actor: str, reason_code: str | None
+    db: Database,
+    case_id: str,
+    action: CaseAction,
+    *,
+    actor: str,
+    reason_code: str | None,
+    scope: LocationScope,
 ) -> dict[str, Any]:
     with db.transaction() as session:
-        case = _load(session, case_id)
+        case = _load(session, case_id, scope)
         transition(session, case, action, actor=actor, reason_code=reason_code)
         return case_summary(case)
 
 
-def record_triage(db: Database, case_id: str, urgency: str, *, actor: str) -> dict[str, Any]:
+def record_triage(
+    db: Database, case_id: str, urgency: str, *, actor: str, scope: LocationScope
+) -> dict[str, Any]:
     """Record a triage decision; the case's triage wait finds it at its deadline and stands down."""
     with db.transaction() as session:
-        case = _load(session, case_id)
+        case = _load(session, case_id, scope)
         case.priority = urgency
         record_events(
             session, Event.about_case(EventType.CASE_TRIAGED, case, actor=actor, payload={"urgency": urgency})

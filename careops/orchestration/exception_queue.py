@@ -12,7 +12,8 @@ from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ExceptionItem, IntakeItem, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
-from careops.orchestration.intake import CatalogueCache, create_case_or_link, evaluate
+from careops.governance.scoping import LocationScope
+from careops.orchestration.intake import CatalogueCache, check_location, create_case_or_link, evaluate
 from careops.settings import Settings
 
 
@@ -33,8 +34,12 @@ def exception_view(item: ExceptionItem) -> dict[str, Any]:
     }
 
 
-def list_exceptions(db: Database, queue: str | None, status: str, limit: int) -> list[dict[str, Any]]:
-    query = select(ExceptionItem).where(ExceptionItem.status == status)
+def list_exceptions(
+    db: Database, queue: str | None, status: str, limit: int, scope: LocationScope
+) -> list[dict[str, Any]]:
+    query = scope.restrict(
+        select(ExceptionItem).where(ExceptionItem.status == status), ExceptionItem.location_id
+    )
     if queue:
         query = query.where(ExceptionItem.queue == queue)
     with db.sessions() as session:
@@ -42,11 +47,12 @@ def list_exceptions(db: Database, queue: str | None, status: str, limit: int) ->
         return [exception_view(r) for r in rows]
 
 
-def get_exception(db: Database, exception_id: str) -> dict[str, Any]:
+def get_exception(db: Database, exception_id: str, scope: LocationScope) -> dict[str, Any]:
     with db.sessions() as session:
         item = session.get(ExceptionItem, exception_id)
         if item is None:
             raise NotFound("no exception item with this id")
+        scope.check(item.location_id, "exception item")
         return exception_view(item)
 
 
@@ -77,12 +83,17 @@ def resolve_intake_exception(
     actor: str,
     settings: Settings,
     catalogue: CatalogueCache,
+    scope: LocationScope,
 ) -> dict[str, Any]:
-    """Apply the supplied fields to the original referral; create its case (once) when complete."""
+    """Apply the supplied fields to the original referral; create its case (once) when complete.
+
+    A caller bound to some locations can only resolve their items, into cases at their locations.
+    """
     with db.transaction() as session:
         item = session.get(ExceptionItem, exception_id, with_for_update=True)
         if item is None:
             raise NotFound("no exception item with this id")
+        scope.check(item.location_id, "exception item")
         if item.status != "open":
             raise Conflict("this exception item is already resolved", case_id=item.case_id)
         intake = session.get(IntakeItem, item.intake_item_id) if item.intake_item_id else None
@@ -95,6 +106,7 @@ def resolve_intake_exception(
         evaluation = evaluate(catalogue.get(db), referral_in, settings)
         if evaluation.reasons:
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
+        check_location(scope, evaluation)
         context = {"actor": actor, "correlation_id": None}
         answer = create_case_or_link(session.connection(), intake.id, evaluation, settings, context)
         intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)

@@ -33,7 +33,8 @@ from careops.domain.models import (
 from careops.domain.patients import find_or_register
 from careops.domain.reference import Catalogue, ReferencedRecords
 from careops.domain.referrals import NormalisedReferral, ReferralIn, missing_fields, normalise
-from careops.errors import DuplicateRequest
+from careops.errors import DuplicateRequest, Forbidden
+from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.settings import Settings
 
 INTAKE_QUEUE = "intake"
@@ -74,6 +75,7 @@ class IntakeRequest:
     principal_id: str
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    scope: LocationScope = EVERYWHERE
 
 
 class CatalogueCache:
@@ -103,6 +105,13 @@ def evaluate(catalogue: Catalogue, referral_in: ReferralIn, settings: Settings) 
     return Evaluation(referral, references, reasons)
 
 
+def check_location(scope: LocationScope, evaluation: Evaluation) -> None:
+    """403 when a caller bound to some locations sends a referral for another one."""
+    location = evaluation.references.location
+    if location is not None and not scope.allows(location.id):
+        raise Forbidden("this token may not submit referrals for this location")
+
+
 def accept_referral(
     db: Database,
     request: IntakeRequest,
@@ -119,6 +128,7 @@ def accept_referral(
     request_hash = hashlib.sha256(request.raw).hexdigest()
     # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
     evaluation = evaluate(catalogue.get(db), referral_in, settings)
+    check_location(request.scope, evaluation)
     normalised = referral_in.model_dump(mode="json", exclude_none=True)
     try:
         with db.writer() as connection:

@@ -11,6 +11,7 @@ from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import IntakeItem, new_id, utcnow
 from careops.errors import NotFound
+from careops.governance.scoping import LocationScope
 
 
 def quarantine(
@@ -57,20 +58,19 @@ def quarantined_view(item: IntakeItem, with_payload: bool) -> dict[str, Any]:
     return view
 
 
-def list_quarantined(db: Database, limit: int) -> list[dict[str, Any]]:
+def list_quarantined(db: Database, limit: int, scope: LocationScope) -> list[dict[str, Any]]:
+    query = select(IntakeItem).where(IntakeItem.status == "quarantined")
     with db.sessions() as session:
         rows = session.scalars(
-            select(IntakeItem)
-            .where(IntakeItem.status == "quarantined")
-            .order_by(IntakeItem.id.desc())
-            .limit(limit)
+            scope.restrict(query, IntakeItem.location_id).order_by(IntakeItem.id.desc()).limit(limit)
         )
         return [quarantined_view(item, with_payload=False) for item in rows]
 
 
-def get_quarantined(db: Database, item_id: str) -> dict[str, Any]:
+def get_quarantined(db: Database, item_id: str, scope: LocationScope) -> dict[str, Any]:
     with db.sessions() as session:
         item = session.get(IntakeItem, item_id)
         if item is None or item.status != "quarantined":
             raise NotFound("no quarantined payload with this id")
+        scope.check(item.location_id, "quarantined payload")
         return quarantined_view(item, with_payload=True)

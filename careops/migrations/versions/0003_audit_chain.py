@@ -24,6 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _UNSEALED = sa.text("seq IS NULL")
+_SEALED = sa.text("seq IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -31,7 +32,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("seq", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("prev_hash", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("hash", sa.String(length=64), nullable=True))
-        batch_op.create_index("ux_event_seq", ["seq"], unique=True)
+        batch_op.create_index(
+            "ux_event_seq", ["seq"], unique=True, postgresql_where=_SEALED, sqlite_where=_SEALED
+        )
         batch_op.create_index(
             "ix_event_unsealed", ["id"], unique=False, postgresql_where=_UNSEALED, sqlite_where=_UNSEALED
         )
