@@ -88,7 +88,15 @@ class Patient(Base):
     __tablename__ = "patient"
     __table_args__ = (
         Index("ix_patient_mrn", "organisation_id", "mrn", unique=True),
-        Index("ix_patient_name_birth", "organisation_id", "family_name", "birth_date"),
+        # Only patients without an MRN are matched by name and birth date.
+        Index(
+            "ix_patient_name_birth",
+            "organisation_id",
+            "family_name",
+            "birth_date",
+            postgresql_where=text("mrn IS NULL"),
+            sqlite_where=text("mrn IS NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
@@ -232,8 +240,14 @@ class BusinessEvent(Base):
 
     __tablename__ = "business_event"
     __table_args__ = (
-        Index("ix_event_case", "case_id", "id"),
-        # Both partial, so that writing an (unsealed) event adds one small index entry, not two.
+        Index(
+            "ix_event_case",
+            "case_id",
+            "id",
+            postgresql_where=text("case_id IS NOT NULL"),
+            sqlite_where=text("case_id IS NOT NULL"),
+        ),
+        # Partial: an event is written unsealed, so only the sealer adds its entry here.
         Index(
             "ux_event_seq",
             "seq",

@@ -25,6 +25,8 @@ depends_on: str | Sequence[str] | None = None
 
 _UNSEALED = sa.text("seq IS NULL")
 _SEALED = sa.text("seq IS NOT NULL")
+_HAS_CASE = sa.text("case_id IS NOT NULL")
+_NO_MRN = sa.text("mrn IS NULL")
 
 
 def upgrade() -> None:
@@ -47,11 +49,36 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq"),
     )
     op.drop_table("audit_entry")
+    # Index entries that nothing reads: events about no case, name matches for patients with an MRN.
+    with op.batch_alter_table("business_event", schema=None) as batch_op:
+        batch_op.drop_index("ix_event_case")
+        batch_op.create_index(
+            "ix_event_case",
+            ["case_id", "id"],
+            unique=False,
+            postgresql_where=_HAS_CASE,
+            sqlite_where=_HAS_CASE,
+        )
+    with op.batch_alter_table("patient", schema=None) as batch_op:
+        batch_op.drop_index("ix_patient_name_birth")
+        batch_op.create_index(
+            "ix_patient_name_birth",
+            ["organisation_id", "family_name", "birth_date"],
+            unique=False,
+            postgresql_where=_NO_MRN,
+            sqlite_where=_NO_MRN,
+        )
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE business_event ALTER COLUMN payload TYPE json USING payload::json")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("patient", schema=None) as batch_op:
+        batch_op.drop_index("ix_patient_name_birth")
+        batch_op.create_index("ix_patient_name_birth", ["organisation_id", "family_name", "birth_date"])
+    with op.batch_alter_table("business_event", schema=None) as batch_op:
+        batch_op.drop_index("ix_event_case")
+        batch_op.create_index("ix_event_case", ["case_id", "id"])
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE business_event ALTER COLUMN payload TYPE jsonb USING payload::jsonb")
     op.create_table(
