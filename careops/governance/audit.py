@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _encode_string
 from typing import IO, Any
 
-from sqlalchemy import Text, bindparam, cast, func, insert, select, update
+from sqlalchemy import Text, TextClause, cast, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from careops.db import Database, canonical_json
@@ -45,11 +46,35 @@ _ADVISORY_LOCK = 0x6361_7265_6F70  # "careop": one sealer at a time on PostgreSQ
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
 _checkpoints = Base.metadata.tables[AuditCheckpoint.__tablename__]
 _CONTENT = (_events.c.id, *(_events.c[name] for name in EVENT_COLUMNS))
-_SEAL = (
-    update(_events)
-    .where(_events.c.id == bindparam("event_id"))
-    .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev_hash"), hash=bindparam("new_hash"))
-)
+SEAL_GROUP = 256  # rows per sealing UPDATE; a remainder goes in halving groups (128, 64, …, 1)
+
+
+@functools.cache
+def _seal_statement(rows: int) -> TextClause:
+    """One UPDATE that seals ``rows`` events (a joined VALUES list): one statement per group instead
+    of one per event, which made sealing cost the database as much as writing the events."""
+    values = ", ".join(
+        f"(CAST(:id_{i} AS BIGINT), CAST(:seq_{i} AS BIGINT), :prev_{i}, :hash_{i})" for i in range(rows)
+    )
+    return text(
+        f"WITH v (id, seq, prev_hash, hash) AS (VALUES {values}) "  # noqa: S608 - constants; values are bound
+        f"UPDATE {_events.name} SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "
+        f"FROM v WHERE {_events.name}.id = v.id"
+    )
+
+
+def _write_seals(connection: Connection, seals: list[tuple[int, int, str, str]]) -> None:
+    """(event id, seq, prev_hash, hash) for each event, in groups of SEAL_GROUP, 128, 64, … 1."""
+    start, size = 0, SEAL_GROUP
+    while start < len(seals):
+        while size > len(seals) - start:
+            size //= 2
+        group = seals[start : start + size]
+        params: dict[str, Any] = {}
+        for i, (event_id, seq, prev_hash, digest) in enumerate(group):
+            params |= {f"id_{i}": event_id, f"seq_{i}": seq, f"prev_{i}": prev_hash, f"hash_{i}": digest}
+        connection.execute(_seal_statement(size), params)
+        start += size
 
 
 def _text(value: str | None) -> str:
@@ -62,13 +87,13 @@ def entry_body(seq: int, prev_hash: str, event: Any, payload_json: str | None = 
     by ``verify``. ``payload_json``: the payload's canonical text when the caller already has it.
     """
     payload = canonical_json(event.payload) if payload_json is None else payload_json
-    text = _encode_string  # the columns that are never null skip the None test
+    encode = _encode_string  # the columns that are never null skip the None test
     return (
-        f'{{"actor":{text(event.actor)},"case_id":{_text(event.case_id)},'
+        f'{{"actor":{encode(event.actor)},"case_id":{_text(event.case_id)},'
         f'"correlation_id":{_text(event.correlation_id)},"location_id":{_text(event.location_id)},'
-        f'"occurred_at":{text(event.occurred_at.isoformat())},"payload":{payload},'
-        f'"prev_hash":{text(prev_hash)},"seq":{seq},"subject_id":{text(event.subject_id)},'
-        f'"subject_type":{text(event.subject_type)},"type":{text(event.type)}}}'
+        f'"occurred_at":{encode(event.occurred_at.isoformat())},"payload":{payload},'
+        f'"prev_hash":{encode(prev_hash)},"seq":{seq},"subject_id":{encode(event.subject_id)},'
+        f'"subject_type":{encode(event.subject_type)},"type":{encode(event.type)}}}'
     )
 
 
@@ -110,11 +135,9 @@ def seal(db: Database, secret_key: str | None = None, limit: int = SEAL_BATCH) -
         for row in rows:
             seq += 1
             digest = entry_hash(entry_body(seq, prev_hash, row))
-            sealed.append(
-                {"event_id": row.id, "new_seq": seq, "new_prev_hash": prev_hash, "new_hash": digest}
-            )
+            sealed.append((row.id, seq, prev_hash, digest))
             prev_hash = digest
-        connection.execute(_SEAL, sealed)
+        _write_seals(connection, sealed)
         if secret_key is not None:
             connection.execute(
                 insert(_checkpoints),
