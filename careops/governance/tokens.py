@@ -105,13 +105,7 @@ def rotate_token(db: Database, name_or_id: str, overlap: dt.timedelta, *, actor:
     """A new secret for a token: same name, scopes, locations and lifetime; the old one stops
     working after ``overlap`` (time to roll the new one out). Audited as ``token.rotated``."""
     with db.transaction() as session:
-        active = session.scalars(
-            select(ApiToken).where(
-                (ApiToken.id == name_or_id) | (ApiToken.name == name_or_id), ApiToken.revoked_at.is_(None)
-            )
-        ).all()
-        if not active:
-            raise NotFound("no active token with this name or id")
+        active = _active_tokens(session, name_or_id)
         if len(active) > 1:
             raise ValidationFailed(
                 "several active tokens have this name: rotate one by its id (careops token list)"
@@ -148,6 +142,18 @@ def location_slugs(db: Database) -> dict[str, str]:
         return {id_: slug for id_, slug in session.execute(select(Location.id, Location.slug))}
 
 
+def _active_tokens(session: Session, name_or_id: str) -> list[ApiToken]:
+    """The unrevoked tokens with this id or name; 404 when there is none."""
+    rows = session.scalars(
+        select(ApiToken).where(
+            (ApiToken.id == name_or_id) | (ApiToken.name == name_or_id), ApiToken.revoked_at.is_(None)
+        )
+    ).all()
+    if not rows:
+        raise NotFound("no active token with this name or id")
+    return list(rows)
+
+
 def list_tokens(db: Database) -> list[ApiToken]:
     with db.sessions() as session:
         return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at)))
@@ -156,13 +162,7 @@ def list_tokens(db: Database) -> list[ApiToken]:
 def revoke_token(db: Database, name_or_id: str, *, actor: str) -> int:
     """Revoke every active token with this name or id; each ``token.revoked`` is audited."""
     with db.transaction() as session:
-        rows = session.scalars(
-            select(ApiToken).where(
-                (ApiToken.id == name_or_id) | (ApiToken.name == name_or_id), ApiToken.revoked_at.is_(None)
-            )
-        ).all()
-        if not rows:
-            raise NotFound("no active token with this name or id")
+        rows = _active_tokens(session, name_or_id)
         for row in rows:
             row.revoked_at = utcnow()
         record_events(session, *(_token_event(EventType.TOKEN_REVOKED, row, actor) for row in rows))
