@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _encode_string
 from typing import IO, Any
 
-from sqlalchemy import Text, TextClause, cast, func, insert, select, text
+from sqlalchemy import Text, TextClause, bindparam, cast, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from careops.db import Database, canonical_json
@@ -208,22 +208,42 @@ class VerifyReport:
 
 
 def _sealed(connection: Connection, low: int, high: int, batch: int = 20_000) -> Iterator[Any]:
-    """Sealed entries with ``low <= seq <= high`` in chain order, in batches, payloads as stored text."""
+    """Sealed entries with ``low <= seq <= high`` in chain order, in batches, payloads as stored text.
+
+    On PostgreSQL the rows come straight from the driver (named tuples, times in UTC), which
+    halves the Python work per entry compared with SQLAlchemy rows; ``verify`` reads millions.
+    """
     content = [c for c in _CONTENT if c.name != "payload"]
     payload_text = cast(_events.c.payload, Text).label("payload_text")
     columns = (*content, payload_text, _events.c.seq, _events.c.prev_hash, _events.c.hash)
+    query = select(*columns).where(_events.c.seq > bindparam("after"), _events.c.seq <= high)
+    query = query.order_by(_events.c.seq).limit(batch)
+    fetch = _driver_fetch(connection, query) if connection.dialect.name == "postgresql" else None
     after = low - 1
     while True:
-        rows = connection.execute(
-            select(*columns)
-            .where(_events.c.seq > after, _events.c.seq <= high)
-            .order_by(_events.c.seq)
-            .limit(batch)
-        ).all()
+        rows = fetch(after) if fetch else connection.execute(query, {"after": after}).all()
         yield from rows
         if len(rows) < batch:
             return
         after = rows[-1].seq
+
+
+def _driver_fetch(connection: Connection, query: Any) -> Callable[[int], list[Any]]:
+    from psycopg.rows import namedtuple_row
+
+    connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # ends with this transaction
+    compiled = query.compile(dialect=connection.dialect)
+    sql, params = str(compiled), dict(compiled.params)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor(row_factory=namedtuple_row)
+
+    def fetch(after: int) -> list[Any]:
+        cursor.execute(sql, {**params, "after": after})
+        rows: list[Any] = cursor.fetchall()
+        return rows
+
+    return fetch
 
 
 @dataclass
