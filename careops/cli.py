@@ -184,12 +184,11 @@ def audit_checkpoint() -> None:
     """Seal, sign and print the head as JSON: keep it outside this database (e.g. in a ticket)."""
     import json
 
-    from careops.governance.audit import latest_checkpoint, seal_all
+    from careops.governance.audit import checkpoint_head
 
     settings = get_settings()
     db = _ready_database(settings)
-    seal_all(db, settings.secret_key)
-    checkpoint = latest_checkpoint(db)
+    checkpoint = checkpoint_head(db, settings.secret_key)
     if checkpoint is None:
         fail("the audit log is empty: nothing to checkpoint")
     print(json.dumps(checkpoint))

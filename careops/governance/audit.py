@@ -139,20 +139,23 @@ def seal(db: Database, secret_key: str | None = None, limit: int = SEAL_BATCH) -
             prev_hash = digest
         _write_seals(connection, sealed)
         if secret_key is not None:
-            connection.execute(
-                insert(_checkpoints),
-                {
-                    "seq": seq,
-                    "hash": prev_hash,
-                    "signature": sign(secret_key, seq, prev_hash),
-                    "created_at": utcnow(),
-                },
-            )
+            _sign_head(connection, secret_key, seq, prev_hash)
         return len(rows)
 
 
+def _sign_head(connection: Connection, secret_key: str, seq: int, head_hash: str) -> dict[str, Any]:
+    checkpoint = {
+        "seq": seq,
+        "hash": head_hash,
+        "signature": sign(secret_key, seq, head_hash),
+        "created_at": utcnow(),
+    }
+    connection.execute(insert(_checkpoints), checkpoint)
+    return checkpoint
+
+
 def seal_all(db: Database, secret_key: str) -> int:
-    """Seal everything committed so far and sign the head (``careops audit seal``)."""
+    """Seal everything committed so far, signing the head of each batch (``careops audit seal``)."""
     total = 0
     while sealed := seal(db, secret_key):
         total += sealed
@@ -438,17 +441,17 @@ def _hash_matches(row: Any) -> bool:
     return bool(entry_hash(entry_body(row.seq, row.prev_hash, row, canonical)) == row.hash)
 
 
-def latest_checkpoint(db: Database) -> dict[str, Any] | None:
-    with db.engine.connect() as connection:
-        row = connection.execute(select(_checkpoints).order_by(_checkpoints.c.seq.desc()).limit(1)).first()
-    if row is None:
-        return None
-    return {
-        "seq": row.seq,
-        "hash": row.hash,
-        "signature": row.signature,
-        "created_at": row.created_at.isoformat(),
-    }
+def checkpoint_head(db: Database, secret_key: str) -> dict[str, Any] | None:
+    """Seal what is committed, then the signed checkpoint of the chain's head (signed now if the
+    worker sealed it between its periodic checkpoints); None for an empty chain."""
+    seal_all(db, secret_key)
+    with db.writer() as connection:
+        seq, head_hash = _head(connection)
+        if seq == 0:
+            return None
+        row = connection.execute(select(_checkpoints).where(_checkpoints.c.seq == seq)).first()
+        checkpoint = dict(row._mapping) if row else _sign_head(connection, secret_key, seq, head_hash)
+    return {**checkpoint, "created_at": checkpoint["created_at"].isoformat()}
 
 
 EXPORT_FIELDS = ("seq", "prev_hash", "hash", "occurred_at", *(c for c in EVENT_COLUMNS if c != "occurred_at"))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ApiToken, Location, new_id, utcnow
+from careops.domain.models import ApiToken, Location, utcnow
 from careops.errors import NotFound, Unauthorised, ValidationFailed
 from careops.governance.scoping import EVERYWHERE, LocationScope
 
@@ -90,13 +90,11 @@ def create_token(
 def _new_token(name: str, scopes: list[str], expires_in: dt.timedelta | None) -> tuple[str, ApiToken]:
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = ApiToken(
-        id=new_id(),
         name=name,
         prefix=secret[:10],
         token_sha256=_digest(secret),
         scopes=sorted(set(scopes)),
         expires_at=utcnow() + expires_in if expires_in else None,
-        created_at=utcnow(),
     )
     return secret, record
 

@@ -266,3 +266,14 @@ def test_verifying_in_parallel_ranges_finds_the_same(db: Database, monkeypatch: 
     assert "entry 7 (event id 7): does not link to the entry before it" in " ".join(
         str(f) for f in verify(db, KEY, processes=3).findings
     )
+
+
+def test_the_checkpoint_command_signs_the_head_even_when_the_worker_sealed_it_unsigned(db: Database) -> None:
+    write_events(db, 3)
+    seal(db, KEY)
+    write_events(db, 2, "later")
+    seal(db)  # the worker between two periodic checkpoints
+    head = audit.checkpoint_head(db, KEY)
+    assert head is not None and head["seq"] == 5 and head["signature"] == sign(KEY, 5, head["hash"])
+    assert audit.checkpoint_head(db, KEY) == head
+    assert problems(db, (5, head["hash"])) == []
