@@ -26,14 +26,18 @@ def canonical_json(value: Any) -> str:
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
+    pool = {"pool_size": pool_size, "max_overflow": pool_size}
     if url.startswith("sqlite"):
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, json_serializer=canonical_json
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=canonical_json,
+            **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, json_serializer=canonical_json)
+    return create_engine(url, json_serializer=canonical_json, **pool)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -99,6 +103,7 @@ class Database:
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.engine = make_engine(url, pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer_engine = self.engine.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})

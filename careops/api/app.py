@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -22,7 +25,18 @@ OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     db = db or Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Database work runs in worker threads: no more of them than pooled connections, so that a
+        # burst queues here instead of opening and closing overflow connections (each one a
+        # PostgreSQL backend started and torn down), which cost a third of the throughput at 50
+        # connections (bench/RESULTS.md).
+        to_thread.current_default_thread_limiter().total_tokens = db.pool_size
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="careops",
         version=__version__,
         description="Operations control plane for healthcare service organisations. "
