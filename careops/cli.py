@@ -11,7 +11,7 @@ import re
 import sys
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.console import Console
 from careops.db import Database
 from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from careops.orchestration.worker import Listener
 
 app = typer.Typer(
     help="careops: operations control plane for healthcare service organisations.",
@@ -48,6 +51,12 @@ def fail(message: str) -> None:
 def cli_actor() -> str:
     """Who acts from the command line, as audited: ``cli:<operating-system user>``."""
     return f"cli:{getpass.getuser()}"
+
+
+MllpPortOption = Annotated[
+    int | None,
+    typer.Option("--mllp-port", help="Also listen for HL7 v2 over MLLP on this port (CAREOPS_MLLP_PORT)."),
+]
 
 
 def _settings(**overrides: object) -> Settings:
@@ -286,10 +295,33 @@ def _ready_database(settings: Settings) -> Database:
     return db
 
 
+def _inbound_listeners(settings: Settings) -> list[Listener]:
+    """The network listeners the worker runs: MLLP when ``CAREOPS_MLLP_PORT`` is set."""
+    if settings.mllp_port is None:
+        return []
+    from careops.integrations.inbound.hl7_channel import Hl7Channel
+    from careops.integrations.inbound.mllp import start_mllp
+    from careops.orchestration.intake import CatalogueCache
+
+    async def mllp(db: Database) -> asyncio.Server:
+        channel = Hl7Channel(db, settings, CatalogueCache(settings.reference_cache_seconds))
+        assert settings.mllp_port is not None
+        server = await start_mllp(channel, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes)
+        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
+        return server
+
+    return [mllp]
+
+
 def _worker_process(parent_pid: int) -> None:
     from careops.orchestration.worker import run_worker
 
-    asyncio.run(run_worker(get_settings(), should_stop=lambda: os.getppid() != parent_pid))
+    settings = get_settings()
+    asyncio.run(
+        run_worker(
+            settings, should_stop=lambda: os.getppid() != parent_pid, listeners=_inbound_listeners(settings)
+        )
+    )
 
 
 def start_embedded_worker() -> BaseProcess:
@@ -310,11 +342,17 @@ def serve(
         bool,
         typer.Option("--embedded-worker/--no-embedded-worker", help="Run the dispatcher and workflows too."),
     ] = True,
+    mllp_port: MllpPortOption = None,
 ) -> None:
     """Serve the API (and, by default, the dispatcher and durable workflows in a child process)."""
     import uvicorn
 
-    settings = _settings(workers=workers)
+    settings = _settings(workers=workers, mllp_port=mllp_port)
+    if settings.mllp_port is not None and not embedded_worker:
+        fail(
+            "the MLLP listener runs in the worker: drop --no-embedded-worker,"
+            " or run `careops worker --mllp-port`"
+        )
     settings.check_production(processes=settings.workers + (1 if embedded_worker else 0))
     if settings.is_sqlite and settings.workers > 1:
         err.print(
@@ -322,6 +360,8 @@ def serve(
         )
     _ready_database(settings).dispose()
     os.environ["CAREOPS_DATABASE_URL"] = settings.database_url
+    if settings.mllp_port is not None:
+        os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
     worker = start_embedded_worker() if embedded_worker else None
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     try:
@@ -341,16 +381,16 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(mllp_port: MllpPortOption = None) -> None:
     """Run only the dispatcher and durable workflows (scale-out: start several on PostgreSQL)."""
     from careops.orchestration.worker import run_worker
 
-    settings = get_settings()
+    settings = _settings(mllp_port=mllp_port)
     settings.check_production(processes=2)
     _ready_database(settings).dispose()
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
     try:
-        asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(settings, listeners=_inbound_listeners(settings)))
     except KeyboardInterrupt:
         err.print("worker stopped")
 

@@ -9,6 +9,7 @@
     │   ├── InvalidTransition    code="invalid_transition"
     │   └── DuplicateRequest     code="duplicate_request"   (Idempotency-Key reused with another body)
     ├── PayloadTooLarge          code="payload_too_large"
+    ├── UnsupportedMediaType     code="unsupported_media_type"
     └── ConfigurationError       code="configuration_error" (unsafe or impossible settings)
 
 Every error carries a stable ``code`` and an HTTP ``status``; the API turns it into RFC 9457
@@ -91,6 +92,12 @@ class PayloadTooLarge(CareopsError):
     code = "payload_too_large"
     status = 413
     title = "Payload too large"
+
+
+class UnsupportedMediaType(CareopsError):
+    code = "unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"
 
 
 class ConfigurationError(CareopsError):

@@ -28,6 +28,11 @@ class EventType(StrEnum):
     CASE_TRANSITIONED = "case.transitioned"
     CASE_TRIAGED = "case.triaged"
     AUTHORISATION_REQUIRED = "authorisation.required"
+    PATIENT_REGISTERED = "patient.registered"
+    PATIENT_UPDATED = "patient.updated"
+    APPOINTMENT_BOOKED = "appointment.booked"
+    APPOINTMENT_MODIFIED = "appointment.modified"
+    APPOINTMENT_CANCELLED = "appointment.cancelled"
     EXCEPTION_OPENED = "exception.opened"
     EXCEPTION_RESOLVED = "exception.resolved"
     TOKEN_CREATED = "token.created"  # noqa: S105 - an event name, not a secret

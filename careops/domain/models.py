@@ -163,6 +163,7 @@ class IntakeItem(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     channel: Mapped[str] = mapped_column(String(32))
+    sender: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(32))
     reasons: Mapped[list[str]] = mapped_column(default=list)
     content_type: Mapped[str | None] = mapped_column(String(100))

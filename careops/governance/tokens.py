@@ -27,6 +27,7 @@ SCOPES = {
     "exceptions:read": "read the exception queues",
     "exceptions:resolve": "resolve exception items",
     "quarantine:read": "read quarantined payloads",
+    "quarantine:replay": "replay or discard quarantined payloads",
     ADMIN: "everything",
 }
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -43,7 +45,13 @@ _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 
 
-_ITEM_STATUS = {"case_created": "accepted", "duplicate": "duplicate", "exception": "incomplete"}
+_ITEM_STATUS = {
+    "case_created": "accepted",
+    "duplicate": "duplicate",
+    "exception": "incomplete",
+    "patient_recorded": "accepted",
+    "appointment_recorded": "accepted",
+}
 
 
 @dataclass
@@ -76,6 +84,11 @@ class IntakeRequest:
     idempotency_key: str | None = None
     correlation_id: str | None = None
     scope: LocationScope = EVERYWHERE
+    sender: str | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
 
 
 class CatalogueCache:
@@ -119,31 +132,39 @@ def accept_referral(
     settings: Settings,
     catalogue: CatalogueCache,
 ) -> IntakeAnswer:
-    """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once.
+    """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once."""
+    # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
+    evaluation = evaluate(catalogue.get(db), referral_in, settings)
+    check_location(request.scope, evaluation)
+    normalised = referral_in.model_dump(mode="json", exclude_none=True)
+
+    def write() -> IntakeAnswer:
+        with db.writer() as connection:
+            return _accept(connection, request, normalised, evaluation, settings)
+
+    return answer_once(db, request, write)
+
+
+def answer_once(db: Database, request: IntakeRequest, write: Callable[[], IntakeAnswer]) -> IntakeAnswer:
+    """``write()`` (one transaction that inserts the intake item), or the answer already given.
 
     A retry with an ``Idempotency-Key`` already used is found by the unique index on the intake
     item, not by a look-up first: the common case (a new key) costs no extra statement, and a
     retry rolls back and answers as the first request did.
     """
-    request_hash = hashlib.sha256(request.raw).hexdigest()
-    # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
-    evaluation = evaluate(catalogue.get(db), referral_in, settings)
-    check_location(request.scope, evaluation)
-    normalised = referral_in.model_dump(mode="json", exclude_none=True)
     try:
-        with db.writer() as connection:
-            return _accept(connection, request, request_hash, normalised, evaluation, settings)
+        return write()
     except IntegrityError:
         if not request.idempotency_key:
             raise
         with db.engine.connect() as connection:
-            earlier = _earlier_answer(connection, request, request_hash)
+            earlier = _earlier_answer(connection, request)
         if earlier is None:
             raise
         return earlier
 
 
-def _earlier_answer(connection: Connection, request: IntakeRequest, request_hash: str) -> IntakeAnswer | None:
+def _earlier_answer(connection: Connection, request: IntakeRequest) -> IntakeAnswer | None:
     row = connection.execute(
         select(
             _intake_items.c.payload_sha256, _intake_items.c.response_status, _intake_items.c.response_body
@@ -154,7 +175,7 @@ def _earlier_answer(connection: Connection, request: IntakeRequest, request_hash
     ).first()
     if row is None:
         return None
-    if row.payload_sha256 != request_hash:
+    if row.payload_sha256 != request.sha256:
         raise DuplicateRequest("this Idempotency-Key was already used with a different request body")
     return IntakeAnswer(row.response_status, row.response_body)
 
@@ -162,7 +183,6 @@ def _earlier_answer(connection: Connection, request: IntakeRequest, request_hash
 def _accept(
     connection: Connection,
     request: IntakeRequest,
-    request_hash: str,
     normalised: dict[str, Any],
     evaluation: Evaluation,
     settings: Settings,
@@ -173,30 +193,13 @@ def _accept(
     location_id = location.id if location else None
     context: dict[str, Any] = {"actor": request.principal_id, "correlation_id": request.correlation_id}
     if evaluation.reasons:
-        answer, exception_row = _intake_exception(item_id, location_id, evaluation.reasons, context)
+        answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
     else:
         answer = create_case_or_link(connection, item_id, evaluation, settings, context)
         exception_row = None
-    keyed = request.idempotency_key is not None
     connection.execute(
         insert(_intake_items),
-        {
-            "id": item_id,
-            "channel": request.channel,
-            "status": answer.item_status,
-            "reasons": evaluation.reasons,
-            "content_type": request.content_type,
-            "raw_payload": request.raw.decode("utf-8", errors="replace"),
-            "payload_sha256": request_hash,
-            "normalised": normalised,
-            "location_id": location_id,
-            "case_id": answer.body.get("case_id"),
-            "received_at": utcnow(),
-            "principal_id": request.principal_id,
-            "idempotency_key": request.idempotency_key,
-            "response_status": answer.status_code if keyed else None,
-            "response_body": answer.body if keyed else None,
-        },
+        intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id),
     )
     if exception_row is not None:
         connection.execute(insert(_exceptions), exception_row)
@@ -212,7 +215,37 @@ def _accept(
     return answer
 
 
-def _intake_exception(
+def intake_item_row(
+    request: IntakeRequest,
+    item_id: str,
+    answer: IntakeAnswer,
+    reasons: list[str],
+    normalised: dict[str, Any] | None,
+    location_id: str | None,
+) -> dict[str, Any]:
+    """The intake item for a request and its answer (which it keeps when the request had a key)."""
+    keyed = request.idempotency_key is not None
+    return {
+        "id": item_id,
+        "channel": request.channel,
+        "sender": request.sender,
+        "status": answer.item_status,
+        "reasons": reasons,
+        "content_type": request.content_type,
+        "raw_payload": request.raw.decode("utf-8", errors="replace"),
+        "payload_sha256": request.sha256,
+        "normalised": normalised,
+        "location_id": location_id,
+        "case_id": answer.body.get("case_id"),
+        "received_at": utcnow(),
+        "principal_id": request.principal_id,
+        "idempotency_key": request.idempotency_key,
+        "response_status": answer.status_code if keyed else None,
+        "response_body": answer.body if keyed else None,
+    }
+
+
+def intake_exception(
     item_id: str, location_id: str | None, reasons: list[str], context: dict[str, Any]
 ) -> tuple[IntakeAnswer, dict[str, Any]]:
     """The answer for an incomplete referral and the exception item row to insert after its item."""

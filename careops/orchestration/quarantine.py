@@ -14,18 +14,31 @@ from careops.errors import NotFound
 from careops.governance.scoping import LocationScope
 
 
+def readable(raw: bytes) -> str:
+    """The payload as text: undecodable bytes and NUL (which PostgreSQL text refuses) as ``\\xNN``."""
+    return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
 def quarantine(
-    db: Database, *, raw: bytes, content_type: str | None, channel: str, reasons: list[str], actor: str
+    db: Database,
+    *,
+    raw: bytes,
+    content_type: str | None,
+    channel: str,
+    reasons: list[str],
+    actor: str,
+    sender: str | None = None,
 ) -> str:
     """Keep a rejected payload whole, with why it was rejected, for inspection and replay."""
     with db.transaction() as session:
         item = IntakeItem(
             id=new_id(),
             channel=channel,
+            sender=sender,
             status="quarantined",
             reasons=reasons,
             content_type=content_type,
-            raw_payload=raw.decode("utf-8", errors="backslashreplace"),
+            raw_payload=readable(raw),
             payload_sha256=hashlib.sha256(raw).hexdigest(),
             received_at=utcnow(),
         )
@@ -48,6 +61,7 @@ def quarantined_view(item: IntakeItem, with_payload: bool) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": item.id,
         "channel": item.channel,
+        "sender": item.sender,
         "reasons": item.reasons,
         "content_type": item.content_type,
         "payload_sha256": item.payload_sha256,

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from dbos import DBOS
 
@@ -48,10 +48,20 @@ async def seal_continuously(sealer: Sealer, interval: float, stop: asyncio.Event
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-async def run_worker(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> None:
-    """Run until ``should_stop()`` says so (checked twice a second), or until cancelled (Ctrl-C)."""
+Listener = Callable[[Database], Awaitable[asyncio.Server]]
+
+
+async def run_worker(
+    settings: Settings, should_stop: Callable[[], bool] = lambda: False, listeners: Sequence[Listener] = ()
+) -> None:
+    """Run until ``should_stop()`` says so (checked twice a second), or until cancelled (Ctrl-C).
+
+    ``listeners`` start network servers on the worker's loop (the MLLP listener); they are closed
+    on the way out.
+    """
     db = Database(settings.database_url)
     launch_dbos(settings, db)
+    servers = [await listen(db) for listen in listeners]
     stop = asyncio.Event()
     sealer = Sealer(db, settings.secret_key, settings.audit_checkpoint_seconds)
     tasks = [
@@ -65,5 +75,7 @@ async def run_worker(settings: Settings, should_stop: Callable[[], bool] = lambd
         stop.set()
         await asyncio.gather(*tasks)
     finally:
+        for server in servers:
+            server.close()
         DBOS.destroy(workflow_completion_timeout_sec=0)
         db.dispose()

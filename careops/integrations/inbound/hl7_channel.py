@@ -1,0 +1,193 @@
+"""The HL7 v2 channel: one message in, one ACK out, whatever the transport (MLLP or HTTP).
+
+Referrals and orders (REF^I12, ORM^O01, OMG^O19, OML^O21) go through the same intake as
+``POST /api/v1/referrals``; registrations (ADT^A04/A08/A31) and external appointments
+(SIU^S12/S14/S15) through ``registrations``. The sender, its message control id (MSH-10) and the
+message's digest are the idempotency key, across transports: a message sent again gets ``AA``
+again and changes nothing.
+Whatever cannot be read or mapped is kept whole in quarantine and answered ``AE`` or ``AR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from careops.db import Database
+from careops.errors import Forbidden
+from careops.governance.scoping import EVERYWHERE, LocationScope
+from careops.integrations.inbound import hl7v2
+from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.orchestration.intake import CatalogueCache, IntakeAnswer, IntakeRequest, accept_referral
+from careops.orchestration.quarantine import quarantine
+from careops.orchestration.registrations import AppointmentNotice, record_appointment, record_patient
+from careops.settings import Settings
+
+CONTENT_TYPE = "application/hl7-v2"
+ACCEPTED_CONTENT_TYPES = frozenset({"text/plain", "application/hl7-v2", "x-application/hl7-v2+er7"})
+# One idempotency namespace for every HL7 sender and transport: the key names the sender.
+PRINCIPAL = "hl7"
+
+
+@dataclass
+class Hl7Result:
+    ack: str
+    code: str  # AA, AE or AR
+    outcome: str  # case_created, exception, duplicate, patient_recorded, ..., quarantined, failed
+    body: dict[str, Any]
+
+
+class Hl7Channel:
+    """Handles one message at a time; safe to call from many threads."""
+
+    def __init__(self, db: Database, settings: Settings, catalogue: CatalogueCache) -> None:
+        self.db = db
+        self.settings = settings
+        self.catalogue = catalogue
+
+    def handle(
+        self, raw: bytes, transport: str, actor: str = PRINCIPAL, scope: LocationScope = EVERYWHERE
+    ) -> Hl7Result:
+        started = time.perf_counter()
+        metrics = ChannelMetrics(f"hl7-{transport}")
+        metrics.received()
+        header = hl7v2.read_header(hl7v2.decode(raw))
+        try:
+            message = hl7v2.parse(raw)
+            answer = self._apply(message, actor, scope)
+        except hl7v2.Hl7Rejected as rejected:
+            result = self._reject(raw, header, rejected, actor)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
+            invalid = hl7v2.Hl7Rejected("AE", hl7v2.DATA_TYPE_ERROR, f"values out of range: {fields}")
+            result = self._reject(raw, header, invalid, actor)
+        except Forbidden as exc:
+            refused = hl7v2.Hl7Rejected("AR", hl7v2.APPLICATION_ERROR, exc.detail, ("MSH", 6))
+            result = self._reject(raw, header, refused, actor)
+        else:
+            outcome = str(answer.body["outcome"])
+            result = Hl7Result(
+                hl7v2.acknowledgement(header, "AA", _summary(answer)), "AA", outcome, answer.body
+            )
+        metrics.finished(result.code == "AA", result.outcome == "quarantined", time.perf_counter() - started)
+        return result
+
+    def refuse(self, raw: bytes, transport: str, reason: str, detail: str) -> Hl7Result:
+        """AR for bytes that are not one well-framed message (kept in quarantine all the same)."""
+        metrics = ChannelMetrics(f"hl7-{transport}")
+        metrics.received()
+        header = hl7v2.read_header(hl7v2.decode(raw))
+        result = self._reject(
+            raw, header, hl7v2.Hl7Rejected("AR", hl7v2.APPLICATION_ERROR, detail, reason=reason), PRINCIPAL
+        )
+        metrics.finished(False, True, 0.0)
+        return result
+
+    def failure(self, raw: bytes, error: Exception) -> Hl7Result:
+        """The ACK when nothing could be committed (e.g. the database is down): AE, send again."""
+        header = hl7v2.read_header(hl7v2.decode(raw))
+        rejected = hl7v2.Hl7Rejected(
+            "AE", hl7v2.APPLICATION_ERROR, f"not stored ({type(error).__name__}); send the message again"
+        )
+        ack = hl7v2.acknowledgement(header, "AE", rejected.detail, rejected)
+        return Hl7Result(ack, "AE", "failed", {"outcome": "failed"})
+
+    def _apply(self, message: hl7v2.Hl7Message, actor: str, scope: LocationScope) -> IntakeAnswer:
+        header = message.header
+        request = IntakeRequest(
+            raw=message.text.encode(),
+            content_type=CONTENT_TYPE,
+            channel="hl7",
+            principal_id=PRINCIPAL,
+            idempotency_key=_key(header, message.text),
+            correlation_id=header.control_id[:64],
+            scope=scope,
+            sender=header.sender[:200],
+        )
+        location = self._location(message)
+        kind = header.kind
+        if kind in hl7v2.REFERRAL_TYPES:
+            return accept_referral(
+                self.db, request, hl7v2.referral(message, location), self.settings, self.catalogue
+            )
+        patient = hl7v2.patient(message)
+        self._check_scope(location, scope)
+        if kind in hl7v2.PATIENT_TYPES:
+            return record_patient(
+                self.db, request, patient, location, hl7v2.PATIENT_TYPES[kind], self.settings, self.catalogue
+            )
+        appointment = hl7v2.appointment(message)
+        notice = AppointmentNotice(
+            appointment.event,
+            appointment.service_code,
+            appointment.start,
+            appointment.placer_id,
+            appointment.filler_id,
+        )
+        return record_appointment(self.db, request, patient, location, notice, self.catalogue)
+
+    def _location(self, message: hl7v2.Hl7Message) -> str | None:
+        """The careops location for a message: a mapped or same-named facility, else the default.
+
+        An unmapped facility is passed on as it is, so that the item waits in the exception queue
+        with ``unknown_location`` (and the facility's name) instead of landing somewhere wrong.
+        """
+        slugs = self.catalogue.get(self.db).locations
+        mapping = {name.lower(): slug for name, slug in self.settings.hl7_facility_locations.items()}
+        names = hl7v2.facilities(message)
+        for name in names:
+            if name.lower() in mapping:
+                return mapping[name.lower()]
+            if name.lower() in slugs:
+                return name.lower()
+        if self.settings.hl7_default_location:
+            return self.settings.hl7_default_location
+        return names[0][:64] if names else None
+
+    def _check_scope(self, location: str | None, scope: LocationScope) -> None:
+        place = self.catalogue.get(self.db).locations.get(location or "")
+        if place is not None and not scope.allows(place.id):
+            raise Forbidden("this token may not send messages for this location")
+
+    def _reject(self, raw: bytes, header: hl7v2.Header, rejected: hl7v2.Hl7Rejected, actor: str) -> Hl7Result:
+        """Keep the message whole in quarantine, then NAK it naming the reason and the quarantine id."""
+        quarantine_id = quarantine(
+            self.db,
+            raw=raw[: self.settings.quarantine_max_bytes],
+            content_type=CONTENT_TYPE,
+            channel="hl7",
+            reasons=[rejected.reason],
+            actor=actor,
+            sender=header.sender[:200] or None,
+        )
+        text = f"{rejected.detail} (quarantine {quarantine_id})"
+        ack = hl7v2.acknowledgement(header, rejected.ack_code, text, rejected)
+        body = {"outcome": "quarantined", "quarantine_id": quarantine_id, "reason_codes": [rejected.reason]}
+        return Hl7Result(ack, rejected.ack_code, "quarantined", body)
+
+
+def _key(header: hl7v2.Header, text: str) -> str:
+    """Sender, MSH-10 and a digest of the message: a resend is answered again and changes nothing.
+
+    Senders do reuse control ids for different messages (the HL7 samples here do), so a different
+    message under a used MSH-10 is taken as its own message; duplicate detection still links a
+    repeated referral to its case.
+    """
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    key = f"{header.sender}|{header.control_id}|{digest}"
+    return key if len(key) <= 255 else hashlib.sha256(key.encode()).hexdigest()
+
+
+def _summary(answer: IntakeAnswer) -> str:
+    """MSA-3: what became of the message, by ids and reason codes only (never PHI)."""
+    body = answer.body
+    outcome = body["outcome"]
+    if outcome == "exception":
+        return f"queued for review: {', '.join(body['reason_codes'])}"[:80]
+    if outcome in ("case_created", "duplicate", "appointment_recorded"):
+        return f"{outcome.replace('_', ' ')}: case {body['case_id']}"
+    return f"{outcome.replace('_', ' ')}: {body.get('patient_id', body['intake_item_id'])}"

@@ -1,0 +1,526 @@
+"""HL7 v2 messages: decoding, the header, mapping to the intake model, and the acknowledgement.
+
+Parsing is the ``hl7`` package's, with the message's own encoding characters and escape sequences
+(``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\X..\\``). Segment endings ``\\r``, ``\\n`` and ``\\r\\n`` are all read
+as the standard ``\\r``. Z-segments and everything not mapped stay in the raw message kept on the
+intake item. Nothing here touches the database; ``hl7_channel`` does.
+
+The acknowledgement follows original-mode rules (HL7 v2 chapter 2): MSA-1 ``AA`` accepted, ``AE``
+understood but its content is in error (an ERR segment names the field, e.g. ``PID^1^3``), ``AR``
+rejected (unsupported type or version, or not an HL7 message at all); MSA-2 echoes MSH-10; the
+ACK's MSH swaps the sending and receiving application and facility.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import hl7
+import phonenumbers
+
+from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn
+
+SUPPORTED_VERSIONS = frozenset(
+    {
+        "2.1",
+        "2.2",
+        "2.3",
+        "2.3.1",
+        "2.4",
+        "2.5",
+        "2.5.1",
+        "2.6",
+        "2.7",
+        "2.7.1",
+        "2.8",
+        "2.8.1",
+        "2.8.2",
+        "2.9",
+    }
+)
+REFERRAL_TYPES = frozenset({"REF^I12", "ORM^O01", "OMG^O19", "OML^O21"})
+PATIENT_TYPES = {"ADT^A04": "registered", "ADT^A08": "updated", "ADT^A31": "updated"}
+APPOINTMENT_TYPES = {"SIU^S12": "booked", "SIU^S14": "modified", "SIU^S15": "cancelled"}
+SUPPORTED_TYPES = REFERRAL_TYPES | PATIENT_TYPES.keys() | APPOINTMENT_TYPES.keys()
+
+# HL7 table 0357, message error condition codes
+REQUIRED_FIELD_MISSING = ("101", "Required field missing")
+DATA_TYPE_ERROR = ("102", "Data type error")
+SEGMENT_SEQUENCE_ERROR = ("100", "Segment sequence error")
+UNSUPPORTED_MESSAGE_TYPE = ("200", "Unsupported message type")
+UNSUPPORTED_EVENT_CODE = ("201", "Unsupported event code")
+UNSUPPORTED_VERSION = ("203", "Unsupported version id")
+APPLICATION_ERROR = ("207", "Application internal error")
+
+_SEGMENT_ENDINGS = re.compile(r"\r\n|\n|\r")
+_CHARSETS = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UNICODE": "utf-8",
+    "ISO IR100": "latin-1",
+}
+_SEX: dict[str, Literal["female", "male", "other", "unknown"]] = {
+    "M": "male",
+    "F": "female",
+    "O": "other",
+    "A": "other",
+    "U": "unknown",
+    "N": "unknown",
+}
+_PRIORITY: dict[str, Literal["routine", "urgent", "stat"]] = {
+    "S": "stat",
+    "A": "urgent",
+    "U": "urgent",
+    "R": "routine",
+    "P": "routine",
+    "T": "urgent",
+}
+
+
+class Hl7Rejected(Exception):
+    """A message that gets ``AE`` or ``AR``: the ACK code, the HL7 error and where it is.
+
+    ``location`` is ``(segment, field)`` (e.g. ``("PID", 3)``) or None; ``reason`` is the reason code
+    kept with the quarantined payload (``hl7:unsupported_message_type``, ``hl7:missing_field:PID-3``).
+    """
+
+    def __init__(
+        self,
+        ack_code: str,
+        error: tuple[str, str],
+        detail: str,
+        location: tuple[str, int] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.ack_code = ack_code
+        self.error = error
+        self.detail = detail
+        self.location = location
+        self._reason = reason
+
+    @property
+    def reason(self) -> str:
+        if self._reason:
+            return self._reason
+        slug = self.error[1].lower().replace(" ", "_")
+        if self.location:
+            return f"hl7:{slug}:{self.location[0]}-{self.location[1]}"
+        return f"hl7:{slug}"
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the ACK needs from MSH, read as far as the message allows."""
+
+    field_separator: str = "|"
+    encoding_characters: str = "^~\\&"
+    sending_application: str = ""
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    message_type: str = ""
+    trigger: str = ""
+    control_id: str = ""
+    processing_id: str = "P"
+    version: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``REF^I12``-style message type and trigger event."""
+        return f"{self.message_type}^{self.trigger}"
+
+    @property
+    def sender(self) -> str:
+        """The sending application and facility as raw HL7 text (``APP|FACILITY``)."""
+        return f"{self.sending_application}|{self.sending_facility}"
+
+
+@dataclass
+class Hl7Message:
+    text: str
+    header: Header
+    message: Any  # hl7.Message
+
+    def segments(self, name: str) -> list[Any]:
+        try:
+            return list(self.message.segments(name))
+        except KeyError:
+            return []
+
+    def first(self, name: str) -> Any | None:
+        found = self.segments(name)
+        return found[0] if found else None
+
+
+@dataclass
+class Appointment:
+    """What an SIU message says about an appointment, enough to find the case it belongs to."""
+
+    event: str
+    patient: PatientIn
+    service_code: str | None
+    filler_id: str | None
+    placer_id: str | None
+    start: str | None
+    location: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def decode(raw: bytes) -> str:
+    """The message text with ``\\r`` segment endings, in the character set MSH-18 declares.
+
+    UTF-8 is tried first (the HL7 v2.8 default); a message that is not UTF-8 is read in its
+    declared set, or Latin-1, so that it is always decoded (and kept) rather than dropped.
+    """
+    data = raw.removeprefix(b"\xef\xbb\xbf").strip(b"\x00\x0b\x1c\r\n \t")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode(_declared_charset(data) or "latin-1", errors="replace")
+    text = text.replace("\x00", "")  # NUL is not HL7 text (and PostgreSQL refuses it)
+    return "\r".join(segment for segment in _SEGMENT_ENDINGS.split(text) if segment.strip())
+
+
+def _declared_charset(data: bytes) -> str | None:
+    first_line = _SEGMENT_ENDINGS.split(data.decode("latin-1"), maxsplit=1)[0]
+    if not first_line.startswith("MSH") or len(first_line) < 4:
+        return None
+    fields = first_line.split(first_line[3])
+    declared = fields[17].split(first_line[4:5] or "^")[0].strip().upper() if len(fields) > 17 else ""
+    return _CHARSETS.get(declared)
+
+
+def read_header(text: str) -> Header:
+    """MSH read by position, so that even a message the parser refuses can be acknowledged."""
+    first_line = text.split("\r", 1)[0]
+    if not first_line.startswith("MSH") or len(first_line) < 8:
+        return Header()
+    separator = first_line[3]
+    fields = first_line.split(separator)
+    encoding = fields[1] if len(fields) > 1 and fields[1] else "^~\\&"
+    component = encoding[0]
+
+    def at(position: int) -> str:
+        # MSH-1 is the separator itself, so MSH-n is fields[n - 1].
+        return fields[position - 1] if len(fields) >= position else ""
+
+    def first_component(position: int) -> str:
+        return at(position).split(component)[0]
+
+    message_type = at(9).split(component)
+    return Header(
+        field_separator=separator,
+        encoding_characters=encoding,
+        sending_application=at(3),
+        sending_facility=at(4),
+        receiving_application=at(5),
+        receiving_facility=at(6),
+        message_type=message_type[0],
+        trigger=message_type[1] if len(message_type) > 1 else "",
+        control_id=at(10),
+        processing_id=first_component(11) or "P",
+        version=first_component(12),
+    )
+
+
+def parse(raw: bytes) -> Hl7Message:
+    """Decode and parse a message, or ``Hl7Rejected`` with ``AR`` naming what is wrong."""
+    text = decode(raw)
+    if not text.startswith("MSH"):
+        raise Hl7Rejected(
+            "AR", SEGMENT_SEQUENCE_ERROR, "the message does not start with an MSH segment", ("MSH", 1)
+        )
+    header = read_header(text)
+    if not header.message_type:
+        raise Hl7Rejected("AR", REQUIRED_FIELD_MISSING, "MSH-9 (message type) is empty", ("MSH", 9))
+    if not header.control_id:
+        raise Hl7Rejected("AR", REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is empty", ("MSH", 10))
+    if not header.version:
+        raise Hl7Rejected("AR", REQUIRED_FIELD_MISSING, "MSH-12 (version id) is empty", ("MSH", 12))
+    if header.version not in SUPPORTED_VERSIONS:
+        raise Hl7Rejected(
+            "AR", UNSUPPORTED_VERSION, f"HL7 version {header.version!r} is not supported", ("MSH", 12)
+        )
+    if header.kind not in SUPPORTED_TYPES:
+        known_type = any(kind.startswith(f"{header.message_type}^") for kind in SUPPORTED_TYPES)
+        error = UNSUPPORTED_EVENT_CODE if known_type else UNSUPPORTED_MESSAGE_TYPE
+        raise Hl7Rejected("AR", error, f"message type {header.kind} is not accepted here", ("MSH", 9))
+    try:
+        message = hl7.parse(text)
+    except (hl7.ParseException, IndexError, ValueError) as exc:
+        raise Hl7Rejected(
+            "AR", APPLICATION_ERROR, f"the message cannot be parsed: {type(exc).__name__}"
+        ) from exc
+    return Hl7Message(text, header, message)
+
+
+def value(
+    segment: Any | None, position: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
+) -> str:
+    """One unescaped value of a segment, '' when absent (never an error for a short segment)."""
+    if segment is None:
+        return ""
+    try:
+        return str(segment.extract_field(1, position, repetition, component, subcomponent)).strip()
+    except (IndexError, KeyError, TypeError):
+        return ""
+
+
+def repetitions(segment: Any | None, position: int) -> int:
+    if segment is None or position >= len(segment):
+        return 0
+    found = segment(position)
+    return max(1, len(found)) if isinstance(found, hl7.Field) else 1
+
+
+def patient(message: Hl7Message) -> PatientIn:
+    """PID as the intake patient; AE when PID, the patient identifier or the name is missing."""
+    pid = message.first("PID")
+    if pid is None:
+        raise Hl7Rejected("AE", SEGMENT_SEQUENCE_ERROR, "the message has no PID segment", ("PID", 0))
+    mrn = _medical_record_number(pid)
+    if not mrn:
+        raise Hl7Rejected("AE", REQUIRED_FIELD_MISSING, "PID-3 (patient identifier) is empty", ("PID", 3))
+    family, given = value(pid, 5, 1), value(pid, 5, 2)
+    if not family and not given:
+        raise Hl7Rejected("AE", REQUIRED_FIELD_MISSING, "PID-5 (patient name) is empty", ("PID", 5))
+    birth = value(pid, 7)
+    if birth and not re.fullmatch(r"\d{8}", birth[:8]):
+        raise Hl7Rejected("AE", DATA_TYPE_ERROR, "PID-7 (date of birth) is not an HL7 date", ("PID", 7))
+    return PatientIn(
+        mrn=mrn[:64],
+        given_name=given[:200] or None,
+        family_name=family[:200] or None,
+        birth_date=birth[:8] or None,
+        sex=_SEX.get(value(pid, 8)[:1].upper()),
+        phone=_phone(pid),
+        email=_email(pid),
+    )
+
+
+def _medical_record_number(pid: Any) -> str:
+    """The PID-3 repetition typed MR, else the first one (older senders put the MRN in PID-2)."""
+    count = repetitions(pid, 3)
+    for repetition in range(1, count + 1):
+        if value(pid, 3, 5, repetition=repetition).upper() == "MR":
+            return value(pid, 3, 1, repetition=repetition)
+    return value(pid, 3, 1) or value(pid, 2, 1)
+
+
+def _phone(pid: Any) -> str | None:
+    """PID-13's first number that is a possible phone number: XTN-12, XTN-6+7, or XTN-1."""
+    for repetition in range(1, repetitions(pid, 13) + 1):
+        candidates = (
+            value(pid, 13, 12, repetition=repetition),
+            value(pid, 13, 6, repetition=repetition) + value(pid, 13, 7, repetition=repetition),
+            value(pid, 13, 1, repetition=repetition),
+        )
+        for candidate in candidates:
+            digits = re.sub(r"[^\d+]", "", candidate)
+            if len(digits) >= 7 and _possible_phone(candidate):
+                return candidate[:64]
+    return None
+
+
+def _possible_phone(candidate: str) -> bool:
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse(candidate, "US")))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _email(pid: Any) -> str | None:
+    for position in (13, 14):
+        for repetition in range(1, repetitions(pid, position) + 1):
+            address = value(pid, position, 4, repetition=repetition)
+            if "@" in address:
+                return address[:200]
+    return None
+
+
+def facilities(message: Hl7Message) -> list[str]:
+    """Where the message is for, most specific first: PV1-3 facility, MSH-6 receiving facility."""
+    pv1 = message.first("PV1")
+    found = [value(pv1, 3, 4), value(message.first("MSH"), 6, 1)]
+    return [name for name in found if name]
+
+
+def referral(message: Hl7Message, location: str | None) -> ReferralIn:
+    """REF^I12, ORM^O01, OMG^O19 or OML^O21 as a referral for ``location`` (a slug, or None)."""
+    rf1, obr, orc = message.first("RF1"), message.first("OBR"), message.first("ORC")
+    pr1 = message.first("PR1")
+    service = value(obr, 4, 1) or value(pr1, 3, 1)
+    priority = _PRIORITY.get(
+        (value(rf1, 2) or value(orc, 7, 6) or value(obr, 27, 6) or value(obr, 5))[:1].upper()
+    )
+    external = value(rf1, 6) or value(orc, 2) or value(obr, 2) or message.header.control_id
+    insurance = message.first("IN1")
+    return ReferralIn(
+        location=location,
+        service_code=service[:64] or None,
+        priority=priority,
+        patient=patient(message),
+        referrer=_referrer(message),
+        payer_code=value(insurance, 3, 1)[:64] or None,
+        member_id=(value(insurance, 36) or value(insurance, 49, 1))[:64] or None,
+        external_id=external[:64],
+        clinical_notes=_notes(message) or None,
+    )
+
+
+def _referrer(message: Hl7Message) -> ReferrerIn:
+    """The referring provider: PRD with role RP, else ORC-12 / OBR-16 ordering provider, else PV1-8."""
+    for prd in message.segments("PRD"):
+        if value(prd, 1, 1).upper() == "RP":
+            code = value(prd, 7, 1)
+            name = " ".join(part for part in (value(prd, 2, 2), value(prd, 2, 1)) if part)
+            return ReferrerIn(code=code[:64] or None, name=name[:200] or None)
+    for segment, position in (
+        (message.first("ORC"), 12),
+        (message.first("OBR"), 16),
+        (message.first("PV1"), 8),
+    ):
+        code = value(segment, position, 1)
+        name = " ".join(part for part in (value(segment, position, 3), value(segment, position, 2)) if part)
+        if code or name:
+            return ReferrerIn(code=code[:64] or None, name=name[:200] or None)
+    return ReferrerIn()
+
+
+def _notes(message: Hl7Message) -> str:
+    """Diagnoses (DG1-3 code and text) and notes (NTE-3), one per line, for whoever triages."""
+    lines = []
+    for dg1 in message.segments("DG1"):
+        code, text = value(dg1, 3, 1), value(dg1, 3, 2) or value(dg1, 4)
+        if code or text:
+            lines.append(f"Diagnosis: {code} {text}".strip())
+    lines.extend(f"Note: {value(nte, 3)}" for nte in message.segments("NTE") if value(nte, 3))
+    return "\n".join(lines)[:20_000]
+
+
+def appointment(message: Hl7Message) -> Appointment:
+    """SIU^S12/S14/S15: the appointment ids, its start, the service (AIS-3) and the patient."""
+    sch = message.first("SCH")
+    if sch is None:
+        raise Hl7Rejected("AE", SEGMENT_SEQUENCE_ERROR, "the message has no SCH segment", ("SCH", 0))
+    placer, filler = value(sch, 1, 1), value(sch, 2, 1)
+    if not placer and not filler:
+        raise Hl7Rejected(
+            "AE", REQUIRED_FIELD_MISSING, "SCH-1 and SCH-2 (appointment ids) are empty", ("SCH", 1)
+        )
+    ais, tq1 = message.first("AIS"), message.first("TQ1")
+    start = value(ais, 4) or value(tq1, 7) or value(sch, 11, 4)
+    return Appointment(
+        event=APPOINTMENT_TYPES[message.header.kind],
+        patient=patient(message),
+        service_code=(value(ais, 3, 1) or value(sch, 7, 1))[:64] or None,
+        filler_id=filler[:64] or None,
+        placer_id=placer[:64] or None,
+        start=_timestamp(start),
+    )
+
+
+def _timestamp(hl7_time: str) -> str | None:
+    """An HL7 DTM (``YYYYMMDD[HHMM[SS]][+ZZZZ]``) as ISO 8601, or None."""
+    match = re.fullmatch(r"(\d{8})(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?", hl7_time)
+    if not match:
+        return None
+    date, hour, minute, second, zone = match.groups()
+    try:
+        moment = dt.datetime.strptime(
+            date + (hour or "00") + (minute or "00") + (second or "00"), "%Y%m%d%H%M%S"
+        )
+    except ValueError:
+        return None
+    if zone:
+        offset = dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
+        moment = moment.replace(tzinfo=dt.timezone(offset if zone[0] == "+" else -offset))
+    return moment.isoformat()
+
+
+def _delimiters(header: Header) -> tuple[str, str, str, str]:
+    """Component, repetition, escape and subcomponent characters (defaults where MSH-2 is short)."""
+    encoding = (header.encoding_characters + "^~\\&"[len(header.encoding_characters) :])[:4]
+    return encoding[0], encoding[1], encoding[2], encoding[3]
+
+
+def escape(text: str, header: Header) -> str:
+    """Text safe inside a field of a message with ``header``'s delimiters."""
+    component, repetition, escape_char, subcomponent = _delimiters(header)
+    replacements = [
+        (escape_char, f"{escape_char}E{escape_char}"),
+        (header.field_separator, f"{escape_char}F{escape_char}"),
+        (component, f"{escape_char}S{escape_char}"),
+        (subcomponent, f"{escape_char}T{escape_char}"),
+        (repetition, f"{escape_char}R{escape_char}"),
+    ]
+    for plain, escaped in replacements:
+        text = text.replace(plain, escaped)
+    return re.sub(r"[\r\n]+", " ", text)
+
+
+def acknowledgement(
+    header: Header,
+    code: str,
+    text: str = "",
+    rejected: Hl7Rejected | None = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """The ACK for a message with ``header``: MSH (sender and receiver swapped), MSA, and ERR if any."""
+    f = header.field_separator
+    component, _, _, subcomponent = _delimiters(header)
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S+0000")
+    trigger = f"ACK{component}{header.trigger}{component}ACK" if header.trigger else "ACK"
+    msh = f.join(
+        [
+            "MSH",
+            header.encoding_characters,
+            header.receiving_application or "careops",
+            header.receiving_facility,
+            header.sending_application,
+            header.sending_facility,
+            stamp,
+            "",
+            trigger,
+            uuid.uuid4().hex[:20],
+            header.processing_id or "P",
+            header.version if header.version in SUPPORTED_VERSIONS else "2.5.1",
+        ]
+    )
+    msa = f.join(["MSA", code, header.control_id, escape(text, header)[:80]])
+    segments = [msh, msa]
+    if rejected is not None:
+        error_code, error_text = rejected.error
+        where = ""
+        if rejected.location:
+            segment, position = rejected.location
+            where = component.join([segment, "1", str(position)])
+        legacy = component.join(
+            [
+                *(where.split(component) if where else ["", "", ""]),
+                subcomponent.join([error_code, error_text, "HL70357"]),
+            ]
+        )
+        segments.append(
+            f.join(
+                [
+                    "ERR",
+                    legacy,
+                    where,
+                    component.join([error_code, error_text, "HL70357"]),
+                    "E",
+                    "",
+                    "",
+                    "",
+                    escape(rejected.detail, header)[:250],
+                ]
+            )
+        )
+    return "\r".join(segments) + "\r"

@@ -1,0 +1,107 @@
+"""The MLLP listener (HL7 v2 over TCP): ``<VT> message <FS><CR>`` in, the ACK framed the same way out.
+
+Each connection is read frame by frame; a frame's ACK is written only after the message (or its
+quarantine record) is committed, so a sender that gets no ACK sends again and MSH-10 makes that
+harmless. Bytes before a start block, a frame without one, an oversized frame and a frame cut off
+by the peer are all kept in quarantine (the last one cannot be answered). Many connections are
+served at once; a broken connection never stops the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+_READ_SIZE = 64 * 1024
+log = logging.getLogger("careops.mllp")
+
+
+@dataclass
+class Frame:
+    data: bytes  # the bytes up to the end block (a well-formed frame starts with the start block)
+    oversized: bool = False
+    complete: bool = True
+
+
+def frame(message: bytes) -> bytes:
+    return START_BLOCK + message + END_BLOCK
+
+
+async def read_frames(reader: asyncio.StreamReader, max_bytes: int) -> AsyncIterator[Frame]:
+    """Frames as they arrive; an oversized one keeps its first ``max_bytes`` and is read to its end."""
+    buffer = bytearray()
+    head: bytes | None = None  # the first bytes of a frame that outgrew max_bytes, kept for quarantine
+    while True:
+        end = buffer.find(END_BLOCK)
+        if end >= 0:
+            if head is None and end > max_bytes:
+                head = bytes(buffer[:max_bytes])
+            yield Frame(head if head is not None else bytes(buffer[:end]), oversized=head is not None)
+            del buffer[: end + len(END_BLOCK)]
+            head = None
+            continue
+        if head is None and len(buffer) > max_bytes:
+            head = bytes(buffer[:max_bytes])
+        if head is not None:
+            del buffer[:-1]  # the last byte may be the first half of the end block
+        chunk = await reader.read(_READ_SIZE)
+        if not chunk:
+            rest = head if head is not None else bytes(buffer)
+            if rest.strip():
+                yield Frame(rest, oversized=head is not None, complete=False)
+            return
+        buffer += chunk
+
+
+def answer(channel: Hl7Channel, received: Frame, max_bytes: int) -> Hl7Result | None:
+    """The ACK for one frame (None for a frame cut off by the peer: kept, but nobody to answer)."""
+    data = received.data.lstrip(b"\r\n\t ")
+    if not received.complete:
+        channel.refuse(data, "mllp", "mllp:incomplete_frame", "the connection closed inside a frame")
+        return None
+    if received.oversized:
+        detail = f"the frame is larger than {max_bytes} bytes"
+        return channel.refuse(data.removeprefix(START_BLOCK), "mllp", "mllp:frame_too_large", detail)
+    if not data.startswith(START_BLOCK):
+        return channel.refuse(
+            data, "mllp", "mllp:missing_start_block", "the frame does not start with <VT> (0x0B)"
+        )
+    payload = data[1:]
+    try:
+        return channel.handle(payload, "mllp")
+    except Exception as exc:  # the database is unreachable, ...: nothing committed, say so
+        log.error("mllp.message_failed error=%s", type(exc).__name__)
+        return channel.failure(payload, exc)
+
+
+async def _serve_connection(
+    channel: Hl7Channel, max_bytes: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    try:
+        async for received in read_frames(reader, max_bytes):
+            result = await asyncio.to_thread(answer, channel, received, max_bytes)
+            if result is None:
+                break
+            writer.write(frame(result.ack.encode()))
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        pass  # the peer left, or the listener is shutting down
+    except Exception:
+        log.exception("mllp.connection_failed")
+    finally:
+        writer.close()
+
+
+async def start_mllp(channel: Hl7Channel, host: str, port: int, max_bytes: int) -> asyncio.Server:
+    """Listen on ``host:port``; the caller closes the returned server."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _serve_connection(channel, max_bytes, reader, writer)
+
+    return await asyncio.start_server(serve, host, port)

@@ -1,0 +1,234 @@
+"""What other systems tell us about patients and appointments (HL7 ADT and SIU), recorded once.
+
+Like a referral, every message becomes an intake item (its idempotency record) in the transaction
+that applies it; what cannot be applied (an unknown location, an appointment for no known case)
+becomes an exception item for a human, never a silent drop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from careops.db import Database
+from careops.domain.cases import CaseAction, CaseStatus, transition
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import Base, ExceptionItem, IntakeItem, Patient, ServiceCase, new_id
+from careops.domain.patients import find_or_register
+from careops.domain.reference import LocationRef
+from careops.domain.referrals import PatientIn, ReferralIn, missing_fields, normalise, normalise_code
+from careops.orchestration.intake import (
+    CatalogueCache,
+    IntakeAnswer,
+    IntakeRequest,
+    answer_once,
+    intake_exception,
+    intake_item_row,
+)
+from careops.settings import Settings
+
+_intake_items = Base.metadata.tables[IntakeItem.__tablename__]
+_exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
+# Cases an external scheduler's appointment can belong to, most likely first.
+_SCHEDULABLE = (CaseStatus.READY_TO_SCHEDULE, CaseStatus.SCHEDULED, CaseStatus.AWAITING_AUTHORISATION)
+
+
+@dataclass
+class AppointmentNotice:
+    """An appointment booked, modified or cancelled in another system (HL7 SIU)."""
+
+    event: str  # booked | modified | cancelled
+    service_code: str | None
+    start: str | None
+    placer_id: str | None
+    filler_id: str | None
+
+
+def record_patient(
+    db: Database,
+    request: IntakeRequest,
+    patient_in: PatientIn,
+    location: str | None,
+    event: str,
+    settings: Settings,
+    catalogue: CatalogueCache,
+) -> IntakeAnswer:
+    """Register or update a patient from a registration message; ``event`` is registered|updated."""
+    referral_in = ReferralIn(location=location, patient=patient_in)
+    referral = normalise(
+        referral_in, phone_region=settings.default_phone_region, date_order=settings.date_order
+    )
+    place = catalogue.get(db).locations.get(referral.location or "")
+    reasons = _location_reasons(location, place) + referral.problems
+    reasons += [r for r in missing_fields(referral, []) if r.startswith("missing_field:patient")]
+    normalised = referral_in.model_dump(mode="json", exclude_none=True)
+
+    def write() -> IntakeAnswer:
+        with db.transaction() as session:
+            connection = session.connection()
+            item_id = new_id()
+            context = _context(request)
+            if reasons or place is None:
+                answer, exception_row = intake_exception(
+                    item_id, place.id if place else None, reasons, context
+                )
+                row = intake_item_row(
+                    request, item_id, answer, reasons, normalised, place.id if place else None
+                )
+                connection.execute(insert(_intake_items), row)
+                connection.execute(insert(_exceptions), exception_row)
+            else:
+                patient_id, _ = find_or_register(connection, place.organisation_id, referral)
+                body = {"outcome": "patient_recorded", "intake_item_id": item_id, "patient_id": patient_id}
+                recorded = Event(
+                    EventType.PATIENT_REGISTERED if event == "registered" else EventType.PATIENT_UPDATED,
+                    subject_type="patient",
+                    subject_id=patient_id,
+                    location_id=place.id,
+                    payload={"channel": request.channel, "intake_item_id": item_id},
+                    **context,
+                )
+                answer = IntakeAnswer(200, body, [recorded])
+                connection.execute(
+                    insert(_intake_items), intake_item_row(request, item_id, answer, [], normalised, place.id)
+                )
+            record_events(connection, _received(request, item_id, place), *answer.events)
+            return answer
+
+    return answer_once(db, request, write)
+
+
+def record_appointment(
+    db: Database,
+    request: IntakeRequest,
+    patient_in: PatientIn,
+    location: str | None,
+    notice: AppointmentNotice,
+    catalogue: CatalogueCache,
+) -> IntakeAnswer:
+    """Put an external appointment on its case: booked schedules a case that is ready to schedule.
+
+    The case is the patient's most recent open case for the service (at the location, when the
+    message names one); without one, or after a cancellation, a human gets an exception item.
+    """
+    snapshot = catalogue.get(db)
+    place = snapshot.locations.get(location or "")
+    normalised = {"patient": patient_in.model_dump(exclude_none=True), "appointment": notice.__dict__}
+
+    def write() -> IntakeAnswer:
+        with db.transaction() as session:
+            connection = session.connection()
+            item_id = new_id()
+            context = _context(request)
+            case = _appointment_case(session, patient_in, notice, place, snapshot.services)
+            if case is None:
+                answer, exception_row = intake_exception(
+                    item_id, place.id if place else None, ["unmatched_appointment"], context
+                )
+                connection.execute(
+                    insert(_intake_items),
+                    intake_item_row(request, item_id, answer, ["unmatched_appointment"], normalised, None),
+                )
+                connection.execute(insert(_exceptions), exception_row)
+                record_events(connection, _received(request, item_id, place), *answer.events)
+                return answer
+            answer = _apply_notice(session, case, notice, item_id, request)
+            connection.execute(
+                insert(_intake_items),
+                intake_item_row(request, item_id, answer, [], normalised, case.location_id),
+            )
+            record_events(connection, _received(request, item_id, place), *answer.events)
+            return answer
+
+    return answer_once(db, request, write)
+
+
+def _apply_notice(
+    session: Session, case: ServiceCase, notice: AppointmentNotice, item_id: str, request: IntakeRequest
+) -> IntakeAnswer:
+    actor = request.principal_id
+    if notice.event == "booked" and case.status == CaseStatus.READY_TO_SCHEDULE:
+        transition(session, case, CaseAction.SCHEDULE, actor=actor, reason_code="external_appointment")
+    payload = {key: value for key, value in notice.__dict__.items() if value is not None and key != "event"}
+    event_type = {
+        "booked": EventType.APPOINTMENT_BOOKED,
+        "modified": EventType.APPOINTMENT_MODIFIED,
+        "cancelled": EventType.APPOINTMENT_CANCELLED,
+    }[notice.event]
+    events = [Event.about_case(event_type, case, actor=actor, payload={**payload, "intake_item_id": item_id})]
+    body: dict[str, Any] = {
+        "outcome": "appointment_recorded",
+        "intake_item_id": item_id,
+        "case_id": case.id,
+        "case_status": case.status,
+        "links": {"case": f"/api/v1/cases/{case.id}"},
+    }
+    if notice.event == "cancelled":
+        # The case stays where it is; someone has to book it again or cancel it.
+        exception = ExceptionItem(
+            id=new_id(),
+            queue="scheduling",
+            status="open",
+            reason_codes=["appointment_cancelled"],
+            case_id=case.id,
+            location_id=case.location_id,
+        )
+        session.add(exception)
+        session.flush()
+        events.append(
+            Event.about_exception(
+                EventType.EXCEPTION_OPENED,
+                exception,
+                actor=actor,
+                payload={"reason_codes": exception.reason_codes},
+            )
+        )
+        body["exception_id"] = exception.id
+    return IntakeAnswer(200, body, events)
+
+
+def _appointment_case(
+    session: Session,
+    patient_in: PatientIn,
+    notice: AppointmentNotice,
+    place: LocationRef | None,
+    services: dict[tuple[str, str], Any],
+) -> ServiceCase | None:
+    if not patient_in.mrn:
+        return None
+    query = (
+        select(ServiceCase)
+        .join(Patient, Patient.id == ServiceCase.patient_id)
+        .where(Patient.mrn == patient_in.mrn, ServiceCase.status.in_([str(s) for s in _SCHEDULABLE]))
+        .order_by(ServiceCase.created_at.desc())
+    )
+    if place is not None:
+        query = query.where(ServiceCase.location_id == place.id)
+        service = services.get((place.organisation_id, normalise_code(notice.service_code) or ""))
+        if service is not None:
+            query = query.where(ServiceCase.service_id == service.id)
+    return session.scalars(query.limit(1)).first()
+
+
+def _location_reasons(location: str | None, place: LocationRef | None) -> list[str]:
+    if place is not None:
+        return []
+    return ["unknown_location"] if location else ["missing_field:location"]
+
+
+def _context(request: IntakeRequest) -> dict[str, Any]:
+    return {"actor": request.principal_id, "correlation_id": request.correlation_id}
+
+
+def _received(request: IntakeRequest, item_id: str, place: LocationRef | None) -> Event:
+    return Event(
+        EventType.REFERRAL_RECEIVED,
+        subject_type="intake_item",
+        subject_id=item_id,
+        location_id=place.id if place else None,
+        payload={"channel": request.channel},
+        **_context(request),
+    )

@@ -1,0 +1,207 @@
+"""The HL7 channel end to end: HTTP and MLLP over real sockets, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import hl7
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from careops.db import Database
+from careops.domain.models import ExceptionItem, IntakeItem, Patient, Referrer, Service, ServiceCase
+from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound.mllp import END_BLOCK, START_BLOCK, frame, start_mllp
+from careops.orchestration.intake import CatalogueCache
+from careops.settings import Settings
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7"
+HL7 = {"Content-Type": "application/hl7-v2"}
+
+
+@pytest.fixture
+def hl7_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"hl7_facility_locations": {"GHH": "north", "GHHRFacility": "north"}})
+
+
+@pytest.fixture
+def hl7_db(db: Database) -> Database:
+    """The demo catalogue, plus the LOINC code and ordering provider of the ORM samples."""
+    with db.transaction() as session:
+        ct_head = session.scalars(select(Service).where(Service.code == "CT-HEAD")).one()
+        ct_head.aliases = [*ct_head.aliases, "24725-4"]
+        session.add(Referrer(organisation_id=ct_head.organisation_id, code="3850", name="Dr Jones"))
+    return db
+
+
+@pytest.fixture
+def hl7_client(hl7_settings: Settings, hl7_db: Database, admin_token: str) -> TestClient:
+    from careops.api.app import create_app
+
+    client = TestClient(create_app(hl7_settings, hl7_db), raise_server_exceptions=False)
+    client.headers["Authorization"] = f"Bearer {admin_token}"
+    return client
+
+
+def msa(ack_text: str) -> tuple[str, str, str]:
+    ack = hl7.parse(ack_text.replace("\n", "\r"))
+    segment = ack.segment("MSA")
+    return str(segment(1)), str(segment(2)), str(segment(3)) if len(segment) > 3 else ""
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.sessions() as session:
+        rows = session.execute(select(IntakeItem.status, func.count()).group_by(IntakeItem.status)).all()
+        items = {str(status): int(n) for status, n in rows}
+        items["cases"] = session.scalar(select(func.count()).select_from(ServiceCase)) or 0
+        items["exceptions"] = session.scalar(select(func.count()).select_from(ExceptionItem)) or 0
+        return items
+
+
+def test_an_order_over_http_creates_one_case_and_a_resend_changes_nothing(
+    hl7_client: TestClient, hl7_db: Database
+) -> None:
+    body = (SAMPLES / "ORM-O01-01.hl7").read_bytes()
+    first = hl7_client.post("/api/v1/hl7", content=body, headers=HL7)
+    assert first.status_code == 200
+    assert first.headers["content-type"].startswith("application/hl7-v2")
+    code, control_id, text = msa(first.text)
+    assert (code, control_id) == ("AA", "MSG00018")
+    assert text.startswith("case created: case ")
+    again = hl7_client.post(
+        "/api/v1/hl7", content=body.replace(b"\r", b"\n"), headers={"Content-Type": "text/plain"}
+    )
+    assert msa(again.text)[:2] == ("AA", "MSG00018")
+    assert msa(again.text)[2] == text
+    with hl7_db.sessions() as session:
+        case = session.scalars(select(ServiceCase)).one()
+        patient = session.get(Patient, case.patient_id)
+        item = session.scalars(select(IntakeItem).where(IntakeItem.channel == "hl7")).one()
+    assert patient is not None and (patient.mrn, patient.family_name, patient.given_name) == (
+        "PATID1234",
+        "Everyman",
+        "Adam",
+    )
+    assert item.sender == "ORDApp|GHHSFacility^2.16.840.1.122848.1.30^ISO"
+    assert item.raw_payload.startswith("MSH|")
+
+
+def test_a_referral_with_unknown_codes_is_accepted_into_the_exception_queue(
+    hl7_client: TestClient, hl7_db: Database
+) -> None:
+    answer = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "REF-I12-01.hl7").read_bytes(), headers=HL7)
+    code, _, text = msa(answer.text)
+    assert code == "AA"
+    assert "unknown_service_code" in text
+    with hl7_db.sessions() as session:
+        exception = session.scalars(select(ExceptionItem)).one()
+    assert "unknown_service_code" in exception.reason_codes
+
+
+def test_unsupported_and_malformed_messages_are_refused_and_kept(
+    hl7_client: TestClient, hl7_db: Database
+) -> None:
+    unsupported = hl7_client.post(
+        "/api/v1/hl7", content=(SAMPLES / "ORU-R01-01.hl7").read_bytes(), headers=HL7
+    )
+    assert unsupported.status_code == 200
+    assert msa(unsupported.text)[0] == "AR"
+    assert "ERR|" in unsupported.text
+    garbage = hl7_client.post("/api/v1/hl7", content=b"\x00\xffnot hl7", headers=HL7)
+    assert msa(garbage.text)[0] == "AR", garbage.text
+    assert counts(hl7_db).get("quarantined") == 2
+    listed = hl7_client.get("/api/v1/quarantine").json()["items"]
+    assert {item["channel"] for item in listed} == {"hl7"}
+    assert any(item["reasons"] == ["hl7:unsupported_message_type:MSH-9"] for item in listed)
+
+
+def test_a_message_without_the_patient_identifier_gets_ae_naming_pid_3(hl7_client: TestClient) -> None:
+    text = "MSH|^~\\&|A|B|C|D|20260101||ORM^O01|X1|P|2.5.1\rPID|1||||DOE^JANE\rOBR|1|||71046\r"
+    answer = hl7_client.post("/api/v1/hl7", content=text.encode(), headers=HL7)
+    assert msa(answer.text)[0] == "AE"
+    err = hl7.parse(answer.text).segment("ERR")
+    assert str(err(2)) == "PID^1^3"
+
+
+def test_http_refuses_other_media_types_and_callers_without_a_token(hl7_client: TestClient) -> None:
+    body = (SAMPLES / "ORM-O01-01.hl7").read_bytes()
+    assert (
+        hl7_client.post("/api/v1/hl7", content=body, headers={"Content-Type": "application/json"}).status_code
+        == 415
+    )
+    anonymous = hl7_client.post("/api/v1/hl7", content=body, headers={**HL7, "Authorization": ""})
+    assert anonymous.status_code == 401
+
+
+def test_registration_then_appointment_schedules_the_case(hl7_client: TestClient, hl7_db: Database) -> None:
+    adt = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "ADT-A04-01.hl7").read_bytes(), headers=HL7)
+    assert msa(adt.text)[0] == "AA"
+    assert "patient recorded" in msa(adt.text)[2]
+    order = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "ORM-O01-01.hl7").read_bytes(), headers=HL7)
+    assert msa(order.text)[0] == "AA"
+    with hl7_db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Patient)) == 1
+        case = session.scalars(select(ServiceCase)).one()
+    # CT head needs authorisation with no payer given: book only once it is ready to schedule.
+    hl7_client.post(f"/api/v1/cases/{case.id}/transitions", json={"action": "authorise"})
+    booked = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "SIU-S12-01.hl7").read_bytes(), headers=HL7)
+    assert msa(booked.text)[0] == "AA"
+    assert case.id in msa(booked.text)[2]
+    timeline = hl7_client.get(f"/api/v1/cases/{case.id}").json()
+    assert timeline["status"] == "scheduled"
+    assert "appointment.booked" in {event["type"] for event in timeline["timeline"]}
+    cancelled = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "SIU-S15-01.hl7").read_bytes(), headers=HL7)
+    assert msa(cancelled.text)[0] == "AA"
+    queue = hl7_client.get("/api/v1/exceptions", params={"queue": "scheduling"}).json()["items"]
+    assert [item["reason_codes"] for item in queue] == [["appointment_cancelled"]]
+
+
+async def _exchange(port: int, payloads: list[bytes]) -> list[str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    acks = []
+    for payload in payloads:
+        writer.write(payload)
+        await writer.drain()
+        data = await reader.readuntil(END_BLOCK)
+        assert data.startswith(START_BLOCK)
+        acks.append(data[1:-2].decode())
+    writer.close()
+    return acks
+
+
+def test_mllp_over_a_real_socket_with_concurrent_connections(
+    hl7_settings: Settings, hl7_db: Database
+) -> None:
+    channel = Hl7Channel(hl7_db, hl7_settings, CatalogueCache(0))
+    messages = [p.read_bytes() for p in sorted(SAMPLES.glob("*.hl7"))]
+    malformed = [p.read_bytes() for p in sorted((SAMPLES / "malformed").iterdir())]
+
+    async def scenario() -> list[list[str]]:
+        server = await start_mllp(channel, "127.0.0.1", 0, 64 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            framed = [frame(m) for m in messages]
+            runs = await asyncio.gather(
+                _exchange(port, framed[:15]),
+                _exchange(port, framed[15:]),
+                _exchange(port, [frame(m) for m in malformed]),
+                _exchange(port, [b"junk-without-start" + END_BLOCK, frame(b"x" * 70_000)]),
+            )
+            # The listener still answers after all that.
+            runs.append(await _exchange(port, [frame((SAMPLES / "ORM-O01-01.hl7").read_bytes())]))
+            return runs
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    runs = asyncio.run(scenario())
+    codes = [msa(ack)[0] for ack in runs[0] + runs[1]]
+    assert codes.count("AA") == 16 and codes.count("AR") == 14
+    assert [msa(ack)[0] for ack in runs[2] + runs[3]] == ["AR"] * 8
+    assert msa(runs[4][0])[0] == "AA"
+    totals = counts(hl7_db)
+    # Conservation: every message is an item: accepted, incomplete (exception), or quarantined.
+    assert totals.get("quarantined") == 14 + 8
+    assert sum(v for k, v in totals.items() if k not in ("cases", "exceptions")) == 30 + 8
