@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -92,7 +93,7 @@ def tree_rss_mb(root_pid: int) -> list[float]:
     return found
 
 
-def load(port: int, token: str, connections: int, duration: float) -> dict[str, Any]:
+def load(port: int, token: str, connections: int, duration: float, kind: str = "json") -> dict[str, Any]:
     result = subprocess.run(
         [
             sys.executable,
@@ -106,6 +107,8 @@ def load(port: int, token: str, connections: int, duration: float) -> dict[str, 
             str(connections),
             "--duration",
             str(duration),
+            "--kind",
+            kind,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -262,12 +265,16 @@ def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> 
     return rows
 
 
-def main() -> None:
+BackendBench = Callable[[str, float, int, Path], list[dict[str, Any]]]
+
+
+def run_backends(description: str, rounds_help: str, bench: BackendBench) -> list[dict[str, Any]]:
+    """Parse ``--duration --rounds --backends`` and run ``bench`` on each backend; all its rows."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=6.0, help="seconds of load per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per connection count")
+    parser.add_argument("--rounds", type=int, default=3, help=rounds_help)
     parser.add_argument("--backends", default="postgres,sqlite")
     args = parser.parse_args()
     workdir = ROOT / "bench" / "results"
@@ -275,7 +282,12 @@ def main() -> None:
     rows = []
     for backend in args.backends.split(","):
         console.print(f"benchmarking on {backend} …")
-        rows += bench_backend(backend, args.duration, args.rounds, workdir)
+        rows += bench(backend, args.duration, args.rounds, workdir)
+    return rows
+
+
+def main() -> None:
+    rows = run_backends(__doc__ or "", "interleaved rounds per connection count", bench_backend)
     table = Table(title=f"intake benchmark — {os.cpu_count()} cores, {dt.date.today()}")
     for column in (
         "db",
@@ -316,7 +328,9 @@ def main() -> None:
             str(r["events_not_dispatched"]) if r["variant"] == "careops" else "-",
         )
     console.print(table)
-    (workdir / f"intake-{dt.datetime.now():%Y%m%d-%H%M%S}.json").write_text(json.dumps(rows, indent=2))
+    (ROOT / "bench" / "results" / f"intake-{dt.datetime.now():%Y%m%d-%H%M%S}.json").write_text(
+        json.dumps(rows, indent=2)
+    )
 
 
 if __name__ == "__main__":

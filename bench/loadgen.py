@@ -14,17 +14,30 @@ import uuid
 
 from careops.demo.traffic import Mix, ReferralFactory
 
+KINDS = {
+    # kind: (path, content type); an HL7 answer counts as an error unless its MSA-1 is AA
+    "json": ("/api/v1/referrals", "application/json"),
+    "hl7": ("/api/v1/hl7", "application/hl7-v2"),
+}
+
 
 async def connection(
-    host: str, port: int, token: str, bodies: list[bytes], deadline: float, results: list[tuple[int, float]]
+    host: str,
+    port: int,
+    token: str,
+    bodies: list[bytes],
+    deadline: float,
+    results: list[tuple[int, float]],
+    kind: str = "json",
 ) -> None:
+    path, content_type = KINDS[kind]
     reader, writer = await asyncio.open_connection(host, port)
     index = 0
     while time.perf_counter() < deadline:
         body = bodies[index % len(bodies)]
         index += 1
         head = (
-            f"POST /api/v1/referrals HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
             f"Authorization: Bearer {token}\r\nIdempotency-Key: {uuid.uuid4().hex}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
@@ -40,8 +53,10 @@ async def connection(
                 name, _, value = line.decode().partition(":")
                 if name.lower() == "content-length":
                     length = int(value)
-            await reader.readexactly(length)
+            answer = await reader.readexactly(length)
             status = int(status_line.split()[1])
+            if kind == "hl7" and b"MSA|AA|" not in answer:
+                status = 0
         except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
             results.append((0, time.perf_counter() - started))
             writer.close()
@@ -51,10 +66,20 @@ async def connection(
     writer.close()
 
 
-async def main(url: str, token: str, connections: int, duration: float, warmup: float) -> dict[str, object]:
+def make_bodies(kind: str, count: int, seed: int) -> list[bytes]:
+    if kind == "hl7":
+        from bench.hl7_messages import orders
+
+        return orders(count, seed)
+    factory = ReferralFactory(seed=seed)
+    return [factory.body(Mix(incomplete=0.07, duplicate=0.03))[1] for _ in range(count)]
+
+
+async def main(
+    url: str, token: str, connections: int, duration: float, warmup: float, kind: str = "json"
+) -> dict[str, object]:
     host, port = url.removeprefix("http://").split(":")
-    factory = ReferralFactory(seed=int(time.time()))
-    bodies = [factory.body(Mix(incomplete=0.07, duplicate=0.03))[1] for _ in range(20000)]
+    bodies = make_bodies(kind, 20000, int(time.time()))
     share = len(bodies) // connections
     if warmup:
         warm: list[tuple[int, float]] = []
@@ -67,19 +92,19 @@ async def main(url: str, token: str, connections: int, duration: float, warmup: 
                     bodies[i * share : (i + 1) * share],
                     time.perf_counter() + warmup,
                     warm,
+                    kind,
                 )
                 for i in range(connections)
             )
         )
-    factory = ReferralFactory(seed=int(time.time() * 1000) % 100000)
-    bodies = [factory.body(Mix(incomplete=0.07, duplicate=0.03))[1] for _ in range(60000)]
+    bodies = make_bodies(kind, 60000, int(time.time() * 1000) % 100000)
     share = len(bodies) // connections
     results: list[tuple[int, float]] = []
     started = time.perf_counter()
     await asyncio.gather(
         *(
             connection(
-                host, int(port), token, bodies[i * share : (i + 1) * share], started + duration, results
+                host, int(port), token, bodies[i * share : (i + 1) * share], started + duration, results, kind
             )
             for i in range(connections)
         )
@@ -112,5 +137,7 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--kind", choices=sorted(KINDS), default="json")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.url, args.token, args.connections, args.duration, args.warmup))))
+    result = asyncio.run(main(args.url, args.token, args.connections, args.duration, args.warmup, args.kind))
+    print(json.dumps(result))

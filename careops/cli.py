@@ -21,6 +21,7 @@ from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from careops.integrations.inbound.hl7_channel import Hl7Channel
     from careops.orchestration.worker import Listener
 
 app = typer.Typer(
@@ -32,6 +33,10 @@ token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_h
 app.add_typer(token_app, name="token")
 audit_app = typer.Typer(help="Seal, verify and export the tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+quarantine_app = typer.Typer(
+    help="Inspect, replay and discard rejected payloads kept in quarantine.", no_args_is_help=True
+)
+app.add_typer(quarantine_app, name="quarantine")
 out = Console()
 err = Console(stderr=True)
 _debug = False
@@ -307,7 +312,6 @@ def _inbound_listeners(settings: Settings) -> list[Listener]:
         channel = Hl7Channel(db, settings, CatalogueCache(settings.reference_cache_seconds))
         assert settings.mllp_port is not None
         server = await start_mllp(channel, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes)
-        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
         return server
 
     return [mllp]
@@ -316,12 +320,8 @@ def _inbound_listeners(settings: Settings) -> list[Listener]:
 def _worker_process(parent_pid: int) -> None:
     from careops.orchestration.worker import run_worker
 
-    settings = get_settings()
-    asyncio.run(
-        run_worker(
-            settings, should_stop=lambda: os.getppid() != parent_pid, listeners=_inbound_listeners(settings)
-        )
-    )
+    # The HTTP workers of `careops serve` run the MLLP listener; the embedded worker does not.
+    asyncio.run(run_worker(get_settings(), should_stop=lambda: os.getppid() != parent_pid))
 
 
 def start_embedded_worker() -> BaseProcess:
@@ -348,11 +348,6 @@ def serve(
     import uvicorn
 
     settings = _settings(workers=workers, mllp_port=mllp_port)
-    if settings.mllp_port is not None and not embedded_worker:
-        fail(
-            "the MLLP listener runs in the worker: drop --no-embedded-worker,"
-            " or run `careops worker --mllp-port`"
-        )
     settings.check_production(processes=settings.workers + (1 if embedded_worker else 0))
     if settings.is_sqlite and settings.workers > 1:
         err.print(
@@ -364,6 +359,8 @@ def serve(
         os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
     worker = start_embedded_worker() if embedded_worker else None
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
+    if settings.mllp_port is not None:
+        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
     try:
         uvicorn.run(
             "careops.api.app:create_app",
@@ -380,6 +377,73 @@ def serve(
             worker.join(10)
 
 
+def _hl7_channel(settings: Settings) -> Hl7Channel:
+    from careops.integrations.inbound.hl7_channel import Hl7Channel
+    from careops.orchestration.intake import CatalogueCache
+
+    return Hl7Channel(_ready_database(settings), settings, CatalogueCache(0))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 50,
+) -> None:
+    """Payloads in quarantine, newest first (without their bodies)."""
+    from rich.table import Table
+
+    from careops.governance.scoping import EVERYWHERE
+    from careops.orchestration.quarantine import list_quarantined
+
+    table = Table("received", "channel", "sender", "reasons")
+    table.add_column("id", no_wrap=True, min_width=32)
+    for item in list_quarantined(_ready_database(get_settings()), limit, EVERYWHERE):
+        table.add_row(
+            item["received_at"][:19],
+            item["channel"],
+            item["sender"] or "-",
+            ", ".join(item["reasons"]),
+            item["id"],
+        )
+    out.print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(item_id: Annotated[str, typer.Argument(help="Quarantine id.")]) -> None:
+    """One quarantined payload: its reasons on stderr, the payload itself on stdout."""
+    from careops.governance.scoping import EVERYWHERE
+    from careops.orchestration.quarantine import get_quarantined
+
+    item = get_quarantined(_ready_database(get_settings()), item_id, EVERYWHERE)
+    reasons = ", ".join(item["reasons"])
+    err.print(f"{item['channel']} from {item['sender'] or '-'} at {item['received_at']}: {reasons}")
+    sys.stdout.write(item["raw_payload"].replace("\r", "\n") + "\n")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(item_id: Annotated[str, typer.Argument(help="Quarantine id.")]) -> None:
+    """Run a payload through its channel again (after fixing reference data); creates its case once."""
+    from careops.governance.scoping import EVERYWHERE
+    from careops.integrations.inbound.replay import replay
+
+    channel = _hl7_channel(get_settings())
+    outcome = replay(channel.db, channel, item_id, actor=cli_actor(), scope=EVERYWHERE)
+    err.print(f"[green]replayed[/green]: {outcome['outcome']}")
+    out.print_json(data=outcome)
+
+
+@quarantine_app.command("discard")
+def quarantine_discard(
+    item_id: Annotated[str, typer.Argument(help="Quarantine id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is given up (audited).")],
+) -> None:
+    """Give up on a quarantined payload; it is kept, with the reason, but no longer listed."""
+    from careops.governance.scoping import EVERYWHERE
+    from careops.integrations.inbound.replay import discard
+
+    discard(_ready_database(get_settings()), item_id, reason, actor=cli_actor(), scope=EVERYWHERE)
+    err.print(f"[green]discarded[/green] {item_id}")
+
+
 @app.command()
 def worker(mllp_port: MllpPortOption = None) -> None:
     """Run only the dispatcher and durable workflows (scale-out: start several on PostgreSQL)."""
@@ -389,6 +453,8 @@ def worker(mllp_port: MllpPortOption = None) -> None:
     settings.check_production(processes=2)
     _ready_database(settings).dispose()
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
+    if settings.mllp_port is not None:
+        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
     try:
         asyncio.run(run_worker(settings, listeners=_inbound_listeners(settings)))
     except KeyboardInterrupt:

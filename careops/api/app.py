@@ -17,6 +17,7 @@ from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound.mllp import start_mllp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
 
@@ -28,13 +29,21 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     db = db or Database(settings.database_url)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Database work runs in worker threads: no more of them than pooled connections, so that a
         # burst queues here instead of opening and closing overflow connections (each one a
         # PostgreSQL backend started and torn down), which cost a third of the throughput at 50
         # connections (bench/RESULTS.md).
         to_thread.current_default_thread_limiter().total_tokens = db.pool_size
+        # Every HTTP worker process also listens for MLLP (the kernel spreads the connections).
+        mllp = None
+        if settings.mllp_port is not None:
+            mllp = await start_mllp(
+                app.state.hl7, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes
+            )
         yield
+        if mllp is not None:
+            mllp.close()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, require
 from careops.governance.tokens import Principal
+from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound.replay import discard, replay
 from careops.orchestration.quarantine import get_quarantined, list_quarantined
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
@@ -28,3 +31,29 @@ async def quarantined_item(
     db: DbDep, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:read"))]
 ) -> dict[str, Any]:
     return await run_in_threadpool(get_quarantined, db, item_id, principal.scope)
+
+
+class DiscardIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="Why the payload is given up (audited).")
+
+
+@router.post("/{item_id}/replay", summary="Run a quarantined payload through its channel again")
+async def replay_item(
+    request: Request, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:replay"))]
+) -> dict[str, Any]:
+    hl7: Hl7Channel = request.app.state.hl7
+    return await run_in_threadpool(
+        lambda: replay(hl7.db, hl7, item_id, actor=principal.id, scope=principal.scope)
+    )
+
+
+@router.post("/{item_id}/discard", summary="Give up on a quarantined payload, saying why")
+async def discard_item(
+    db: DbDep,
+    item_id: str,
+    body: DiscardIn,
+    principal: Annotated[Principal, Depends(require("quarantine:replay"))],
+) -> dict[str, Any]:
+    return await run_in_threadpool(
+        lambda: discard(db, item_id, body.reason, actor=principal.id, scope=principal.scope)
+    )

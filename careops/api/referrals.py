@@ -16,7 +16,7 @@ from careops.domain.referrals import ReferralIn
 from careops.errors import CareopsError, ValidationFailed
 from careops.governance.tokens import Principal
 from careops.orchestration.intake import IntakeRequest, accept_referral
-from careops.orchestration.quarantine import quarantine
+from careops.orchestration.quarantine import quarantine, rejection_reasons
 from careops.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["intake"])
@@ -97,7 +97,7 @@ async def _reject(
     request: Request, db: Database, raw: bytes, content_type: str, principal: Principal, error: CareopsError
 ) -> JSONResponse:
     """Keep the rejected body whole in quarantine, then answer the problem with the quarantine id."""
-    reasons = [error.code] + [f"invalid_field:{e['field']}" for e in error.extra.get("errors", [])]
+    reasons = rejection_reasons(error)
     quarantine_id = await run_in_threadpool(
         lambda: quarantine(
             db, raw=raw, content_type=content_type, channel="api", reasons=reasons, actor=principal.id

@@ -5,18 +5,23 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import IntakeItem, new_id, utcnow
-from careops.errors import NotFound
+from careops.errors import CareopsError, Conflict, NotFound
 from careops.governance.scoping import LocationScope
 
 
 def readable(raw: bytes) -> str:
     """The payload as text: undecodable bytes and NUL (which PostgreSQL text refuses) as ``\\xNN``."""
     return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+def rejection_reasons(error: CareopsError) -> list[str]:
+    """Reason codes for a rejected payload: the error's code, then ``invalid_field:<field>`` each."""
+    return [error.code] + [f"invalid_field:{e['field']}" for e in error.extra.get("errors", [])]
 
 
 def quarantine(
@@ -88,3 +93,52 @@ def get_quarantined(db: Database, item_id: str, scope: LocationScope) -> dict[st
             raise NotFound("no quarantined payload with this id")
         scope.check(item.location_id, "quarantined payload")
         return quarantined_view(item, with_payload=True)
+
+
+def quarantined_payload(db: Database, item_id: str, scope: LocationScope) -> tuple[str, bytes, str | None]:
+    """The channel, payload and content type of a quarantined item, for a replay."""
+    with db.sessions() as session:
+        item = session.get(IntakeItem, item_id)
+        if item is None:
+            raise NotFound("no quarantined payload with this id")
+        scope.check(item.location_id, "quarantined payload")
+        if item.status != "quarantined":
+            raise Conflict(f"this payload was already {item.status}")
+        return item.channel, item.raw_payload.encode("utf-8"), item.content_type
+
+
+def settle(
+    db: Database,
+    item_id: str,
+    *,
+    status: str,
+    actor: str,
+    payload: dict[str, Any],
+    reasons: list[str] | None = None,
+) -> None:
+    """Mark a quarantined item ``replayed`` or ``discarded`` (once: 409 if another got there first),
+    or keep it ``quarantined`` with the reasons of a failed replay; every change is an event."""
+    event_type = {
+        "replayed": EventType.QUARANTINE_REPLAYED,
+        "discarded": EventType.QUARANTINE_DISCARDED,
+        "quarantined": EventType.QUARANTINE_REPLAY_FAILED,
+    }[status]
+    values: dict[str, Any] = {"status": status}
+    if reasons is not None:
+        values["reasons"] = reasons
+    with db.transaction() as session:
+        changed = (
+            session.connection()
+            .execute(
+                update(IntakeItem)
+                .where(IntakeItem.id == item_id, IntakeItem.status == "quarantined")
+                .values(**values)
+            )
+            .rowcount
+        )
+        if not changed:
+            raise Conflict("this payload is no longer in quarantine")
+        record_events(
+            session,
+            Event(event_type, subject_type="intake_item", subject_id=item_id, actor=actor, payload=payload),
+        )

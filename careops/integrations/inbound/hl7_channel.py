@@ -55,26 +55,28 @@ class Hl7Channel:
         started = time.perf_counter()
         metrics = ChannelMetrics(f"hl7-{transport}")
         metrics.received()
-        header = hl7v2.read_header(hl7v2.decode(raw))
         try:
-            message = hl7v2.parse(raw)
-            answer = self._apply(message, actor, scope)
+            result = self.accept(raw, actor, scope)
         except hl7v2.Hl7Rejected as rejected:
-            result = self._reject(raw, header, rejected, actor)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
-            invalid = hl7v2.Hl7Rejected("AE", hl7v2.DATA_TYPE_ERROR, f"values out of range: {fields}")
-            result = self._reject(raw, header, invalid, actor)
-        except Forbidden as exc:
-            refused = hl7v2.Hl7Rejected("AR", hl7v2.APPLICATION_ERROR, exc.detail, ("MSH", 6))
-            result = self._reject(raw, header, refused, actor)
-        else:
-            outcome = str(answer.body["outcome"])
-            result = Hl7Result(
-                hl7v2.acknowledgement(header, "AA", _summary(answer)), "AA", outcome, answer.body
-            )
+            result = self._reject(raw, hl7v2.read_header(hl7v2.decode(raw)), rejected, actor)
         metrics.finished(result.code == "AA", result.outcome == "quarantined", time.perf_counter() - started)
         return result
+
+    def accept(self, raw: bytes, actor: str = PRINCIPAL, scope: LocationScope = EVERYWHERE) -> Hl7Result:
+        """Store the message and its ``AA``, or raise ``Hl7Rejected`` having stored nothing."""
+        message = hl7v2.parse(raw)
+        try:
+            answer = self._apply(message, actor, scope)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
+            raise hl7v2.Hl7Rejected("AE", hl7v2.DATA_TYPE_ERROR, f"values out of range: {fields}") from exc
+        except Forbidden as exc:
+            raise hl7v2.Hl7Rejected(
+                "AR", hl7v2.APPLICATION_ERROR, exc.detail, ("MSH", 6), reason="hl7:location_not_permitted"
+            ) from exc
+        outcome = str(answer.body["outcome"])
+        ack = hl7v2.acknowledgement(message.header, "AA", _summary(answer))
+        return Hl7Result(ack, "AA", outcome, answer.body)
 
     def refuse(self, raw: bytes, transport: str, reason: str, detail: str) -> Hl7Result:
         """AR for bytes that are not one well-framed message (kept in quarantine all the same)."""

@@ -99,9 +99,13 @@ async def _serve_connection(
 
 
 async def start_mllp(channel: Hl7Channel, host: str, port: int, max_bytes: int) -> asyncio.Server:
-    """Listen on ``host:port``; the caller closes the returned server."""
+    """Listen on ``host:port``; the caller closes the returned server.
+
+    The port is shared (``SO_REUSEPORT``) by every process that listens on it: each HTTP worker of
+    ``careops serve`` and any ``careops worker --mllp-port``.
+    """
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _serve_connection(channel, max_bytes, reader, writer)
 
-    return await asyncio.start_server(serve, host, port)
+    return await asyncio.start_server(serve, host, port, reuse_port=True)

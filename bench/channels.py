@@ -1,0 +1,173 @@
+"""Channel benchmark: HL7 v2 over MLLP and over HTTP against the JSON intake, same server, same run.
+
+    .venv/bin/python -m bench.channels [--duration 6] [--rounds 3] [--backends postgres,sqlite]
+
+Starts `careops serve --workers 2` with `CAREOPS_MLLP_PORT` on a fresh database (each HTTP
+worker process also listens for MLLP on the shared port) and loads it in turns, each round: JSON
+referrals over HTTP (the reference of the issue's "≥ 70% of the JSON intake", at the same
+connection count), HL7 ORM^O01 orders over HTTP, and the same orders over MLLP on 1 and 4
+connections, each ACK awaited before the next message (the ACK is sent after commit). Every
+message is distinct and valid for the demo catalogue; an answer other than MSA-1 AA counts as an
+error. Prints messages/s, p50/p99 and the ratio to the JSON intake of the same round (median over
+rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from rich.table import Table
+
+from bench.hl7_messages import orders
+from bench.intake import (
+    BIN,
+    RunningApp,
+    console,
+    drop_database,
+    free_port,
+    fresh_database,
+    load,
+    prepare_careops,
+    run_backends,
+    start_app,
+)
+from careops.integrations.inbound.mllp import END_BLOCK, frame
+
+
+async def _mllp_connection(
+    port: int, messages: list[bytes], deadline: float, results: list[tuple[bool, float]]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for message in messages:
+        if time.perf_counter() >= deadline:
+            break
+        started = time.perf_counter()
+        writer.write(frame(message))
+        await writer.drain()
+        ack = await reader.readuntil(END_BLOCK)
+        results.append((b"MSA|AA|" in ack, time.perf_counter() - started))
+    writer.close()
+
+
+def mllp_load(port: int, connections: int, duration: float) -> dict[str, Any]:
+    messages = orders(int(3000 * duration), int(time.time() * 1000) % 100000)
+    share = len(messages) // connections
+    results: list[tuple[bool, float]] = []
+
+    async def run() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                _mllp_connection(port, messages[i * share : (i + 1) * share], started + duration, results)
+                for i in range(connections)
+            )
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(run())
+    latencies = sorted(latency for _, latency in results)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000 if latencies else 0.0
+
+    return {
+        "throughput": len(results) / elapsed,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "errors": sum(1 for ok, _ in results if not ok),
+    }
+
+
+JSON = "JSON referrals, HTTP"
+MEASUREMENTS = [
+    # name, connections, how; each channel is compared with JSON at the same connection count
+    (JSON, 1, "json"),
+    (JSON, 4, "json"),
+    ("HL7 ORM^O01, HTTP", 4, "hl7"),
+    ("HL7 ORM^O01, MLLP", 1, "mllp"),
+    ("HL7 ORM^O01, MLLP", 4, "mllp"),
+]
+
+
+def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> list[dict[str, Any]]:
+    url = fresh_database(backend, workdir)
+    app: RunningApp | None = None
+    try:
+        env, token = prepare_careops(url)
+        mllp_port = free_port()
+        env = {**env, "CAREOPS_MLLP_PORT": str(mllp_port)}
+        app = start_app("careops", [str(BIN / "careops"), "serve", "--workers", "2"], env, "/healthz", token)
+        _wait_for_port(mllp_port)
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for _ in range(rounds):
+            for name, connections, how in MEASUREMENTS:
+                if how == "mllp":
+                    result = mllp_load(mllp_port, connections, duration)
+                else:
+                    result = load(app.port, token, connections, duration, kind=how)
+                runs.setdefault((name, connections), []).append(result)
+        app.stop()
+        app = None
+    finally:
+        if app is not None:
+            app.stop()
+        drop_database(url)
+    rows = []
+    for name, connections, _ in MEASUREMENTS:
+        measured, json_runs = runs[(name, connections)], runs[(JSON, connections)]
+        rows.append(
+            {
+                "backend": backend,
+                "channel": name,
+                "connections": connections,
+                "rps": median(r["throughput"] for r in measured),
+                "ratio": median(
+                    r["throughput"] / j["throughput"] for r, j in zip(measured, json_runs, strict=True)
+                ),
+                "p50": median(r["p50_ms"] for r in measured),
+                "p99": median(r["p99_ms"] for r in measured),
+                "errors": sum(r["errors"] for r in measured),
+            }
+        )
+    return rows
+
+
+def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the MLLP listener did not open port {port}")
+
+
+def main() -> None:
+    rows = run_backends(__doc__ or "", "rounds of all measurements", bench_backend)
+    table = Table(title=f"channel benchmark — {os.cpu_count()} cores, {dt.date.today()}")
+    for column in ("db", "channel", "conns", "msgs/s", "vs JSON intake", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            r["backend"],
+            r["channel"],
+            str(r["connections"]),
+            f"{r['rps']:.0f}",
+            f"{r['ratio']:.0%}",
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            str(r["errors"]),
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

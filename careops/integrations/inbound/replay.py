@@ -1,0 +1,97 @@
+"""Replay: a quarantined payload goes through its channel again, e.g. after reference data is fixed.
+
+The replay is idempotent (a second replay, or two at once, creates nothing more) and leaves the
+quarantined item ``replayed``, or ``quarantined`` with the new reasons when it is still rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from careops.db import Database
+from careops.domain.referrals import ReferralIn
+from careops.errors import ValidationFailed
+from careops.governance.scoping import LocationScope
+from careops.integrations.inbound import hl7v2
+from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.orchestration.intake import IntakeRequest, accept_referral
+from careops.orchestration.quarantine import quarantined_payload, rejection_reasons, settle
+
+
+class StillRejected(Exception):
+    def __init__(self, reasons: list[str], detail: str) -> None:
+        super().__init__(detail)
+        self.reasons = reasons
+        self.detail = detail
+
+
+def replay(
+    db: Database, hl7: Hl7Channel, item_id: str, *, actor: str, scope: LocationScope
+) -> dict[str, Any]:
+    """Run a quarantined payload through its channel; its outcome, or 422 with the new reasons."""
+    channel, raw, content_type = quarantined_payload(db, item_id, scope)
+    try:
+        outcome = _through_channel(hl7, channel, raw, content_type, item_id, actor, scope)
+    except StillRejected as rejected:
+        settle(
+            db,
+            item_id,
+            status="quarantined",
+            actor=actor,
+            payload={"reason_codes": rejected.reasons},
+            reasons=rejected.reasons,
+        )
+        raise ValidationFailed(
+            f"the payload is still rejected: {rejected.detail}", reason_codes=rejected.reasons
+        ) from rejected
+    settle(
+        db,
+        item_id,
+        status="replayed",
+        actor=actor,
+        payload={"outcome": outcome["outcome"], "intake_item_id": outcome.get("intake_item_id")},
+    )
+    return {"quarantine_id": item_id, "status": "replayed", **outcome}
+
+
+def discard(db: Database, item_id: str, reason: str, *, actor: str, scope: LocationScope) -> dict[str, Any]:
+    """Give up on a quarantined payload, saying why (kept, and audited, but no longer listed)."""
+    quarantined_payload(db, item_id, scope)
+    settle(db, item_id, status="discarded", actor=actor, payload={"reason": reason[:500]})
+    return {"quarantine_id": item_id, "status": "discarded"}
+
+
+def _through_channel(
+    hl7: Hl7Channel,
+    channel: str,
+    raw: bytes,
+    content_type: str | None,
+    item_id: str,
+    actor: str,
+    scope: LocationScope,
+) -> dict[str, Any]:
+    if channel == "hl7":
+        try:
+            return hl7.accept(raw, actor, scope).body
+        except hl7v2.Hl7Rejected as rejected:
+            raise StillRejected([rejected.reason], rejected.detail) from rejected
+    if channel == "api":
+        try:
+            referral = ReferralIn.model_validate_json(raw)
+        except ValidationError as exc:
+            error = ValidationFailed.from_errors(exc.errors())
+            raise StillRejected(rejection_reasons(error), error.detail) from exc
+        request = IntakeRequest(
+            raw,
+            content_type or "application/json",
+            "api",
+            principal_id="replay",  # one key per quarantined item, whoever replays it
+            idempotency_key=f"quarantine:{item_id}",
+            scope=scope,
+        )
+        return accept_referral(hl7.db, request, referral, hl7.settings, hl7.catalogue).body
+    raise StillRejected(
+        [f"replay_unsupported:{channel}"], f"payloads of the {channel} channel cannot be replayed"
+    )
