@@ -21,7 +21,7 @@ from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from careops.integrations.inbound.hl7_channel import Hl7Channel
+    from careops.integrations.inbound.channels import Inbound
     from careops.orchestration.worker import Listener
 
 app = typer.Typer(
@@ -377,11 +377,11 @@ def serve(
             worker.join(10)
 
 
-def _hl7_channel(settings: Settings) -> Hl7Channel:
-    from careops.integrations.inbound.hl7_channel import Hl7Channel
+def _inbound(settings: Settings) -> Inbound:
+    from careops.integrations.inbound.channels import Inbound
     from careops.orchestration.intake import CatalogueCache
 
-    return Hl7Channel(_ready_database(settings), settings, CatalogueCache(0))
+    return Inbound.build(_ready_database(settings), settings, CatalogueCache(0))
 
 
 @quarantine_app.command("list")
@@ -425,8 +425,7 @@ def quarantine_replay(item_id: Annotated[str, typer.Argument(help="Quarantine id
     from careops.governance.scoping import EVERYWHERE
     from careops.integrations.inbound.replay import replay
 
-    channel = _hl7_channel(get_settings())
-    outcome = replay(channel.db, channel, item_id, actor=cli_actor(), scope=EVERYWHERE)
+    outcome = replay(_inbound(get_settings()), item_id, actor=cli_actor(), scope=EVERYWHERE)
     err.print(f"[green]replayed[/green]: {outcome['outcome']}")
     out.print_json(data=outcome)
 

@@ -56,13 +56,13 @@ class Settings(BaseSettings):
         5.0, description="How long a verified token is trusted without a query."
     )
     default_phone_region: str = Field("GB", description="Region for phone numbers without a country code.")
-    hl7_facility_locations: dict[str, str] = Field(
+    facility_locations: dict[str, str] = Field(
         default_factory=dict,
         description='HL7 facility (PV1-3.4 or MSH-6) to location slug, e.g. {"GHHRFacility": "north"}.',
     )
-    hl7_default_location: str | None = Field(
+    default_location: str | None = Field(
         None,
-        description="Location slug for HL7 messages whose facility is not mapped (else: exception queue).",
+        description="Location for HL7/FHIR/email intake from an unmapped facility (else: exception queue).",
     )
     mllp_host: str = Field("127.0.0.1", description="Interface the MLLP listener binds to.")
     mllp_port: int | None = Field(

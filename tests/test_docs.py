@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastapi.routing import APIRoute
 
 from careops.api.app import create_app
 from careops.cli import app as cli_app
@@ -42,11 +41,8 @@ def test_every_event_and_follow_up_is_documented(event: str) -> None:
 
 def test_every_route_is_documented(tmp_path: Path) -> None:
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'd.db'}"))
-    routes = [
-        f"{method} {route.path}"
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        for method in sorted(route.methods)
-    ]
+    paths = app.openapi()["paths"]
+    routes = [f"{method.upper()} {path}" for path, operations in paths.items() for method in operations]
+    assert len(routes) > 15
     missing = [r for r in routes if f"`{r}`" not in text("api.md")]
     assert missing == []

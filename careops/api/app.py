@@ -12,11 +12,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from careops import __version__
-from careops.api import cases, exceptions, health, hl7, problems, quarantine, referrals
+from careops.api import cases, exceptions, fhir, health, hl7, problems, quarantine, referrals
 from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
-from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound.channels import Inbound
 from careops.integrations.inbound.mllp import start_mllp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         mllp = None
         if settings.mllp_port is not None:
             mllp = await start_mllp(
-                app.state.hl7, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes
+                app.state.inbound.hl7, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes
             )
         yield
         if mllp is not None:
@@ -56,10 +56,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.db = db
     app.state.tokens = TokenVerifier(db, settings.token_cache_seconds)
     app.state.catalogue = CatalogueCache(settings.reference_cache_seconds)
-    app.state.hl7 = Hl7Channel(db, settings, app.state.catalogue)
+    app.state.inbound = Inbound.build(db, settings, app.state.catalogue)
     problems.install(app)
     app.add_middleware(SecurityHeaders)
-    routers = [module.router for module in (health, referrals, hl7, cases, exceptions, quarantine)]
+    routers = [module.router for module in (health, referrals, hl7, fhir, cases, exceptions, quarantine)]
     for router in routers:
         app.include_router(router)
 

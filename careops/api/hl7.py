@@ -36,7 +36,7 @@ async def submit_hl7(
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ACCEPTED_CONTENT_TYPES:
         raise UnsupportedMediaType(f"send the message as one of: {', '.join(sorted(ACCEPTED_CONTENT_TYPES))}")
-    channel: Hl7Channel = request.app.state.hl7
+    channel: Hl7Channel = request.app.state.inbound.hl7
     try:
         raw = await read_body(request, settings)
     except OversizedBody as exc:

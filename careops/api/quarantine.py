@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, require
 from careops.governance.tokens import Principal
-from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound.channels import Inbound
 from careops.integrations.inbound.replay import discard, replay
 from careops.orchestration.quarantine import get_quarantined, list_quarantined
 
@@ -41,9 +41,9 @@ class DiscardIn(BaseModel):
 async def replay_item(
     request: Request, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:replay"))]
 ) -> dict[str, Any]:
-    hl7: Hl7Channel = request.app.state.hl7
+    inbound: Inbound = request.app.state.inbound
     return await run_in_threadpool(
-        lambda: replay(hl7.db, hl7, item_id, actor=principal.id, scope=principal.scope)
+        lambda: replay(inbound, item_id, actor=principal.id, scope=principal.scope)
     )
 
 

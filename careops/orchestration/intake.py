@@ -85,6 +85,9 @@ class IntakeRequest:
     correlation_id: str | None = None
     scope: LocationScope = EVERYWHERE
     sender: str | None = None
+    # A conditional create (FHIR If-None-Exist): what exists under the key is the answer, whatever
+    # the body, instead of 409.
+    conditional: bool = False
 
     @cached_property
     def sha256(self) -> str:
@@ -175,7 +178,7 @@ def _earlier_answer(connection: Connection, request: IntakeRequest) -> IntakeAns
     ).first()
     if row is None:
         return None
-    if row.payload_sha256 != request.sha256:
+    if row.payload_sha256 != request.sha256 and not request.conditional:
         raise DuplicateRequest("this Idempotency-Key was already used with a different request body")
     return IntakeAnswer(row.response_status, row.response_body)
 

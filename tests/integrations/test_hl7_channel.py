@@ -23,7 +23,7 @@ HL7 = {"Content-Type": "application/hl7-v2"}
 
 @pytest.fixture
 def hl7_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"hl7_facility_locations": {"GHH": "north", "GHHRFacility": "north"}})
+    return settings.model_copy(update={"facility_locations": {"GHH": "north", "GHHRFacility": "north"}})
 
 
 @pytest.fixture

@@ -139,15 +139,15 @@ class Hl7Channel:
         with ``unknown_location`` (and the facility's name) instead of landing somewhere wrong.
         """
         slugs = self.catalogue.get(self.db).locations
-        mapping = {name.lower(): slug for name, slug in self.settings.hl7_facility_locations.items()}
+        mapping = {name.lower(): slug for name, slug in self.settings.facility_locations.items()}
         names = hl7v2.facilities(message)
         for name in names:
             if name.lower() in mapping:
                 return mapping[name.lower()]
             if name.lower() in slugs:
                 return name.lower()
-        if self.settings.hl7_default_location:
-            return self.settings.hl7_default_location
+        if self.settings.default_location:
+            return self.settings.default_location
         return names[0][:64] if names else None
 
     def _check_scope(self, location: str | None, scope: LocationScope) -> None:

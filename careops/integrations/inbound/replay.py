@@ -14,8 +14,8 @@ from careops.db import Database
 from careops.domain.referrals import ReferralIn
 from careops.errors import ValidationFailed
 from careops.governance.scoping import LocationScope
-from careops.integrations.inbound import hl7v2
-from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound import fhir_r4, hl7v2
+from careops.integrations.inbound.channels import Inbound
 from careops.orchestration.intake import IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantined_payload, rejection_reasons, settle
 
@@ -27,13 +27,12 @@ class StillRejected(Exception):
         self.detail = detail
 
 
-def replay(
-    db: Database, hl7: Hl7Channel, item_id: str, *, actor: str, scope: LocationScope
-) -> dict[str, Any]:
+def replay(inbound: Inbound, item_id: str, *, actor: str, scope: LocationScope) -> dict[str, Any]:
     """Run a quarantined payload through its channel; its outcome, or 422 with the new reasons."""
+    db = inbound.hl7.db
     channel, raw, content_type = quarantined_payload(db, item_id, scope)
     try:
-        outcome = _through_channel(hl7, channel, raw, content_type, item_id, actor, scope)
+        outcome = _through_channel(inbound, channel, raw, content_type, item_id, actor, scope)
     except StillRejected as rejected:
         settle(
             db,
@@ -64,7 +63,7 @@ def discard(db: Database, item_id: str, reason: str, *, actor: str, scope: Locat
 
 
 def _through_channel(
-    hl7: Hl7Channel,
+    inbound: Inbound,
     channel: str,
     raw: bytes,
     content_type: str | None,
@@ -74,7 +73,7 @@ def _through_channel(
 ) -> dict[str, Any]:
     if channel == "hl7":
         try:
-            return hl7.accept(raw, actor, scope).body
+            return inbound.hl7.accept(raw, actor, scope).body
         except hl7v2.Hl7Rejected as rejected:
             raise StillRejected([rejected.reason], rejected.detail) from rejected
     if channel == "api":
@@ -91,7 +90,14 @@ def _through_channel(
             idempotency_key=f"quarantine:{item_id}",
             scope=scope,
         )
+        hl7 = inbound.hl7
         return accept_referral(hl7.db, request, referral, hl7.settings, hl7.catalogue).body
+    if channel == "fhir":
+        try:
+            answer = inbound.fhir.accept(raw, scope)
+        except fhir_r4.FhirError as error:
+            raise StillRejected([error.reason], error.diagnostics) from error
+        return {"outcome": "fhir_accepted", "status": answer.status, "resource": answer.location or "Bundle"}
     raise StillRejected(
         [f"replay_unsupported:{channel}"], f"payloads of the {channel} channel cannot be replayed"
     )

@@ -1,0 +1,159 @@
+"""/fhir/r4: FHIR R4 referral intake (ServiceRequest, transaction and batch Bundles) and read-back.
+
+Thin: authorise, read the body, call the FHIR channel, answer ``application/fhir+json``. Every
+error, authentication included, is an OperationOutcome, as FHIR clients expect.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from careops import __version__
+from careops.api.deps import OversizedBody, authorise, get_principal, read_body
+from careops.errors import CareopsError
+from careops.governance.tokens import Principal
+from careops.integrations.inbound.fhir_channel import FhirAnswer, FhirChannel
+from careops.integrations.inbound.fhir_r4 import (
+    FHIR_JSON,
+    FhirError,
+    capability_statement,
+    operation_outcome,
+    parse_json,
+    validate,
+)
+
+router = APIRouter(prefix="/fhir/r4", tags=["fhir"])
+_MEDIA = ("application/fhir+json", "application/json")
+_ISSUE = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    413: "too-long",
+    415: "not-supported",
+}
+
+
+def _answer(status: int, body: dict[str, Any], location: str | None = None) -> Response:
+    headers = {"Location": location} if location else None
+    return Response(json.dumps(body), status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def _error(status: int, diagnostics: str, expression: str | None = None) -> Response:
+    return _answer(
+        status, operation_outcome("error", _ISSUE.get(status, "processing"), diagnostics, expression)
+    )
+
+
+def _scope(scope: str) -> dict[str, Any]:
+    return {"x-required-scope": scope}
+
+
+async def _write(request: Request, work: str) -> Response:
+    try:
+        principal = authorise(request, "intake:write")
+    except CareopsError as exc:
+        return _error(exc.status, exc.detail)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _MEDIA:
+        return _error(415, f"send {' or '.join(_MEDIA)}")
+    channel: FhirChannel = request.app.state.inbound.fhir
+    try:
+        raw = await read_body(request, request.app.state.settings)
+    except OversizedBody as exc:
+        return _error(413, exc.detail)
+    if work == "bundle":
+        answer: FhirAnswer = await run_in_threadpool(channel.bundle, raw, principal.id, principal.scope)
+    else:
+        if_none_exist = request.headers.get("if-none-exist")
+        answer = await run_in_threadpool(channel.create, raw, if_none_exist, principal.id, principal.scope)
+    return _answer(answer.status, answer.body, answer.location)
+
+
+def _reader(request: Request) -> Principal | Response:
+    try:
+        return authorise(request, "cases:read")
+    except CareopsError as exc:
+        return _error(exc.status, exc.detail)
+
+
+@router.post("", summary="A transaction or batch Bundle of referrals", openapi_extra=_scope("intake:write"))
+async def post_bundle(request: Request) -> Response:
+    return await _write(request, "bundle")
+
+
+@router.post(
+    "/ServiceRequest",
+    summary="Create a referral (If-None-Exist honoured)",
+    openapi_extra=_scope("intake:write"),
+)
+async def post_service_request(request: Request) -> Response:
+    return await _write(request, "create")
+
+
+@router.get(
+    "/ServiceRequest/{service_request_id}", summary="Read a referral", openapi_extra=_scope("cases:read")
+)
+async def read_service_request(request: Request, service_request_id: str) -> Response:
+    principal = _reader(request)
+    if isinstance(principal, Response):
+        return principal
+    channel: FhirChannel = request.app.state.inbound.fhir
+    try:
+        resource = await run_in_threadpool(channel.read, service_request_id, principal.scope)
+    except FhirError as error:
+        return _answer(error.status, error.outcome())
+    return _answer(200, resource)
+
+
+@router.get(
+    "/Task",
+    summary="A referral's processing status (based-on=ServiceRequest/{id})",
+    openapi_extra=_scope("cases:read"),
+)
+async def search_task(request: Request) -> Response:
+    principal = _reader(request)
+    if isinstance(principal, Response):
+        return principal
+    based_on = request.query_params.get("based-on")
+    if not based_on:
+        return _error(400, "search Task by based-on=ServiceRequest/{id}", "Task.basedOn")
+    channel: FhirChannel = request.app.state.inbound.fhir
+    return _answer(200, await run_in_threadpool(channel.task, based_on, principal.scope))
+
+
+@router.get("/metadata", summary="The CapabilityStatement", openapi_extra=_scope("(any valid token)"))
+async def metadata(request: Request) -> Response:
+    try:
+        get_principal(request)
+    except CareopsError as exc:
+        return _error(exc.status, exc.detail)
+    return _answer(200, capability_statement(__version__))
+
+
+@router.post(
+    "/{resource_type}",
+    summary="Other resource types: validated, then refused",
+    openapi_extra=_scope("intake:write"),
+)
+async def post_other(request: Request, resource_type: str) -> Response:
+    """A resource careops does not take: 400 naming what is invalid in it, else 404 not-supported."""
+    try:
+        principal = authorise(request, "intake:write")
+        raw = await read_body(request, request.app.state.settings)
+    except OversizedBody as exc:
+        return _error(413, exc.detail)
+    except CareopsError as exc:
+        return _error(exc.status, exc.detail)
+    channel: FhirChannel = request.app.state.inbound.fhir
+    try:
+        validate(parse_json(raw), resource_type)
+        detail = f"careops takes ServiceRequest (alone or in a Bundle at /fhir/r4), not {resource_type}"
+        raise FhirError(404, "not-supported", detail, resource_type)
+    except FhirError as error:
+        answer = await run_in_threadpool(channel.refuse, raw, error, principal.id)
+    return _answer(answer.status, answer.body)

@@ -1,0 +1,312 @@
+"""The FHIR R4 channel: ServiceRequests (alone or in a transaction/batch Bundle) into the one intake.
+
+Each ServiceRequest becomes an intake item (its id is the ServiceRequest's id here) and goes
+through the same intake as ``POST /api/v1/referrals``; the resources it references travel with it
+as its raw payload (a collection Bundle). ``If-None-Exist: identifier=[system|]value`` makes a
+create conditional; a request sent again unchanged gets its first answer. Whatever is refused is
+kept in quarantine and answered with an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from careops.db import Database, canonical_json
+from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
+from careops.errors import Forbidden
+from careops.governance.scoping import EVERYWHERE, LocationScope
+from careops.integrations.inbound import fhir_r4
+from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.orchestration.intake import CatalogueCache, IntakeRequest, accept_referral
+from careops.orchestration.quarantine import quarantine
+from careops.settings import Settings
+
+PRINCIPAL = "fhir"
+_TASK_STATUS = {
+    "received": "accepted",
+    "validated": "accepted",
+    "awaiting_authorisation": "accepted",
+    "ready_to_schedule": "accepted",
+    "scheduled": "in-progress",
+    "completed": "completed",
+    "billing_ready": "completed",
+    "invoiced": "completed",
+    "closed": "completed",
+    "on_hold": "on-hold",
+    "cancelled": "rejected",
+}
+
+
+@dataclass
+class FhirAnswer:
+    status: int
+    body: dict[str, Any]
+    location: str | None = None
+
+
+class FhirChannel:
+    def __init__(self, db: Database, settings: Settings, catalogue: CatalogueCache) -> None:
+        self.db = db
+        self.settings = settings
+        self.catalogue = catalogue
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create(
+        self, raw: bytes, if_none_exist: str | None, actor: str, scope: LocationScope = EVERYWHERE
+    ) -> FhirAnswer:
+        """``POST /ServiceRequest``: 201 created, 200 when ``If-None-Exist`` matched, or an error."""
+        return self._measured(raw, actor, lambda: self._create(raw, if_none_exist, scope))
+
+    def bundle(self, raw: bytes, actor: str, scope: LocationScope = EVERYWHERE) -> FhirAnswer:
+        """``POST /`` with a transaction or batch Bundle: its response Bundle, or an error."""
+        return self._measured(raw, actor, lambda: self._bundle(raw, scope))
+
+    def accept(self, raw: bytes, scope: LocationScope = EVERYWHERE) -> FhirAnswer:
+        """Replay: a quarantined resource or Bundle through the channel again (FhirError if refused)."""
+        document = fhir_r4.parse_json(raw)
+        if document.get("resourceType") == "Bundle":
+            return self._bundle(raw, scope)
+        return self._create(raw, None, scope)
+
+    def _measured(self, raw: bytes, actor: str, work: Any) -> FhirAnswer:
+        started = time.perf_counter()
+        metrics = ChannelMetrics("fhir")
+        metrics.received()
+        try:
+            answer: FhirAnswer = work()
+        except fhir_r4.FhirError as error:
+            metrics.finished(False, True, time.perf_counter() - started)
+            return self.refuse(raw, error, actor)
+        metrics.finished(True, False, time.perf_counter() - started)
+        return answer
+
+    def refuse(self, raw: bytes, error: fhir_r4.FhirError, actor: str) -> FhirAnswer:
+        """Keep the payload whole in quarantine; the OperationOutcome names the quarantine id."""
+        quarantine_id = quarantine(
+            self.db,
+            raw=raw[: self.settings.quarantine_max_bytes],
+            content_type=fhir_r4.FHIR_JSON,
+            channel="fhir",
+            reasons=[error.reason],
+            actor=actor,
+        )
+        outcome = error.outcome()
+        outcome["issue"][0]["diagnostics"] += f" (quarantine {quarantine_id})"
+        return FhirAnswer(error.status, outcome)
+
+    def _create(self, raw: bytes, if_none_exist: str | None, scope: LocationScope) -> FhirAnswer:
+        resource = fhir_r4.parse_json(raw)
+        if resource.get("resourceType") != "ServiceRequest":
+            raise fhir_r4.FhirError(400, "invalid", "this endpoint takes a ServiceRequest", "resourceType")
+        fhir_r4.validate(resource, "ServiceRequest")
+        bundle = fhir_r4.Bundle(
+            "batch", [fhir_r4.Entry(0, None, resource, "POST", "ServiceRequest", if_none_exist)]
+        )
+        fhir_r4.check_references(bundle)
+        return self._submit(bundle.entries[0], bundle, scope, if_none_exist)
+
+    def _bundle(self, raw: bytes, scope: LocationScope) -> FhirAnswer:
+        bundle = fhir_r4.read_bundle(fhir_r4.parse_json(raw))
+        fhir_r4.check_references(bundle)
+        referenced = self._referenced(bundle)
+        problems = {entry.index: self._entry_problem(entry, referenced) for entry in bundle.entries}
+        if bundle.kind == "transaction":
+            first = next((p for p in problems.values() if p is not None), None)
+            if first is not None:
+                raise first  # a transaction is all or nothing: nothing was written
+        responses = []
+        for entry in bundle.entries:
+            problem = problems[entry.index]
+            if problem is not None:
+                responses.append({"response": {"status": str(problem.status), "outcome": problem.outcome()}})
+            elif entry.type == "ServiceRequest":
+                try:
+                    answer = self._submit(entry, bundle, scope, entry.if_none_exist)
+                except fhir_r4.FhirError as error:
+                    if bundle.kind == "transaction":
+                        raise
+                    responses.append({"response": {"status": str(error.status), "outcome": error.outcome()}})
+                    continue
+                responses.append(_entry_response(answer))
+            else:
+                responses.append(
+                    {"response": {"status": "200 OK", "outcome": _informational("used as context")}}
+                )
+        kind = f"{bundle.kind}-response"
+        return FhirAnswer(200, {"resourceType": "Bundle", "type": kind, "entry": responses})
+
+    def _referenced(self, bundle: fhir_r4.Bundle) -> set[int]:
+        """Entries a ServiceRequest points at (directly or through a PractitionerRole or Coverage),
+        and documents that point at a ServiceRequest."""
+        found: set[int] = set()
+        ids = {id(entry.resource): entry.index for entry in bundle.entries}
+        pending = [entry.resource for entry in bundle.entries if entry.type == "ServiceRequest"]
+        while pending:
+            resource = pending.pop()
+            for _, target in fhir_r4.references(resource, ""):
+                hit = bundle.resolve({"reference": target}, resource)
+                if hit is not None and ids.get(id(hit)) not in found and id(hit) in ids:
+                    found.add(ids[id(hit)])
+                    pending.append(hit)
+        requests = [entry.resource for entry in bundle.entries if entry.type == "ServiceRequest"]
+        for entry in bundle.entries:
+            if entry.type == "DocumentReference" and any(_points_at(entry, r, bundle) for r in requests):
+                found.add(entry.index)
+        return found
+
+    @staticmethod
+    @staticmethod
+    def _entry_problem(entry: fhir_r4.Entry, referenced: set[int]) -> fhir_r4.FhirError | None:
+        """Why an entry cannot be taken, or None: careops creates referrals, it is no FHIR store."""
+        if entry.method not in ("POST", "PUT"):
+            detail = f"only POST and PUT entries are taken, not {entry.method or 'none'}"
+            return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.request.method")
+        if entry.type not in fhir_r4.ACCEPTED_TYPES:
+            detail = f"careops does not take {entry.type} resources"
+            return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.resource")
+        if entry.type != "ServiceRequest" and entry.index not in referenced:
+            detail = f"careops takes a {entry.type} only as context of a ServiceRequest in the Bundle"
+            return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.resource")
+        try:
+            fhir_r4.validate(entry.resource, f"{entry.path}.resource")
+        except fhir_r4.FhirError as error:
+            return error
+        return None
+
+    def _submit(
+        self, entry: fhir_r4.Entry, bundle: fhir_r4.Bundle, scope: LocationScope, if_none_exist: str | None
+    ) -> FhirAnswer:
+        resource = entry.resource
+        snapshot = self.catalogue.get(self.db)
+        location = self._location(fhir_r4.location_names(resource, bundle), set(snapshot.locations))
+        known = {code for (_, code) in snapshot.services}
+        referral = fhir_r4.referral(resource, bundle, location, known)
+        collection = _collection(resource, bundle)
+        raw = canonical_json(collection).encode()
+        conditional_key = _conditional_key(if_none_exist, entry.path)
+        key = conditional_key or "sha256:" + hashlib.sha256(raw).hexdigest()
+        request = IntakeRequest(
+            raw=raw,
+            content_type=fhir_r4.FHIR_JSON,
+            channel="fhir",
+            principal_id=PRINCIPAL,
+            idempotency_key=key,
+            correlation_id=referral.external_id,
+            scope=scope,
+            sender=(resource.get("requester") or {}).get("display") or referral.referrer.code,
+            conditional=conditional_key is not None,
+        )
+        try:
+            answer = accept_referral(self.db, request, referral, self.settings, self.catalogue)
+        except Forbidden as exc:
+            raise fhir_r4.FhirError(403, "forbidden", exc.detail, f"{entry.path}.resource") from exc
+        item_id = answer.body["intake_item_id"]
+        created = bool(answer.events)  # an earlier answer (same request or identifier) has none
+        stored = {**resource, "id": item_id}
+        return FhirAnswer(201 if created else 200, stored, f"ServiceRequest/{item_id}")
+
+    def _location(self, names: list[str], slugs: set[str]) -> str | None:
+        mapping = {name.lower(): slug for name, slug in self.settings.facility_locations.items()}
+        for name in names:
+            if name.lower() in mapping:
+                return mapping[name.lower()]
+            if name.lower() in slugs:
+                return name.lower()
+        return self.settings.default_location or (names[0][:64] if names else None)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def read(self, service_request_id: str, scope: LocationScope) -> dict[str, Any]:
+        item = self._item(service_request_id, scope)
+        collection = json.loads(item.raw_payload)
+        return {**collection["entry"][0]["resource"], "id": item.id}
+
+    def task(self, based_on: str, scope: LocationScope) -> dict[str, Any]:
+        """``Task?based-on=ServiceRequest/{id}``: a searchset with the referral's processing Task."""
+        service_request_id = based_on.removeprefix("ServiceRequest/")
+        try:
+            item = self._item(service_request_id, scope)
+        except fhir_r4.FhirError:
+            return {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
+        with self.db.sessions() as session:
+            case = session.get(ServiceCase, item.case_id) if item.case_id else None
+            exception = session.scalars(
+                select(ExceptionItem).where(ExceptionItem.intake_item_id == item.id)
+            ).first()
+        if case is not None:
+            status, business = _TASK_STATUS.get(case.status, "accepted"), f"case {case.id}: {case.status}"
+            modified = case.updated_at or case.created_at
+        elif exception is not None:
+            status = "requested"
+            business = "waiting for review: " + ", ".join(exception.reason_codes)
+            modified = exception.created_at
+        else:
+            status, business, modified = "requested", item.status, item.received_at
+        resource = fhir_r4.task(item.id, status, business, modified.isoformat())
+        return {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [{"resource": resource}]}
+
+    def _item(self, service_request_id: str, scope: LocationScope) -> IntakeItem:
+        with self.db.sessions() as session:
+            item = session.get(IntakeItem, service_request_id)
+        hidden = item is not None and item.location_id is not None and not scope.allows(item.location_id)
+        if item is None or item.channel != "fhir" or hidden:
+            raise fhir_r4.FhirError(404, "not-found", "no ServiceRequest with this id")
+        return item
+
+
+def _collection(resource: dict[str, Any], bundle: fhir_r4.Bundle) -> dict[str, Any]:
+    """The ServiceRequest, what it references and the documents that reference it, as kept on its
+    intake item (its raw payload)."""
+    entries: list[dict[str, Any]] = [{"resource": resource}]
+    seen = {id(resource)}
+    for _, target in fhir_r4.references(resource, ""):
+        hit = bundle.resolve({"reference": target}, resource)
+        if hit is not None and id(hit) not in seen:
+            seen.add(id(hit))
+            entries.append({"fullUrl": target, "resource": hit})
+    for entry in bundle.entries:
+        if (
+            entry.type == "DocumentReference"
+            and id(entry.resource) not in seen
+            and _points_at(entry, resource, bundle)
+        ):
+            entries.append({"fullUrl": entry.full_url, "resource": entry.resource})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bundle) -> bool:
+    return any(
+        bundle.resolve({"reference": ref}, entry.resource) is target
+        for _, ref in fhir_r4.references(entry.resource, "")
+    )
+
+
+def _conditional_key(if_none_exist: str | None, path: str) -> str | None:
+    """``identifier=[system|]value`` as an idempotency key; other searches are not supported."""
+    if not if_none_exist:
+        return None
+    name, _, value = if_none_exist.partition("=")
+    if name != "identifier" or not value:
+        raise fhir_r4.FhirError(
+            400,
+            "not-supported",
+            "If-None-Exist supports only identifier=[system|]value",
+            f"{path}.request.ifNoneExist",
+        )
+    return f"identifier:{value.split('|')[-1]}"[:255]
+
+
+def _entry_response(answer: FhirAnswer) -> dict[str, Any]:
+    status = "201 Created" if answer.status == 201 else "200 OK"
+    return {"fullUrl": answer.location, "response": {"status": status, "location": answer.location}}
+
+
+def _informational(text: str) -> dict[str, Any]:
+    return fhir_r4.operation_outcome("information", "informational", text)

@@ -1,0 +1,443 @@
+"""FHIR R4 resources in: validation (fhir.resources), references, mapping to the intake model, and
+the FHIR shapes careops answers with (OperationOutcome, Task, CapabilityStatement).
+
+Validation uses the R4B models of ``fhir.resources`` (R4B differs from R4 4.0.1 in none of the
+elements read here). Nothing in this module touches the database; ``fhir_channel`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn, normalise_code
+
+FHIR_JSON = "application/fhir+json"
+# What a referral Bundle may hold: the request and what it points at.
+CONTEXT_TYPES = frozenset(
+    {"Patient", "Practitioner", "PractitionerRole", "Organization", "Coverage", "Location"}
+)
+ACCEPTED_TYPES = frozenset({"ServiceRequest", "DocumentReference", *CONTEXT_TYPES})
+_PRIORITY = {"routine": "routine", "urgent": "urgent", "asap": "urgent", "stat": "stat"}
+_GENDER = {"male": "male", "female": "female", "other": "other", "unknown": "unknown"}
+_REFERENCE = re.compile(
+    r"^(?:(?P<base>https?://\S+?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$"
+)
+
+
+class FhirError(Exception):
+    """A request careops refuses, as an OperationOutcome: HTTP status, issue code, where, and why."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        expression: str | None = None,
+        more: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+        self.expression = expression
+        self.more = more or []  # further (diagnostics, expression) issues of the same kind
+
+    def outcome(self) -> dict[str, Any]:
+        outcome = operation_outcome("error", self.code, self.diagnostics, self.expression)
+        outcome["issue"] += [
+            {"severity": "error", "code": self.code, "diagnostics": text, "expression": [where]}
+            for text, where in self.more
+        ]
+        return outcome
+
+    @property
+    def reason(self) -> str:
+        where = f":{self.expression}" if self.expression else ""
+        return f"fhir:{self.code}{where}"[:200]
+
+
+def operation_outcome(
+    severity: str, code: str, diagnostics: str, expression: str | None = None
+) -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FhirError(400, "structure", f"the body is not JSON: {type(exc).__name__}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
+        raise FhirError(400, "structure", "the body is not a FHIR resource (no resourceType)", "resourceType")
+    return document
+
+
+def validate(resource: dict[str, Any], path: str) -> None:
+    """Check a resource against its FHIR R4 model and required code bindings; 400 naming every
+    offending element (the first in ``expression``, the others as further issues)."""
+    resource_type = resource.get("resourceType")
+    try:
+        model = get_fhir_model_class(str(resource_type))
+    except (KeyError, ValueError) as exc:
+        raise FhirError(
+            400, "not-supported", f"unknown resource type {resource_type!r}", f"{path}.resourceType"
+        ) from exc
+    issues = _code_issues(resource, path)
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        issues += [
+            (str(e.get("msg", "invalid")), _expression(path, e.get("loc", ()))) for e in exc.errors()[:20]
+        ]
+    if issues:
+        (first, where), more = issues[0], issues[1:]
+        raise FhirError(400, "invalid", first, where, more)
+
+
+# Elements with a required binding that the models do not check (R4 4.0.1 value sets).
+_REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
+    ("ServiceRequest", "status"): frozenset(
+        {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
+    ),
+    ("ServiceRequest", "intent"): frozenset(
+        {
+            "proposal",
+            "plan",
+            "directive",
+            "order",
+            "original-order",
+            "reflex-order",
+            "filler-order",
+            "instance-order",
+            "option",
+        }
+    ),
+    ("ServiceRequest", "priority"): frozenset({"routine", "urgent", "asap", "stat"}),
+    ("Observation", "status"): frozenset(
+        {
+            "registered",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
+    ),
+    ("DocumentReference", "status"): frozenset({"current", "superseded", "entered-in-error"}),
+    ("Coverage", "status"): frozenset({"active", "cancelled", "draft", "entered-in-error"}),
+    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
+    ("Practitioner", "gender"): frozenset({"male", "female", "other", "unknown"}),
+}
+
+
+def _code_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    kind = str(resource.get("resourceType"))
+    issues = []
+    for (resource_type, element), codes in _REQUIRED_CODES.items():
+        value = resource.get(element)
+        if resource_type == kind and value is not None and value not in codes:
+            issues.append((f"{value!r} is not a valid {kind}.{element} code", f"{path}.{element}"))
+    return issues
+
+
+def _expression(path: str, location: tuple[Any, ...]) -> str:
+    """A pydantic error location as a FHIRPath-like expression: ``Bundle.entry[1].resource.status``."""
+    expression = path
+    for part in location:
+        if isinstance(part, int):
+            expression += f"[{part}]"
+        elif not str(part).startswith("function-"):
+            expression += f".{part}"
+    return expression
+
+
+@dataclass
+class Entry:
+    index: int
+    full_url: str | None
+    resource: dict[str, Any]
+    method: str
+    url: str
+    if_none_exist: str | None
+
+    @property
+    def path(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+    @property
+    def type(self) -> str:
+        return str(self.resource.get("resourceType"))
+
+
+@dataclass
+class Bundle:
+    kind: str  # transaction | batch
+    entries: list[Entry]
+    _index: dict[str, Entry] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for entry in self.entries:
+            if entry.full_url:
+                self._index[entry.full_url] = entry
+            if entry.resource.get("id"):
+                self._index[f"{entry.type}/{entry.resource['id']}"] = entry
+
+    def resolve(
+        self, reference: dict[str, Any] | None, resource: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The resource a Reference points at: a contained one (#id), an entry by fullUrl or Type/id."""
+        if not reference or not isinstance(reference.get("reference"), str):
+            return None
+        target = reference["reference"]
+        if target.startswith("#") and resource is not None:
+            return next((c for c in resource.get("contained", []) if c.get("id") == target[1:]), None)
+        found = self._index.get(target)
+        if found is None:
+            match = _REFERENCE.match(target)
+            found = self._index.get(f"{match['type']}/{match['id']}") if match else None
+        return found.resource if found else None
+
+
+def read_bundle(document: dict[str, Any]) -> Bundle:
+    """A transaction or batch Bundle, validated, with every entry's request checked."""
+    validate(document, "Bundle")
+    kind = document.get("type")
+    if kind not in ("transaction", "batch"):
+        raise FhirError(400, "invalid", "the Bundle's type must be transaction or batch", "Bundle.type")
+    entries = []
+    for index, raw_entry in enumerate(document.get("entry") or []):
+        resource = raw_entry.get("resource")
+        request = raw_entry.get("request") or {}
+        path = f"Bundle.entry[{index}]"
+        method = str(request.get("method", "")).upper()
+        if not isinstance(resource, dict):
+            if method in ("POST", "PUT"):
+                raise FhirError(400, "required", f"a {method} entry needs a resource", f"{path}.resource")
+            resource = {"resourceType": str(request.get("url", "")).split("/")[0].split("?")[0] or "(none)"}
+        entries.append(
+            Entry(
+                index,
+                raw_entry.get("fullUrl"),
+                resource,
+                method,
+                str(request.get("url", "")),
+                request.get("ifNoneExist"),
+            )
+        )
+    return Bundle(kind, entries)
+
+
+def check_references(bundle: Bundle) -> None:
+    """400 for a reference that is neither local, ``Type/id`` nor ``Type?search`` of a real type."""
+    for entry in bundle.entries:
+        for where, target in references(entry.resource, entry.path + ".resource"):
+            if target.startswith(("#", "urn:uuid:", "urn:oid:")) or _REFERENCE.match(target):
+                continue
+            type_name = target.split("?", 1)[0]
+            try:
+                get_fhir_model_class(type_name)
+            except (KeyError, ValueError) as exc:
+                raise FhirError(
+                    400, "invalid", f"the reference {target!r} names no resource type", where
+                ) from exc
+
+
+def references(node: Any, path: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                found.append((f"{path}.reference", value))
+            elif key != "contained":
+                found.extend(references(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(references(value, f"{path}[{i}]"))
+    return found
+
+
+def referral(
+    request: dict[str, Any], bundle: Bundle, location: str | None, known_service: set[str] | None = None
+) -> ReferralIn:
+    """A ServiceRequest (with what it references) as a referral for ``location``."""
+    patient_resource = bundle.resolve(request.get("subject"), request)
+    codes = [c.get("code") for c in (request.get("code") or {}).get("coding", []) if c.get("code")]
+    text = (request.get("code") or {}).get("text")
+    candidates = [*codes, *([text] if text else [])]
+    service = next((c for c in candidates if known_service and normalise_code(c) in known_service), None)
+    service = service or (candidates[0] if candidates else None)
+    coverage = next(
+        (
+            bundle.resolve(ref, request)
+            for ref in request.get("insurance", [])
+            if bundle.resolve(ref, request)
+        ),
+        None,
+    )
+    notes = [n.get("text", "") for n in request.get("note", [])] + [
+        r.get("text", "") for r in request.get("reasonCode", [])
+    ]
+    return ReferralIn(
+        location=location,
+        service_code=service[:64] if service else None,
+        priority=_PRIORITY.get(str(request.get("priority", "routine"))),
+        patient=patient(patient_resource) if patient_resource else PatientIn(),
+        referrer=_referrer(bundle.resolve(request.get("requester"), request), bundle),
+        payer_code=_payer(coverage, bundle, request),
+        member_id=_member_id(coverage),
+        external_id=_first_identifier(request),
+        clinical_notes="\n".join(n for n in notes if n)[:20_000] or None,
+    )
+
+
+def patient(resource: dict[str, Any]) -> PatientIn:
+    names = resource.get("name") or [{}]
+    name = next((n for n in names if n.get("use") == "official"), names[0])
+    telecom = resource.get("telecom") or []
+    phone = next((t.get("value") for t in telecom if t.get("system") == "phone" and t.get("value")), None)
+    email = next((t.get("value") for t in telecom if t.get("system") == "email" and t.get("value")), None)
+    return PatientIn(
+        mrn=_medical_record_number(resource),
+        given_name=" ".join(name.get("given") or [])[:200] or None,
+        family_name=(name.get("family") or "")[:200] or None,
+        birth_date=resource.get("birthDate"),
+        sex=_GENDER.get(str(resource.get("gender"))),
+        phone=phone[:64] if phone else None,
+        email=email[:200] if email else None,
+    )
+
+
+def _medical_record_number(resource: dict[str, Any]) -> str | None:
+    identifiers = [i for i in resource.get("identifier") or [] if i.get("value")]
+    typed = [
+        i for i in identifiers if any(c.get("code") == "MR" for c in (i.get("type") or {}).get("coding", []))
+    ]
+    chosen = (typed or identifiers or [None])[0]
+    return str(chosen["value"])[:64] if chosen else None
+
+
+def _first_identifier(resource: dict[str, Any] | None) -> str | None:
+    if not resource:
+        return None
+    value = next((i.get("value") for i in resource.get("identifier") or [] if i.get("value")), None)
+    return str(value)[:64] if value else None
+
+
+def _referrer(requester: dict[str, Any] | None, bundle: Bundle) -> ReferrerIn:
+    if requester and requester.get("resourceType") == "PractitionerRole":
+        requester = bundle.resolve(requester.get("practitioner"), requester) or requester
+    if not requester:
+        return ReferrerIn()
+    names = requester.get("name") or []
+    name = names[0] if isinstance(names, list) and names else {}
+    if isinstance(names, str):  # Organization.name
+        display = names
+    else:
+        display = " ".join([*(name.get("given") or []), name.get("family") or ""]).strip()
+    return ReferrerIn(code=_first_identifier(requester), name=display[:200] or None)
+
+
+def _payer(coverage: dict[str, Any] | None, bundle: Bundle, request: dict[str, Any]) -> str | None:
+    if not coverage:
+        return None
+    for payor in coverage.get("payor") or []:
+        organisation = bundle.resolve(payor, coverage)
+        code = _first_identifier(organisation) or (payor.get("identifier") or {}).get("value")
+        if code:
+            return str(code)[:64]
+    return None
+
+
+def _member_id(coverage: dict[str, Any] | None) -> str | None:
+    if not coverage:
+        return None
+    value = coverage.get("subscriberId") or _first_identifier(coverage)
+    return str(value)[:64] if value else None
+
+
+def location_names(request: dict[str, Any], bundle: Bundle) -> list[str]:
+    """Where a request is for, most specific first: its Location, performer, then the patient's
+    managing organisation (names and identifiers, to match against slugs and the mapping)."""
+    names: list[str] = []
+    candidates = [
+        *(bundle.resolve(ref, request) for ref in request.get("locationReference", [])),
+        *(bundle.resolve(ref, request) for ref in request.get("performer", [])),
+    ]
+    subject = bundle.resolve(request.get("subject"), request)
+    if subject:
+        candidates.append(bundle.resolve(subject.get("managingOrganization"), subject))
+    for resource in candidates:
+        if resource:
+            names += [
+                v for v in (_first_identifier(resource), resource.get("name")) if isinstance(v, str) and v
+            ]
+    for ref in [*request.get("locationReference", []), *request.get("performer", [])]:
+        if isinstance(ref.get("display"), str):
+            names.append(ref["display"])
+    return names
+
+
+def task(service_request_id: str, status: str, business_status: str, last_modified: str) -> dict[str, Any]:
+    """The processing status of a referral as a FHIR Task based on its ServiceRequest."""
+    return {
+        "resourceType": "Task",
+        "id": service_request_id,
+        "status": status,
+        "intent": "order",
+        "basedOn": [{"reference": f"ServiceRequest/{service_request_id}"}],
+        "focus": {"reference": f"ServiceRequest/{service_request_id}"},
+        "businessStatus": {"text": business_status},
+        "lastModified": last_modified,
+    }
+
+
+def capability_statement(version: str) -> dict[str, Any]:
+    """Exactly what careops's FHIR endpoint supports."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-12-01",
+        "kind": "instance",
+        "software": {"name": "careops", "version": version},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {"description": "Bearer API token (careops token create)"},
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "resource": [
+                    {
+                        "type": "ServiceRequest",
+                        "interaction": [{"code": "create"}, {"code": "read"}],
+                        "conditionalCreate": True,
+                        "documentation": "A referral: becomes a case, an exception item or a duplicate link.",
+                    },
+                    {
+                        "type": "Task",
+                        "interaction": [{"code": "search-type"}],
+                        "searchParam": [{"name": "based-on", "type": "reference"}],
+                        "documentation": "The processing status of a referral (read-only).",
+                    },
+                    *(
+                        {
+                            "type": name,
+                            "documentation": "Accepted in a Bundle as context of a ServiceRequest.",
+                        }
+                        for name in sorted(CONTEXT_TYPES | {"DocumentReference"})
+                    ),
+                ],
+            }
+        ],
+    }

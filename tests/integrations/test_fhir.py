@@ -1,0 +1,296 @@
+"""The FHIR R4 channel over HTTP, every sample file, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from careops.db import Database
+from careops.domain.models import IntakeItem, Patient, ServiceCase
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir"
+FHIR = {"Content-Type": "application/fhir+json"}
+# Converted HL7 batches: each ServiceRequest is taken; unsupported entries get 422, not the Bundle.
+BATCHES = [
+    "ADT-A04-01-converted-bundle.json",
+    "OMG-O19-01-converted-bundle.json",
+    "OML-O21-01-converted-bundle.json",
+    "ORM-O01-01-converted-bundle.json",
+    "REF-I12-01-converted-bundle.json",
+    "SIU-S12-01-converted-bundle.json",
+]
+# (status, OperationOutcome issue code, expression) for what careops refuses.
+REFUSED = {
+    "Bundle-Transaction.json": (422, "not-supported", "Bundle.entry[0].resource"),
+    "Bundle-TransactionWithValidBundleEntry.json": (422, "not-supported", "Bundle.entry[0].resource"),
+    "Bundle-TransactionWithConditionalCreateAndReference.json": (
+        400,
+        "invalid",
+        "Bundle.entry[1].resource.series[0]",
+    ),
+    "invalid/Bundle-TransactionWithInvalidResourceType.json": (
+        400,
+        "invalid",
+        "Bundle.entry[0].resource.subject",
+    ),
+    "invalid/Bundle-TypeMissing.json": (400, "invalid", "Bundle.type"),
+    "invalid/ObservationWithInvalidStatus.json": (400, "invalid", "Observation.status"),
+    "Organization.json": (404, "not-supported", "Organization"),
+    "Patient-f001.json": (404, "not-supported", "Patient"),
+    "coverage-example.json": (404, "not-supported", "Coverage"),
+    "documentreference-example.json": (404, "not-supported", "DocumentReference"),
+    "practitioner-example.json": (404, "not-supported", "Practitioner"),
+    "task-example1.json": (404, "not-supported", "Task"),
+}
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((SAMPLES / name).read_bytes().decode("utf-8-sig")))
+
+
+def endpoint(document: dict[str, Any]) -> str:
+    kind = document["resourceType"]
+    return "/fhir/r4" if kind == "Bundle" else f"/fhir/r4/{kind}"
+
+
+def fhir_items(db: Database, status: str | None = None) -> int:
+    query = select(func.count()).select_from(IntakeItem).where(IntakeItem.channel == "fhir")
+    if status:
+        query = query.where(IntakeItem.status == status)
+    with db.sessions() as session:
+        return session.scalar(query) or 0
+
+
+def test_every_sample_is_classified() -> None:
+    names = {str(p.relative_to(SAMPLES)) for p in SAMPLES.rglob("*.json")}
+    assert names == {*BATCHES, *REFUSED, "servicerequest-example.json"}
+
+
+@pytest.mark.parametrize("name", BATCHES)
+def test_converted_batches_create_one_intake_item_per_service_request(
+    client: TestClient, db: Database, name: str
+) -> None:
+    document = load(name)
+    answer = client.post("/fhir/r4", content=(SAMPLES / name).read_bytes(), headers=FHIR)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/fhir+json")
+    body = answer.json()
+    assert body["type"] == "batch-response"
+    assert len(body["entry"]) == len(document["entry"])
+    requests = [e for e in document["entry"] if e["resource"]["resourceType"] == "ServiceRequest"]
+    created = [e for e in body["entry"] if e["response"]["status"] == "201 Created"]
+    assert len(created) == len(requests) == fhir_items(db)
+    refused = [e for e in body["entry"] if e["response"]["status"] == "422"]
+    assert all(e["response"]["outcome"]["issue"][0]["code"] == "not-supported" for e in refused)
+    again = client.post("/fhir/r4", content=(SAMPLES / name).read_bytes(), headers=FHIR).json()
+    assert [e["response"]["status"] for e in again["entry"] if e["response"].get("location")] == [
+        "200 OK"
+    ] * len(requests)
+    assert fhir_items(db) == len(requests)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_samples_get_a_precise_operation_outcome_and_are_kept(
+    client: TestClient, db: Database, name: str
+) -> None:
+    status, code, expression = REFUSED[name]
+    answer = client.post(endpoint(load(name)), content=(SAMPLES / name).read_bytes(), headers=FHIR)
+    assert answer.status_code == status
+    issues = answer.json()["issue"]
+    assert (issues[0]["severity"], issues[0]["code"]) == ("error", code)
+    assert any(issue["expression"][0].startswith(expression) for issue in issues)
+    assert "quarantine" in issues[0]["diagnostics"]
+    assert fhir_items(db, "quarantined") == 1
+    assert fhir_items(db) == 1
+
+
+def test_the_example_service_request_is_created_and_read_back(client: TestClient) -> None:
+    created = client.post(
+        "/fhir/r4/ServiceRequest",
+        content=(SAMPLES / "servicerequest-example.json").read_bytes(),
+        headers=FHIR,
+    )
+    assert created.status_code == 201
+    location = created.headers["location"]
+    read = client.get(f"/fhir/r4/{location}")
+    assert read.status_code == 200
+    assert read.json()["code"]["coding"][0]["code"] == "303653007"
+    task = client.get("/fhir/r4/Task", params={"based-on": location}).json()
+    assert task["total"] == 1
+    assert task["entry"][0]["resource"]["status"] == "requested"
+    assert "missing_field:patient" in task["entry"][0]["resource"]["businessStatus"]["text"]
+
+
+def referral_bundle(kind: str = "transaction") -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p1",
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "MRN-F1"}],
+                    "name": [{"use": "official", "family": "Doe", "given": ["Jane"]}],
+                    "birthDate": "1980-04-12",
+                    "gender": "female",
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:d1",
+                "resource": {
+                    "resourceType": "Practitioner",
+                    "identifier": [{"value": "GP-001"}],
+                    "name": [{"family": "Jones"}],
+                },
+                "request": {"method": "POST", "url": "Practitioner"},
+            },
+            {
+                "fullUrl": "urn:uuid:s1",
+                "resource": {
+                    "resourceType": "ServiceRequest",
+                    "status": "active",
+                    "intent": "order",
+                    "identifier": [{"system": "https://clinic.example", "value": "R-1"}],
+                    "code": {
+                        "coding": [{"system": "http://loinc.org", "code": "unknown"}, {"code": "71046"}]
+                    },
+                    "subject": {"reference": "urn:uuid:p1"},
+                    "requester": {"reference": "urn:uuid:d1"},
+                    "locationReference": [{"display": "north"}],
+                    "priority": "urgent",
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "ServiceRequest",
+                    "ifNoneExist": "identifier=https://clinic.example|R-1",
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:doc1",
+                "resource": {
+                    "resourceType": "DocumentReference",
+                    "status": "current",
+                    "subject": {"reference": "urn:uuid:p1"},
+                    "context": {"related": [{"reference": "urn:uuid:s1"}]},
+                    "content": [{"attachment": {"contentType": "application/pdf", "data": "JVBERi0xLjQK"}}],
+                },
+                "request": {"method": "POST", "url": "DocumentReference"},
+            },
+        ],
+    }
+
+
+def test_a_transaction_creates_the_case_with_its_patient_and_referrer(
+    client: TestClient, db: Database
+) -> None:
+    answer = client.post("/fhir/r4", json=referral_bundle(), headers=FHIR)
+    assert answer.status_code == 200
+    statuses = [e["response"]["status"] for e in answer.json()["entry"]]
+    assert statuses == ["200 OK", "200 OK", "201 Created", "200 OK"]
+    location = answer.json()["entry"][2]["response"]["location"]
+    with db.sessions() as session:
+        case = session.scalars(select(ServiceCase)).one()
+        patient = session.get(Patient, case.patient_id)
+        item = session.get(IntakeItem, location.split("/")[1])
+    assert patient is not None and (patient.mrn, patient.family_name) == ("MRN-F1", "Doe")
+    assert case.priority == "urgent"
+    assert item is not None and item.case_id == case.id
+    kept = [e["resource"]["resourceType"] for e in json.loads(item.raw_payload)["entry"]]
+    assert kept == ["ServiceRequest", "Patient", "Practitioner", "DocumentReference"]
+    task = client.get("/fhir/r4/Task", params={"based-on": location}).json()["entry"][0]["resource"]
+    assert task["status"] == "accepted"
+    assert case.id in task["businessStatus"]["text"]
+
+
+def test_if_none_exist_makes_the_create_conditional(client: TestClient, db: Database) -> None:
+    request = referral_bundle()["entry"][2]["resource"]
+    request["contained"] = [
+        {
+            "resourceType": "Patient",
+            "id": "p",
+            "identifier": [{"value": "MRN-C"}],
+            "name": [{"family": "Roe", "given": ["Ann"]}],
+            "birthDate": "1975-01-02",
+        }
+    ]
+    request["subject"] = {"reference": "#p"}
+    request.pop("requester")
+    headers = {**FHIR, "If-None-Exist": "identifier=https://clinic.example|R-1"}
+    first = client.post("/fhir/r4/ServiceRequest", json=request, headers=headers)
+    request["note"] = [{"text": "sent again, a little different"}]
+    second = client.post("/fhir/r4/ServiceRequest", json=request, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.headers["location"] == second.headers["location"]
+    assert fhir_items(db) == 1
+    unsupported = client.post(
+        "/fhir/r4/ServiceRequest", json=request, headers={**FHIR, "If-None-Exist": "_id=5"}
+    )
+    assert unsupported.status_code == 400
+    assert unsupported.json()["issue"][0]["code"] == "not-supported"
+
+
+def test_a_transaction_with_one_bad_entry_writes_nothing_but_a_batch_keeps_the_rest(
+    client: TestClient, db: Database
+) -> None:
+    bundle = referral_bundle()
+    bundle["entry"].append(
+        {
+            "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+            "request": {"method": "POST", "url": "Observation"},
+        }
+    )
+    refused = client.post("/fhir/r4", json=bundle, headers=FHIR)
+    assert refused.status_code == 422
+    assert refused.json()["issue"][0]["expression"] == ["Bundle.entry[4].resource"]
+    assert fhir_items(db) == 1 and fhir_items(db, "quarantined") == 1
+    bundle["type"] = "batch"
+    answer = client.post("/fhir/r4", json=bundle, headers=FHIR)
+    assert [e["response"]["status"] for e in answer.json()["entry"]][2:] == ["201 Created", "200 OK", "422"]
+
+
+def test_transport_errors_are_operation_outcomes(client: TestClient) -> None:
+    broken = client.post("/fhir/r4/ServiceRequest", content=b'{"resourceType": ', headers=FHIR)
+    assert broken.status_code == 400 and broken.json()["issue"][0]["code"] == "structure"
+    assert client.post("/fhir/r4", content=b"{}", headers={"Content-Type": "text/xml"}).status_code == 415
+    anonymous = client.get("/fhir/r4/metadata", headers={"Authorization": ""})
+    assert anonymous.status_code == 401 and anonymous.json()["resourceType"] == "OperationOutcome"
+    assert client.get("/fhir/r4/ServiceRequest/nope").status_code == 404
+    assert client.get("/fhir/r4/Task").status_code == 400
+    capability = client.get("/fhir/r4/metadata").json()
+    assert capability["fhirVersion"] == "4.0.1"
+    assert {r["type"] for r in capability["rest"][0]["resource"]} >= {"ServiceRequest", "Task"}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.fixed_dictionaries(
+        {"resourceType": st.sampled_from(["Bundle", "ServiceRequest", "Patient"])},
+        optional={
+            "type": st.sampled_from(["transaction", "batch", "x"]),
+            "entry": json_values,
+            "subject": json_values,
+        },
+    )
+)
+def test_fuzzed_resources_never_get_a_500(client: TestClient, body: dict[str, Any]) -> None:
+    path = "/fhir/r4" if body["resourceType"] == "Bundle" else "/fhir/r4/ServiceRequest"
+    answer = client.post(path, content=json.dumps(body).encode(), headers=FHIR)
+    assert answer.status_code < 500, answer.text
