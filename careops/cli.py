@@ -33,6 +33,8 @@ token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_h
 app.add_typer(token_app, name="token")
 audit_app = typer.Typer(help="Seal, verify and export the tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+intake_app = typer.Typer(help="Import referrals from files (saved emails).", no_args_is_help=True)
+app.add_typer(intake_app, name="intake")
 quarantine_app = typer.Typer(
     help="Inspect, replay and discard rejected payloads kept in quarantine.", no_args_is_help=True
 )
@@ -61,6 +63,12 @@ def cli_actor() -> str:
 MllpPortOption = Annotated[
     int | None,
     typer.Option("--mllp-port", help="Also listen for HL7 v2 over MLLP on this port (CAREOPS_MLLP_PORT)."),
+]
+
+
+SmtpPortOption = Annotated[
+    int | None,
+    typer.Option("--smtp-port", help="Also take referral emails over SMTP on this port (CAREOPS_SMTP_PORT)."),
 ]
 
 
@@ -301,20 +309,18 @@ def _ready_database(settings: Settings) -> Database:
 
 
 def _inbound_listeners(settings: Settings) -> list[Listener]:
-    """The network listeners the worker runs: MLLP when ``CAREOPS_MLLP_PORT`` is set."""
-    if settings.mllp_port is None:
+    """The network listeners a worker runs: MLLP and SMTP when their ports are set."""
+    if settings.mllp_port is None and settings.smtp_port is None:
         return []
-    from careops.integrations.inbound.hl7_channel import Hl7Channel
-    from careops.integrations.inbound.mllp import start_mllp
+    from careops.integrations.inbound.channels import Inbound
     from careops.orchestration.intake import CatalogueCache
 
-    async def mllp(db: Database) -> asyncio.Server:
-        channel = Hl7Channel(db, settings, CatalogueCache(settings.reference_cache_seconds))
-        assert settings.mllp_port is not None
-        server = await start_mllp(channel, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes)
-        return server
+    async def listen(db: Database) -> list[asyncio.Server]:
+        return await Inbound.build(db, settings, CatalogueCache(settings.reference_cache_seconds)).listen(
+            settings
+        )
 
-    return [mllp]
+    return [listen]
 
 
 def _worker_process(parent_pid: int) -> None:
@@ -343,11 +349,12 @@ def serve(
         typer.Option("--embedded-worker/--no-embedded-worker", help="Run the dispatcher and workflows too."),
     ] = True,
     mllp_port: MllpPortOption = None,
+    smtp_port: SmtpPortOption = None,
 ) -> None:
     """Serve the API (and, by default, the dispatcher and durable workflows in a child process)."""
     import uvicorn
 
-    settings = _settings(workers=workers, mllp_port=mllp_port)
+    settings = _settings(workers=workers, mllp_port=mllp_port, smtp_port=smtp_port)
     settings.check_production(processes=settings.workers + (1 if embedded_worker else 0))
     if settings.is_sqlite and settings.workers > 1:
         err.print(
@@ -357,10 +364,14 @@ def serve(
     os.environ["CAREOPS_DATABASE_URL"] = settings.database_url
     if settings.mllp_port is not None:
         os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
+    if settings.smtp_port is not None:
+        os.environ["CAREOPS_SMTP_PORT"] = str(settings.smtp_port)
     worker = start_embedded_worker() if embedded_worker else None
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     if settings.mllp_port is not None:
         err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
+    if settings.smtp_port is not None:
+        err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
     try:
         uvicorn.run(
             "careops.api.app:create_app",
@@ -382,6 +393,32 @@ def _inbound(settings: Settings) -> Inbound:
     from careops.orchestration.intake import CatalogueCache
 
     return Inbound.build(_ready_database(settings), settings, CatalogueCache(0))
+
+
+@intake_app.command("eml")
+def intake_eml(
+    files: Annotated[
+        list[Path], typer.Argument(help="Saved emails (.eml), RFC 5322.", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Take saved emails through the email channel, as if they had arrived by SMTP (one line each)."""
+    from rich.progress import track
+
+    from careops.integrations.inbound.email_channel import EmailRefused
+
+    email = _inbound(get_settings()).email
+    refused = 0
+    for path in track(files, description="importing", console=err, transient=True):
+        try:
+            answer = email.receive(path.read_bytes(), transport="file")
+        except EmailRefused as exc:
+            refused += 1
+            sys.stdout.write(f"{path}\tquarantined\t{exc.reason}\n")
+            continue
+        body = answer.body
+        detail = ", ".join(body.get("reason_codes", [])) or body.get("case_id", "")
+        sys.stdout.write(f"{path}\t{body['outcome']}\t{body['intake_item_id']}\t{detail}\n")
+    err.print(f"{len(files) - refused} taken, {refused} quarantined")
 
 
 @quarantine_app.command("list")
@@ -444,16 +481,18 @@ def quarantine_discard(
 
 
 @app.command()
-def worker(mllp_port: MllpPortOption = None) -> None:
+def worker(mllp_port: MllpPortOption = None, smtp_port: SmtpPortOption = None) -> None:
     """Run only the dispatcher and durable workflows (scale-out: start several on PostgreSQL)."""
     from careops.orchestration.worker import run_worker
 
-    settings = _settings(mllp_port=mllp_port)
+    settings = _settings(mllp_port=mllp_port, smtp_port=smtp_port)
     settings.check_production(processes=2)
     _ready_database(settings).dispose()
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
     if settings.mllp_port is not None:
         err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
+    if settings.smtp_port is not None:
+        err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
     try:
         asyncio.run(run_worker(settings, listeners=_inbound_listeners(settings)))
     except KeyboardInterrupt:

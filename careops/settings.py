@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     mllp_max_bytes: int = Field(
         1024 * 1024, description="Largest MLLP frame; larger ones are quarantined and NAKed."
     )
+    smtp_host: str = Field("127.0.0.1", description="Interface the SMTP listener binds to.")
+    smtp_port: int | None = Field(
+        None, description="Start the SMTP listener for referral emails on this port."
+    )
+    smtp_max_bytes: int = Field(
+        25 * 1024 * 1024, description="Largest email the SMTP listener accepts (552 above)."
+    )
+    email_allowed_senders: list[str] = Field(
+        default_factory=list,
+        description="Addresses or @domains whose emails are taken; empty: every sender.",
+    )
     date_order: Literal["DMY", "MDY"] = Field("DMY", description="How to read 01/02/1980-style dates.")
 
     @classmethod

@@ -12,12 +12,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from careops import __version__
-from careops.api import cases, exceptions, fhir, health, hl7, problems, quarantine, referrals
+from careops.api import cases, documents, exceptions, fhir, health, hl7, problems, quarantine, referrals
 from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.channels import Inbound
-from careops.integrations.inbound.mllp import start_mllp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
 
@@ -35,15 +34,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         # PostgreSQL backend started and torn down), which cost a third of the throughput at 50
         # connections (bench/RESULTS.md).
         to_thread.current_default_thread_limiter().total_tokens = db.pool_size
-        # Every HTTP worker process also listens for MLLP (the kernel spreads the connections).
-        mllp = None
-        if settings.mllp_port is not None:
-            mllp = await start_mllp(
-                app.state.inbound.hl7, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes
-            )
+        # Every HTTP worker process also listens for MLLP and SMTP when asked (shared ports: the
+        # kernel spreads the connections).
+        servers = await app.state.inbound.listen(settings)
         yield
-        if mllp is not None:
-            mllp.close()
+        for server in servers:
+            server.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -59,7 +55,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.inbound = Inbound.build(db, settings, app.state.catalogue)
     problems.install(app)
     app.add_middleware(SecurityHeaders)
-    routers = [module.router for module in (health, referrals, hl7, fhir, cases, exceptions, quarantine)]
+    routers = [
+        module.router for module in (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine)
+    ]
     for router in routers:
         app.include_router(router)
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -199,6 +200,22 @@ class ServiceCase(Base):
     held_from: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Document(Base):
+    """A file that came with an intake item (an email attachment, a form upload, a FHIR
+    DocumentReference): kept whole, with its text when it could be extracted (PDF, plain text)."""
+
+    __tablename__ = "document"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    intake_item_id: Mapped[str] = mapped_column(ForeignKey("intake_item.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Task(Base):

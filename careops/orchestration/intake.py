@@ -26,6 +26,7 @@ from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
 from careops.domain.models import (
     Base,
+    Document,
     ExceptionItem,
     IntakeItem,
     ServiceCase,
@@ -37,12 +38,14 @@ from careops.domain.reference import Catalogue, ReferencedRecords
 from careops.domain.referrals import NormalisedReferral, ReferralIn, missing_fields, normalise
 from careops.errors import DuplicateRequest, Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
+from careops.orchestration.quarantine import readable
 from careops.settings import Settings
 
 INTAKE_QUEUE = "intake"
 _intake_items = Base.metadata.tables[IntakeItem.__tablename__]
 _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
+_documents = Base.metadata.tables[Document.__tablename__]
 
 
 _ITEM_STATUS = {
@@ -75,6 +78,16 @@ class Evaluation:
     reasons: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file that came with a request; stored as a document of its intake item, in its transaction."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    text: str | None = None
+
+
 @dataclass
 class IntakeRequest:
     raw: bytes
@@ -88,6 +101,7 @@ class IntakeRequest:
     # A conditional create (FHIR If-None-Exist): what exists under the key is the answer, whatever
     # the body, instead of 409.
     conditional: bool = False
+    attachments: tuple[Attachment, ...] = ()
 
     @cached_property
     def sha256(self) -> str:
@@ -206,6 +220,7 @@ def _accept(
     )
     if exception_row is not None:
         connection.execute(insert(_exceptions), exception_row)
+    insert_documents(connection, item_id, request.attachments)
     received = Event(
         EventType.REFERRAL_RECEIVED,
         subject_type="intake_item",
@@ -216,6 +231,29 @@ def _accept(
     )
     record_events(connection, received, *answer.events)
     return answer
+
+
+def insert_documents(connection: Connection, item_id: str, attachments: tuple[Attachment, ...]) -> None:
+    if not attachments:
+        return
+    now = utcnow()
+    connection.execute(
+        insert(_documents),
+        [
+            {
+                "id": new_id(),
+                "intake_item_id": item_id,
+                "filename": a.filename[:255],
+                "content_type": a.content_type[:100],
+                "size_bytes": len(a.content),
+                "sha256": hashlib.sha256(a.content).hexdigest(),
+                "content": a.content,
+                "text": a.text,
+                "created_at": now,
+            }
+            for a in attachments
+        ],
+    )
 
 
 def intake_item_row(
@@ -235,7 +273,7 @@ def intake_item_row(
         "status": answer.item_status,
         "reasons": reasons,
         "content_type": request.content_type,
-        "raw_payload": request.raw.decode("utf-8", errors="replace"),
+        "raw_payload": readable(request.raw),
         "payload_sha256": request.sha256,
         "normalised": normalised,
         "location_id": location_id,

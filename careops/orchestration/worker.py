@@ -48,7 +48,7 @@ async def seal_continuously(sealer: Sealer, interval: float, stop: asyncio.Event
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-Listener = Callable[[Database], Awaitable[asyncio.Server]]
+Listener = Callable[[Database], Awaitable[list[asyncio.Server]]]
 
 
 async def run_worker(
@@ -61,7 +61,7 @@ async def run_worker(
     """
     db = Database(settings.database_url)
     launch_dbos(settings, db)
-    servers = [await listen(db) for listen in listeners]
+    servers = [server for listen in listeners for server in await listen(db)]
     stop = asyncio.Event()
     sealer = Sealer(db, settings.secret_key, settings.audit_checkpoint_seconds)
     tasks = [

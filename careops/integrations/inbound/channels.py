@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from careops.db import Database
+from careops.integrations.inbound.email_channel import EmailChannel
 from careops.integrations.inbound.fhir_channel import FhirChannel
 from careops.integrations.inbound.hl7_channel import Hl7Channel
+from careops.integrations.inbound.mllp import start_mllp
+from careops.integrations.inbound.smtp import start_smtp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
 
@@ -15,7 +19,25 @@ from careops.settings import Settings
 class Inbound:
     hl7: Hl7Channel
     fhir: FhirChannel
+    email: EmailChannel
 
     @classmethod
     def build(cls, db: Database, settings: Settings, catalogue: CatalogueCache) -> Inbound:
-        return cls(Hl7Channel(db, settings, catalogue), FhirChannel(db, settings, catalogue))
+        return cls(
+            Hl7Channel(db, settings, catalogue),
+            FhirChannel(db, settings, catalogue),
+            EmailChannel(db, settings, catalogue),
+        )
+
+    async def listen(self, settings: Settings) -> list[asyncio.Server]:
+        """The network listeners the settings ask for (MLLP, SMTP), on this process's loop."""
+        servers = []
+        if settings.mllp_port is not None:
+            servers.append(
+                await start_mllp(self.hl7, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes)
+            )
+        if settings.smtp_port is not None:
+            servers.append(
+                await start_smtp(self.email, settings.smtp_host, settings.smtp_port, settings.smtp_max_bytes)
+            )
+        return servers

@@ -1,0 +1,311 @@
+"""The email channel: a referral by email (RFC 5322 / MIME) into the one intake, never dropped.
+
+The message is kept whole as the intake item's raw payload; its attachments become documents of
+the item (text extracted from PDFs and text files, for whoever triages and for the AI layer).
+The fields a referral needs are looked for, best effort, in the subject, the body and the
+attachments' text (``Patient: Jane Doe``, ``DOB: 12/04/1980``, ``Service: MRI knee``, ...);
+whatever is missing sends the item to the exception queue with the email attached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import time
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parseaddr
+from io import BytesIO
+
+from pydantic import ValidationError
+
+from careops.db import Database
+from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn
+from careops.errors import Forbidden
+from careops.governance.scoping import EVERYWHERE, LocationScope
+from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.orchestration.intake import (
+    Attachment,
+    CatalogueCache,
+    IntakeAnswer,
+    IntakeRequest,
+    accept_referral,
+)
+from careops.orchestration.quarantine import quarantine
+from careops.settings import Settings
+
+PRINCIPAL = "email"
+CONTENT_TYPE = "message/rfc822"
+_TEXT_LIMIT = 200_000
+_PDF_PAGES = 50
+_FIELDS = {
+    "name": r"(?:patient(?:'s)?\s*(?:full\s*)?name|patient|name)",
+    "birth_date": r"(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|born)",
+    "mrn": r"(?:mrn|nhs\s*(?:number|no\.?)|patient\s*id|hospital\s*(?:number|no\.?))",
+    "service": r"(?:requested\s+service|service|examination|exam|procedure|test|scan)",
+    "referrer": r"(?:referrer|referring\s+(?:gp|doctor|clinician|physician)|gp\s*code)",
+    "location": r"(?:location|site|clinic)",
+    "phone": r"(?:phone|telephone|tel|mobile)",
+}
+_PATTERNS = {
+    name: re.compile(rf"(?im)^[ \t>*-]*{label}[ \t]*[:#=\-][ \t]*(.+?)[ \t]*$")
+    for name, label in _FIELDS.items()
+}
+_TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+_CODE = re.compile(r"^[A-Z]{1,6}-?\d{1,6}$")
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+:")
+
+
+class EmailRefused(Exception):
+    """An email careops will not take (SMTP 5xx): the reason code and a sentence."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class ParsedEmail:
+    sender: str | None
+    recipients: list[str]
+    subject: str
+    message_id: str | None
+    body: str
+    attachments: list[Attachment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """Where fields are looked for: subject, body, then the attachments' text."""
+        return "\n".join([self.subject, self.body, *(a.text or "" for a in self.attachments)])
+
+
+def parse(raw: bytes) -> ParsedEmail:
+    """Any bytes as an email: the standard parser forgives malformed structure, and every part
+    is decoded (quoted-printable, base64, any charset Python knows; else Latin-1)."""
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    plain: list[str] = []
+    markup: list[str] = []
+    attachments: list[Attachment] = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        kind = part.get_content_type()
+        filename = _filename(part)
+        if part.get_content_disposition() == "attachment" or (filename and not kind.startswith("text/")):
+            data = _payload(part)
+            name = filename or f"attachment-{len(attachments) + 1}"
+            attachments.append(Attachment(name, kind, data, extract_text(kind, data)))
+        elif kind == "text/plain":
+            plain.append(_text(part))
+        elif kind == "text/html":
+            markup.append(_text(part))
+    body = "\n".join(plain) if plain else html.unescape(_TAGS.sub(" ", "\n".join(markup)))
+    body = body.replace("\x00", "")  # NUL is no text (and PostgreSQL refuses it)
+    sender = parseaddr(_header(message, "From"))[1] or None
+    recipients = [address for _, address in getaddresses([_header(message, "To"), _header(message, "Cc")])]
+    return ParsedEmail(
+        sender=sender,
+        recipients=[r for r in recipients if r],
+        subject=_header(message, "Subject"),
+        message_id=_header(message, "Message-ID").strip() or None,
+        body=body[:_TEXT_LIMIT],
+        attachments=attachments,
+    )
+
+
+def _header(message: Message, name: str) -> str:
+    """A header as text; one too broken to decode is read as it is instead of failing the email."""
+    try:
+        value = message.get(name)
+    except (ValueError, LookupError, IndexError, TypeError):
+        value = message.get_all(name, [""])[0] if hasattr(message, "get_all") else ""
+    return "" if value is None else str(value)
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        return part.get_filename()
+    except (ValueError, LookupError, IndexError, TypeError):
+        return None
+
+
+def _payload(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _text(part: Message) -> str:
+    if isinstance(part, EmailMessage):
+        try:
+            return str(part.get_content())
+        except (LookupError, ValueError, UnicodeDecodeError, AssertionError):
+            pass
+    data = _payload(part)
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return data.decode(charset, errors="replace")
+    except LookupError:
+        return data.decode("latin-1")
+
+
+def extract_text(content_type: str, data: bytes) -> str | None:
+    """The text of a PDF (first 50 pages) or a text file, for triage; None for anything else or a
+    file that cannot be read (it is kept all the same)."""
+    if content_type == "application/pdf" or data[:5] == b"%PDF-":
+        try:
+            from pypdf import PdfReader
+            from pypdf.errors import PyPdfError
+
+            reader = PdfReader(BytesIO(data))
+            pages = [page.extract_text() or "" for page in reader.pages[:_PDF_PAGES]]
+        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError):
+            return None
+        return "\n".join(pages)[:_TEXT_LIMIT] or None
+    if content_type.startswith("text/"):
+        return data.decode("utf-8", errors="replace")[:_TEXT_LIMIT]
+    return None
+
+
+def referral(email: ParsedEmail, location: str | None) -> ReferralIn:
+    """The fields found in the email, each one only when found; never an error."""
+    found = {name: _find(name, email.text) for name in _PATTERNS}
+    given, family = _split_name(found["name"])
+    referrer = found["referrer"]
+    is_code = bool(referrer and _CODE.match(referrer.split()[0].upper()))
+    return ReferralIn(
+        location=(found["location"] or location or "")[:64] or None,
+        service_code=(found["service"] or "")[:64] or None,
+        patient=PatientIn(
+            mrn=(found["mrn"] or "")[:64] or None,
+            given_name=given,
+            family_name=family,
+            birth_date=(found["birth_date"] or "").split()[0][:64] if found["birth_date"] else None,
+            phone=(found["phone"] or "")[:64] or None,
+        ),
+        referrer=ReferrerIn(
+            code=referrer.split()[0].upper()[:64] if referrer and is_code else None,
+            name=referrer[:200] if referrer and not is_code else None,
+        ),
+        external_id=(email.message_id or "")[:64] or None,
+        clinical_notes=email.body[:20_000] or None,
+    )
+
+
+def _find(name: str, text: str) -> str | None:
+    match = _PATTERNS[name].search(text)
+    return match.group(1).strip()[:200] if match else None
+
+
+def _split_name(name: str | None) -> tuple[str | None, str | None]:
+    """'Doe, Jane' and 'Jane Doe' both give ('Jane', 'Doe')."""
+    if not name:
+        return None, None
+    if "," in name:
+        family, _, given = name.partition(",")
+    else:
+        given, _, family = name.rpartition(" ")
+    return (given.strip()[:200] or None), (family.strip()[:200] or None)
+
+
+class EmailChannel:
+    def __init__(self, db: Database, settings: Settings, catalogue: CatalogueCache) -> None:
+        self.db = db
+        self.settings = settings
+        self.catalogue = catalogue
+
+    def receive(
+        self,
+        raw: bytes,
+        envelope_sender: str | None = None,
+        recipients: list[str] | None = None,
+        scope: LocationScope = EVERYWHERE,
+        transport: str = "smtp",
+    ) -> IntakeAnswer:
+        """Take one email: its intake answer, or ``EmailRefused`` (kept in quarantine)."""
+        started = time.perf_counter()
+        metrics = ChannelMetrics(f"email-{transport}")
+        metrics.received()
+        try:
+            answer = self.accept(raw, envelope_sender, recipients, scope)
+        except EmailRefused as refused:
+            quarantine(
+                self.db,
+                raw=raw[: self.settings.quarantine_max_bytes],
+                content_type=CONTENT_TYPE,
+                channel="email",
+                reasons=[refused.reason],
+                actor=PRINCIPAL,
+                sender=(envelope_sender or "")[:200] or None,
+            )
+            metrics.finished(False, True, time.perf_counter() - started)
+            raise
+        metrics.finished(True, False, time.perf_counter() - started)
+        return answer
+
+    def accept(
+        self,
+        raw: bytes,
+        envelope_sender: str | None = None,
+        recipients: list[str] | None = None,
+        scope: LocationScope = EVERYWHERE,
+    ) -> IntakeAnswer:
+        """The email through the intake, or ``EmailRefused`` having stored nothing."""
+        if raw.startswith(_OLE_MAGIC):
+            raise EmailRefused(
+                "email:not_rfc5322", "an Outlook .msg file, not an RFC 5322 email: save it as .eml"
+            )
+        if not _HEADER_LINE.match(raw.lstrip()[:1000]):
+            raise EmailRefused("email:not_rfc5322", "no RFC 5322 header at the start of the message")
+        email = parse(raw)
+        sender = (envelope_sender or email.sender or "").lower()
+        if not self._allowed(sender):
+            raise EmailRefused(
+                "email:sender_not_allowed", f"the sender {sender or '(none)'} is not on the allowlist"
+            )
+        location = self._location([*(recipients or []), *email.recipients])
+        try:
+            referral_in = referral(email, location)
+        except ValidationError as exc:  # a value out of range for the schema: keep it for a human
+            raise EmailRefused(
+                "email:unreadable_fields", f"fields out of range: {exc.error_count()}"
+            ) from exc
+        digest = hashlib.sha256(raw).hexdigest()
+        request = IntakeRequest(
+            raw=raw,
+            content_type=CONTENT_TYPE,
+            channel="email",
+            principal_id=PRINCIPAL,
+            idempotency_key=f"{email.message_id or 'no-message-id'}|{digest[:32]}"[-255:],
+            correlation_id=(email.message_id or "")[:64] or None,
+            scope=scope,
+            sender=sender[:200] or None,
+            attachments=tuple(email.attachments),
+        )
+        try:
+            return accept_referral(self.db, request, referral_in, self.settings, self.catalogue)
+        except Forbidden as exc:
+            raise EmailRefused("email:location_not_permitted", exc.detail) from exc
+
+    def _allowed(self, sender: str) -> bool:
+        allowed = [entry.lower() for entry in self.settings.email_allowed_senders]
+        if not allowed:
+            return True
+        domain = sender.rpartition("@")[2]
+        return sender in allowed or f"@{domain}" in allowed
+
+    def _location(self, recipients: list[str]) -> str | None:
+        """A recipient's local part naming a location (``north@referrals.example``), else the default."""
+        slugs = self.catalogue.get(self.db).locations
+        mapping = {name.lower(): slug for name, slug in self.settings.facility_locations.items()}
+        for address in recipients:
+            local = address.partition("@")[0].lower()
+            if local in mapping:
+                return mapping[local]
+            if local in slugs:
+                return local
+        return self.settings.default_location

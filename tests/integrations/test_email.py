@@ -1,0 +1,201 @@
+"""The email channel: real SMTP (aiosmtpd, smtplib) and saved .eml files, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import threading
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from careops.db import Database
+from careops.domain.models import Document, ExceptionItem, IntakeItem, Patient, ServiceCase
+from careops.integrations.inbound.email_channel import EmailChannel, extract_text, parse
+from careops.integrations.inbound.smtp import start_smtp
+from careops.orchestration.intake import CatalogueCache
+from careops.settings import Settings
+from tests.test_cli import careops
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "email"
+
+
+def pdf_with_text(text: str) -> bytes:
+    """A minimal one-page PDF that shows ``text`` (built by hand: offsets and all)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return out
+
+
+def referral_email(body: str, attachment: bytes | None = None, sender: str = "gp@clinic.example") -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Dr Who <{sender}>"
+    message["To"] = "north@referrals.example"
+    message["Subject"] = "Referral: chest X-ray"
+    message["Message-ID"] = "<ref-1@clinic.example>"
+    message.set_content(body, charset="iso-8859-1", cte="quoted-printable")
+    if attachment is not None:
+        message.add_attachment(attachment, maintype="application", subtype="pdf", filename="letter.pdf")
+    return bytes(message)
+
+
+BODY = """Dear colleague,
+
+Patient: Müller, Jörg
+DOB: 12/04/1980
+MRN: MRN-E1
+Service: XRAY-CHEST
+Referrer: GP-001
+
+Thank you.
+"""
+
+
+@pytest.fixture
+def channel(settings: Settings, db: Database) -> EmailChannel:
+    return EmailChannel(db, settings, CatalogueCache(0))
+
+
+def counts(db: Database) -> dict[str, int]:
+    with db.sessions() as session:
+        rows = session.execute(
+            select(IntakeItem.status, func.count())
+            .where(IntakeItem.channel == "email")
+            .group_by(IntakeItem.status)
+        ).all()
+        return {str(status): int(n) for status, n in rows}
+
+
+def test_pdf_text_is_extracted() -> None:
+    assert "Patient: Jane Doe" in (extract_text("application/pdf", pdf_with_text("Patient: Jane Doe")) or "")
+    assert extract_text("application/pdf", b"%PDF-1.4 broken") is None
+    assert extract_text("image/png", b"\x89PNG") is None
+
+
+def test_a_complete_referral_email_creates_a_case_and_keeps_its_attachment(
+    channel: EmailChannel, db: Database
+) -> None:
+    raw = referral_email(BODY, pdf_with_text("Clinical letter"))
+    answer = channel.receive(raw, recipients=["north@referrals.example"])
+    assert answer.body["outcome"] == "case_created", answer.body
+    with db.sessions() as session:
+        case = session.scalars(select(ServiceCase)).one()
+        patient = session.get(Patient, case.patient_id)
+        document = session.scalars(select(Document)).one()
+        item = session.get(IntakeItem, answer.body["intake_item_id"])
+    assert patient is not None and (patient.given_name, patient.family_name) == ("Jörg", "Müller")
+    assert document.filename == "letter.pdf" and "Clinical letter" in (document.text or "")
+    assert item is not None and item.sender == "gp@clinic.example"
+    again = channel.receive(raw)
+    assert again.body == answer.body  # the same email again changes nothing
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Document)) == 1
+
+
+def test_fields_missing_from_the_body_are_found_in_the_pdf(channel: EmailChannel, db: Database) -> None:
+    letter = pdf_with_text("Service: XRAY-CHEST")
+    answer = channel.receive(referral_email("Patient: Jane Roe\nDOB: 1975-01-02\n", letter))
+    assert answer.body["outcome"] == "case_created", answer.body
+
+
+@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.eml")), ids=lambda p: p.name)
+def test_every_sample_email_is_kept_never_dropped(channel: EmailChannel, db: Database, path: Path) -> None:
+    raw = path.read_bytes()
+    if path.name == "mail_outlook_1.eml":  # an Outlook .msg file under an .eml name
+        with pytest.raises(Exception, match="Outlook"):
+            channel.receive(raw)
+        assert counts(db) == {"quarantined": 1}
+        return
+    answer = channel.receive(raw)
+    assert answer.body["outcome"] == "exception"  # none of them is a referral: a human looks
+    assert "missing_field:service_code" in answer.body["reason_codes"]
+    email = parse(raw)
+    with db.sessions() as session:
+        documents = session.scalar(select(func.count()).select_from(Document)) or 0
+        exception = session.scalars(select(ExceptionItem)).one()
+    assert documents == len(email.attachments)
+    assert exception.intake_item_id == answer.body["intake_item_id"]
+
+
+def test_the_sender_allowlist_refuses_and_keeps(settings: Settings, db: Database) -> None:
+    strict = EmailChannel(
+        db, settings.model_copy(update={"email_allowed_senders": ["@nhs.example"]}), CatalogueCache(0)
+    )
+    with pytest.raises(Exception, match="allowlist"):
+        strict.receive(referral_email(BODY))
+    assert counts(db) == {"quarantined": 1}
+    assert strict.receive(referral_email(BODY, sender="gp@nhs.example")).body["outcome"] == "case_created"
+
+
+@pytest.fixture
+def smtp_port(channel: EmailChannel) -> Iterator[int]:
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(start_smtp(channel, "127.0.0.1", 0, 2 * 1024 * 1024))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield int(server.sockets[0].getsockname()[1])
+    loop.call_soon_threadsafe(server.close)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_real_smtp_delivery_is_answered_after_it_is_stored(smtp_port: int, db: Database) -> None:
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        code, features = client.ehlo()
+        assert code == 250 and b"SIZE" in features
+        refused = client.sendmail("gp@clinic.example", ["north@referrals.example"], referral_email(BODY))
+        assert refused == {}
+        for path in sorted(SAMPLES.glob("mail_test_*.eml")):
+            # On the wire, lines end in CRLF (the saved files use bare LF).
+            wire = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            client.sendmail("sender@example.com", ["intake@referrals.example"], wire)
+        with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) as too_big:
+            client.sendmail(
+                "a@example.com", ["north@referrals.example"], b"Subject: x\r\n\r\n" + b"x" * (3 * 1024 * 1024)
+            )
+        assert too_big.value.smtp_code == 552
+    totals = counts(db)
+    assert totals == {"accepted": 1, "incomplete": len(list(SAMPLES.glob("mail_test_*.eml")))}
+
+
+def test_the_cli_imports_saved_emails_and_the_api_serves_their_documents(
+    client: TestClient, database_url: str, db: Database, tmp_path: Path
+) -> None:
+    saved = tmp_path / "referral.eml"
+    saved.write_bytes(referral_email(BODY, pdf_with_text("Clinical letter")))
+    result = careops(
+        database_url,
+        "intake",
+        "eml",
+        str(saved),
+        str(SAMPLES / "mail_outlook_1.eml"),
+        CAREOPS_DEFAULT_LOCATION="north",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert lines[0][1] == "case_created" and lines[1][1:] == ["quarantined", "email:not_rfc5322"]
+    documents = client.get(f"/api/v1/intake/{lines[0][2]}/documents").json()["items"]
+    assert [d["filename"] for d in documents] == ["letter.pdf"]
+    content = client.get(documents[0]["links"]["content"])
+    assert content.content.startswith(b"%PDF") and "attachment" in content.headers["content-disposition"]
+    assert "Clinical letter" in client.get(f"/api/v1/documents/{documents[0]['id']}/text").text
