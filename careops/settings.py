@@ -82,6 +82,15 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Addresses or @domains whose emails are taken; empty: every sender.",
     )
+    form_submissions_per_minute: int = Field(
+        10, description="Partner form submissions per client address per minute (per process); 429 above."
+    )
+    form_token_max_age_seconds: float = Field(
+        2 * 3600.0, description="How long a partner form page stays valid."
+    )
+    form_max_upload_bytes: int = Field(
+        10 * 1024 * 1024, description="Largest file attached to a partner form."
+    )
     date_order: Literal["DMY", "MDY"] = Field("DMY", description="How to read 01/02/1980-style dates.")
 
     @classmethod

@@ -19,6 +19,7 @@ from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.channels import Inbound
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
+from careops.web import referral_form
 
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     ]
     for router in routers:
         app.include_router(router)
+    app.include_router(referral_form.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

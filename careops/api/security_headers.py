@@ -21,6 +21,11 @@ DOCS_POLICY = (
     "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
     "frame-ancestors 'none'"
 )
+# The partner referral form: its own stylesheet, posts to itself, no script.
+FORM_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -40,13 +45,15 @@ class SecurityHeaders:
             return
         path: str = scope["path"]
         extra = [*_COMMON]
-        extra.append(
-            (
-                b"content-security-policy",
-                (DOCS_POLICY if path.startswith(_DOCS_PATHS) else API_POLICY).encode(),
-            )
+        policy = (
+            DOCS_POLICY
+            if path.startswith(_DOCS_PATHS)
+            else FORM_POLICY
+            if path.startswith("/refer/")
+            else API_POLICY
         )
-        if path.startswith("/api/"):
+        extra.append((b"content-security-policy", policy.encode()))
+        if path.startswith(("/api/", "/refer/", "/fhir/")):
             extra.append((b"cache-control", b"no-store"))
         if scope.get("scheme") == "https":
             extra.append(_HSTS)

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import Document, ExceptionItem, IntakeItem, Patient, ServiceCase
-from careops.integrations.inbound.email_channel import EmailChannel, extract_text, parse
+from careops.integrations.inbound.document_text import extract_text
+from careops.integrations.inbound.email_channel import EmailChannel, parse
 from careops.integrations.inbound.smtp import start_smtp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings

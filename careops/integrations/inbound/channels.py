@@ -11,6 +11,7 @@ from careops.integrations.inbound.fhir_channel import FhirChannel
 from careops.integrations.inbound.hl7_channel import Hl7Channel
 from careops.integrations.inbound.mllp import start_mllp
 from careops.integrations.inbound.smtp import start_smtp
+from careops.integrations.inbound.webform import WebForm
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
 
@@ -20,6 +21,7 @@ class Inbound:
     hl7: Hl7Channel
     fhir: FhirChannel
     email: EmailChannel
+    form: WebForm
 
     @classmethod
     def build(cls, db: Database, settings: Settings, catalogue: CatalogueCache) -> Inbound:
@@ -27,6 +29,7 @@ class Inbound:
             Hl7Channel(db, settings, catalogue),
             FhirChannel(db, settings, catalogue),
             EmailChannel(db, settings, catalogue),
+            WebForm(db, settings, catalogue),
         )
 
     async def listen(self, settings: Settings) -> list[asyncio.Server]:

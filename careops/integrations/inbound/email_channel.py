@@ -18,7 +18,6 @@ from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
-from io import BytesIO
 
 from pydantic import ValidationError
 
@@ -27,6 +26,7 @@ from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn
 from careops.errors import Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.integrations.inbound.document_text import extract_text
 from careops.orchestration.intake import (
     Attachment,
     CatalogueCache,
@@ -40,7 +40,6 @@ from careops.settings import Settings
 PRINCIPAL = "email"
 CONTENT_TYPE = "message/rfc822"
 _TEXT_LIMIT = 200_000
-_PDF_PAGES = 50
 _FIELDS = {
     "name": r"(?:patient(?:'s)?\s*(?:full\s*)?name|patient|name)",
     "birth_date": r"(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|born)",
@@ -151,24 +150,6 @@ def _text(part: Message) -> str:
         return data.decode(charset, errors="replace")
     except LookupError:
         return data.decode("latin-1")
-
-
-def extract_text(content_type: str, data: bytes) -> str | None:
-    """The text of a PDF (first 50 pages) or a text file, for triage; None for anything else or a
-    file that cannot be read (it is kept all the same)."""
-    if content_type == "application/pdf" or data[:5] == b"%PDF-":
-        try:
-            from pypdf import PdfReader
-            from pypdf.errors import PyPdfError
-
-            reader = PdfReader(BytesIO(data))
-            pages = [page.extract_text() or "" for page in reader.pages[:_PDF_PAGES]]
-        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError):
-            return None
-        return "\n".join(pages)[:_TEXT_LIMIT] or None
-    if content_type.startswith("text/"):
-        return data.decode("utf-8", errors="replace")[:_TEXT_LIMIT]
-    return None
 
 
 def referral(email: ParsedEmail, location: str | None) -> ReferralIn:
