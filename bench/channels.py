@@ -5,11 +5,12 @@
 Starts `careops serve --workers 2` with `CAREOPS_MLLP_PORT` on a fresh database (each HTTP
 worker process also listens for MLLP on the shared port) and loads it in turns, each round: JSON
 referrals over HTTP (the reference of the issue's "≥ 70% of the JSON intake", at the same
-connection count), HL7 ORM^O01 orders over HTTP, and the same orders over MLLP on 1 and 4
-connections, each ACK awaited before the next message (the ACK is sent after commit). Every
-message is distinct and valid for the demo catalogue; an answer other than MSA-1 AA counts as an
-error. Prints messages/s, p50/p99 and the ratio to the JSON intake of the same round (median over
-rounds).
+connection count), HL7 ORM^O01 orders over HTTP, FHIR transaction Bundles of 10 resources (one
+referral each) and the orders over MLLP on 1 and 4 connections, each ACK awaited before the next
+message (the ACK is sent after commit). Every message is distinct and valid for the demo
+catalogue; an answer other than MSA-1 AA (HL7) or a 201 for the ServiceRequest (FHIR) counts as an
+error. Prints messages/s, p50/p99 and the ratio to the JSON intake of the same round (median of
+the rounds).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import Any
 
 from rich.table import Table
 
-from bench.hl7_messages import orders
 from bench.intake import (
     BIN,
     RunningApp,
@@ -37,6 +37,7 @@ from bench.intake import (
     run_backends,
     start_app,
 )
+from bench.messages import orders
 from careops.integrations.inbound.mllp import END_BLOCK, frame
 
 
@@ -90,6 +91,7 @@ MEASUREMENTS = [
     (JSON, 1, "json"),
     (JSON, 4, "json"),
     ("HL7 ORM^O01, HTTP", 4, "hl7"),
+    ("FHIR Bundle of 10 resources", 4, "fhir"),
     ("HL7 ORM^O01, MLLP", 1, "mllp"),
     ("HL7 ORM^O01, MLLP", 4, "mllp"),
 ]

@@ -18,6 +18,7 @@ KINDS = {
     # kind: (path, content type); an HL7 answer counts as an error unless its MSA-1 is AA
     "json": ("/api/v1/referrals", "application/json"),
     "hl7": ("/api/v1/hl7", "application/hl7-v2"),
+    "fhir": ("/fhir/r4", "application/fhir+json"),  # an error unless its ServiceRequest is 201
 }
 
 
@@ -55,7 +56,9 @@ async def connection(
                     length = int(value)
             answer = await reader.readexactly(length)
             status = int(status_line.split()[1])
-            if kind == "hl7" and b"MSA|AA|" not in answer:
+            if (kind == "hl7" and b"MSA|AA|" not in answer) or (
+                kind == "fhir" and b"201 Created" not in answer
+            ):
                 status = 0
         except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
             results.append((0, time.perf_counter() - started))
@@ -68,9 +71,13 @@ async def connection(
 
 def make_bodies(kind: str, count: int, seed: int) -> list[bytes]:
     if kind == "hl7":
-        from bench.hl7_messages import orders
+        from bench.messages import orders
 
         return orders(count, seed)
+    if kind == "fhir":
+        from bench.messages import fhir_bundles
+
+        return fhir_bundles(count, seed)
     factory = ReferralFactory(seed=seed)
     return [factory.body(Mix(incomplete=0.07, duplicate=0.03))[1] for _ in range(count)]
 

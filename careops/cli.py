@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import re
 import sys
+import tempfile
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -362,6 +363,9 @@ def serve(
         )
     _ready_database(settings).dispose()
     os.environ["CAREOPS_DATABASE_URL"] = settings.database_url
+    if settings.workers > 1:  # /metrics adds up every HTTP worker's counters
+        metrics_dir = Path(tempfile.mkdtemp(prefix="careops-metrics-"))
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     if settings.mllp_port is not None:
         os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
     if settings.smtp_port is not None:

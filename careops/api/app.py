@@ -12,7 +12,18 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from careops import __version__
-from careops.api import cases, documents, exceptions, fhir, health, hl7, problems, quarantine, referrals
+from careops.api import (
+    cases,
+    documents,
+    exceptions,
+    fhir,
+    health,
+    hl7,
+    metrics,
+    problems,
+    quarantine,
+    referrals,
+)
 from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
@@ -57,7 +68,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     problems.install(app)
     app.add_middleware(SecurityHeaders)
     routers = [
-        module.router for module in (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine)
+        module.router
+        for module in (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, metrics)
     ]
     for router in routers:
         app.include_router(router)

@@ -28,6 +28,7 @@ SCOPES = {
     "exceptions:resolve": "resolve exception items",
     "quarantine:read": "read quarantined payloads",
     "quarantine:replay": "replay or discard quarantined payloads",
+    "metrics:read": "read the Prometheus metrics",
     ADMIN: "everything",
 }
 

@@ -108,7 +108,9 @@ def resolve_intake_exception(
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
         check_location(scope, evaluation)
         context = {"actor": actor, "correlation_id": None}
-        answer = create_case_or_link(session.connection(), intake.id, evaluation, settings, context)
+        answer = create_case_or_link(
+            session.connection(), intake.id, evaluation, settings, context, intake.channel
+        )
         intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
         intake.status = answer.item_status
         intake.case_id = answer.body["case_id"]

@@ -212,7 +212,7 @@ def _accept(
     if evaluation.reasons:
         answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
     else:
-        answer = create_case_or_link(connection, item_id, evaluation, settings, context)
+        answer = create_case_or_link(connection, item_id, evaluation, settings, context, request.channel)
         exception_row = None
     connection.execute(
         insert(_intake_items),
@@ -324,6 +324,7 @@ def create_case_or_link(
     evaluation: Evaluation,
     settings: Settings,
     context: dict[str, Any],
+    channel: str,
 ) -> IntakeAnswer:
     """Register the patient, then link to a duplicate case or create a new one.
 
@@ -355,6 +356,7 @@ def create_case_or_link(
             subject_id=item_id,
             case_id=case_id,
             location_id=location_id,
+            payload={"channel": channel},  # the timeline shows every source of the case
             **context,
         )
         return IntakeAnswer(200, _case_body("duplicate", case_id, case_status, item_id), [linked])
@@ -391,7 +393,12 @@ def create_case_or_link(
         Event(
             EventType.CASE_CREATED,
             location_id=refs.location.id,
-            payload={"intake_item_id": item_id, "service": refs.service.code, "status": status},
+            payload={
+                "intake_item_id": item_id,
+                "service": refs.service.code,
+                "status": status,
+                "channel": channel,
+            },
             follow_ups=(FollowUp.AWAIT_TRIAGE,),
             **about_case,
         )

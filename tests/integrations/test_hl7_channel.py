@@ -205,3 +205,17 @@ def test_mllp_over_a_real_socket_with_concurrent_connections(
     # Conservation: every message is an item: accepted, incomplete (exception), or quarantined.
     assert totals.get("quarantined") == 14 + 8
     assert sum(v for k, v in totals.items() if k not in ("cases", "exceptions")) == 30 + 8
+
+
+def test_channel_metrics_are_exposed_without_phi(hl7_client: TestClient) -> None:
+    hl7_client.post("/api/v1/hl7", content=(SAMPLES / "ORM-O01-01.hl7").read_bytes(), headers=HL7)
+    hl7_client.post("/api/v1/hl7", content=b"garbage", headers=HL7)
+    exposition = hl7_client.get("/metrics")
+    assert exposition.status_code == 200
+    text = exposition.text
+    assert 'careops_channel_received_total{channel="hl7-http"}' in text
+    assert 'careops_channel_quarantined_total{channel="hl7-http"}' in text
+    assert 'careops_channel_latency_seconds_bucket{channel="hl7-http"' in text
+    assert "EVERYMAN" not in text.upper() and "PATID1234" not in text
+    anonymous = hl7_client.get("/metrics", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
