@@ -200,3 +200,18 @@ def test_the_cli_imports_saved_emails_and_the_api_serves_their_documents(
     content = client.get(documents[0]["links"]["content"])
     assert content.content.startswith(b"%PDF") and "attachment" in content.headers["content-disposition"]
     assert "Clinical letter" in client.get(f"/api/v1/documents/{documents[0]['id']}/text").text
+
+
+def test_a_refused_email_is_replayed_once_the_sender_is_allowed(settings: Settings, db: Database) -> None:
+    from careops.governance.scoping import EVERYWHERE
+    from careops.integrations.inbound.channels import Inbound
+    from careops.integrations.inbound.replay import replay
+    from careops.orchestration.quarantine import list_quarantined
+
+    strict = settings.model_copy(update={"email_allowed_senders": ["@nhs.example"]})
+    with pytest.raises(Exception, match="allowlist"):
+        Inbound.build(db, strict, CatalogueCache(0)).email.receive(referral_email(BODY))
+    [item] = list_quarantined(db, 10, EVERYWHERE)
+    relaxed = Inbound.build(db, settings, CatalogueCache(0))
+    assert replay(relaxed, item["id"], actor="test", scope=EVERYWHERE)["outcome"] == "case_created"
+    assert counts(db) == {"accepted": 1, "replayed": 1}

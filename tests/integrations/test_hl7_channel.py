@@ -219,3 +219,38 @@ def test_channel_metrics_are_exposed_without_phi(hl7_client: TestClient) -> None
     assert "EVERYMAN" not in text.upper() and "PATID1234" not in text
     anonymous = hl7_client.get("/metrics", headers={"Authorization": ""})
     assert anonymous.status_code == 401
+
+
+def test_fuzzed_mllp_frames_never_stop_the_listener(hl7_settings: Settings, hl7_db: Database) -> None:
+    import random
+
+    channel = Hl7Channel(hl7_db, hl7_settings, CatalogueCache(0))
+    rng = random.Random(7)
+    pieces = [START_BLOCK, END_BLOCK, b"\x1c", b"\r", b"MSH|^~\\&|", b"|ORM^O01|", b"\x00", b"\xff\xfe"]
+    frames = []
+    for _ in range(40):
+        junk = b"".join(
+            rng.choice(pieces) if rng.random() < 0.3 else bytes([rng.randrange(256)])
+            for _ in range(rng.randrange(1, 300))
+        )
+        frames.append(junk + END_BLOCK)
+
+    async def scenario() -> list[str]:
+        server = await start_mllp(channel, "127.0.0.1", 0, 64 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            for junk in frames:  # each on its own connection; the peer may be cut off mid-way
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(junk)
+                await writer.drain()
+                writer.write_eof()
+                while await reader.read(65536):
+                    pass
+                writer.close()
+            return await _exchange(port, [frame((SAMPLES / "ORM-O01-01.hl7").read_bytes())])
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    [ack] = asyncio.run(scenario())
+    assert msa(ack)[0] == "AA"

@@ -118,9 +118,9 @@ class FhirChannel:
         referenced = self._referenced(bundle)
         problems = {entry.index: self._entry_problem(entry, referenced) for entry in bundle.entries}
         if bundle.kind == "transaction":
-            first = next((p for p in problems.values() if p is not None), None)
-            if first is not None:
-                raise first  # a transaction is all or nothing: nothing was written
+            found = [p for p in problems.values() if p is not None]
+            if found:  # a transaction is all or nothing: nothing was written; invalid content first
+                raise min(found, key=lambda p: p.status != 400)
         responses = []
         for entry in bundle.entries:
             problem = problems[entry.index]
@@ -165,6 +165,10 @@ class FhirChannel:
     @staticmethod
     def _entry_problem(entry: fhir_r4.Entry, referenced: set[int]) -> fhir_r4.FhirError | None:
         """Why an entry cannot be taken, or None: careops creates referrals, it is no FHIR store."""
+        try:
+            fhir_r4.validate(entry.resource, f"{entry.path}.resource")
+        except fhir_r4.FhirError as error:
+            return error
         if entry.method not in ("POST", "PUT"):
             detail = f"only POST and PUT entries are taken, not {entry.method or 'none'}"
             return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.request.method")
@@ -174,10 +178,6 @@ class FhirChannel:
         if entry.type != "ServiceRequest" and entry.index not in referenced:
             detail = f"careops takes a {entry.type} only as context of a ServiceRequest in the Bundle"
             return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.resource")
-        try:
-            fhir_r4.validate(entry.resource, f"{entry.path}.resource")
-        except fhir_r4.FhirError as error:
-            return error
         return None
 
     def _submit(

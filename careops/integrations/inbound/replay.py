@@ -16,6 +16,7 @@ from careops.errors import ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.integrations.inbound import fhir_r4, hl7v2
 from careops.integrations.inbound.channels import Inbound
+from careops.integrations.inbound.email_channel import EmailRefused
 from careops.orchestration.intake import IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantined_payload, rejection_reasons, settle
 
@@ -92,6 +93,11 @@ def _through_channel(
         )
         hl7 = inbound.hl7
         return accept_referral(hl7.db, request, referral, hl7.settings, hl7.catalogue).body
+    if channel == "email":
+        try:
+            return inbound.email.accept(raw, scope=scope).body
+        except EmailRefused as refused:
+            raise StillRejected([refused.reason], refused.detail) from refused
     if channel == "fhir":
         try:
             answer = inbound.fhir.accept(raw, scope)
