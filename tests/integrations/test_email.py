@@ -22,7 +22,7 @@ from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
 from tests.test_cli import careops
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "email"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "email"
 
 
 def pdf_with_text(text: str) -> bytes:
@@ -215,3 +215,7 @@ def test_a_refused_email_is_replayed_once_the_sender_is_allowed(settings: Settin
     relaxed = Inbound.build(db, settings, CatalogueCache(0))
     assert replay(relaxed, item["id"], actor="test", scope=EVERYWHERE)["outcome"] == "case_created"
     assert counts(db) == {"accepted": 1, "replayed": 1}
+
+
+def test_the_sample_emails_are_all_here() -> None:
+    assert len(list(SAMPLES.glob("*.eml"))) == 10

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from careops.db import Database
 from careops.domain.models import IntakeItem, Patient, ServiceCase
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "fhir"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "fhir"
 FHIR = {"Content-Type": "application/fhir+json"}
 # Converted HL7 batches: each ServiceRequest is taken; unsupported entries get 422, not the Bundle.
 BATCHES = [

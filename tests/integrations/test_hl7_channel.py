@@ -17,7 +17,7 @@ from careops.integrations.inbound.mllp import END_BLOCK, START_BLOCK, frame, sta
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "hl7"
 HL7 = {"Content-Type": "application/hl7-v2"}
 
 

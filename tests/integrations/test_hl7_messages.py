@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from careops.integrations.inbound import hl7v2
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "hl7"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "hl7"
 ACCEPTED = {
     "REF-I12-01.hl7": "REF^I12",
     "ORM-O01-01.hl7": "ORM^O01",
