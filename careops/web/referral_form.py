@@ -117,7 +117,7 @@ async def _upload(part: Any, limit: int) -> tuple[Attachment | None, str | None]
         return None, None
     data = await part.read(limit + 1)
     content_type = (part.content_type or "").split(";")[0].strip().lower()
-    problem = check_upload(part.filename, content_type, data, limit)
+    problem = check_upload(content_type, data, limit)
     if problem:
         return None, problem
     return Attachment(part.filename[:255], content_type, data, extract_text(content_type, data)), None

@@ -122,7 +122,7 @@ def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
     except (ValueError, LookupError, IndexError, TypeError):
-        value = message.get_all(name, [""])[0] if hasattr(message, "get_all") else ""
+        value = message.get_all(name, [""])[0]
     return "" if value is None else str(value)
 
 

@@ -126,7 +126,7 @@ class RateLimiter:
             return True
 
 
-def check_upload(filename: str, content_type: str, data: bytes, max_bytes: int) -> str | None:
+def check_upload(content_type: str, data: bytes, max_bytes: int) -> str | None:
     """Why an upload is refused (a message for the person), or None."""
     if len(data) > max_bytes:
         return f"The file is larger than {max_bytes // (1024 * 1024)} MB."
