@@ -8,6 +8,7 @@ import getpass
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import tempfile
 from multiprocessing.process import BaseProcess
@@ -363,9 +364,11 @@ def serve(
         )
     _ready_database(settings).dispose()
     os.environ["CAREOPS_DATABASE_URL"] = settings.database_url
-    if settings.workers > 1:  # /metrics adds up every HTTP worker's counters
-        metrics_dir = Path(tempfile.mkdtemp(prefix="careops-metrics-"))
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    metrics_dir = None
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # /metrics adds up every HTTP worker's counters, kept in files here while the server runs
+        metrics_dir = tempfile.mkdtemp(prefix="careops-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if settings.mllp_port is not None:
         os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
     if settings.smtp_port is not None:
@@ -390,6 +393,8 @@ def serve(
         if worker is not None:
             worker.terminate()
             worker.join(10)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _inbound(settings: Settings) -> Inbound:
