@@ -16,14 +16,12 @@ from careops import __version__
 from careops.api.deps import OversizedBody, authorise, get_principal, read_body
 from careops.errors import CareopsError
 from careops.governance.tokens import Principal
-from careops.integrations.inbound.fhir_channel import FhirAnswer, FhirChannel
+from careops.integrations.inbound.fhir_channel import FhirChannel
 from careops.integrations.inbound.fhir_r4 import (
     FHIR_JSON,
     FhirError,
     capability_statement,
     operation_outcome,
-    parse_json,
-    validate,
 )
 
 router = APIRouter(prefix="/fhir/r4", tags=["fhir"])
@@ -53,7 +51,8 @@ def _scope(scope: str) -> dict[str, Any]:
     return {"x-required-scope": scope}
 
 
-async def _write(request: Request, work: str) -> Response:
+async def _incoming(request: Request) -> tuple[Principal, bytes] | Response:
+    """The caller and the body of a write, or the OperationOutcome that refuses it."""
     try:
         principal = authorise(request, "intake:write")
     except CareopsError as exc:
@@ -61,17 +60,11 @@ async def _write(request: Request, work: str) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in _MEDIA:
         return _error(415, f"send {' or '.join(_MEDIA)}")
-    channel: FhirChannel = request.app.state.inbound.fhir
     try:
         raw = await read_body(request, request.app.state.settings)
     except OversizedBody as exc:
         return _error(413, exc.detail)
-    if work == "bundle":
-        answer: FhirAnswer = await run_in_threadpool(channel.bundle, raw, principal.id, principal.scope)
-    else:
-        if_none_exist = request.headers.get("if-none-exist")
-        answer = await run_in_threadpool(channel.create, raw, if_none_exist, principal.id, principal.scope)
-    return _answer(answer.status, answer.body, answer.location)
+    return principal, raw
 
 
 def _reader(request: Request) -> Principal | Response:
@@ -83,7 +76,13 @@ def _reader(request: Request) -> Principal | Response:
 
 @router.post("", summary="A transaction or batch Bundle of referrals", openapi_extra=_scope("intake:write"))
 async def post_bundle(request: Request) -> Response:
-    return await _write(request, "bundle")
+    incoming = await _incoming(request)
+    if isinstance(incoming, Response):
+        return incoming
+    principal, raw = incoming
+    channel: FhirChannel = request.app.state.inbound.fhir
+    answer = await run_in_threadpool(channel.bundle, raw, principal.id, principal.scope)
+    return _answer(answer.status, answer.body, answer.location)
 
 
 @router.post(
@@ -92,7 +91,14 @@ async def post_bundle(request: Request) -> Response:
     openapi_extra=_scope("intake:write"),
 )
 async def post_service_request(request: Request) -> Response:
-    return await _write(request, "create")
+    incoming = await _incoming(request)
+    if isinstance(incoming, Response):
+        return incoming
+    principal, raw = incoming
+    channel: FhirChannel = request.app.state.inbound.fhir
+    if_none_exist = request.headers.get("if-none-exist")
+    answer = await run_in_threadpool(channel.create, raw, if_none_exist, principal.id, principal.scope)
+    return _answer(answer.status, answer.body, answer.location)
 
 
 @router.get(
@@ -142,18 +148,10 @@ async def metadata(request: Request) -> Response:
 )
 async def post_other(request: Request, resource_type: str) -> Response:
     """A resource careops does not take: 400 naming what is invalid in it, else 404 not-supported."""
-    try:
-        principal = authorise(request, "intake:write")
-        raw = await read_body(request, request.app.state.settings)
-    except OversizedBody as exc:
-        return _error(413, exc.detail)
-    except CareopsError as exc:
-        return _error(exc.status, exc.detail)
+    incoming = await _incoming(request)
+    if isinstance(incoming, Response):
+        return incoming
+    principal, raw = incoming
     channel: FhirChannel = request.app.state.inbound.fhir
-    try:
-        validate(parse_json(raw), resource_type)
-        detail = f"careops takes ServiceRequest (alone or in a Bundle at /fhir/r4), not {resource_type}"
-        raise FhirError(404, "not-supported", detail, resource_type)
-    except FhirError as error:
-        answer = await run_in_threadpool(channel.refuse, raw, error, principal.id)
+    answer = await run_in_threadpool(channel.other, raw, resource_type, principal.id)
     return _answer(answer.status, answer.body)

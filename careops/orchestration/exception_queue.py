@@ -106,7 +106,7 @@ def resolve_intake_exception(
         evaluation = evaluate(catalogue.get(db), referral_in, settings)
         if evaluation.reasons:
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
-        check_location(scope, evaluation)
+        check_location(scope, evaluation.references.location)
         context = {"actor": actor, "correlation_id": None}
         answer = create_case_or_link(
             session.connection(), intake.id, evaluation, settings, context, intake.channel

@@ -34,7 +34,7 @@ from careops.domain.models import (
     utcnow,
 )
 from careops.domain.patients import find_or_register
-from careops.domain.reference import Catalogue, ReferencedRecords
+from careops.domain.reference import Catalogue, LocationRef, ReferencedRecords
 from careops.domain.referrals import NormalisedReferral, ReferralIn, missing_fields, normalise
 from careops.errors import DuplicateRequest, Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
@@ -102,10 +102,24 @@ class IntakeRequest:
     # the body, instead of 409.
     conditional: bool = False
     attachments: tuple[Attachment, ...] = ()
+    # Channels without an Idempotency-Key header (HL7, FHIR, email) key a request by what it
+    # names (sender and message id) and its payload's digest: a resend is answered again and
+    # changes nothing, while another message under a reused id is its own.
+    content_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.content_key is not None:
+            key = f"{self.content_key}|{self.sha256[:32]}"
+            self.idempotency_key = key if len(key) <= 255 else hashlib.sha256(key.encode()).hexdigest()
 
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Who and which conversation the request's events are recorded under."""
+        return {"actor": self.principal_id, "correlation_id": self.correlation_id}
 
 
 class CatalogueCache:
@@ -135,10 +149,9 @@ def evaluate(catalogue: Catalogue, referral_in: ReferralIn, settings: Settings) 
     return Evaluation(referral, references, reasons)
 
 
-def check_location(scope: LocationScope, evaluation: Evaluation) -> None:
-    """403 when a caller bound to some locations sends a referral for another one."""
-    location = evaluation.references.location
-    if location is not None and not scope.allows(location.id):
+def check_location(scope: LocationScope, place: LocationRef | None) -> None:
+    """403 when a caller bound to some locations sends something for another one."""
+    if place is not None and not scope.allows(place.id):
         raise Forbidden("this token may not submit referrals for this location")
 
 
@@ -152,7 +165,7 @@ def accept_referral(
     """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once."""
     # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
     evaluation = evaluate(catalogue.get(db), referral_in, settings)
-    check_location(request.scope, evaluation)
+    check_location(request.scope, evaluation.references.location)
     normalised = referral_in.model_dump(mode="json", exclude_none=True)
 
     def write() -> IntakeAnswer:
@@ -208,7 +221,7 @@ def _accept(
     location = evaluation.references.location
     item_id = new_id()
     location_id = location.id if location else None
-    context: dict[str, Any] = {"actor": request.principal_id, "correlation_id": request.correlation_id}
+    context = request.context
     if evaluation.reasons:
         answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
     else:
@@ -221,16 +234,20 @@ def _accept(
     if exception_row is not None:
         connection.execute(insert(_exceptions), exception_row)
     insert_documents(connection, item_id, request.attachments)
-    received = Event(
+    record_events(connection, received_event(request, item_id, location_id), *answer.events)
+    return answer
+
+
+def received_event(request: IntakeRequest, item_id: str, location_id: str | None) -> Event:
+    """``referral.received``: every intake item writes it, whatever became of it."""
+    return Event(
         EventType.REFERRAL_RECEIVED,
         subject_type="intake_item",
         subject_id=item_id,
         location_id=location_id,
         payload={"channel": request.channel},
-        **context,
+        **request.context,
     )
-    record_events(connection, received, *answer.events)
-    return answer
 
 
 def insert_documents(connection: Connection, item_id: str, attachments: tuple[Attachment, ...]) -> None:

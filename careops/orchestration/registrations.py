@@ -19,14 +19,17 @@ from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Base, ExceptionItem, IntakeItem, Patient, ServiceCase, new_id
 from careops.domain.patients import find_or_register
 from careops.domain.reference import LocationRef
-from careops.domain.referrals import PatientIn, ReferralIn, missing_fields, normalise, normalise_code
+from careops.domain.referrals import PatientIn, ReferralIn, normalise_code
 from careops.orchestration.intake import (
     CatalogueCache,
     IntakeAnswer,
     IntakeRequest,
     answer_once,
+    check_location,
+    evaluate,
     intake_exception,
     intake_item_row,
+    received_event,
 )
 from careops.settings import Settings
 
@@ -58,30 +61,26 @@ def record_patient(
 ) -> IntakeAnswer:
     """Register or update a patient from a registration message; ``event`` is registered|updated."""
     referral_in = ReferralIn(location=location, patient=patient_in)
-    referral = normalise(
-        referral_in, phone_region=settings.default_phone_region, date_order=settings.date_order
-    )
-    place = catalogue.get(db).locations.get(referral.location or "")
-    reasons = _location_reasons(location, place) + referral.problems
-    reasons += [r for r in missing_fields(referral, []) if r.startswith("missing_field:patient")]
+    evaluation = evaluate(catalogue.get(db), referral_in, settings)
+    place = evaluation.references.location
+    check_location(request.scope, place)
+    place_id = place.id if place else None
+    # A registration names no service; every other reason stands.
+    reasons = [reason for reason in evaluation.reasons if reason != "missing_field:service_code"]
     normalised = referral_in.model_dump(mode="json", exclude_none=True)
 
     def write() -> IntakeAnswer:
         with db.transaction() as session:
             connection = session.connection()
             item_id = new_id()
-            context = _context(request)
-            if reasons or place is None:
-                answer, exception_row = intake_exception(
-                    item_id, place.id if place else None, reasons, context
-                )
-                row = intake_item_row(
-                    request, item_id, answer, reasons, normalised, place.id if place else None
-                )
+            context = request.context
+            if reasons or place is None:  # (no place is always a reason: the check is for mypy)
+                answer, exception_row = intake_exception(item_id, place_id, reasons, context)
+                row = intake_item_row(request, item_id, answer, reasons, normalised, place_id)
                 connection.execute(insert(_intake_items), row)
                 connection.execute(insert(_exceptions), exception_row)
             else:
-                patient_id, _ = find_or_register(connection, place.organisation_id, referral)
+                patient_id, _ = find_or_register(connection, place.organisation_id, evaluation.referral)
                 body = {"outcome": "patient_recorded", "intake_item_id": item_id, "patient_id": patient_id}
                 recorded = Event(
                     EventType.PATIENT_REGISTERED if event == "registered" else EventType.PATIENT_UPDATED,
@@ -95,7 +94,7 @@ def record_patient(
                 connection.execute(
                     insert(_intake_items), intake_item_row(request, item_id, answer, [], normalised, place.id)
                 )
-            record_events(connection, _received(request, item_id, place), *answer.events)
+            record_events(connection, received_event(request, item_id, place_id), *answer.events)
             return answer
 
     return answer_once(db, request, write)
@@ -116,31 +115,33 @@ def record_appointment(
     """
     snapshot = catalogue.get(db)
     place = snapshot.locations.get(location or "")
+    check_location(request.scope, place)
+    place_id = place.id if place else None
     normalised = {"patient": patient_in.model_dump(exclude_none=True), "appointment": notice.__dict__}
 
     def write() -> IntakeAnswer:
         with db.transaction() as session:
             connection = session.connection()
             item_id = new_id()
-            context = _context(request)
+            context = request.context
             case = _appointment_case(session, patient_in, notice, place, snapshot.services)
             if case is None:
                 answer, exception_row = intake_exception(
-                    item_id, place.id if place else None, ["unmatched_appointment"], context
+                    item_id, place_id, ["unmatched_appointment"], context
                 )
                 connection.execute(
                     insert(_intake_items),
                     intake_item_row(request, item_id, answer, ["unmatched_appointment"], normalised, None),
                 )
                 connection.execute(insert(_exceptions), exception_row)
-                record_events(connection, _received(request, item_id, place), *answer.events)
+                record_events(connection, received_event(request, item_id, place_id), *answer.events)
                 return answer
             answer = _apply_notice(session, case, notice, item_id, request)
             connection.execute(
                 insert(_intake_items),
                 intake_item_row(request, item_id, answer, [], normalised, case.location_id),
             )
-            record_events(connection, _received(request, item_id, place), *answer.events)
+            record_events(connection, received_event(request, item_id, place_id), *answer.events)
             return answer
 
     return answer_once(db, request, write)
@@ -211,24 +212,3 @@ def _appointment_case(
         if service is not None:
             query = query.where(ServiceCase.service_id == service.id)
     return session.scalars(query.limit(1)).first()
-
-
-def _location_reasons(location: str | None, place: LocationRef | None) -> list[str]:
-    if place is not None:
-        return []
-    return ["unknown_location"] if location else ["missing_field:location"]
-
-
-def _context(request: IntakeRequest) -> dict[str, Any]:
-    return {"actor": request.principal_id, "correlation_id": request.correlation_id}
-
-
-def _received(request: IntakeRequest, item_id: str, place: LocationRef | None) -> Event:
-    return Event(
-        EventType.REFERRAL_RECEIVED,
-        subject_type="intake_item",
-        subject_id=item_id,
-        location_id=place.id if place else None,
-        payload={"channel": request.channel},
-        **_context(request),
-    )

@@ -7,6 +7,11 @@ directory and ``/metrics`` adds the processes up.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Histogram
 
 _RECEIVED = Counter("careops_channel_received", "Inbound items received", ["channel"])
@@ -23,15 +28,24 @@ _LATENCY = Histogram(
 )
 
 
-class ChannelMetrics:
-    def __init__(self, channel: str) -> None:
-        self.channel = channel
+@dataclass
+class Measurement:
+    """What the caller says of one item before the ``measured`` block ends (rejected by default)."""
 
-    def received(self) -> None:
-        _RECEIVED.labels(self.channel).inc()
+    accepted: bool = False
+    quarantined: bool = False
 
-    def finished(self, accepted: bool, quarantined: bool, seconds: float) -> None:
-        (_ACCEPTED if accepted else _REJECTED).labels(self.channel).inc()
-        if quarantined:
-            _QUARANTINED.labels(self.channel).inc()
-        _LATENCY.labels(self.channel).observe(seconds)
+
+@contextmanager
+def measured(channel: str) -> Iterator[Measurement]:
+    """Count one inbound item of ``channel`` and time it; an exception counts as a rejection."""
+    _RECEIVED.labels(channel).inc()
+    started = time.perf_counter()
+    seen = Measurement()
+    try:
+        yield seen
+    finally:
+        (_ACCEPTED if seen.accepted else _REJECTED).labels(channel).inc()
+        if seen.quarantined:
+            _QUARANTINED.labels(channel).inc()
+        _LATENCY.labels(channel).observe(time.perf_counter() - started)

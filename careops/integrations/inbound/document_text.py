@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from io import BytesIO
 
-_TEXT_LIMIT = 200_000
+TEXT_LIMIT = 200_000
 _PDF_PAGES = 50
 
 
@@ -20,7 +20,7 @@ def extract_text(content_type: str, data: bytes) -> str | None:
             pages = [page.extract_text() or "" for page in reader.pages[:_PDF_PAGES]]
         except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError):
             return None
-        return "\n".join(pages)[:_TEXT_LIMIT] or None
+        return "\n".join(pages)[:TEXT_LIMIT] or None
     if content_type.startswith("text/"):
-        return data.decode("utf-8", errors="replace")[:_TEXT_LIMIT]
+        return data.decode("utf-8", errors="replace")[:TEXT_LIMIT]
     return None

@@ -9,10 +9,8 @@ whatever is missing sends the item to the exception queue with the email attache
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
-import time
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage, Message
@@ -25,8 +23,9 @@ from careops.db import Database
 from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn
 from careops.errors import Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
-from careops.integrations.inbound.channel_metrics import ChannelMetrics
-from careops.integrations.inbound.document_text import extract_text
+from careops.integrations.inbound.channel_metrics import measured
+from careops.integrations.inbound.document_text import TEXT_LIMIT, extract_text
+from careops.integrations.inbound.facilities import location_for
 from careops.orchestration.intake import (
     Attachment,
     CatalogueCache,
@@ -39,7 +38,6 @@ from careops.settings import Settings
 
 PRINCIPAL = "email"
 CONTENT_TYPE = "message/rfc822"
-_TEXT_LIMIT = 200_000
 _FIELDS = {
     "name": r"(?:patient(?:'s)?\s*(?:full\s*)?name|patient|name)",
     "birth_date": r"(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|born)",
@@ -112,7 +110,7 @@ def parse(raw: bytes) -> ParsedEmail:
         recipients=[r for r in recipients if r],
         subject=_header(message, "Subject"),
         message_id=_header(message, "Message-ID").strip() or None,
-        body=body[:_TEXT_LIMIT],
+        body=body[:TEXT_LIMIT],
         attachments=attachments,
     )
 
@@ -208,25 +206,23 @@ class EmailChannel:
         transport: str = "smtp",
     ) -> IntakeAnswer:
         """Take one email: its intake answer, or ``EmailRefused`` (kept in quarantine)."""
-        started = time.perf_counter()
-        metrics = ChannelMetrics(f"email-{transport}")
-        metrics.received()
-        try:
-            answer = self.accept(raw, envelope_sender, recipients, scope)
-        except EmailRefused as refused:
-            quarantine(
-                self.db,
-                raw=raw[: self.settings.quarantine_max_bytes],
-                content_type=CONTENT_TYPE,
-                channel="email",
-                reasons=[refused.reason],
-                actor=PRINCIPAL,
-                sender=(envelope_sender or "")[:200] or None,
-            )
-            metrics.finished(False, True, time.perf_counter() - started)
-            raise
-        metrics.finished(True, False, time.perf_counter() - started)
-        return answer
+        with measured(f"email-{transport}") as seen:
+            try:
+                answer = self.accept(raw, envelope_sender, recipients, scope)
+            except EmailRefused as refused:
+                seen.quarantined = True
+                quarantine(
+                    self.db,
+                    raw=raw[: self.settings.quarantine_max_bytes],
+                    content_type=CONTENT_TYPE,
+                    channel="email",
+                    reasons=[refused.reason],
+                    actor=PRINCIPAL,
+                    sender=(envelope_sender or "")[:200] or None,
+                )
+                raise
+            seen.accepted = True
+            return answer
 
     def accept(
         self,
@@ -248,20 +244,21 @@ class EmailChannel:
             raise EmailRefused(
                 "email:sender_not_allowed", f"the sender {sender or '(none)'} is not on the allowlist"
             )
-        location = self._location([*(recipients or []), *email.recipients])
+        mailboxes = [address.partition("@")[0] for address in [*(recipients or []), *email.recipients]]
+        slugs = self.catalogue.get(self.db).locations
+        location = location_for(mailboxes, self.settings, slugs, pass_unmapped=False)
         try:
             referral_in = referral(email, location)
         except ValidationError as exc:  # a value out of range for the schema: keep it for a human
             raise EmailRefused(
                 "email:unreadable_fields", f"fields out of range: {exc.error_count()}"
             ) from exc
-        digest = hashlib.sha256(raw).hexdigest()
         request = IntakeRequest(
             raw=raw,
             content_type=CONTENT_TYPE,
             channel="email",
             principal_id=PRINCIPAL,
-            idempotency_key=f"{email.message_id or 'no-message-id'}|{digest[:32]}"[-255:],
+            content_key=email.message_id or "no-message-id",
             correlation_id=(email.message_id or "")[:64] or None,
             scope=scope,
             sender=sender[:200] or None,
@@ -278,15 +275,3 @@ class EmailChannel:
             return True
         domain = sender.rpartition("@")[2]
         return sender in allowed or f"@{domain}" in allowed
-
-    def _location(self, recipients: list[str]) -> str | None:
-        """A recipient's local part naming a location (``north@referrals.example``), else the default."""
-        slugs = self.catalogue.get(self.db).locations
-        mapping = {name.lower(): slug for name, slug in self.settings.facility_locations.items()}
-        for address in recipients:
-            local = address.partition("@")[0].lower()
-            if local in mapping:
-                return mapping[local]
-            if local in slugs:
-                return local
-        return self.settings.default_location

@@ -9,9 +9,7 @@ kept in quarantine and answered with an OperationOutcome.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +20,8 @@ from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
 from careops.errors import Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.integrations.inbound import fhir_r4
-from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.integrations.inbound.channel_metrics import measured
+from careops.integrations.inbound.facilities import location_for
 from careops.orchestration.intake import CatalogueCache, IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
 from careops.settings import Settings
@@ -68,6 +67,16 @@ class FhirChannel:
         """``POST /`` with a transaction or batch Bundle: its response Bundle, or an error."""
         return self._measured(raw, actor, lambda: self._bundle(raw, scope))
 
+    def other(self, raw: bytes, resource_type: str, actor: str) -> FhirAnswer:
+        """``POST /{type}`` for a type careops does not take: 400 naming what is invalid in it,
+        else 404 not-supported; kept in quarantine either way."""
+        return self._measured(raw, actor, lambda: self._other(raw, resource_type))
+
+    def _other(self, raw: bytes, resource_type: str) -> FhirAnswer:
+        fhir_r4.validate(fhir_r4.parse_json(raw), resource_type)
+        detail = f"careops takes ServiceRequest (alone or in a Bundle at /fhir/r4), not {resource_type}"
+        raise fhir_r4.FhirError(404, "not-supported", detail, resource_type)
+
     def accept(self, raw: bytes, scope: LocationScope = EVERYWHERE) -> FhirAnswer:
         """Replay: a quarantined resource or Bundle through the channel again (FhirError if refused)."""
         document = fhir_r4.parse_json(raw)
@@ -76,16 +85,14 @@ class FhirChannel:
         return self._create(raw, None, scope)
 
     def _measured(self, raw: bytes, actor: str, work: Any) -> FhirAnswer:
-        started = time.perf_counter()
-        metrics = ChannelMetrics("fhir")
-        metrics.received()
-        try:
-            answer: FhirAnswer = work()
-        except fhir_r4.FhirError as error:
-            metrics.finished(False, True, time.perf_counter() - started)
-            return self.refuse(raw, error, actor)
-        metrics.finished(True, False, time.perf_counter() - started)
-        return answer
+        with measured("fhir") as seen:
+            try:
+                answer: FhirAnswer = work()
+            except fhir_r4.FhirError as error:
+                seen.quarantined = True
+                return self.refuse(raw, error, actor)
+            seen.accepted = True
+            return answer
 
     def refuse(self, raw: bytes, error: fhir_r4.FhirError, actor: str) -> FhirAnswer:
         """Keep the payload whole in quarantine; the OperationOutcome names the quarantine id."""
@@ -142,24 +149,11 @@ class FhirChannel:
         kind = f"{bundle.kind}-response"
         return FhirAnswer(200, {"resourceType": "Bundle", "type": kind, "entry": responses})
 
-    def _referenced(self, bundle: fhir_r4.Bundle) -> set[int]:
-        """Entries a ServiceRequest points at (directly or through a PractitionerRole or Coverage),
-        and documents that point at a ServiceRequest."""
-        found: set[int] = set()
-        ids = {id(entry.resource): entry.index for entry in bundle.entries}
-        pending = [entry.resource for entry in bundle.entries if entry.type == "ServiceRequest"]
-        while pending:
-            resource = pending.pop()
-            for _, target in fhir_r4.references(resource, ""):
-                hit = bundle.resolve({"reference": target}, resource)
-                if hit is not None and ids.get(id(hit)) not in found and id(hit) in ids:
-                    found.add(ids[id(hit)])
-                    pending.append(hit)
+    @staticmethod
+    def _referenced(bundle: fhir_r4.Bundle) -> set[int]:
+        """The entries some ServiceRequest of the Bundle draws on."""
         requests = [entry.resource for entry in bundle.entries if entry.type == "ServiceRequest"]
-        for entry in bundle.entries:
-            if entry.type == "DocumentReference" and any(_points_at(entry, r, bundle) for r in requests):
-                found.add(entry.index)
-        return found
+        return {entry.index for request in requests for entry in _drawn_on(request, bundle)}
 
     @staticmethod
     @staticmethod
@@ -185,19 +179,19 @@ class FhirChannel:
     ) -> FhirAnswer:
         resource = entry.resource
         snapshot = self.catalogue.get(self.db)
-        location = self._location(fhir_r4.location_names(resource, bundle), set(snapshot.locations))
+        location = location_for(fhir_r4.location_names(resource, bundle), self.settings, snapshot.locations)
         known = {code for (_, code) in snapshot.services}
         referral = fhir_r4.referral(resource, bundle, location, known)
         collection = _collection(resource, bundle)
         raw = canonical_json(collection).encode()
         conditional_key = _conditional_key(if_none_exist, entry.path)
-        key = conditional_key or "sha256:" + hashlib.sha256(raw).hexdigest()
         request = IntakeRequest(
             raw=raw,
             content_type=fhir_r4.FHIR_JSON,
             channel="fhir",
             principal_id=PRINCIPAL,
-            idempotency_key=key,
+            idempotency_key=conditional_key,
+            content_key=None if conditional_key else "fhir",
             correlation_id=referral.external_id,
             scope=scope,
             sender=(resource.get("requester") or {}).get("display") or referral.referrer.code,
@@ -211,15 +205,6 @@ class FhirChannel:
         created = bool(answer.events)  # an earlier answer (same request or identifier) has none
         stored = {**resource, "id": item_id}
         return FhirAnswer(201 if created else 200, stored, f"ServiceRequest/{item_id}")
-
-    def _location(self, names: list[str], slugs: set[str]) -> str | None:
-        mapping = {name.lower(): slug for name, slug in self.settings.facility_locations.items()}
-        for name in names:
-            if name.lower() in mapping:
-                return mapping[name.lower()]
-            if name.lower() in slugs:
-                return name.lower()
-        return self.settings.default_location or (names[0][:64] if names else None)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -261,24 +246,37 @@ class FhirChannel:
         return item
 
 
-def _collection(resource: dict[str, Any], bundle: fhir_r4.Bundle) -> dict[str, Any]:
-    """The ServiceRequest, what it references and the documents that reference it, as kept on its
-    intake item (its raw payload)."""
-    entries: list[dict[str, Any]] = [{"resource": resource}]
-    seen = {id(resource)}
-    for _, target in fhir_r4.references(resource, ""):
-        hit = bundle.resolve({"reference": target}, resource)
-        if hit is not None and id(hit) not in seen:
-            seen.add(id(hit))
-            entries.append({"fullUrl": target, "resource": hit})
-    for entry in bundle.entries:
-        if (
-            entry.type == "DocumentReference"
-            and id(entry.resource) not in seen
-            and _points_at(entry, resource, bundle)
-        ):
-            entries.append({"fullUrl": entry.full_url, "resource": entry.resource})
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+def _drawn_on(request: dict[str, Any], bundle: fhir_r4.Bundle) -> list[fhir_r4.Entry]:
+    """The entries a ServiceRequest draws on: what it references, directly or through them (a
+    PractitionerRole's practitioner, a Coverage's payor), then the documents that reference it."""
+    entries = {id(entry.resource): entry for entry in bundle.entries}
+    seen = {id(request)}
+    found: list[fhir_r4.Entry] = []
+    pending = [request]
+    while pending:
+        resource = pending.pop()
+        for _, target in fhir_r4.references(resource, ""):
+            hit = bundle.resolve({"reference": target}, resource)
+            if hit is not None and id(hit) in entries and id(hit) not in seen:
+                seen.add(id(hit))
+                found.append(entries[id(hit)])
+                pending.append(hit)
+    documents = [
+        entry
+        for entry in bundle.entries
+        if entry.type == "DocumentReference"
+        and id(entry.resource) not in seen
+        and _points_at(entry, request, bundle)
+    ]
+    return [*found, *documents]
+
+
+def _collection(request: dict[str, Any], bundle: fhir_r4.Bundle) -> dict[str, Any]:
+    """The ServiceRequest and what it draws on, as kept on its intake item (its raw payload)."""
+    drawn_on = [
+        {"fullUrl": entry.full_url, "resource": entry.resource} for entry in _drawn_on(request, bundle)
+    ]
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": request}, *drawn_on]}
 
 
 def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bundle) -> bool:

@@ -212,21 +212,12 @@ class Bundle:
 def read_bundle(document: dict[str, Any]) -> Bundle:
     """A transaction or batch Bundle; its shell is validated here, each entry's resource by itself
     later (validating them one by one costs a third of validating them inside the Bundle)."""
-    entries_only = document.get("entry") if isinstance(document.get("entry"), list) else None
-    shell = {
-        **document,
-        **(
-            {
-                "entry": [
-                    {k: v for k, v in e.items() if k != "resource"}
-                    for e in entries_only
-                    if isinstance(e, dict)
-                ]
-            }
-            if entries_only is not None
-            else {}
-        ),
-    }
+    shell = dict(document)
+    if isinstance(document.get("entry"), list):
+        shell["entry"] = [
+            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+            for e in document["entry"]
+        ]
     validate(shell, "Bundle")
     kind = document.get("type")
     if kind not in ("transaction", "batch"):

@@ -10,8 +10,6 @@ Whatever cannot be read or mapped is kept whole in quarantine and answered ``AE`
 
 from __future__ import annotations
 
-import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,8 @@ from careops.db import Database
 from careops.errors import Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.integrations.inbound import hl7v2
-from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.integrations.inbound.channel_metrics import measured
+from careops.integrations.inbound.facilities import location_for
 from careops.orchestration.intake import CatalogueCache, IntakeAnswer, IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
 from careops.orchestration.registrations import AppointmentNotice, record_appointment, record_patient
@@ -52,14 +51,12 @@ class Hl7Channel:
     def handle(
         self, raw: bytes, transport: str, actor: str = PRINCIPAL, scope: LocationScope = EVERYWHERE
     ) -> Hl7Result:
-        started = time.perf_counter()
-        metrics = ChannelMetrics(f"hl7-{transport}")
-        metrics.received()
-        try:
-            result = self.accept(raw, actor, scope)
-        except hl7v2.Hl7Rejected as rejected:
-            result = self._reject(raw, hl7v2.read_header(hl7v2.decode(raw)), rejected, actor)
-        metrics.finished(result.code == "AA", result.outcome == "quarantined", time.perf_counter() - started)
+        with measured(f"hl7-{transport}") as seen:
+            try:
+                result = self.accept(raw, actor, scope)
+            except hl7v2.Hl7Rejected as rejected:
+                result = self._reject(raw, hl7v2.read_header(hl7v2.decode(raw)), rejected, actor)
+            seen.accepted, seen.quarantined = result.code == "AA", result.outcome == "quarantined"
         return result
 
     def accept(self, raw: bytes, actor: str = PRINCIPAL, scope: LocationScope = EVERYWHERE) -> Hl7Result:
@@ -80,14 +77,11 @@ class Hl7Channel:
 
     def refuse(self, raw: bytes, transport: str, reason: str, detail: str) -> Hl7Result:
         """AR for bytes that are not one well-framed message (kept in quarantine all the same)."""
-        metrics = ChannelMetrics(f"hl7-{transport}")
-        metrics.received()
-        header = hl7v2.read_header(hl7v2.decode(raw))
-        result = self._reject(
-            raw, header, hl7v2.Hl7Rejected("AR", hl7v2.APPLICATION_ERROR, detail, reason=reason), PRINCIPAL
-        )
-        metrics.finished(False, True, 0.0)
-        return result
+        with measured(f"hl7-{transport}") as seen:
+            seen.quarantined = True
+            header = hl7v2.read_header(hl7v2.decode(raw))
+            refused = hl7v2.Hl7Rejected("AR", hl7v2.APPLICATION_ERROR, detail, reason=reason)
+            return self._reject(raw, header, refused, PRINCIPAL)
 
     def failure(self, raw: bytes, error: Exception) -> Hl7Result:
         """The ACK when nothing could be committed (e.g. the database is down): AE, send again."""
@@ -105,19 +99,19 @@ class Hl7Channel:
             content_type=CONTENT_TYPE,
             channel="hl7",
             principal_id=PRINCIPAL,
-            idempotency_key=_key(header, message.text),
+            content_key=f"{header.sender}|{header.control_id}",
             correlation_id=header.control_id[:64],
             scope=scope,
             sender=header.sender[:200],
         )
-        location = self._location(message)
+        slugs = self.catalogue.get(self.db).locations
+        location = location_for(hl7v2.facilities(message), self.settings, slugs)
         kind = header.kind
         if kind in hl7v2.REFERRAL_TYPES:
             return accept_referral(
                 self.db, request, hl7v2.referral(message, location), self.settings, self.catalogue
             )
         patient = hl7v2.patient(message)
-        self._check_scope(location, scope)
         if kind in hl7v2.PATIENT_TYPES:
             return record_patient(
                 self.db, request, patient, location, hl7v2.PATIENT_TYPES[kind], self.settings, self.catalogue
@@ -131,29 +125,6 @@ class Hl7Channel:
             appointment.filler_id,
         )
         return record_appointment(self.db, request, patient, location, notice, self.catalogue)
-
-    def _location(self, message: hl7v2.Hl7Message) -> str | None:
-        """The careops location for a message: a mapped or same-named facility, else the default.
-
-        An unmapped facility is passed on as it is, so that the item waits in the exception queue
-        with ``unknown_location`` (and the facility's name) instead of landing somewhere wrong.
-        """
-        slugs = self.catalogue.get(self.db).locations
-        mapping = {name.lower(): slug for name, slug in self.settings.facility_locations.items()}
-        names = hl7v2.facilities(message)
-        for name in names:
-            if name.lower() in mapping:
-                return mapping[name.lower()]
-            if name.lower() in slugs:
-                return name.lower()
-        if self.settings.default_location:
-            return self.settings.default_location
-        return names[0][:64] if names else None
-
-    def _check_scope(self, location: str | None, scope: LocationScope) -> None:
-        place = self.catalogue.get(self.db).locations.get(location or "")
-        if place is not None and not scope.allows(place.id):
-            raise Forbidden("this token may not send messages for this location")
 
     def _reject(self, raw: bytes, header: hl7v2.Header, rejected: hl7v2.Hl7Rejected, actor: str) -> Hl7Result:
         """Keep the message whole in quarantine, then NAK it naming the reason and the quarantine id."""
@@ -170,18 +141,6 @@ class Hl7Channel:
         ack = hl7v2.acknowledgement(header, rejected.ack_code, text, rejected)
         body = {"outcome": "quarantined", "quarantine_id": quarantine_id, "reason_codes": [rejected.reason]}
         return Hl7Result(ack, rejected.ack_code, "quarantined", body)
-
-
-def _key(header: hl7v2.Header, text: str) -> str:
-    """Sender, MSH-10 and a digest of the message: a resend is answered again and changes nothing.
-
-    Senders do reuse control ids for different messages (the HL7 samples here do), so a different
-    message under a used MSH-10 is taken as its own message; duplicate detection still links a
-    repeated referral to its case.
-    """
-    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    key = f"{header.sender}|{header.control_id}|{digest}"
-    return key if len(key) <= 255 else hashlib.sha256(key.encode()).hexdigest()
 
 
 def _summary(answer: IntakeAnswer) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from careops.db import Database
 from careops.domain.referrals import PRIORITIES, PatientIn, ReferralIn, ReferrerIn
-from careops.integrations.inbound.channel_metrics import ChannelMetrics
+from careops.integrations.inbound.channel_metrics import measured
 from careops.orchestration.intake import (
     Attachment,
     CatalogueCache,
@@ -172,37 +172,32 @@ class WebForm:
     ) -> FormOutcome:
         """The reference number, or the message for every field to fix (``refused`` adds the
         transport's own, e.g. an upload of the wrong type); nothing is written until all is right."""
-        started = time.perf_counter()
-        metrics = ChannelMetrics("form")
-        metrics.received()
-        if not self.limiter.allow(client):
-            metrics.finished(False, False, time.perf_counter() - started)
-            raise FormRejected(
-                429, "too many referrals from this address in a minute; please wait and try again"
+        with measured("form") as seen:
+            if not self.limiter.allow(client):
+                detail = "too many referrals from this address in a minute; please wait and try again"
+                raise FormRejected(429, detail)
+            referral_in = _referral(location, values)
+            evaluation = evaluate(self.catalogue.get(self.db), referral_in, self.settings)
+            errors = {
+                _REASON_FIELD.get(reason, reason.partition(":")[2]): _message(reason)
+                for reason in evaluation.reasons
+            }
+            errors.update(refused or {})
+            if errors:
+                return FormOutcome(errors=errors)
+            request = IntakeRequest(
+                raw=_raw(values, upload),
+                content_type="application/x-www-form-urlencoded",
+                channel="form",
+                principal_id=PRINCIPAL,
+                idempotency_key=f"form:{nonce}",
+                conditional=True,  # one page, one referral: a second click answers with the first
+                sender=(values.get("referrer.code") or values.get("referrer.name") or "")[:200] or None,
+                attachments=(upload,) if upload else (),
             )
-        referral_in = _referral(location, values)
-        evaluation = evaluate(self.catalogue.get(self.db), referral_in, self.settings)
-        errors = {
-            _REASON_FIELD.get(reason, reason.partition(":")[2]): _message(reason)
-            for reason in evaluation.reasons
-        }
-        errors.update(refused or {})
-        if errors:
-            metrics.finished(False, False, time.perf_counter() - started)
-            return FormOutcome(errors=errors)
-        request = IntakeRequest(
-            raw=_raw(values, upload),
-            content_type="application/x-www-form-urlencoded",
-            channel="form",
-            principal_id=PRINCIPAL,
-            idempotency_key=f"form:{nonce}",
-            conditional=True,  # one page, one referral: a second click answers with the first
-            sender=(values.get("referrer.code") or values.get("referrer.name") or "")[:200] or None,
-            attachments=(upload,) if upload else (),
-        )
-        answer = accept_referral(self.db, request, referral_in, self.settings, self.catalogue)
-        metrics.finished(True, False, time.perf_counter() - started)
-        return FormOutcome(reference=answer.body["intake_item_id"], outcome=answer.body["outcome"])
+            answer = accept_referral(self.db, request, referral_in, self.settings, self.catalogue)
+            seen.accepted = True
+            return FormOutcome(reference=answer.body["intake_item_id"], outcome=answer.body["outcome"])
 
 
 def _referral(location: str, values: dict[str, str]) -> ReferralIn:
