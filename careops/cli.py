@@ -23,6 +23,7 @@ from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from careops.governance.principal import Principal
     from careops.integrations.inbound.channels import Inbound
     from careops.orchestration.worker import Listener
 
@@ -33,6 +34,12 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(
+    help="Console users: create, list, disable, set roles or password.", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+role_app = typer.Typer(help="Roles: what each may do and how much PHI it sees.", no_args_is_help=True)
+app.add_typer(role_app, name="role")
 audit_app = typer.Typer(help="Seal, verify and export the tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 intake_app = typer.Typer(help="Import referrals from files (saved emails).", no_args_is_help=True)
@@ -60,6 +67,16 @@ def fail(message: str) -> None:
 def cli_actor() -> str:
     """Who acts from the command line, as audited: ``cli:<operating-system user>``."""
     return f"cli:{getpass.getuser()}"
+
+
+def cli_operator() -> Principal:
+    """The command line's principal: whoever runs it holds the database and its keys, so it sees
+    everything in clear; what it reads in clear is still audited under ``cli:<user>``."""
+    from careops.governance.masking import CLEAR
+    from careops.governance.permissions import ADMIN, PHI_READ
+    from careops.governance.principal import Principal
+
+    return Principal(cli_actor(), cli_actor(), frozenset({ADMIN, PHI_READ}), masking=CLEAR)
 
 
 MllpPortOption = Annotated[
@@ -130,7 +147,8 @@ def token_create(
     ] = None,
 ) -> None:
     """Create a token. Only the token goes to stdout (details to stderr), so scripts can capture it."""
-    from careops.governance.tokens import ADMIN, create_token
+    from careops.governance.permissions import ADMIN
+    from careops.governance.tokens import create_token
 
     db = _ready_database(get_settings())
     wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
@@ -192,6 +210,155 @@ def token_revoke(name_or_id: Annotated[str, typer.Argument(help="Token name or i
 
     count = revoke_token(_ready_database(get_settings()), name_or_id, actor=cli_actor())
     err.print(f"revoked {count} token(s)")
+
+
+PasswordOption = Annotated[
+    str,
+    typer.Option(
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        envvar="CAREOPS_NEW_PASSWORD",
+        help="Asked for when not given (or from CAREOPS_NEW_PASSWORD).",
+    ),
+]
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="Login name (lower case).")],
+    roles: Annotated[str, typer.Option("--roles", help="Comma-separated roles (careops role list).")],
+    password: PasswordOption,
+    display_name: Annotated[str | None, typer.Option("--name", help="Name shown in the console.")] = None,
+    locations: Annotated[
+        str | None, typer.Option("--locations", help="Comma-separated location slugs (default: all).")
+    ] = None,
+) -> None:
+    """Create a console user (the password is stored only as an argon2id hash)."""
+    from careops.governance.users import create_user
+
+    settings = get_settings()
+    user = create_user(
+        _ready_database(settings),
+        settings,
+        username,
+        password,
+        _names(roles),
+        actor=cli_actor(),
+        display_name=display_name,
+        locations=None if locations is None else _names(locations),
+    )
+    err.print(f"user {user.username!r} created with roles {', '.join(user.roles)}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Users with their roles, locations and state."""
+    from rich.table import Table
+
+    from careops.domain.models import utcnow
+    from careops.governance.tokens import location_slugs
+    from careops.governance.users import list_users
+
+    db = _ready_database(get_settings())
+    slugs = location_slugs(db)
+    table = Table("username", "name", "roles", "locations", "state", "created")
+    now = utcnow()
+    for u in list_users(db):
+        state = (
+            "disabled"
+            if u.disabled_at
+            else f"locked until {u.locked_until:%H:%M}"
+            if u.locked_until and u.locked_until > now
+            else "active"
+        )
+        table.add_row(
+            u.username,
+            u.display_name,
+            ",".join(u.roles),
+            "all" if u.locations is None else ",".join(slugs.get(i, i) for i in u.locations),
+            state,
+            f"{u.created_at:%Y-%m-%d}",
+        )
+    out.print(table)
+
+
+@user_app.command("disable")
+def user_disable(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Stop a user logging in; every open session of the user ends at once."""
+    from careops.governance.users import disable_user
+
+    disable_user(_ready_database(get_settings()), username, actor=cli_actor())
+    err.print(f"user {username!r} disabled")
+
+
+@user_app.command("set-roles")
+def user_set_roles(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    roles: Annotated[str, typer.Argument(help="Comma-separated roles; they replace the current ones.")],
+) -> None:
+    """Replace a user's roles (audited with before and after; the user's sessions end)."""
+    from careops.governance.users import set_roles
+
+    user = set_roles(_ready_database(get_settings()), username, _names(roles), actor=cli_actor())
+    err.print(f"user {user.username!r} now has roles {', '.join(user.roles)}")
+
+
+@user_app.command("set-password")
+def user_set_password(
+    username: Annotated[str, typer.Argument(help="Login name.")], password: PasswordOption
+) -> None:
+    """Set a new password; unlocks the account and ends its sessions."""
+    from careops.governance.users import set_password
+
+    settings = get_settings()
+    set_password(_ready_database(settings), settings, username, password, actor=cli_actor())
+    err.print(f"password of {username!r} changed")
+
+
+@role_app.command("list")
+def role_list() -> None:
+    """Every role with its permissions and what PHI it sees."""
+    from careops.domain.phi import PhiCategory
+    from careops.governance.roles import roles
+
+    for name, spec in sorted(roles(_ready_database(get_settings())).items()):
+        out.print(f"[bold]{name}[/bold] — {spec.description}", highlight=False)
+        out.print(f"  permissions: {' '.join(sorted(spec.permissions))}", highlight=False, soft_wrap=True)
+        visibility = " ".join(f"{c}={spec.masking.get(c, 'hidden')}" for c in PhiCategory)
+        out.print(f"  PHI: {visibility}", highlight=False, soft_wrap=True)
+
+
+@role_app.command("set")
+def role_set(
+    name: Annotated[str, typer.Argument(help="Role name (a shipped one to change it, or a new one).")],
+    permissions: Annotated[str, typer.Option("--permissions", help="Comma-separated; they replace the old.")],
+    masking: Annotated[
+        str | None,
+        typer.Option("--masking", help="e.g. name=clear,birth_date=partial,clinical_note=hidden"),
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+) -> None:
+    """Define or change a role (audited as role.changed); users holding it get the change at once."""
+    from careops.governance.roles import set_role
+
+    visibility = None
+    if masking is not None:
+        pairs = [part.partition("=") for part in _names(masking)]
+        visibility = {key.strip(): value.strip() for key, _, value in pairs}
+    spec = set_role(
+        _ready_database(get_settings()),
+        name,
+        _names(permissions),
+        actor=cli_actor(),
+        description=description,
+        masking=visibility,
+    )
+    err.print(f"role {name!r}: {', '.join(sorted(spec.permissions))}")
 
 
 @audit_app.command("seal")
@@ -456,10 +623,9 @@ def quarantine_list(
 @quarantine_app.command("show")
 def quarantine_show(item_id: Annotated[str, typer.Argument(help="Quarantine id.")]) -> None:
     """One quarantined payload: its reasons on stderr, the payload itself on stdout."""
-    from careops.governance.scoping import EVERYWHERE
     from careops.orchestration.quarantine import get_quarantined
 
-    item = get_quarantined(_ready_database(get_settings()), item_id, EVERYWHERE)
+    item = get_quarantined(_ready_database(get_settings()), item_id, cli_operator())
     reasons = ", ".join(item["reasons"])
     err.print(f"{item['channel']} from {item['sender'] or '-'} at {item['received_at']}: {reasons}")
     sys.stdout.write(item["raw_payload"].replace("\r", "\n") + "\n")

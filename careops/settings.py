@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(
         5.0, description="How long a verified token is trusted without a query."
     )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed console logins in a row before the account is locked."
+    )
+    login_lockout_minutes: float = Field(15, gt=0, description="How long a locked account stays locked.")
+    login_attempts_per_minute: int = Field(
+        10, ge=1, description="Console login attempts per client address per minute (per process); 429 above."
+    )
+    session_hours: float = Field(8, gt=0, description="Console sessions end this long after login.")
+    password_min_length: int = Field(12, ge=8, description="Shortest password a user may set.")
     default_phone_region: str = Field("GB", description="Region for phone numbers without a country code.")
     facility_locations: dict[str, str] = Field(
         default_factory=dict,

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from careops.api.app import create_app
 from careops.db import Database
 from careops.demo.seed import seed_demo
-from careops.governance.tokens import ADMIN, create_token
+from careops.governance.permissions import ADMIN, PHI_READ
+from careops.governance.tokens import create_token
 from careops.migrate import upgrade
 from careops.settings import Settings
 
@@ -80,7 +81,7 @@ def db(settings: Settings) -> Iterator[Database]:
 
 @pytest.fixture
 def admin_token(db: Database) -> str:
-    return create_token(db, "test-admin", [ADMIN], actor="test")[0]
+    return create_token(db, "test-admin", [ADMIN, PHI_READ], actor="test")[0]
 
 
 @pytest.fixture

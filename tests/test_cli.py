@@ -49,3 +49,32 @@ def test_seed_demo_is_repeatable(database_url: str) -> None:
     assert careops(database_url, "migrate").returncode == 0
     assert "created" in careops(database_url, "seed", "--demo").stderr
     assert "already present" in careops(database_url, "seed", "--demo").stderr
+
+
+def test_users_and_roles_are_managed_from_the_command_line(database_url: str) -> None:
+    assert careops(database_url, "migrate").returncode == 0
+    assert careops(database_url, "seed", "--demo").returncode == 0
+    weak = careops(
+        database_url, "user", "create", "ana", "--roles", "scheduler", CAREOPS_NEW_PASSWORD="short"
+    )
+    assert weak.returncode == 1 and "at least 12 characters" in weak.stderr
+    made = careops(
+        database_url, "user", "create", "ana", "--roles", "scheduler", "--locations", "north",
+        CAREOPS_NEW_PASSWORD="a long enough passphrase",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "a long enough passphrase" not in made.stdout + made.stderr
+    listed = careops(database_url, "user", "list").stdout
+    assert "ana" in listed and "scheduler" in listed and "north" in listed and "active" in listed
+    unknown = careops(database_url, "user", "set-roles", "ana", "wizard")
+    assert unknown.returncode == 1 and "unknown roles: wizard" in unknown.stderr
+    assert careops(database_url, "user", "set-roles", "ana", "scheduler,finance").returncode == 0
+    changed = careops(
+        database_url, "role", "set", "finance", "--permissions", "cases:read,billing:approve,audit:read",
+        "--masking", "clinical_note=partial",
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    roles = careops(database_url, "role", "list").stdout
+    assert "audit:read" in roles and "compliance_officer" in roles
+    assert careops(database_url, "user", "disable", "ana").returncode == 0
+    assert "disabled" in careops(database_url, "user", "list").stdout

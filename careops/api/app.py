@@ -30,8 +30,12 @@ from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.channels import Inbound
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
-from careops.web import referral_form
+from careops.web import console, referral_form
 
+# Routers of the API (each operation declares its permission) and of the server-rendered pages
+# (the console checks its session and permissions itself; the partner form is public).
+API_MODULES = (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, metrics)
+PAGE_MODULES = (referral_form, console)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
@@ -67,13 +71,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.inbound = Inbound.build(db, settings, app.state.catalogue)
     problems.install(app)
     app.add_middleware(SecurityHeaders)
-    routers = [
-        module.router
-        for module in (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, metrics)
-    ]
-    for router in routers:
+    routers = [module.router for module in API_MODULES]
+    for router in [*routers, *(module.router for module in PAGE_MODULES)]:
         app.include_router(router)
-    app.include_router(referral_form.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

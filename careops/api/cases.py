@@ -11,8 +11,15 @@ from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, require
 from careops.domain.cases import CaseAction, CaseStatus
-from careops.governance.tokens import Principal
-from careops.orchestration.cases import CaseFilter, get_case, list_cases, record_triage, transition_case
+from careops.governance.principal import Principal
+from careops.orchestration.cases import (
+    CaseFilter,
+    get_case,
+    list_cases,
+    record_triage,
+    reveal_case,
+    transition_case,
+)
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
@@ -21,6 +28,12 @@ class TransitionIn(BaseModel):
     action: CaseAction
     reason_code: str | None = Field(
         None, pattern=r"^[a-z0-9_.:-]{1,64}$", description="A short code, not free text."
+    )
+
+
+class RevealIn(BaseModel):
+    reason: str = Field(
+        ..., min_length=10, max_length=500, description="Why the PHI is needed; kept in the audit log."
     )
 
 
@@ -41,14 +54,24 @@ async def cases(
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
     filters = CaseFilter(status, location, service, created_from, created_to)
-    return await run_in_threadpool(list_cases, db, filters, cursor, limit, principal.scope)
+    return await run_in_threadpool(list_cases, db, filters, cursor, limit, principal)
 
 
 @router.get("/{case_id}", summary="A case with its timeline of business events")
 async def case(
     db: DbDep, case_id: str, principal: Annotated[Principal, Depends(require("cases:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_case, db, case_id, principal.scope)
+    return await run_in_threadpool(get_case, db, case_id, principal)
+
+
+@router.post("/{case_id}/reveal", summary="The case's PHI in clear, with a stated reason (audited)")
+async def reveal(
+    db: DbDep,
+    case_id: str,
+    body: RevealIn,
+    principal: Annotated[Principal, Depends(require("phi:reveal"))],
+) -> dict[str, Any]:
+    return await run_in_threadpool(reveal_case, db, case_id, body.reason, principal)
 
 
 @router.post("/{case_id}/transitions", summary="Apply an action; 409 lists the allowed ones")
@@ -59,9 +82,7 @@ async def transition(
     principal: Annotated[Principal, Depends(require("cases:transition"))],
 ) -> dict[str, Any]:
     return await run_in_threadpool(
-        lambda: transition_case(
-            db, case_id, body.action, actor=principal.id, reason_code=body.reason_code, scope=principal.scope
-        )
+        lambda: transition_case(db, case_id, body.action, by=principal, reason_code=body.reason_code)
     )
 
 

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 
 from careops.db import Database
 from careops.errors import Forbidden, PayloadTooLarge, Unauthorised, ValidationFailed
-from careops.governance.tokens import Principal, TokenVerifier
+from careops.governance.principal import Principal
+from careops.governance.tokens import TokenVerifier
 from careops.settings import Settings
 
 

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, SettingsDep, require
-from careops.governance.tokens import Principal
+from careops.governance.principal import Principal
 from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
 
 router = APIRouter(prefix="/api/v1/exceptions", tags=["exceptions"])

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from careops import __version__
 from careops.api.deps import OversizedBody, authorise, get_principal, read_body
 from careops.errors import CareopsError
-from careops.governance.tokens import Principal
+from careops.governance.principal import Principal
 from careops.integrations.inbound.fhir_channel import FhirChannel
 from careops.integrations.inbound.fhir_r4 import (
     FHIR_JSON,

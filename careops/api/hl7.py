@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from careops.api.deps import OversizedBody, SettingsDep, read_body, require
 from careops.errors import UnsupportedMediaType
-from careops.governance.tokens import Principal
+from careops.governance.principal import Principal
 from careops.integrations.inbound.hl7_channel import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, Hl7Channel
 
 router = APIRouter(prefix="/api/v1", tags=["hl7"])

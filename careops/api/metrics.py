@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from careops.api.deps import require
-from careops.governance.tokens import Principal
+from careops.governance.principal import Principal
 
 router = APIRouter(tags=["metrics"])
 

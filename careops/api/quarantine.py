@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, require
-from careops.governance.tokens import Principal
+from careops.governance.principal import Principal
 from careops.integrations.inbound.channels import Inbound
 from careops.integrations.inbound.replay import discard, replay
 from careops.orchestration.quarantine import get_quarantined, list_quarantined
@@ -30,7 +30,7 @@ async def quarantined(
 async def quarantined_item(
     db: DbDep, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_quarantined, db, item_id, principal.scope)
+    return await run_in_threadpool(get_quarantined, db, item_id, principal)
 
 
 class DiscardIn(BaseModel):

@@ -14,7 +14,7 @@ from careops.api.problems import problem
 from careops.db import Database
 from careops.domain.referrals import ReferralIn
 from careops.errors import CareopsError, ValidationFailed
-from careops.governance.tokens import Principal
+from careops.governance.principal import Principal
 from careops.orchestration.intake import IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine, rejection_reasons
 from careops.settings import Settings

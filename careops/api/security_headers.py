@@ -21,7 +21,7 @@ DOCS_POLICY = (
     "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
     "frame-ancestors 'none'"
 )
-# The partner referral form: its own stylesheet, posts to itself, no script.
+# The partner referral form and the console: their own stylesheet, post to themselves, no script.
 FORM_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
     "frame-ancestors 'none'"
@@ -49,11 +49,11 @@ class SecurityHeaders:
             DOCS_POLICY
             if path.startswith(_DOCS_PATHS)
             else FORM_POLICY
-            if path.startswith("/refer/")
+            if path.startswith(("/refer/", "/console"))
             else API_POLICY
         )
         extra.append((b"content-security-policy", policy.encode()))
-        if path.startswith(("/api/", "/refer/", "/fhir/")):
+        if path.startswith(("/api/", "/refer/", "/fhir/", "/console")):
             extra.append((b"cache-control", b"no-store"))
         if scope.get("scheme") == "https":
             extra.append(_HSTS)

@@ -20,7 +20,8 @@ from careops.db import Database
 from careops.demo.seed import seed_demo
 from careops.demo.traffic import Mix, TrafficStats, simulate
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
-from careops.governance.tokens import ADMIN, create_token
+from careops.governance.permissions import ADMIN
+from careops.governance.tokens import create_token
 from careops.migrate import upgrade
 from careops.orchestration.worker import run_worker
 from careops.settings import Settings

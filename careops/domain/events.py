@@ -42,6 +42,17 @@ class EventType(StrEnum):
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an event name, not a secret
     TOKEN_ROTATED = "token.rotated"  # noqa: S105 - an event name, not a secret
     AUDIT_EXPORTED = "audit.exported"
+    USER_CREATED = "user.created"
+    USER_DISABLED = "user.disabled"
+    USER_ROLES_CHANGED = "user.roles_changed"
+    USER_PASSWORD_CHANGED = "user.password_changed"  # noqa: S105 - an event name, not a secret
+    USER_LOGGED_IN = "user.logged_in"
+    USER_LOGIN_FAILED = "user.login_failed"
+    USER_LOCKED = "user.locked"
+    USER_LOGGED_OUT = "user.logged_out"
+    ROLE_CHANGED = "role.changed"
+    PHI_REVEALED = "phi.revealed"
+    PHI_READ = "phi.read"
 
 
 class FollowUp(StrEnum):

@@ -30,7 +30,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from careops.domain.phi import PhiCategory, phi
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -101,13 +103,13 @@ class Patient(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
-    mrn: Mapped[str | None] = mapped_column(String(64))
-    given_name: Mapped[str] = mapped_column(String(100))
-    family_name: Mapped[str] = mapped_column(String(100))
-    birth_date: Mapped[dt.date | None] = mapped_column(Date)
+    mrn: Mapped[str | None] = mapped_column(String(64), info=phi(PhiCategory.IDENTIFIER))
+    given_name: Mapped[str] = mapped_column(String(100), info=phi(PhiCategory.NAME))
+    family_name: Mapped[str] = mapped_column(String(100), info=phi(PhiCategory.NAME))
+    birth_date: Mapped[dt.date | None] = mapped_column(Date, info=phi(PhiCategory.BIRTH_DATE))
     sex: Mapped[str | None] = mapped_column(String(16))
-    phone: Mapped[str | None] = mapped_column(String(32))
-    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(32), info=phi(PhiCategory.PHONE))
+    email: Mapped[str | None] = mapped_column(String(254), info=phi(PhiCategory.EMAIL))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -168,9 +170,9 @@ class IntakeItem(Base):
     status: Mapped[str] = mapped_column(String(32))
     reasons: Mapped[list[str]] = mapped_column(default=list)
     content_type: Mapped[str | None] = mapped_column(String(100))
-    raw_payload: Mapped[str] = mapped_column(Text)
+    raw_payload: Mapped[str] = mapped_column(Text, info=phi(PhiCategory.CLINICAL_NOTE))
     payload_sha256: Mapped[str] = mapped_column(String(64))
-    normalised: Mapped[dict[str, Any] | None] = mapped_column()
+    normalised: Mapped[dict[str, Any] | None] = mapped_column(info=phi(PhiCategory.CLINICAL_NOTE))
     location_id: Mapped[str | None] = mapped_column(ForeignKey("location.id"))
     case_id: Mapped[str | None] = mapped_column(ForeignKey("service_case.id"))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -194,10 +196,11 @@ class ServiceCase(Base):
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
     referrer_id: Mapped[str | None] = mapped_column(ForeignKey("referrer.id"))
     payer_id: Mapped[str | None] = mapped_column(ForeignKey("payer.id"))
-    member_id: Mapped[str | None] = mapped_column(String(64))
+    member_id: Mapped[str | None] = mapped_column(String(64), info=phi(PhiCategory.IDENTIFIER))
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     status: Mapped[str] = mapped_column(String(32))
     held_from: Mapped[str | None] = mapped_column(String(32))
+    patient: Mapped[Patient] = relationship(Patient, lazy="select", viewonly=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -209,12 +212,12 @@ class Document(Base):
     __tablename__ = "document"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     intake_item_id: Mapped[str] = mapped_column(ForeignKey("intake_item.id"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(String(255), info=phi(PhiCategory.ATTACHMENT))
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes] = mapped_column(LargeBinary)
-    text: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[bytes] = mapped_column(LargeBinary, info=phi(PhiCategory.ATTACHMENT))
+    text: Mapped[str | None] = mapped_column(Text, info=phi(PhiCategory.CLINICAL_NOTE))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -353,3 +356,47 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column()
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
     last_used_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class Role(Base):
+    """An administrator's version of a role: it wins over the shipped default of the same name."""
+
+    __tablename__ = "role"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(200))
+    permissions: Mapped[list[str]] = mapped_column(default=list)
+    # PHI category → clear | partial | hidden
+    masking: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A person who logs in to the console; the password is kept only as an argon2id hash."""
+
+    __tablename__ = "app_user"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(default=list)
+    # Location ids the user sees; None: all locations.
+    locations: Mapped[list[str] | None] = mapped_column()
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column()
+    disabled_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class UserSession(Base):
+    """A console login: the cookie's secret stored as SHA-256, with its CSRF token and expiry."""
+
+    __tablename__ = "user_session"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("app_user.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()

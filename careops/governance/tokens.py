@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,34 +15,11 @@ from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ApiToken, Location, utcnow
 from careops.errors import NotFound, Unauthorised, ValidationFailed
+from careops.governance.permissions import PERMISSIONS
+from careops.governance.principal import Principal, token_masking
 from careops.governance.scoping import EVERYWHERE, LocationScope
 
 TOKEN_PREFIX = "cop_"  # noqa: S105 - a recognisable prefix, not a secret
-ADMIN = "admin"
-SCOPES = {
-    "intake:write": "submit referrals",
-    "cases:read": "read cases and their timelines",
-    "cases:transition": "move cases through their states and record triage",
-    "exceptions:read": "read the exception queues",
-    "exceptions:resolve": "resolve exception items",
-    "quarantine:read": "read quarantined payloads",
-    "quarantine:replay": "replay or discard quarantined payloads",
-    "metrics:read": "read the Prometheus metrics",
-    ADMIN: "everything",
-}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a token's id and name, the scopes it carries and the locations it sees."""
-
-    id: str
-    name: str
-    scopes: frozenset[str]
-    scope: LocationScope = EVERYWHERE
-
-    def can(self, scope: str) -> bool:
-        return ADMIN in self.scopes or scope in self.scopes
 
 
 def _digest(token: str) -> str:
@@ -74,15 +50,15 @@ def create_token(
 
     ``locations``: slugs of the only locations the token sees; None for all of them.
     """
-    unknown = sorted(set(scopes) - set(SCOPES))
+    unknown = sorted(set(scopes) - set(PERMISSIONS))
     if unknown:
-        raise ValidationFailed(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        raise ValidationFailed(f"unknown scopes: {', '.join(unknown)}; known: {', '.join(PERMISSIONS)}")
     if not scopes:
         raise ValidationFailed("a token needs at least one scope")
     secret, record = _new_token(name, scopes, expires_in)
     with db.transaction() as session:
         if locations is not None:
-            record.locations = _location_ids(session, locations)
+            record.locations = location_ids(session, locations)
         session.add(record)
         session.flush()
         record_events(session, _token_event(EventType.TOKEN_CREATED, record, actor))
@@ -125,7 +101,7 @@ def rotate_token(db: Database, name_or_id: str, overlap: dt.timedelta, *, actor:
     return secret, record
 
 
-def _location_ids(session: Session, slugs: list[str]) -> list[str]:
+def location_ids(session: Session, slugs: list[str]) -> list[str]:
     wanted = {slug.strip().lower() for slug in slugs if slug.strip()}
     if not wanted:
         raise ValidationFailed("name at least one location, or leave --locations out for all of them")
@@ -192,7 +168,8 @@ class TokenVerifier:
         if record.expires_at is not None and record.expires_at <= utcnow():
             raise Unauthorised("the bearer token has expired")
         locations = LocationScope(frozenset(record.locations)) if record.locations is not None else EVERYWHERE
-        principal = Principal(record.id, record.name, frozenset(record.scopes), locations)
+        scopes = frozenset(record.scopes)
+        principal = Principal(record.id, record.name, scopes, locations, token_masking(scopes))
         with self._db.writer() as connection:  # at most once per cache period per process
             connection.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=utcnow()))
         self._cache[digest] = (principal, now + self._cache_seconds)

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, allowed_actions, transition
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import BusinessEvent, Location, Service, ServiceCase
+from careops.domain.models import BusinessEvent, Location, Patient, Service, ServiceCase
+from careops.domain.phi import phi_fields
 from careops.errors import NotFound
+from careops.governance.masking import CLEAR, MaskingPolicy
+from careops.governance.phi_access import checked_reason, record_phi_read, record_reveal
+from careops.governance.principal import Principal
 from careops.governance.scoping import LocationScope
 
 MAX_PAGE = 200
@@ -28,8 +32,27 @@ class CaseFilter:
     created_to: dt.datetime | None = None
 
 
-def case_summary(case: ServiceCase) -> dict[str, Any]:
-    return {
+PATIENT_PHI = phi_fields(Patient)
+CASE_PHI = phi_fields(ServiceCase)
+
+
+def patient_view(patient: Patient, masking: MaskingPolicy) -> dict[str, Any]:
+    data = {
+        "id": patient.id,
+        "mrn": patient.mrn,
+        "given_name": patient.given_name,
+        "family_name": patient.family_name,
+        "birth_date": patient.birth_date,
+        "sex": patient.sex,
+        "phone": patient.phone,
+        "email": patient.email,
+    }
+    return masking.view(data, PATIENT_PHI)
+
+
+def case_summary(case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
+    """The case as its reader may see it: PHI masked by the reader's policy."""
+    summary = {
         "id": case.id,
         "status": case.status,
         "priority": case.priority,
@@ -38,10 +61,13 @@ def case_summary(case: ServiceCase) -> dict[str, Any]:
         "patient_id": case.patient_id,
         "referrer_id": case.referrer_id,
         "payer_id": case.payer_id,
+        "member_id": case.member_id,
         "created_at": case.created_at.isoformat(),
         "updated_at": case.updated_at.isoformat(),
         "allowed_actions": [str(a) for a in allowed_actions(CaseStatus(case.status))],
+        "patient": patient_view(case.patient, masking),
     }
+    return masking.view(summary, CASE_PHI)
 
 
 def event_view(event: BusinessEvent) -> dict[str, Any]:
@@ -62,22 +88,43 @@ def _load(session: Session, case_id: str, scope: LocationScope) -> ServiceCase:
     return case
 
 
-def get_case(db: Database, case_id: str, scope: LocationScope) -> dict[str, Any]:
-    """A case with its timeline: every business event about it, oldest first."""
+def get_case(db: Database, case_id: str, reader: Principal) -> dict[str, Any]:
+    """A case with its timeline: every business event about it, oldest first. Audited as
+    ``phi.read`` when the reader sees any of its PHI in clear."""
     with db.sessions() as session:
-        case = _load(session, case_id, scope)
-        events = session.scalars(
-            select(BusinessEvent).where(BusinessEvent.case_id == case_id).order_by(BusinessEvent.id)
-        ).all()
-        return {**case_summary(case), "timeline": [event_view(e) for e in events]}
+        view = _detail(session, _load(session, case_id, reader.scope), reader.masking)
+    record_phi_read(db, reader, "case", [view])
+    return view
+
+
+def _detail(session: Session, case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
+    events = session.scalars(
+        select(BusinessEvent).where(BusinessEvent.case_id == case.id).order_by(BusinessEvent.id)
+    ).all()
+    return {**case_summary(case, masking), "timeline": [event_view(e) for e in events]}
+
+
+def reveal_case(db: Database, case_id: str, reason: str, reader: Principal) -> dict[str, Any]:
+    """The case with its PHI in clear, for a reader with ``phi:reveal`` who says why (audited)."""
+    reason = checked_reason(reason)
+    with db.transaction() as session:
+        case = _load(session, case_id, reader.scope)
+        masked = case_summary(case, reader.masking)
+        fields = masked.get("masked", []) + [f"patient.{f}" for f in masked["patient"].get("masked", [])]
+        record_reveal(session, reader, case.id, case.location_id, reason, fields)
+        session.flush()
+        return {**_detail(session, case, CLEAR), "revealed": fields}
 
 
 def list_cases(
-    db: Database, filters: CaseFilter, cursor: str | None, limit: int, scope: LocationScope
+    db: Database, filters: CaseFilter, cursor: str | None, limit: int, reader: Principal
 ) -> dict[str, Any]:
-    """One page of the cases in scope, newest first; ``next_cursor`` continues after the last one."""
+    """One page of the cases in the reader's scope, newest first, masked by the reader's policy;
+    ``next_cursor`` continues after the last one."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = scope.restrict(select(ServiceCase), ServiceCase.location_id)
+    query = reader.scope.restrict(
+        select(ServiceCase).options(joinedload(ServiceCase.patient)), ServiceCase.location_id
+    )
     if filters.status:
         query = query.where(ServiceCase.status == str(filters.status))
     if filters.location:
@@ -96,26 +143,19 @@ def list_cases(
         query = query.where(ServiceCase.id < cursor)
     with db.sessions() as session:
         rows = session.scalars(query.order_by(ServiceCase.id.desc()).limit(limit + 1)).all()
-    page = rows[:limit]
-    return {
-        "items": [case_summary(c) for c in page],
-        "next_cursor": page[-1].id if len(rows) > limit else None,
-    }
+        page = rows[:limit]
+        items = [case_summary(c, reader.masking) for c in page]
+    record_phi_read(db, reader, "case", items)
+    return {"items": items, "next_cursor": page[-1].id if len(rows) > limit else None}
 
 
 def transition_case(
-    db: Database,
-    case_id: str,
-    action: CaseAction,
-    *,
-    actor: str,
-    reason_code: str | None,
-    scope: LocationScope,
+    db: Database, case_id: str, action: CaseAction, *, by: Principal, reason_code: str | None
 ) -> dict[str, Any]:
     with db.transaction() as session:
-        case = _load(session, case_id, scope)
-        transition(session, case, action, actor=actor, reason_code=reason_code)
-        return case_summary(case)
+        case = _load(session, case_id, by.scope)
+        transition(session, case, action, actor=by.id, reason_code=reason_code)
+        return case_summary(case, by.masking)
 
 
 def record_triage(

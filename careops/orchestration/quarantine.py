@@ -10,7 +10,11 @@ from sqlalchemy import select, update
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import IntakeItem, new_id, utcnow
+from careops.domain.phi import phi_fields
 from careops.errors import CareopsError, Conflict, NotFound
+from careops.governance.masking import MaskingPolicy
+from careops.governance.phi_access import record_phi_read
+from careops.governance.principal import Principal
 from careops.governance.scoping import LocationScope
 
 
@@ -62,7 +66,11 @@ def quarantine(
         return item.id
 
 
-def quarantined_view(item: IntakeItem, with_payload: bool) -> dict[str, Any]:
+INTAKE_PHI = phi_fields(IntakeItem)
+
+
+def quarantined_view(item: IntakeItem, masking: MaskingPolicy | None) -> dict[str, Any]:
+    """Without the payload when ``masking`` is None; else with it, masked by the policy."""
     view: dict[str, Any] = {
         "id": item.id,
         "channel": item.channel,
@@ -72,9 +80,9 @@ def quarantined_view(item: IntakeItem, with_payload: bool) -> dict[str, Any]:
         "payload_sha256": item.payload_sha256,
         "received_at": item.received_at.isoformat(),
     }
-    if with_payload:
-        view["raw_payload"] = item.raw_payload
-    return view
+    if masking is None:
+        return view
+    return masking.view({**view, "raw_payload": item.raw_payload}, INTAKE_PHI)
 
 
 def list_quarantined(db: Database, limit: int, scope: LocationScope) -> list[dict[str, Any]]:
@@ -83,16 +91,20 @@ def list_quarantined(db: Database, limit: int, scope: LocationScope) -> list[dic
         rows = session.scalars(
             scope.restrict(query, IntakeItem.location_id).order_by(IntakeItem.id.desc()).limit(limit)
         )
-        return [quarantined_view(item, with_payload=False) for item in rows]
+        return [quarantined_view(item, None) for item in rows]
 
 
-def get_quarantined(db: Database, item_id: str, scope: LocationScope) -> dict[str, Any]:
+def get_quarantined(db: Database, item_id: str, reader: Principal) -> dict[str, Any]:
+    """A quarantined payload, its body masked by the reader's policy (a read in clear is audited)."""
     with db.sessions() as session:
         item = session.get(IntakeItem, item_id)
         if item is None or item.status != "quarantined":
             raise NotFound("no quarantined payload with this id")
-        scope.check(item.location_id, "quarantined payload")
-        return quarantined_view(item, with_payload=True)
+        reader.scope.check(item.location_id, "quarantined payload")
+        view = quarantined_view(item, reader.masking)
+    if "raw_payload" not in view.get("masked", []):
+        record_phi_read(db, reader, "intake_item", [view])
+    return view
 
 
 def quarantined_payload(db: Database, item_id: str, scope: LocationScope) -> tuple[str, bytes, str | None]:

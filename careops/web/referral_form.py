@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from careops.errors import Forbidden
 from careops.integrations.inbound.document_text import extract_text
 from careops.integrations.inbound.webform import FIELDS, FormRejected, WebForm, check_upload
 from careops.orchestration.intake import Attachment
@@ -96,8 +97,8 @@ async def submit_form(request: Request, location: str) -> Response:
     values = {name: str(form.get(name) or "") for name in FIELDS}
     try:
         nonce = channel.tokens.verify(str(form.get("csrf_token") or ""), request.cookies.get(COOKIE))
-    except FormRejected as exc:
-        errors, status = {"form": exc.detail}, exc.status
+    except Forbidden as exc:
+        errors, status = {"form": exc.detail}, 403
         return await run_in_threadpool(lambda: _form(request, location, status, values=values, errors=errors))
     upload, upload_error = await _upload(form.get("upload"), limit)
     refused = {"upload": upload_error} if upload_error else {}

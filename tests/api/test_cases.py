@@ -6,7 +6,6 @@ import datetime as dt
 
 from fastapi.testclient import TestClient
 
-from careops.api.app import OPEN_ROUTES
 from careops.db import Database
 from careops.governance.tokens import create_token
 from tests.conftest import referral
@@ -74,20 +73,6 @@ def test_a_token_without_the_scope_gets_403(client: TestClient, db: Database) ->
     assert client.get("/api/v1/cases", headers=headers).status_code == 200
     refused = client.post("/api/v1/referrals", json=referral(), headers=headers)
     assert refused.status_code == 403 and refused.json()["required_scope"] == "intake:write"
-
-
-def test_every_api_route_declares_a_scope(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
-    undeclared = [
-        (path, method)
-        for path, operations in paths.items()
-        if path not in OPEN_ROUTES
-        for method, operation in operations.items()
-        if "x-required-scope" not in operation
-    ]
-    assert undeclared == []
-    assert paths["/api/v1/referrals"]["post"]["x-required-scope"] == "intake:write"
-    assert paths["/api/v1/cases"]["get"]["x-required-scope"] == "cases:read"
 
 
 def test_an_overlong_idempotency_key_is_422_naming_the_header(client: TestClient) -> None:
