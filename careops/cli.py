@@ -493,7 +493,10 @@ def _inbound_listeners(settings: Settings) -> list[Listener]:
 
 
 def _worker_process(parent_pid: int) -> None:
+    from careops.observability.logs import configure_logging
     from careops.orchestration.worker import run_worker
+
+    configure_logging()
 
     # The HTTP workers of `careops serve` run the MLLP listener; the embedded worker does not.
     asyncio.run(run_worker(get_settings(), should_stop=lambda: os.getppid() != parent_pid))
@@ -540,6 +543,7 @@ def serve(
         os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
     if settings.smtp_port is not None:
         os.environ["CAREOPS_SMTP_PORT"] = str(settings.smtp_port)
+    get_settings.cache_clear()  # one HTTP worker runs in this process: it must read the above too
     worker = start_embedded_worker() if embedded_worker else None
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     if settings.mllp_port is not None:
@@ -548,8 +552,9 @@ def serve(
         err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
     try:
         uvicorn.run(
-            "careops.api.app:create_app",
+            "careops.api.app:create_served_app",
             factory=True,
+            log_config=None,
             host=host,
             port=port,
             workers=settings.workers,
@@ -658,11 +663,13 @@ def quarantine_discard(
 @app.command()
 def worker(mllp_port: MllpPortOption = None, smtp_port: SmtpPortOption = None) -> None:
     """Run only the dispatcher and durable workflows (scale-out: start several on PostgreSQL)."""
+    from careops.observability.logs import configure_logging
     from careops.orchestration.worker import run_worker
 
     settings = _settings(mllp_port=mllp_port, smtp_port=smtp_port)
     settings.check_production(processes=2)
     _ready_database(settings).dispose()
+    configure_logging()
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
     if settings.mllp_port is not None:
         err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")

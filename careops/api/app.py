@@ -28,6 +28,7 @@ from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.channels import Inbound
+from careops.observability.logs import configure_logging
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
 from careops.web import console, referral_form
@@ -91,6 +92,12 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def create_served_app() -> FastAPI:
+    """What ``careops serve`` runs in each HTTP worker: the app, with redacted JSON logs."""
+    configure_logging()
+    return create_app()
 
 
 def _declare_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:

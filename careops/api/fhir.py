@@ -110,7 +110,7 @@ async def read_service_request(request: Request, service_request_id: str) -> Res
         return principal
     channel: FhirChannel = request.app.state.inbound.fhir
     try:
-        resource = await run_in_threadpool(channel.read, service_request_id, principal.scope)
+        resource = await run_in_threadpool(channel.read, service_request_id, principal)
     except FhirError as error:
         return _answer(error.status, error.outcome())
     return _answer(200, resource)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -12,9 +11,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from careops.errors import CareopsError, ValidationFailed
+from careops.observability.logs import get_logger
 
 PROBLEM_TYPE_BASE = "https://careops.dev/problems/"
-log = logging.getLogger("careops.api")
+log = get_logger("careops.api")
 
 
 def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
@@ -36,7 +36,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CareopsError)
     async def careops_error(request: Request, exc: CareopsError) -> JSONResponse:
         if exc.status >= 500:
-            log.error("request.failed code=%s", exc.code)
+            log.error("request.failed", code=exc.code)
         return problem(exc.status, exc.code, exc.title, exc.detail, request, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -50,5 +50,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request.unexpected_error path=%s", request.url.path)
+        log.exception("request.unexpected_error", path=request.url.path)
         return problem(500, "internal_error", "Internal error", "an unexpected error occurred", request)

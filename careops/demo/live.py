@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from careops.demo.traffic import Mix, TrafficStats, simulate
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
 from careops.governance.permissions import ADMIN
 from careops.governance.tokens import create_token
+from careops.governance.users import create_user
 from careops.migrate import upgrade
 from careops.orchestration.worker import run_worker
 from careops.settings import Settings
@@ -59,6 +61,9 @@ def _panel(counts: dict[str, int], stats: TrafficStats, url: str) -> Table:
     return table
 
 
+DEMO_USERS = {"coordinator": "intake_coordinator", "compliance": "compliance_officer"}
+
+
 def run_demo(*, directory: Path, port: int, rate: float, duration: float, console: Console) -> None:
     if directory.exists():
         shutil.rmtree(directory)
@@ -72,10 +77,18 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     db = Database(url)
     seed_demo(db)
     token, _ = create_token(db, "demo", [ADMIN], actor="demo")
+    password = secrets.token_urlsafe(12)
+    for username, role in DEMO_USERS.items():
+        create_user(db, settings, username, password, [role], actor="demo")
     base_url = f"http://127.0.0.1:{port}"
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, db), host="127.0.0.1", port=port, log_level="warning", access_log=False
+            create_app(settings, db),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            log_config=None,
         )
     )
     stop = threading.Event()
@@ -90,6 +103,10 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     console.print(f"[bold]careops demo[/bold] on {base_url}  — API docs: {base_url}/docs")
     console.print(f"demo token (all scopes): [bold]{token}[/bold]")
     console.print(f'try: curl -H "Authorization: Bearer {token}" {base_url}/api/v1/cases')
+    console.print(
+        f"console: {base_url}/console — log in as {' or '.join(DEMO_USERS)} with password "
+        f"[bold]{password}[/bold] (what PHI is masked, and who may reveal it, differs by role)"
+    )
     stats = TrafficStats()
     deadline = time.monotonic() + duration if duration > 0 else None
 

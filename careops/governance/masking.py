@@ -81,5 +81,32 @@ class MaskingPolicy:
             out["masked"] = masked
         return out
 
+    def fhir_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A FHIR resource for a reader who does not see everything in clear: without what can hold
+        PHI (contained resources, notes, narrative, references' display texts), labelled REDACTED
+        in ``meta.security`` as FHIR's security labels say."""
+        if self.all_clear:
+            return resource
+        kept = {k: _without_display(v) for k, v in resource.items() if k not in _FHIR_FREE_TEXT}
+        meta = dict(kept.get("meta") or {})
+        meta["security"] = [*meta.get("security", []), REDACTED_LABEL]
+        return {**kept, "meta": meta}
+
+
+_FHIR_FREE_TEXT = frozenset({"contained", "note", "text", "supportingInfo", "patientInstruction"})
+REDACTED_LABEL = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "REDACTED",
+    "display": "redacted",
+}
+
+
+def _without_display(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_display(v) for k, v in value.items() if k != "display"}
+    if isinstance(value, list):
+        return [_without_display(v) for v in value]
+    return value
+
 
 CLEAR = MaskingPolicy(CLEAR_MASKING)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -12,12 +11,13 @@ from dbos import DBOS
 
 from careops.db import Database
 from careops.governance.audit import SEAL_BATCH, Sealer
+from careops.observability.logs import get_logger
 from careops.orchestration import workflows
 from careops.orchestration.dispatcher import Dispatcher
 from careops.settings import Settings
 
 APPLICATION_VERSION = "careops-workflows-2"  # bump when a workflow's steps change shape
-log = logging.getLogger("careops.worker")
+log = get_logger("careops.worker")
 
 
 def launch_dbos(settings: Settings, db: Database) -> None:
@@ -68,7 +68,7 @@ async def run_worker(
         asyncio.create_task(Dispatcher(db, settings).run(stop)),
         asyncio.create_task(seal_continuously(sealer, settings.audit_seal_interval_seconds, stop)),
     ]
-    log.info("worker.started executor=%s pid=%s", settings.executor_id, os.getpid())
+    log.info("worker.started", executor=settings.executor_id, pid=os.getpid())
     try:
         while not should_stop():
             await asyncio.sleep(0.5)

@@ -130,7 +130,7 @@ async def login(request: Request) -> Response:
         )
     except (Forbidden, Unauthorised) as exc:
         status = 403 if isinstance(exc, Forbidden) else 401
-        return _login_page(request, status, problem=exc.detail, username=username)
+        return _login_page(request, status, problem=exc.detail)
     response = RedirectResponse("/console/cases", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

@@ -18,6 +18,8 @@ from sqlalchemy import select
 from careops.db import Database, canonical_json
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
 from careops.errors import Forbidden
+from careops.governance.phi_access import record_phi_read
+from careops.governance.principal import Principal
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.integrations.inbound import fhir_r4
 from careops.integrations.inbound.channel_metrics import measured
@@ -208,10 +210,14 @@ class FhirChannel:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def read(self, service_request_id: str, scope: LocationScope) -> dict[str, Any]:
-        item = self._item(service_request_id, scope)
+    def read(self, service_request_id: str, reader: Principal) -> dict[str, Any]:
+        """The ServiceRequest as received, redacted unless the reader sees PHI in clear (audited)."""
+        item = self._item(service_request_id, reader.scope)
         collection = json.loads(item.raw_payload)
-        return {**collection["entry"][0]["resource"], "id": item.id}
+        resource = reader.masking.fhir_resource({**collection["entry"][0]["resource"], "id": item.id})
+        if reader.masking.all_clear:
+            record_phi_read(self.db, reader, "intake_item", [resource])
+        return resource
 
     def task(self, based_on: str, scope: LocationScope) -> dict[str, Any]:
         """``Task?based-on=ServiceRequest/{id}``: a searchset with the referral's processing Task."""

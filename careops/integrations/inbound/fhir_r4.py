@@ -147,7 +147,9 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
     for (resource_type, element), codes in _REQUIRED_CODES.items():
         value = resource.get(element)
         if resource_type == kind and value is not None and value not in codes:
-            issues.append((f"{value!r} is not a valid {kind}.{element} code", f"{path}.{element}"))
+            # The value itself is not repeated: an error message never carries what could be PHI.
+            allowed = ", ".join(sorted(codes))
+            issues.append((f"{kind}.{element} is not one of its codes ({allowed})", f"{path}.{element}"))
     return issues
 
 
@@ -258,7 +260,10 @@ def check_references(bundle: Bundle) -> None:
                 get_fhir_model_class(type_name)
             except (KeyError, ValueError) as exc:
                 raise FhirError(
-                    400, "invalid", f"the reference {target!r} names no resource type", where
+                    400,
+                    "invalid",
+                    "the reference names no resource type (Type/id, or a fullUrl in the Bundle)",
+                    where,
                 ) from exc
 
 

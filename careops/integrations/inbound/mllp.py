@@ -10,16 +10,16 @@ served at once; a broken connection never stops the listener.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
+from careops.observability.logs import get_logger
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _READ_SIZE = 64 * 1024
-log = logging.getLogger("careops.mllp")
+log = get_logger("careops.mllp")
 
 
 @dataclass
@@ -76,7 +76,7 @@ def answer(channel: Hl7Channel, received: Frame, max_bytes: int) -> Hl7Result | 
     try:
         return channel.handle(payload, "mllp")
     except Exception as exc:  # the database is unreachable, ...: nothing committed, say so
-        log.error("mllp.message_failed error=%s", type(exc).__name__)
+        log.error("mllp.message_failed", error=type(exc).__name__)
         return channel.failure(payload, exc)
 
 

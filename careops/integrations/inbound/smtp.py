@@ -9,14 +9,14 @@ store is answered 451, so the sending server tries again later. Never a silent d
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from careops.integrations.inbound.email_channel import EmailChannel, EmailRefused
+from careops.observability.logs import get_logger
 
-log = logging.getLogger("careops.smtp")
+log = get_logger("careops.smtp")
 
 
 class ReferralMailbox:
@@ -36,7 +36,7 @@ class ReferralMailbox:
         except EmailRefused as refused:
             return f"550 5.7.1 {refused.detail}"
         except Exception as exc:  # the database is unreachable, ...: nothing stored, try later
-            log.error("smtp.message_failed error=%s", type(exc).__name__)
+            log.error("smtp.message_failed", error=type(exc).__name__)
             return "451 4.3.0 not stored; please try again later"
         return f"250 2.0.0 accepted as {answer.body['intake_item_id']}"
 

@@ -1,0 +1,1 @@
+"""Metrics, logging and the other ways careops shows what it is doing."""
