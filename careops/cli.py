@@ -11,9 +11,11 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +25,8 @@ from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from careops.governance.principal import Principal
     from careops.integrations.inbound.channels import Inbound
     from careops.orchestration.worker import Listener
@@ -40,6 +44,12 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 role_app = typer.Typer(help="Roles: what each may do and how much PHI it sees.", no_args_is_help=True)
 app.add_typer(role_app, name="role")
+keys_app = typer.Typer(
+    help="Field encryption keys: generate a master key, rotate data keys.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+connector_app = typer.Typer(help="Connectors and their webhook signing secrets.", no_args_is_help=True)
+app.add_typer(connector_app, name="connector")
 audit_app = typer.Typer(help="Seal, verify and export the tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 intake_app = typer.Typer(help="Import referrals from files (saved emails).", no_args_is_help=True)
@@ -59,7 +69,7 @@ def main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on
     _debug = debug
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
 
@@ -104,6 +114,15 @@ def migrate() -> None:
     settings = get_settings()
     upgrade(settings.database_url)
     err.print("[green]database schema is current[/green]")
+    from careops.governance.keys import load_field_keys, reencrypt
+
+    db = Database(settings.database_url)
+    keys = load_field_keys(db, settings)
+    with _progress() as report:
+        changed = reencrypt(db, keys, report)
+    if changed:
+        err.print(f"encrypted {changed} value(s) written before field encryption")
+    db.dispose()
 
 
 @app.command()
@@ -113,7 +132,7 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organi
 
     if not demo:
         fail("nothing to seed: pass --demo")
-    db = _ready_database(get_settings())
+    db = _ready_database(get_settings(), field_keys=False)
     created = seed_demo(db)
     err.print(
         "demo organisation created" if created else "demo organisation already present; nothing changed"
@@ -150,7 +169,7 @@ def token_create(
     from careops.governance.permissions import ADMIN
     from careops.governance.tokens import create_token
 
-    db = _ready_database(get_settings())
+    db = _ready_database(get_settings(), field_keys=False)
     wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
     expiry = _parse_duration(expires_in) if expires_in else None
     slugs = None if locations is None else locations.split(",")
@@ -169,7 +188,7 @@ def token_list() -> None:
 
     from careops.governance.tokens import list_tokens, location_slugs
 
-    db = _ready_database(get_settings())
+    db = _ready_database(get_settings(), field_keys=False)
     slugs = location_slugs(db)
     table = Table("id", "name", "prefix", "scopes", "locations", "created", "expires", "revoked", "last used")
     for t in list_tokens(db):
@@ -197,7 +216,7 @@ def token_rotate(
     """A new secret with the same name, scopes, locations and lifetime; the old one ends after --overlap."""
     from careops.governance.tokens import rotate_token
 
-    db = _ready_database(get_settings())
+    db = _ready_database(get_settings(), field_keys=False)
     secret, record = rotate_token(db, name_or_id, _parse_duration(overlap), actor=cli_actor())
     err.print(f"token {record.name!r} rotated: new prefix {record.prefix}…; the old one ends in {overlap}")
     print(secret)
@@ -208,7 +227,7 @@ def token_revoke(name_or_id: Annotated[str, typer.Argument(help="Token name or i
     """Revoke a token at once (servers stop trusting it within the token cache time)."""
     from careops.governance.tokens import revoke_token
 
-    count = revoke_token(_ready_database(get_settings()), name_or_id, actor=cli_actor())
+    count = revoke_token(_ready_database(get_settings(), field_keys=False), name_or_id, actor=cli_actor())
     err.print(f"revoked {count} token(s)")
 
 
@@ -243,7 +262,7 @@ def user_create(
 
     settings = get_settings()
     user = create_user(
-        _ready_database(settings),
+        _ready_database(settings, field_keys=False),
         settings,
         username,
         password,
@@ -264,7 +283,7 @@ def user_list() -> None:
     from careops.governance.tokens import location_slugs
     from careops.governance.users import list_users
 
-    db = _ready_database(get_settings())
+    db = _ready_database(get_settings(), field_keys=False)
     slugs = location_slugs(db)
     table = Table("username", "name", "roles", "locations", "state", "created")
     now = utcnow()
@@ -292,7 +311,7 @@ def user_disable(username: Annotated[str, typer.Argument(help="Login name.")]) -
     """Stop a user logging in; every open session of the user ends at once."""
     from careops.governance.users import disable_user
 
-    disable_user(_ready_database(get_settings()), username, actor=cli_actor())
+    disable_user(_ready_database(get_settings(), field_keys=False), username, actor=cli_actor())
     err.print(f"user {username!r} disabled")
 
 
@@ -304,7 +323,9 @@ def user_set_roles(
     """Replace a user's roles (audited with before and after; the user's sessions end)."""
     from careops.governance.users import set_roles
 
-    user = set_roles(_ready_database(get_settings()), username, _names(roles), actor=cli_actor())
+    user = set_roles(
+        _ready_database(get_settings(), field_keys=False), username, _names(roles), actor=cli_actor()
+    )
     err.print(f"user {user.username!r} now has roles {', '.join(user.roles)}")
 
 
@@ -316,7 +337,7 @@ def user_set_password(
     from careops.governance.users import set_password
 
     settings = get_settings()
-    set_password(_ready_database(settings), settings, username, password, actor=cli_actor())
+    set_password(_ready_database(settings, field_keys=False), settings, username, password, actor=cli_actor())
     err.print(f"password of {username!r} changed")
 
 
@@ -326,7 +347,7 @@ def role_list() -> None:
     from careops.domain.phi import PhiCategory
     from careops.governance.roles import roles
 
-    for name, spec in sorted(roles(_ready_database(get_settings())).items()):
+    for name, spec in sorted(roles(_ready_database(get_settings(), field_keys=False)).items()):
         out.print(f"[bold]{name}[/bold] — {spec.description}", highlight=False)
         out.print(f"  permissions: {' '.join(sorted(spec.permissions))}", highlight=False, soft_wrap=True)
         visibility = " ".join(f"{c}={spec.masking.get(c, 'hidden')}" for c in PhiCategory)
@@ -351,7 +372,7 @@ def role_set(
         pairs = [part.partition("=") for part in _names(masking)]
         visibility = {key.strip(): value.strip() for key, _, value in pairs}
     spec = set_role(
-        _ready_database(get_settings()),
+        _ready_database(get_settings(), field_keys=False),
         name,
         _names(permissions),
         actor=cli_actor(),
@@ -361,13 +382,111 @@ def role_set(
     err.print(f"role {name!r}: {', '.join(sorted(spec.permissions))}")
 
 
+@keys_app.command("generate")
+def keys_generate(path: Annotated[Path, typer.Argument(help="File to create (mode 600).")]) -> None:
+    """Write a new random master key; point CAREOPS_ENCRYPTION_KEY_FILE at it before first use."""
+    from careops.governance.keys import generate_key_file
+
+    try:
+        generate_key_file(path)
+    except FileExistsError:
+        fail(f"{path} exists: a master key is never overwritten")
+    err.print(f"master key written to {path}; keep a copy somewhere safe, without it nothing decrypts")
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """The data keys (never their values): which one is active, which are retired."""
+    from careops.governance.keys import key_rows
+
+    settings = get_settings()
+    db = _ready_database(settings)
+    for row in key_rows(db):
+        state = f"retired {row.retired_at:%Y-%m-%d %H:%M}" if row.retired_at else "live"
+        out.print(f"{row.id:10} {row.purpose:6} created {row.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """A new data key; every encrypted value re-encrypted under it in batches; old keys retired."""
+    from careops.governance.keys import rotate
+
+    settings = get_settings()
+    db = _ready_database(settings)
+    with _progress() as report:
+        key_id, count = rotate(db, settings, report)
+    err.print(f"[green]data key {key_id} is active[/green]; {count} value(s) re-encrypted")
+
+
+@connector_app.command("create")
+def connector_create(
+    name: Annotated[str, typer.Argument(help="Connector name, e.g. partner-clinic.")],
+    direction: Annotated[
+        str, typer.Option("--direction", help="inbound (signs what it posts to us) or outbound.")
+    ],
+    url: Annotated[str | None, typer.Option("--url", help="Where an outbound connector delivers.")] = None,
+) -> None:
+    """A connector and its first signing secret (on stdout, shown once; stored encrypted)."""
+    from careops.governance.signing import create_connector
+
+    secret = create_connector(_ready_database(get_settings()), name, direction, url, actor=cli_actor())
+    err.print(f"connector {name!r} ({direction}) created; its signing secret is shown once, store it now")
+    print(secret)
+
+
+@connector_app.command("rotate-secret")
+def connector_rotate_secret(
+    name: Annotated[str, typer.Argument(help="Connector name.")],
+    overlap: Annotated[
+        str, typer.Option("--overlap", help="How long the old secret stays valid, e.g. 24h.")
+    ] = "24h",
+) -> None:
+    """A new secret (stdout); the old one keeps working for --overlap, and both sign outbound bodies."""
+    from careops.governance.signing import rotate_secret
+
+    secret = rotate_secret(_ready_database(get_settings()), name, _parse_duration(overlap), actor=cli_actor())
+    err.print(f"connector {name!r}: new secret; the old one ends in {overlap}")
+    print(secret)
+
+
+@connector_app.command("list")
+def connector_list() -> None:
+    """Connectors with their direction, URL and number of live secrets (never the secrets)."""
+    from careops.governance.signing import list_connectors
+
+    for connector, live in list_connectors(_ready_database(get_settings())):
+        out.print(f"{connector.name:24} {connector.direction:8} live secrets: {live}  {connector.url or ''}")
+
+
+@connector_app.command("ping")
+def connector_ping(name: Annotated[str, typer.Argument(help="Outbound connector name.")]) -> None:
+    """POST a signed {"type": "ping"} to an outbound connector; exit 1 unless it answers 2xx."""
+    import json
+
+    import httpx
+
+    from careops.governance.signing import outbound_headers
+
+    body = json.dumps({"type": "ping", "connector": name}).encode()
+    url, headers = outbound_headers(_ready_database(get_settings()), name, body)
+    try:
+        answer = httpx.post(
+            url, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        fail(f"{url}: {type(exc).__name__}")
+    if not answer.is_success:
+        fail(f"{url} answered {answer.status_code}")
+    err.print(f"[green]{url} answered {answer.status_code}[/green]")
+
+
 @audit_app.command("seal")
 def audit_seal() -> None:
     """Seal every committed event into the chain now and sign its head (the worker does this too)."""
     from careops.governance.audit import seal_all
 
     settings = get_settings()
-    err.print(f"sealed {seal_all(_ready_database(settings), settings.secret_key)} entries")
+    err.print(f"sealed {seal_all(_ready_database(settings, field_keys=False), settings.secret_key)} entries")
 
 
 @audit_app.command("checkpoint")
@@ -378,7 +497,7 @@ def audit_checkpoint() -> None:
     from careops.governance.audit import checkpoint_head
 
     settings = get_settings()
-    db = _ready_database(settings)
+    db = _ready_database(settings, field_keys=False)
     checkpoint = checkpoint_head(db, settings.secret_key)
     if checkpoint is None:
         fail("the audit log is empty: nothing to checkpoint")
@@ -408,7 +527,7 @@ def audit_verify(
             fail("--expect takes SEQ:HASH, e.g. 1042:3f9a… (64 hex digits)")
         expected = (int(seq), head_hash)
     settings = get_settings()
-    db = _ready_database(settings)
+    db = _ready_database(settings, field_keys=False)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("verifying the audit chain", total=None)
         report = verify(
@@ -449,7 +568,7 @@ def audit_export(
 
     if fmt not in ("jsonl", "csv"):
         fail("--format is jsonl or csv")
-    db = _ready_database(get_settings())
+    db = _ready_database(get_settings(), field_keys=False)
     bounds = [_parse_utc(value, option) for value, option in ((start, "--from"), (end, "--to"))]
     if output is None:
         count = export(db, sys.stdout, start=bounds[0], end=bounds[1], fmt=fmt, actor=cli_actor())
@@ -469,11 +588,32 @@ def _parse_utc(value: str | None, option: str) -> dt.datetime | None:
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
 
 
-def _ready_database(settings: Settings) -> Database:
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per named step; yields ``report(step, done, total)``."""
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = progress.add_task(step, total=total)
+            progress.update(tasks[step], completed=done, total=total)
+
+        yield report
+
+
+def _ready_database(settings: Settings, field_keys: bool = True) -> Database:
+    """The database, migrated, with its field encryption keys unless ``field_keys`` is False
+    (commands that never read an encrypted column, like the audit log's, work without them)."""
+    from careops.governance.keys import load_field_keys
     from careops.migrate import require_current
 
     db = Database(settings.database_url)
     require_current(db.engine)
+    if field_keys:
+        load_field_keys(db, settings)
     return db
 
 

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="DBOS system database; default: the same PostgreSQL database or a sibling SQLite file",
     )
     secret_key: str = Field(DEFAULT_SECRET, description="Secret for signing; must be changed in production.")
+    encryption_key_file: str | None = Field(
+        None,
+        description="File holding the 32-byte master key (base64) that wraps the data keys of encrypted "
+        "columns; without it the master key is derived from secret_key.",
+    )
     workers: int = Field(1, ge=1, description="HTTP worker processes started by `careops serve`.")
     executor_id: str = Field("local", description="DBOS executor id of this worker process.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body (413 above it).")
@@ -54,6 +59,9 @@ class Settings(BaseSettings):
     )
     token_cache_seconds: float = Field(
         5.0, description="How long a verified token is trusted without a query."
+    )
+    webhook_tolerance_seconds: float = Field(
+        300, gt=0, description="How old a webhook signature may be; older ones are refused (replay window)."
     )
     login_max_failures: int = Field(
         5, ge=1, description="Failed console logins in a row before the account is locked."

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from careops.api.app import create_app
 from careops.db import Database
 from careops.demo.seed import seed_demo
+from careops.governance.keys import load_field_keys
 from careops.governance.permissions import ADMIN, PHI_READ
 from careops.governance.tokens import create_token
 from careops.migrate import upgrade
@@ -74,6 +75,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 def db(settings: Settings) -> Iterator[Database]:
     upgrade(settings.database_url)
     database = Database(settings.database_url)
+    load_field_keys(database, settings)
     seed_demo(database)
     yield database
     database.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from anyio import to_thread
@@ -26,6 +26,8 @@ from careops.api import (
 )
 from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
+from careops.errors import ConfigurationError
+from careops.governance.keys import load_field_keys
 from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.channels import Inbound
 from careops.observability.logs import configure_logging
@@ -51,6 +53,10 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         # PostgreSQL backend started and torn down), which cost a third of the throughput at 50
         # connections (bench/RESULTS.md).
         to_thread.current_default_thread_limiter().total_tokens = db.pool_size
+        # Encrypted columns need the database's keys; an unmigrated database has none (and
+        # /readyz says so): it is served only so that it can say it.
+        with suppress(ConfigurationError):
+            await to_thread.run_sync(load_field_keys, db, settings)
         # Every HTTP worker process also listens for MLLP and SMTP when asked (shared ports: the
         # kernel spreads the connections).
         servers = await app.state.inbound.listen(settings)

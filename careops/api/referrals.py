@@ -15,6 +15,7 @@ from careops.db import Database
 from careops.domain.referrals import ReferralIn
 from careops.errors import CareopsError, ValidationFailed
 from careops.governance.principal import Principal
+from careops.governance.signing import SIGNATURE_HEADER, SIGNED, TIMESTAMP_HEADER, verify_inbound
 from careops.orchestration.intake import IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine, rejection_reasons
 from careops.settings import Settings
@@ -68,25 +69,60 @@ async def submit_referral(request: Request) -> JSONResponse:
     # The hottest route reads its caller and headers itself: FastAPI's dependency solving cost a
     # tenth of a request here (bench/RESULTS.md). _OPENAPI_BODY declares the scope and headers.
     principal = authorise(request, INTAKE_SCOPE)
+    settings: Settings = request.app.state.settings
+    try:
+        raw = await read_body(request, settings)
+    except OversizedBody as exc:
+        return await _reject(request, exc.raw, principal, "api", exc)
+    return await _take(request, raw, principal, "api")
+
+
+@router.post(
+    "/webhooks/{connector}/referrals",
+    openapi_extra={**_OPENAPI_BODY, "x-required-scope": SIGNED},
+    summary="A referral from a connector, signed (X-Careops-Timestamp, X-Careops-Signature)",
+)
+async def signed_referral(request: Request, connector: str) -> JSONResponse:
+    """No bearer token: the HMAC signature of a registered inbound connector (see docs/security.md)."""
+    settings: Settings = request.app.state.settings
+    principal = Principal(f"connector:{connector}"[:100], connector, frozenset({INTAKE_SCOPE}))
+    try:
+        raw = await read_body(request, settings)
+    except OversizedBody as exc:
+        raw = exc.raw  # checked first: an unsigned body is not kept
+        await run_in_threadpool(_verify, request, connector, raw)
+        return await _reject(request, raw, principal, "webhook", exc)
+    await run_in_threadpool(_verify, request, connector, raw)
+    return await _take(request, raw, principal, "webhook")
+
+
+def _verify(request: Request, connector: str, raw: bytes) -> None:
+    settings: Settings = request.app.state.settings
+    verify_inbound(
+        request.app.state.db,
+        connector,
+        request.headers.get(TIMESTAMP_HEADER),
+        request.headers.get(SIGNATURE_HEADER),
+        raw,
+        settings.webhook_tolerance_seconds,
+    )
+
+
+async def _take(request: Request, raw: bytes, principal: Principal, channel: str) -> JSONResponse:
+    """Validate and take one referral body; whatever cannot be taken is kept in quarantine."""
     db: Database = request.app.state.db
     settings: Settings = request.app.state.settings
     content_type = request.headers.get("content-type", "application/json")
-    raw = b""
     try:
-        raw = await read_body(request, settings)
         idempotency_key = bounded_header(request, "idempotency-key", 255)
         correlation_id = bounded_header(request, "x-correlation-id", 64)
         referral = ReferralIn.model_validate_json(raw)
-    except OversizedBody as exc:
-        return await _reject(request, db, exc.raw, content_type, principal, exc)
     except ValidationFailed as exc:
-        return await _reject(request, db, raw, content_type, principal, exc)
+        return await _reject(request, raw, principal, channel, exc)
     except ValidationError as exc:
-        return await _reject(
-            request, db, raw, content_type, principal, ValidationFailed.from_errors(exc.errors())
-        )
+        return await _reject(request, raw, principal, channel, ValidationFailed.from_errors(exc.errors()))
     intake = IntakeRequest(
-        raw, content_type, "api", principal.id, idempotency_key, correlation_id, scope=principal.scope
+        raw, content_type, channel, principal.id, idempotency_key, correlation_id, scope=principal.scope
     )
     catalogue = request.app.state.catalogue
     answer = await run_in_threadpool(accept_referral, db, intake, referral, settings, catalogue)
@@ -94,13 +130,15 @@ async def submit_referral(request: Request) -> JSONResponse:
 
 
 async def _reject(
-    request: Request, db: Database, raw: bytes, content_type: str, principal: Principal, error: CareopsError
+    request: Request, raw: bytes, principal: Principal, channel: str, error: CareopsError
 ) -> JSONResponse:
     """Keep the rejected body whole in quarantine, then answer the problem with the quarantine id."""
+    db: Database = request.app.state.db
+    content_type = request.headers.get("content-type", "application/json")
     reasons = rejection_reasons(error)
     quarantine_id = await run_in_threadpool(
         lambda: quarantine(
-            db, raw=raw, content_type=content_type, channel="api", reasons=reasons, actor=principal.id
+            db, raw=raw, content_type=content_type, channel=channel, reasons=reasons, actor=principal.id
         )
     )
     return problem(

@@ -21,6 +21,7 @@ from careops.db import Database
 from careops.demo.seed import seed_demo
 from careops.demo.traffic import Mix, TrafficStats, simulate
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
+from careops.governance.keys import load_field_keys
 from careops.governance.permissions import ADMIN
 from careops.governance.tokens import create_token
 from careops.governance.users import create_user
@@ -75,6 +76,7 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     )
     upgrade(url)
     db = Database(url)
+    load_field_keys(db, settings)
     seed_demo(db)
     token, _ = create_token(db, "demo", [ADMIN], actor="demo")
     password = secrets.token_urlsafe(12)

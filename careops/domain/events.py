@@ -53,6 +53,8 @@ class EventType(StrEnum):
     ROLE_CHANGED = "role.changed"
     PHI_REVEALED = "phi.revealed"
     PHI_READ = "phi.read"
+    CONNECTOR_CREATED = "connector.created"
+    CONNECTOR_SECRET_ROTATED = "connector.secret_rotated"  # noqa: S105 - an event name, not a secret
 
 
 class FollowUp(StrEnum):

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -32,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from careops.domain.encryption import EncryptedBytes, EncryptedJSON, EncryptedText
 from careops.domain.phi import PhiCategory, phi
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -90,7 +90,7 @@ class Location(Base):
 class Patient(Base):
     __tablename__ = "patient"
     __table_args__ = (
-        Index("ix_patient_mrn", "organisation_id", "mrn", unique=True),
+        Index("ix_patient_mrn_index", "organisation_id", "mrn_index", unique=True),
         # Only patients without an MRN are matched by name and birth date.
         Index(
             "ix_patient_name_birth",
@@ -103,7 +103,9 @@ class Patient(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
-    mrn: Mapped[str | None] = mapped_column(String(64), info=phi(PhiCategory.IDENTIFIER))
+    mrn: Mapped[str | None] = mapped_column(EncryptedText("patient.mrn"), info=phi(PhiCategory.IDENTIFIER))
+    # HMAC of the MRN (see domain.encryption): exact lookups without the MRN in clear.
+    mrn_index: Mapped[str | None] = mapped_column(String(64))
     given_name: Mapped[str] = mapped_column(String(100), info=phi(PhiCategory.NAME))
     family_name: Mapped[str] = mapped_column(String(100), info=phi(PhiCategory.NAME))
     birth_date: Mapped[dt.date | None] = mapped_column(Date, info=phi(PhiCategory.BIRTH_DATE))
@@ -170,9 +172,13 @@ class IntakeItem(Base):
     status: Mapped[str] = mapped_column(String(32))
     reasons: Mapped[list[str]] = mapped_column(default=list)
     content_type: Mapped[str | None] = mapped_column(String(100))
-    raw_payload: Mapped[str] = mapped_column(Text, info=phi(PhiCategory.CLINICAL_NOTE))
+    raw_payload: Mapped[str] = mapped_column(
+        EncryptedText("intake_item.raw_payload"), info=phi(PhiCategory.CLINICAL_NOTE)
+    )
     payload_sha256: Mapped[str] = mapped_column(String(64))
-    normalised: Mapped[dict[str, Any] | None] = mapped_column(info=phi(PhiCategory.CLINICAL_NOTE))
+    normalised: Mapped[dict[str, Any] | None] = mapped_column(
+        EncryptedJSON("intake_item.normalised"), info=phi(PhiCategory.CLINICAL_NOTE)
+    )
     location_id: Mapped[str | None] = mapped_column(ForeignKey("location.id"))
     case_id: Mapped[str | None] = mapped_column(ForeignKey("service_case.id"))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -196,7 +202,9 @@ class ServiceCase(Base):
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
     referrer_id: Mapped[str | None] = mapped_column(ForeignKey("referrer.id"))
     payer_id: Mapped[str | None] = mapped_column(ForeignKey("payer.id"))
-    member_id: Mapped[str | None] = mapped_column(String(64), info=phi(PhiCategory.IDENTIFIER))
+    member_id: Mapped[str | None] = mapped_column(
+        EncryptedText("service_case.member_id"), info=phi(PhiCategory.IDENTIFIER)
+    )
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     status: Mapped[str] = mapped_column(String(32))
     held_from: Mapped[str | None] = mapped_column(String(32))
@@ -216,8 +224,12 @@ class Document(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes] = mapped_column(LargeBinary, info=phi(PhiCategory.ATTACHMENT))
-    text: Mapped[str | None] = mapped_column(Text, info=phi(PhiCategory.CLINICAL_NOTE))
+    content: Mapped[bytes] = mapped_column(
+        EncryptedBytes("document.content"), info=phi(PhiCategory.ATTACHMENT)
+    )
+    text: Mapped[str | None] = mapped_column(
+        EncryptedText("document.text"), info=phi(PhiCategory.CLINICAL_NOTE)
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -400,3 +412,47 @@ class UserSession(Base):
     expires_at: Mapped[dt.datetime] = mapped_column()
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class FieldKey(Base):
+    """A data key (or the blind-index key), stored wrapped under the master key (never in clear)."""
+
+    __tablename__ = "field_key"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # data | index
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class Connector(Base):
+    """A system careops exchanges signed webhooks with: inbound (it posts to us) or outbound."""
+
+    __tablename__ = "connector"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    secrets: Mapped[list[ConnectorSecret]] = relationship(
+        lazy="selectin", order_by="ConnectorSecret.created_at", cascade="all, delete-orphan"
+    )
+
+
+class ConnectorSecret(Base):
+    """A signing secret (stored encrypted); several are live while one is rotated."""
+
+    __tablename__ = "connector_secret"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    connector_name: Mapped[str] = mapped_column(ForeignKey("connector.name"), index=True)
+    secret: Mapped[str] = mapped_column(EncryptedText("connector_secret.secret"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class WebhookReceipt(Base):
+    """A signed inbound request already taken: the same signature again is a replay."""
+
+    __tablename__ = "webhook_receipt"
+    signature_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connector: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)

@@ -8,6 +8,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from careops.domain.encryption import keys_of
 from careops.domain.models import Base, Patient, new_id, utcnow
 from careops.domain.referrals import NormalisedReferral
 
@@ -16,10 +17,10 @@ DEMOGRAPHICS = ("given_name", "family_name", "birth_date", "sex", "phone", "emai
 
 
 def _upsert_by_mrn(dialect_insert: Any) -> Any:
-    """Upsert on (organisation_id, mrn): a new value wins, a missing one keeps the old."""
+    """Upsert on (organisation_id, MRN blind index): a new value wins, a missing one keeps the old."""
     statement = dialect_insert(_patients)
     return statement.on_conflict_do_update(
-        index_elements=["organisation_id", "mrn"],
+        index_elements=["organisation_id", "mrn_index"],
         set_={name: func.coalesce(statement.excluded[name], _patients.c[name]) for name in DEMOGRAPHICS},
     ).returning(_patients.c.id, _patients.c.created_at)
 
@@ -40,7 +41,12 @@ def find_or_register(
     new_patient = {"id": new_id(), "organisation_id": organisation_id, "created_at": now, **demographics}
     if referral.mrn:
         row = connection.execute(
-            _UPSERTS[connection.dialect.name], {**new_patient, "mrn": referral.mrn}
+            _UPSERTS[connection.dialect.name],
+            {
+                **new_patient,
+                "mrn": referral.mrn,
+                "mrn_index": keys_of(connection.dialect).blind_index(referral.mrn),
+            },
         ).one()
         # created_at is never updated, so it equals ``now`` only for the row inserted here.
         return str(row.id), row.created_at == now

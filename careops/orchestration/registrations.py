@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, transition
+from careops.domain.encryption import keys_of
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Base, ExceptionItem, IntakeItem, Patient, ServiceCase, new_id
 from careops.domain.patients import find_or_register
@@ -203,7 +204,10 @@ def _appointment_case(
     query = (
         select(ServiceCase)
         .join(Patient, Patient.id == ServiceCase.patient_id)
-        .where(Patient.mrn == patient_in.mrn, ServiceCase.status.in_([str(s) for s in _SCHEDULABLE]))
+        .where(
+            Patient.mrn_index == keys_of(session.get_bind().dialect).blind_index(patient_in.mrn),
+            ServiceCase.status.in_([str(s) for s in _SCHEDULABLE]),
+        )
         .order_by(ServiceCase.created_at.desc())
     )
     if place is not None:

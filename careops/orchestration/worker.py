@@ -11,6 +11,7 @@ from dbos import DBOS
 
 from careops.db import Database
 from careops.governance.audit import SEAL_BATCH, Sealer
+from careops.governance.keys import load_field_keys
 from careops.observability.logs import get_logger
 from careops.orchestration import workflows
 from careops.orchestration.dispatcher import Dispatcher
@@ -60,6 +61,7 @@ async def run_worker(
     on the way out.
     """
     db = Database(settings.database_url)
+    load_field_keys(db, settings)
     launch_dbos(settings, db)
     servers = [server for listen in listeners for server in await listen(db)]
     stop = asyncio.Event()

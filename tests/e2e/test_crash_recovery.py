@@ -115,9 +115,9 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, 
         db = Database(database_url)
         with db.sessions() as session:
             cases_per_patient = session.execute(
-                select(Patient.mrn, func.count(ServiceCase.id))
+                select(Patient.mrn_index, func.count(ServiceCase.id))  # MRNs are stored encrypted
                 .join(ServiceCase, ServiceCase.patient_id == Patient.id)
-                .group_by(Patient.mrn)
+                .group_by(Patient.mrn_index)
             ).all()
             assert len(cases_per_patient) == len(sent)
             assert {count for _, count in cases_per_patient} == {1}

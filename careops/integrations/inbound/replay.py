@@ -77,7 +77,7 @@ def _through_channel(
             return inbound.hl7.accept(raw, actor, scope).body
         except hl7v2.Hl7Rejected as rejected:
             raise StillRejected([rejected.reason], rejected.detail) from rejected
-    if channel == "api":
+    if channel in ("api", "webhook"):  # JSON referrals, by token or signed by a connector
         try:
             referral = ReferralIn.model_validate_json(raw)
         except ValidationError as exc:
@@ -86,7 +86,7 @@ def _through_channel(
         request = IntakeRequest(
             raw,
             content_type or "application/json",
-            "api",
+            channel,
             principal_id="replay",  # one key per quarantined item, whoever replays it
             idempotency_key=f"quarantine:{item_id}",
             scope=scope,

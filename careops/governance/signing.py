@@ -1,0 +1,175 @@
+"""Signed webhooks: HMAC-SHA256 over ``<timestamp>.<body>``, a replay window, secrets per connector.
+
+Headers, inbound and outbound alike:
+
+- ``X-Careops-Timestamp``: Unix seconds when the body was signed;
+- ``X-Careops-Signature``: ``v1=<hex>``, one per live secret, comma-separated (while a secret is
+  rotated, both the old and the new one sign, so that the other side can roll over at its pace).
+
+A receiver recomputes ``HMAC-SHA256(secret, timestamp + "." + body)`` for each secret it holds
+and accepts if any matches, if the timestamp is within the tolerance, and if that signature was
+not seen before (a replayed request is refused even inside the window).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from careops.db import Database
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import Base, Connector, ConnectorSecret, WebhookReceipt, utcnow
+from careops.errors import Conflict, NotFound, Unauthorised, ValidationFailed
+
+TIMESTAMP_HEADER = "x-careops-timestamp"
+SIGNATURE_HEADER = "x-careops-signature"
+SIGNED = "(signed webhook)"  # what a signed route declares instead of a permission
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a recognisable prefix, not a secret
+_receipts = Base.metadata.tables[WebhookReceipt.__tablename__]
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def signed_headers(live_secrets: list[str], body: bytes, now: float | None = None) -> dict[str, str]:
+    """The headers of an outbound body: one signature per live secret."""
+    timestamp = int(now if now is not None else time.time())
+    return {
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: ", ".join(signature(s, timestamp, body) for s in live_secrets),
+    }
+
+
+def check_signature(
+    live_secrets: list[str], timestamp: str | None, signatures: str | None, body: bytes, tolerance: float
+) -> str:
+    """The matching signature, or Unauthorised saying what is wrong (never which secret)."""
+    if not timestamp or not signatures:
+        raise Unauthorised(
+            f"sign the request: headers {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required"
+        )
+    if not timestamp.isdigit():
+        raise Unauthorised(f"{TIMESTAMP_HEADER} must be Unix seconds")
+    if abs(time.time() - int(timestamp)) > tolerance:
+        raise Unauthorised(
+            f"the signature is older than {tolerance:.0f} s (or from the future): sign it again"
+        )
+    offered = {part.strip() for part in signatures.split(",") if part.strip()}
+    for secret in live_secrets:
+        expected = signature(secret, int(timestamp), body)
+        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+            return expected
+    raise Unauthorised("the signature does not match the body")
+
+
+def _live(connector: Connector, now: dt.datetime) -> list[str]:
+    return [s.secret for s in connector.secrets if s.expires_at is None or s.expires_at > now]
+
+
+def _connector(session: Session, name: str) -> Connector:
+    connector = session.get(Connector, name)
+    if connector is None:
+        raise NotFound("no connector with this name")
+    return connector
+
+
+def _secret_event(event_type: EventType, connector: Connector, actor: str, **payload: Any) -> Event:
+    return Event(
+        event_type,
+        "connector",
+        connector.name[:32],
+        actor=actor,
+        payload={"connector": connector.name, **payload},
+    )
+
+
+def create_connector(db: Database, name: str, direction: str, url: str | None, *, actor: str) -> str:
+    """A connector and its first secret (returned once; stored encrypted)."""
+    if direction not in ("inbound", "outbound"):
+        raise ValidationFailed("direction is inbound or outbound")
+    if direction == "outbound" and not (url or "").startswith(("https://", "http://")):
+        raise ValidationFailed("an outbound connector needs the http(s) URL it delivers to")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    with db.transaction() as session:
+        if session.get(Connector, name) is not None:
+            raise Conflict(f"the connector {name!r} exists")
+        connector = Connector(name=name, direction=direction, url=url)
+        connector.secrets.append(ConnectorSecret(secret=secret))
+        session.add(connector)
+        session.flush()
+        record_events(
+            session, _secret_event(EventType.CONNECTOR_CREATED, connector, actor, direction=direction)
+        )
+    return secret
+
+
+def rotate_secret(db: Database, name: str, overlap: dt.timedelta, *, actor: str) -> str:
+    """A new secret; the old ones keep working for ``overlap`` (both sign outbound bodies meanwhile)."""
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    with db.transaction() as session:
+        connector = _connector(session, name)
+        for old in connector.secrets:
+            if old.expires_at is None or old.expires_at > now + overlap:
+                old.expires_at = now + overlap
+        connector.secrets.append(ConnectorSecret(secret=secret))
+        record_events(
+            session,
+            _secret_event(
+                EventType.CONNECTOR_SECRET_ROTATED, connector, actor, overlap_seconds=overlap.total_seconds()
+            ),
+        )
+    return secret
+
+
+def list_connectors(db: Database) -> list[tuple[Connector, int]]:
+    """Each connector with how many of its secrets are live."""
+    now = utcnow()
+    with db.sessions() as session:
+        rows = session.scalars(select(Connector).order_by(Connector.name)).unique().all()
+        return [(c, len(_live(c, now))) for c in rows]
+
+
+def outbound_headers(db: Database, name: str, body: bytes) -> tuple[str, dict[str, str]]:
+    """The URL of an outbound connector and the signed headers of ``body``."""
+    with db.sessions() as session:
+        connector = _connector(session, name)
+        if connector.direction != "outbound" or not connector.url:
+            raise ValidationFailed(f"{name!r} is not an outbound connector")
+        return connector.url, signed_headers(_live(connector, utcnow()), body)
+
+
+def verify_inbound(
+    db: Database, name: str, timestamp: str | None, signatures: str | None, body: bytes, tolerance: float
+) -> None:
+    """Accept a signed inbound request once: a bad, stale or replayed signature is Unauthorised."""
+    with db.sessions() as session:
+        connector = session.get(Connector, name)
+        live = (
+            _live(connector, utcnow()) if connector is not None and connector.direction == "inbound" else []
+        )
+    if not live:
+        raise Unauthorised("no inbound connector with this name takes signed requests")
+    matched = check_signature(live, timestamp, signatures, body, tolerance)
+    digest = hashlib.sha256(f"{name}:{matched}".encode()).hexdigest()
+    now = utcnow()
+    try:
+        with db.writer() as connection:
+            connection.execute(
+                delete(_receipts).where(_receipts.c.received_at < now - dt.timedelta(seconds=2 * tolerance))
+            )
+            connection.execute(
+                insert(_receipts), {"signature_sha256": digest, "connector": name, "received_at": now}
+            )
+    except IntegrityError:
+        raise Unauthorised("this signed request was received already (replay refused)") from None
