@@ -94,6 +94,12 @@ class PayloadTooLarge(CareopsError):
     title = "Payload too large"
 
 
+class TooManyRequests(CareopsError):
+    code = "too_many_requests"
+    status = 429
+    title = "Too many requests"
+
+
 class UnsupportedMediaType(CareopsError):
     code = "unsupported_media_type"
     status = 415

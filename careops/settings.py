@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(
         5.0, description="How long a verified token is trusted without a query."
     )
+    api_requests_per_minute_per_token: int = Field(
+        120_000, ge=0, description="API requests per token per minute (per process); 429 above; 0: no limit."
+    )
+    api_requests_per_minute_per_address: int = Field(
+        240_000,
+        ge=0,
+        description="API requests per client address per minute (per process); 429 above; 0: no limit.",
+    )
     webhook_tolerance_seconds: float = Field(
         300, gt=0, description="How old a webhook signature may be; older ones are refused (replay window)."
     )

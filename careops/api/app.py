@@ -24,6 +24,7 @@ from careops.api import (
     quarantine,
     referrals,
 )
+from careops.api.deps import ApiLimits
 from careops.api.security_headers import SecurityHeaders
 from careops.db import Database
 from careops.errors import ConfigurationError
@@ -74,6 +75,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.settings = settings
     app.state.db = db
     app.state.tokens = TokenVerifier(db, settings.token_cache_seconds)
+    app.state.api_limits = ApiLimits(
+        settings.api_requests_per_minute_per_address, settings.api_requests_per_minute_per_token
+    )
     app.state.catalogue = CatalogueCache(settings.reference_cache_seconds)
     app.state.inbound = Inbound.build(db, settings, app.state.catalogue)
     problems.install(app)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -13,7 +15,10 @@ from careops.api.deps import DbDep, require
 from careops.domain.cases import CaseAction, CaseStatus
 from careops.governance.principal import Principal
 from careops.orchestration.cases import (
+    EXPORT_COLUMNS,
+    MAX_EXPORT,
     CaseFilter,
+    export_cases,
     get_case,
     list_cases,
     record_triage,
@@ -55,6 +60,27 @@ async def cases(
 ) -> dict[str, Any]:
     filters = CaseFilter(status, location, service, created_from, created_to)
     return await run_in_threadpool(list_cases, db, filters, cursor, limit, principal)
+
+
+@router.get("/export", summary="Cases as CSV, masked for the caller (audited)")
+async def export(
+    db: DbDep,
+    principal: Annotated[Principal, Depends(require("cases:read"))],
+    status: CaseStatus | None = None,
+    location: str | None = Query(None, max_length=64, description="Location slug"),
+    service: str | None = Query(None, max_length=64, description="Service code"),
+    created_from: dt.datetime | None = None,
+    created_to: dt.datetime | None = None,
+    limit: int = Query(MAX_EXPORT, ge=1, le=MAX_EXPORT),
+) -> Response:
+    filters = CaseFilter(status, location, service, created_from, created_to)
+    rows = await run_in_threadpool(export_cases, db, filters, principal, limit)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    headers = {"Content-Disposition": 'attachment; filename="cases.csv"'}
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/{case_id}", summary="A case with its timeline of business events")

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from careops.db import Database
-from careops.errors import Forbidden, PayloadTooLarge, Unauthorised, ValidationFailed
+from careops.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorised, ValidationFailed
+from careops.governance.abuse import RateLimiter
 from careops.governance.principal import Principal
 from careops.governance.tokens import TokenVerifier
 from careops.settings import Settings
@@ -24,13 +25,31 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+class ApiLimits:
+    """Requests per minute per client address (counted before the token is checked, so that
+    guessing tokens is slow too) and per token; 0 switches a limit off. Per server process."""
+
+    def __init__(self, per_address: int, per_token: int) -> None:
+        self.addresses = RateLimiter(per_address) if per_address else None
+        self.tokens = RateLimiter(per_token) if per_token else None
+
+    def check(self, limiter: RateLimiter | None, key: str, what: str) -> None:
+        if limiter is not None and not limiter.allow(key):
+            wait = limiter.retry_after()
+            raise TooManyRequests(f"too many requests from this {what}: wait {wait} s", retry_after=wait)
+
+
 def get_principal(request: Request) -> Principal:
+    limits: ApiLimits = request.app.state.api_limits
+    limits.check(limits.addresses, request.client.host if request.client else "unknown", "address")
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorised("send an API token as 'Authorization: Bearer cop_...'")
     verifier: TokenVerifier = request.app.state.tokens
-    return verifier.verify(token.strip())
+    principal = verifier.verify(token.strip())
+    limits.check(limits.tokens, principal.id, "token")
+    return principal
 
 
 def authorise(request: Request, scope: str) -> Principal:

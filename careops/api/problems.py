@@ -29,6 +29,8 @@ def problem(status: int, code: str, title: str, detail: str, request: Request, *
         **extra,
     }
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if "retry_after" in extra:
+        headers = {"Retry-After": str(extra["retry_after"])}
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from careops.api.deps import OversizedBody, authorise, bounded_header, read_body
+from careops.api.deps import ApiLimits, OversizedBody, authorise, bounded_header, read_body
 from careops.api.problems import problem
 from careops.db import Database
 from careops.domain.referrals import ReferralIn
@@ -85,6 +85,8 @@ async def submit_referral(request: Request) -> JSONResponse:
 async def signed_referral(request: Request, connector: str) -> JSONResponse:
     """No bearer token: the HMAC signature of a registered inbound connector (see docs/security.md)."""
     settings: Settings = request.app.state.settings
+    limits: ApiLimits = request.app.state.api_limits
+    limits.check(limits.addresses, request.client.host if request.client else "unknown", "address")
     principal = Principal(f"connector:{connector}"[:100], connector, frozenset({INTAKE_SCOPE}))
     try:
         raw = await read_body(request, settings)

@@ -53,6 +53,7 @@ class EventType(StrEnum):
     ROLE_CHANGED = "role.changed"
     PHI_REVEALED = "phi.revealed"
     PHI_READ = "phi.read"
+    CASES_EXPORTED = "cases.exported"
     CONNECTOR_CREATED = "connector.created"
     CONNECTOR_SECRET_ROTATED = "connector.secret_rotated"  # noqa: S105 - an event name, not a secret
 

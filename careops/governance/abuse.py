@@ -9,7 +9,6 @@ import hmac
 import secrets
 import threading
 import time
-from collections import deque
 
 from careops.errors import Forbidden
 
@@ -44,23 +43,32 @@ class CsrfTokens:
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window`` seconds per key (per process)."""
+    """At most about ``limit`` events per ``window`` seconds per key (per process), in O(1) memory
+    per key: the count of the current window plus the previous one's, weighted by how much of it
+    still overlaps the sliding window."""
 
     def __init__(self, limit: int, window: float = 60.0) -> None:
         self._limit = limit
         self._window = window
-        self._events: dict[str, deque[float]] = {}
+        self._counts: dict[str, tuple[int, int, int]] = {}  # key -> (window number, current, previous)
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> bool:
-        now = time.monotonic()
+        now = time.monotonic() / self._window
+        number, elapsed = int(now), now - int(now)
         with self._lock:
-            events = self._events.setdefault(key, deque())
-            while events and now - events[0] > self._window:
-                events.popleft()
-            if len(events) >= self._limit:
+            start, current, previous = self._counts.get(key, (number, 0, 0))
+            if start != number:
+                current, previous = 0, current if start == number - 1 else 0
+            if current + previous * (1 - elapsed) >= self._limit:
+                self._counts[key] = (number, current, previous)
                 return False
-            events.append(now)
-            if len(self._events) > 10_000:  # forget idle clients
-                self._events = {k: v for k, v in self._events.items() if v and now - v[-1] < self._window}
+            self._counts[key] = (number, current + 1, previous)
+            if len(self._counts) > 10_000:  # forget idle clients
+                self._counts = {k: v for k, v in self._counts.items() if v[0] >= number - 1}
             return True
+
+    def retry_after(self) -> int:
+        """Seconds a refused caller should wait: the rest of the current window, at least 1."""
+        now = time.monotonic() / self._window
+        return max(1, int((1 - (now - int(now))) * self._window))
