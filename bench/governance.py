@@ -1,6 +1,13 @@
-"""Governance benchmark: audit append and sealing rates, and `verify` over a large chain (PostgreSQL).
+"""Governance benchmark: masking overhead, audit append and sealing rates, and `verify` over a large
+chain (PostgreSQL).
 
     .venv/bin/python -m bench.governance [--writers 4] [--seconds 8] [--verify-entries 1000000]
+        [--only masking|audit]
+
+Masking: listing 100 cases (``list_cases``, the service behind GET /api/v1/cases, from the database
+with their patients) with the default partial masking against the same listing with masking
+switched off, interleaved in rounds in one run; the overhead is the ratio of the medians.
+Target (issue 5): ≤ 10 %.
 
 Append: ``--writers`` processes each commit audited events (1, then 10 per transaction) for ``--seconds``,
 while the worker's sealer runs; in the same run the same processes insert the same rows into a
@@ -14,20 +21,32 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import psycopg
+from fastapi.testclient import TestClient
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, insert, select, text
 
+from careops.api.app import create_app
 from careops.db import Database
+from careops.demo.seed import seed_demo
 from careops.domain.models import Base, BusinessEvent
 from careops.governance.audit import seal_all, verify
+from careops.governance.keys import load_field_keys
+from careops.governance.masking import MaskingPolicy
+from careops.governance.permissions import ADMIN, DEFAULT_MASKING
+from careops.governance.principal import Principal
+from careops.governance.tokens import create_token
 from careops.migrate import upgrade
+from careops.orchestration.cases import CaseFilter, list_cases
+from careops.settings import Settings
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 KEY = "bench-secret-key-" + "x" * 32
@@ -130,6 +149,58 @@ def bulk_events(db: Database, total: int) -> None:
             connection.execute(insert(events), rows)
 
 
+class Unmasked(MaskingPolicy):
+    """Masking switched off: views pass through untouched (and nothing counts as read in clear)."""
+
+    def view(self, data: dict[str, Any], tags: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        return data
+
+
+def masking_overhead(rounds: int, calls: int) -> list[tuple[str, str, str]]:
+    url = fresh_database()
+    try:
+        settings = Settings(database_url=url, secret_key=KEY)
+        db = Database(url)
+        load_field_keys(db, settings)
+        seed_demo(db)
+        secret, _ = create_token(db, "bench", [ADMIN], actor="bench")
+        with TestClient(create_app(settings, db)) as client:
+            for n in range(100):
+                body = {"location": "north", "service_code": "XRAY-CHEST", "referrer": {"code": "GP-001"},
+                        "payer_code": "NHS", "member_id": f"943 476 {n:04d}",
+                        "patient": {"mrn": f"B-{n}", "given_name": "Alex", "family_name": f"Bench{n}",
+                                    "birth_date": "1980-04-12", "phone": "020 7946 0958"}}  # fmt: skip
+                client.post("/api/v1/referrals", json=body, headers={"Authorization": f"Bearer {secret}"})
+        readers = {
+            "masked": Principal(
+                "bench", "bench", frozenset({ADMIN}), masking=MaskingPolicy(dict(DEFAULT_MASKING))
+            ),
+            "unmasked": Principal("bench", "bench", frozenset({ADMIN}), masking=Unmasked({})),
+        }
+        timings: dict[str, list[float]] = {name: [] for name in readers}
+        for round_number in range(rounds):
+            order = list(readers.items())
+            for name, reader in order if round_number % 2 else reversed(order):
+                started = time.perf_counter()
+                for _ in range(calls):
+                    page = list_cases(db, CaseFilter(), None, 100, reader)
+                timings[name].append((time.perf_counter() - started) / calls)
+                assert len(page["items"]) == 100
+        db.dispose()
+    finally:
+        drop_database(url)
+    masked, unmasked = (statistics.median(timings[n]) for n in ("masked", "unmasked"))
+    overhead = f"overhead {masked / unmasked - 1:+.1%}; target ≤ +10%"
+    return [
+        (
+            "list 100 cases, masking off (reference)",
+            f"{unmasked * 1000:.2f} ms",
+            f"median, {rounds} x {calls}",
+        ),
+        ("list 100 cases, masked (default policy)", f"{masked * 1000:.2f} ms", overhead),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,9 +208,26 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["masking", "audit"])
     args = parser.parse_args()
     results: list[tuple[str, str, str]] = []
+    if args.only != "audit":
+        results += masking_overhead(rounds=15, calls=20)
+    if args.only != "masking":
+        results += audit_rates(args)
+    table = Table(
+        title=f"governance benchmark — PostgreSQL, {os.cpu_count()} cores, "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    for column in ("measurement", "result", "note"):
+        table.add_column(column)
+    for row in results:
+        table.add_row(*row)
+    console.print(table)
 
+
+def audit_rates(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    results: list[tuple[str, str, str]] = []
     url = fresh_database()
     try:
         db = Database(url)
@@ -204,16 +292,7 @@ def main() -> None:
         db.dispose()
     finally:
         drop_database(url)
-
-    table = Table(
-        title=f"governance benchmark — PostgreSQL, {os.cpu_count()} cores, "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
-    )
-    for column in ("measurement", "result", "note"):
-        table.add_column(column)
-    for row in results:
-        table.add_row(*row)
-    console.print(table)
+    return results
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ recognise a record (``J****``, birth year, last four digits) and never reveal a 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from careops.domain.phi import PhiCategory
@@ -17,29 +19,69 @@ from careops.governance.permissions import CLEAR_MASKING, Masking, Visibility
 STARS = "****"
 
 
-def _last_four(value: str) -> str:
-    kept = "".join(ch for ch in value if ch.isalnum())[-4:]
-    return f"***-**-{kept}" if len(value) > 4 else STARS
+def _clear(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
-def _partial(category: PhiCategory, value: Any) -> Any:
-    text = value.isoformat() if isinstance(value, dt.date) else str(value)
-    match category:
-        case PhiCategory.NAME:
-            words = text.split()
-            return " ".join([f"{w[0]}." for w in words[:-1]] + [f"{words[-1][0]}{STARS}"]) if words else STARS
-        case PhiCategory.BIRTH_DATE:
-            return text[:4]
-        case PhiCategory.PHONE:
-            digits = "".join(ch for ch in text if ch.isdigit())
-            return f"***-***-{digits[-4:]}" if len(digits) > 4 else STARS
-        case PhiCategory.EMAIL:
-            local, _, domain = text.partition("@")
-            return f"{local[:1]}{STARS}@{domain}" if domain else STARS
-        case PhiCategory.IDENTIFIER:
-            return _last_four(text)
-        case _:
-            return f"[{len(text)} characters masked]"
+_SEPARATORS = str.maketrans("", "", " -()./+_:#")
+_NOT_DIGITS = re.compile(r"\D")
+_NOT_ALNUM = re.compile(r"[\W_]")
+
+
+def _text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def _name(value: Any) -> str:
+    text = str(value).strip()
+    if " " not in text:  # the usual case: a given or a family name
+        return text[:1] + STARS
+    words = text.split()
+    return " ".join([f"{w[0]}." for w in words[:-1]] + [f"{words[-1][0]}{STARS}"])
+
+
+def _year(value: Any) -> str:
+    return str(value.year) if isinstance(value, dt.date) else str(value)[:4]
+
+
+def _phone(value: Any) -> str:
+    digits = str(value).translate(_SEPARATORS)  # the usual separators, quickly; anything else below
+    if not digits.isdigit():
+        digits = _NOT_DIGITS.sub("", digits)
+    return f"***-***-{digits[-4:]}" if len(digits) > 4 else STARS
+
+
+def _email(value: Any) -> str:
+    local, _, domain = str(value).partition("@")
+    return f"{local[:1]}{STARS}@{domain}" if domain else STARS
+
+
+def _last_four(value: Any) -> str:
+    text = str(value)
+    kept = text.translate(_SEPARATORS)
+    if not kept.isalnum():
+        kept = _NOT_ALNUM.sub("", kept)
+    return f"***-**-{kept[-4:]}" if len(text) > 4 else STARS
+
+
+def _length_only(value: Any) -> str:
+    return f"[{len(_text(value))} characters masked]"
+
+
+def _hidden(_: Any) -> None:
+    return None
+
+
+PARTIAL = {
+    PhiCategory.NAME: _name,
+    PhiCategory.BIRTH_DATE: _year,
+    PhiCategory.PHONE: _phone,
+    PhiCategory.EMAIL: _email,
+    PhiCategory.IDENTIFIER: _last_four,
+    PhiCategory.CLINICAL_NOTE: _length_only,
+    PhiCategory.ATTACHMENT: _length_only,
+}
+Plan = tuple[tuple[str, Callable[[Any], Any], bool], ...]
 
 
 @dataclass(frozen=True)
@@ -47,6 +89,7 @@ class MaskingPolicy:
     """For each PHI category, what the caller sees: clear, partial or hidden (None)."""
 
     visibility: Masking
+    _plans: dict[int, Plan] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def all_clear(self) -> bool:
@@ -55,31 +98,45 @@ class MaskingPolicy:
     def sees(self, category: PhiCategory) -> Visibility:
         return self.visibility.get(category, Visibility.HIDDEN)
 
+    def _masker(self, category: PhiCategory) -> Callable[[Any], Any]:
+        match self.sees(category):
+            case Visibility.CLEAR:
+                return _clear
+            case Visibility.PARTIAL:
+                return PARTIAL[category]
+            case _:
+                return _hidden
+
     def value(self, category: PhiCategory, value: Any) -> Any:
         if value is None or value == "":
             return value
-        match self.sees(category):
-            case Visibility.CLEAR:
-                return value.isoformat() if isinstance(value, dt.date) else value
-            case Visibility.PARTIAL:
-                return _partial(category, value)
-            case _:
-                return None
+        return self._masker(category)(value)
+
+    def _plan(self, tags: dict[str, PhiCategory]) -> Plan:
+        """For each tagged key, its masker and whether it masks: worked out once per tag set."""
+        plan = self._plans.get(id(tags))
+        if plan is None:
+            plan = tuple(
+                (key, self._masker(c), self.sees(c) is not Visibility.CLEAR) for key, c in tags.items()
+            )
+            self._plans[id(tags)] = plan
+        return plan
 
     def view(self, data: dict[str, Any], tags: dict[str, PhiCategory], prefix: str = "") -> dict[str, Any]:
-        """``data`` with each tagged key masked; masked keys (as ``prefix + key``) listed under
-        ``masked`` so that a client can offer to reveal them."""
-        out = dict(data)
+        """``data``, masked in place and returned: each tagged key masked; masked keys (as
+        ``prefix + key``) listed under ``masked`` so that a client can offer to reveal them.
+        ``tags`` are module constants (``phi_fields``), so the plan is cached by their identity."""
         masked: list[str] = []
-        for key, category in tags.items():
-            if key not in out:
+        for key, masker, masks in self._plan(tags):
+            value = data.get(key)
+            if value is None or value == "":
                 continue
-            if self.sees(category) is not Visibility.CLEAR and out[key] not in (None, ""):
-                masked.append(prefix + key)
-            out[key] = self.value(category, out[key])
+            data[key] = masker(value)
+            if masks:
+                masked.append(prefix + key if prefix else key)
         if masked:
-            out["masked"] = masked
-        return out
+            data["masked"] = masked
+        return data
 
     def fhir_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
         """A FHIR resource for a reader who does not see everything in clear: without what can hold
