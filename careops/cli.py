@@ -251,21 +251,28 @@ def _names(text: str) -> list[str]:
 def user_create(
     username: Annotated[str, typer.Argument(help="Login name (lower case).")],
     roles: Annotated[str, typer.Option("--roles", help="Comma-separated roles (careops role list).")],
-    password: PasswordOption,
     display_name: Annotated[str | None, typer.Option("--name", help="Name shown in the console.")] = None,
     locations: Annotated[
         str | None, typer.Option("--locations", help="Comma-separated location slugs (default: all).")
     ] = None,
+    sso: Annotated[
+        bool, typer.Option("--sso", help="Logs in only through OpenID Connect (no password).")
+    ] = False,
+    password: Annotated[
+        str | None, typer.Option(envvar="CAREOPS_NEW_PASSWORD", hidden=True, help="Asked for when not given.")
+    ] = None,
 ) -> None:
-    """Create a console user (the password is stored only as an argon2id hash)."""
+    """Create a console user (the password, asked for twice, is stored only as an argon2id hash)."""
     from careops.governance.users import create_user
 
+    if not sso and password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = get_settings()
     user = create_user(
         _ready_database(settings, field_keys=False),
         settings,
         username,
-        password,
+        None if sso else password,
         _names(roles),
         actor=cli_actor(),
         display_name=display_name,

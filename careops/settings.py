@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: float = Field(
         300, gt=0, description="How old a webhook signature may be; older ones are refused (replay window)."
     )
+    oidc_issuer: str | None = Field(
+        None, description="OpenID Connect provider (its issuer URL); unset: local login only."
+    )
+    oidc_client_id: str | None = Field(
+        None, description="careops's client id at the OpenID Connect provider."
+    )
+    oidc_client_secret: str | None = Field(None, description="careops's client secret at the provider.")
+    oidc_username_claim: str = Field(
+        "preferred_username", description="ID token claim that names the careops user (e.g. email)."
+    )
     login_max_failures: int = Field(
         5, ge=1, description="Failed console logins in a row before the account is locked."
     )

@@ -46,3 +46,11 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
     assert len(routes) > 15
     missing = [r for r in routes if f"`{r}`" not in text("api.md")]
     assert missing == []
+
+
+def test_every_role_and_permission_is_in_the_security_page() -> None:
+    from careops.governance.permissions import PERMISSIONS, SHIPPED_ROLES
+
+    page = text("security.md")
+    assert [r for r in SHIPPED_ROLES if f"| `{r}` |" not in page] == []
+    assert [p for p in PERMISSIONS if f"`{p}`" not in page] == []

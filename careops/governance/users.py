@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import VerificationError, VerifyMismatchError
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,7 @@ from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.governance.tokens import location_ids
 from careops.settings import Settings
 
+SSO_ONLY = "!sso"  # not a hash: no password can match it
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Checked against so that an unknown user costs as much time as a wrong password.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
@@ -67,24 +68,26 @@ def create_user(
     db: Database,
     settings: Settings,
     username: str,
-    password: str,
+    password: str | None,
     roles: list[str],
     *,
     actor: str,
     display_name: str | None = None,
     locations: list[str] | None = None,
 ) -> User:
+    """A user; with ``password`` None, one who logs in only through OpenID Connect."""
     username = username.strip().lower()
     if not username:
         raise ValidationFailed("a user needs a username")
-    check_password_rules(password, username, settings)
+    if password is not None:
+        check_password_rules(password, username, settings)
     with db.transaction() as session:
         if session.scalars(select(User).where(User.username == username)).first():
             raise Conflict(f"the username {username!r} is taken")
         user = User(
             username=username,
             display_name=display_name or username,
-            password_hash=_hasher.hash(password),
+            password_hash=_hasher.hash(password) if password is not None else SSO_ONLY,
             roles=check_roles(session, roles),
             locations=location_ids(session, locations) if locations is not None else None,
         )
@@ -205,21 +208,47 @@ def _attempt(
         return None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
+    return _open_session(session, settings, user, address, "password")
+
+
+def _open_session(session: Session, settings: Settings, user: User, address: str, method: str) -> LoginResult:
     user.failed_logins = 0
     user.locked_until = None
     cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    expires = now + dt.timedelta(hours=settings.session_hours)
+    expires = utcnow() + dt.timedelta(hours=settings.session_hours)
     session.add(
         UserSession(user_id=user.id, token_sha256=_digest(cookie), csrf_token=csrf, expires_at=expires)
     )
-    record_events(session, _user_event(EventType.USER_LOGGED_IN, user, user.id, address=address))
+    record_events(
+        session, _user_event(EventType.USER_LOGGED_IN, user, user.id, address=address, method=method)
+    )
     return LoginResult(cookie, csrf, expires)
+
+
+def single_sign_on(db: Database, settings: Settings, username: str, address: str) -> LoginResult:
+    """A session for the user an identity provider vouched for: it must exist here, enabled and
+    not locked; its roles and locations are careops's own."""
+    with db.transaction() as session:
+        user = session.scalars(select(User).where(User.username == username)).first()
+        result = None
+        if user is not None:
+            locked = user.locked_until is not None and user.locked_until > utcnow()
+            if user.disabled_at is None and not locked:
+                result = _open_session(session, settings, user, address, "oidc")
+            else:
+                refused = _user_event(
+                    EventType.USER_LOGIN_FAILED, user, "anonymous", address=address, reason="sso"
+                )
+                record_events(session, refused)
+    if result is None:
+        raise Unauthorised("your identity provider knows you, but careops has no active user of that name")
+    return result
 
 
 def _password_matches(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError):
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
 

@@ -19,33 +19,35 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from careops.errors import CareopsError, Forbidden, Unauthorised
 from careops.governance.abuse import CsrfTokens, RateLimiter
+from careops.governance.oidc import OidcClient, seal, unseal
 from careops.governance.permissions import PHI_REVEAL
-from careops.governance.users import ConsoleUser, log_in, log_out, session_user
+from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, session_user, single_sign_on
 from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case
+from careops.settings import Settings
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 TEMPLATES = Path(__file__).parent / "templates"
 _pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 SESSION_COOKIE = "careops_session"
 LOGIN_COOKIE = "careops_login"
+OIDC_COOKIE = "careops_oidc"
 PAGE_SIZE = 50
 
 
 class ConsoleState:
-    """Per-process console helpers: login CSRF tokens and the login rate limit per address."""
+    """Per-process console helpers: login CSRF tokens, the login rate limit per address, and the
+    OpenID Connect client when a provider is configured."""
 
-    def __init__(self, secret_key: str, login_attempts_per_minute: int) -> None:
-        self.login_tokens = CsrfTokens(secret_key, 3600, "console-login")
-        self.login_limiter = RateLimiter(login_attempts_per_minute)
+    def __init__(self, settings: Settings) -> None:
+        self.login_tokens = CsrfTokens(settings.secret_key, 3600, "console-login")
+        self.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+        self.oidc = OidcClient(settings) if settings.oidc_issuer else None
 
 
 def _state(request: Request) -> ConsoleState:
     state: ConsoleState | None = getattr(request.app.state, "console", None)
     if state is None:
-        settings = request.app.state.settings
-        state = request.app.state.console = ConsoleState(
-            settings.secret_key, settings.login_attempts_per_minute
-        )
+        state = request.app.state.console = ConsoleState(request.app.state.settings)
     return state
 
 
@@ -86,7 +88,8 @@ async def _form_with_csrf(request: Request, user: ConsoleUser) -> dict[str, str]
 
 def _login_page(request: Request, status: int = 200, **context: Any) -> Response:
     nonce, token = _state(request).login_tokens.issue()
-    response = _page("login.html", status, title="Log in", csrf_token=token, user=None, **context)
+    sso = _state(request).oidc is not None
+    response = _page("login.html", status, title="Log in", csrf_token=token, user=None, sso=sso, **context)
     response.set_cookie(
         LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=_secure(request), path="/console/login"
     )
@@ -131,6 +134,55 @@ async def login(request: Request) -> Response:
     except (Forbidden, Unauthorised) as exc:
         status = 403 if isinstance(exc, Forbidden) else 401
         return _login_page(request, status, problem=exc.detail)
+    response = _logged_in(request, result)
+    response.delete_cookie(LOGIN_COOKIE, path="/console/login")
+    return response
+
+
+def _callback_url(request: Request) -> str:
+    return str(request.url_for("oidc_callback"))
+
+
+@router.get("/oidc/login")
+async def oidc_login(request: Request) -> Response:
+    oidc = _state(request).oidc
+    if oidc is None:
+        return _login_page(
+            request, 404, problem="Single sign-on is not set up here: log in with your password."
+        )
+    try:
+        login = await run_in_threadpool(oidc.start, _callback_url(request))
+    except Unauthorised as exc:
+        return _login_page(request, 503, problem=exc.detail)
+    response = RedirectResponse(login.url, status_code=303)
+    cookie = seal(login, request.app.state.settings.secret_key)
+    secure = _secure(request)  # Lax: the provider's redirect back is a top-level cross-site GET
+    response.set_cookie(
+        OIDC_COOKIE, cookie, 600, httponly=True, samesite="lax", secure=secure, path="/console/oidc"
+    )
+    return response
+
+
+@router.get("/oidc/callback", name="oidc_callback")
+async def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
+    oidc = _state(request).oidc
+    if oidc is None:
+        return _to_login()
+    settings = request.app.state.settings
+    try:
+        nonce, verifier = unseal(request.cookies.get(OIDC_COOKIE), state, settings.secret_key)
+        username = await run_in_threadpool(oidc.finish, code, _callback_url(request), nonce, verifier)
+        result = await run_in_threadpool(
+            single_sign_on, request.app.state.db, settings, username, _client(request)
+        )
+    except Unauthorised as exc:
+        return _login_page(request, 401, problem=exc.detail)
+    response = _logged_in(request, result)
+    response.delete_cookie(OIDC_COOKIE, path="/console/oidc")
+    return response
+
+
+def _logged_in(request: Request, result: LoginResult) -> Response:
     response = RedirectResponse("/console/cases", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -141,7 +193,6 @@ async def login(request: Request) -> Response:
         secure=_secure(request),
         path="/console",
     )
-    response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     return response
 
 

@@ -39,6 +39,8 @@ PAGE_ROUTES = {
     ("GET", "/console"): "public",
     ("GET", "/console/login"): "public",
     ("POST", "/console/login"): "public",
+    ("GET", "/console/oidc/login"): "public",
+    ("GET", "/console/oidc/callback"): "public",
     ("POST", "/console/logout"): "session",
     ("GET", "/console/cases"): "session cases:read",
     ("GET", "/console/cases/{case_id}"): "session cases:read",
