@@ -421,7 +421,7 @@ def keys_rotate() -> None:
     settings = get_settings()
     db = _ready_database(settings)
     with _progress() as report:
-        key_id, count = rotate(db, settings, report)
+        key_id, count = rotate(db, settings, report, actor=cli_actor())
     err.print(f"[green]data key {key_id} is active[/green]; {count} value(s) re-encrypted")
 
 

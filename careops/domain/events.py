@@ -41,6 +41,8 @@ class EventType(StrEnum):
     TOKEN_CREATED = "token.created"  # noqa: S105 - an event name, not a secret
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an event name, not a secret
     TOKEN_ROTATED = "token.rotated"  # noqa: S105 - an event name, not a secret
+    TOKEN_USED = "token.used"  # noqa: S105 - an event name, not a secret
+    KEYS_ROTATED = "keys.rotated"
     AUDIT_EXPORTED = "audit.exported"
     USER_CREATED = "user.created"
     USER_DISABLED = "user.disabled"

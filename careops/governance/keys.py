@@ -33,7 +33,8 @@ from careops.domain.encryption import (
     attach,
     is_sealed_under,
 )
-from careops.domain.models import Base, FieldKey, Patient, utcnow
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import Base, FieldKey, utcnow
 from careops.errors import ConfigurationError
 from careops.settings import Settings
 
@@ -41,7 +42,6 @@ INDEX_KEY_ID = "index"
 BATCH = 500
 _ENCRYPTED_TYPES = (EncryptedText, EncryptedJSON, EncryptedBytes)
 _keys_table = Base.metadata.tables[FieldKey.__tablename__]
-_patients = Base.metadata.tables[Patient.__tablename__]
 
 
 def master_key(settings: Settings) -> bytes:
@@ -215,7 +215,9 @@ def _rewrite(db: Database, keys: FieldKeys, column: EncryptedColumn, rows: list[
             connection.execute(update(column.table).where(primary_key == pk).values(values))
 
 
-def rotate(db: Database, settings: Settings, progress: Progress | None = None) -> tuple[str, int]:
+def rotate(
+    db: Database, settings: Settings, progress: Progress | None = None, *, actor: str = "system"
+) -> tuple[str, int]:
     """A new active data key; every value re-encrypted under it; older keys retired (kept to read
     backups). Returns the new key's id and how many values were re-encrypted."""
     master = master_key(settings)
@@ -225,7 +227,11 @@ def rotate(db: Database, settings: Settings, progress: Progress | None = None) -
         connection.execute(insert(_keys_table), new)
     keys = load_field_keys(db, settings)
     count = reencrypt(db, keys, progress)
+    retired = Event(
+        EventType.KEYS_ROTATED, "field_key", new["id"], actor=actor, payload={"reencrypted": count}
+    )
     with db.writer() as connection:
+        record_events(connection, retired)
         connection.execute(
             update(_keys_table)
             .where(

@@ -172,5 +172,6 @@ class TokenVerifier:
         principal = Principal(record.id, record.name, scopes, locations, token_masking(scopes))
         with self._db.writer() as connection:  # at most once per cache period per process
             connection.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=utcnow()))
+            record_events(connection, _token_event(EventType.TOKEN_USED, record, record.id))
         self._cache[digest] = (principal, now + self._cache_seconds)
         return principal

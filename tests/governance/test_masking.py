@@ -83,6 +83,14 @@ def test_lists_details_and_exports_are_masked_and_a_reveal_is_audited(
     assert cannot.status_code == 403
 
 
+def test_token_use_is_audited_once_per_cache_period(client: TestClient, db: Database) -> None:
+    headers = _headers(db, ["cases:read"])
+    for _ in range(3):
+        assert client.get("/api/v1/cases", headers=headers).status_code == 200
+    used = [e for e in _events(db, "token.used") if e.payload["name"] == "t-cases:read"]
+    assert len(used) == 1 and used[0].actor == used[0].subject_id
+
+
 def test_reads_in_clear_are_audited(client: TestClient, db: Database) -> None:
     case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
     clear = _headers(db, ["cases:read", "phi:read"])

@@ -1,0 +1,103 @@
+"""A real browser (Debian's Chromium through Playwright) against a real `careops serve`: the partner
+form, console login with a wrong then a right password, masking by role, a reveal with a reason,
+logout. `.ci/run` installs Chromium; without it this test fails, it does not skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+PASSWORD = "a long enough passphrase 7"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    env = {**os.environ, "CAREOPS_DATABASE_URL": f"sqlite:///{tmp_path / 'console.db'}"}
+    cli(env, "migrate")
+    cli(env, "seed", "--demo")
+    for name, role in (("cora", "intake_coordinator"), ("carl", "compliance_officer")):
+        with_password = {**env, "CAREOPS_NEW_PASSWORD": PASSWORD}
+        subprocess.run([CAREOPS, "user", "create", name, "--roles", role], env=with_password, check=True)
+    port = free_port()
+    process = subprocess.Popen([CAREOPS, "serve", "--port", str(port)], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield base
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _log_in(page: Page, base: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base}/console")
+    expect(page).to_have_url(f"{base}/console/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_partner_form_then_console_masking_reveal_and_logout(server: str, browser: Browser) -> None:
+    form = browser.new_page()
+    form.goto(f"{server}/refer/north")
+    form.get_by_label("Given name").fill("Alexandra")
+    form.get_by_label("Family name").fill("Example")
+    form.get_by_label("Date of birth").fill("12/04/1980")
+    form.get_by_label("Hospital or NHS number").fill("MRN-BROWSER-1")
+    form.get_by_label("Service").select_option("XRAY-CHEST")
+    form.get_by_label("Referrer code").fill("GP-001")
+    form.get_by_label("Payer").select_option("NHS")
+    form.get_by_label("Member or policy number").fill("943 476 5919")
+    form.get_by_role("button", name="Send referral").click()
+    expect(form.get_by_role("heading", name="Referral received")).to_be_visible()
+    assert len(form.locator("#reference").inner_text()) == 32
+
+    coordinator = browser.new_page()
+    _log_in(coordinator, server, "cora", "not the password")
+    expect(coordinator.get_by_role("alert")).to_contain_text("wrong")
+    _log_in(coordinator, server, "cora")
+    expect(coordinator).to_have_url(f"{server}/console/cases")
+    expect(coordinator.get_by_role("cell", name="Alexandra Example")).to_be_visible()  # clear for this role
+
+    officer = browser.new_page()
+    _log_in(officer, server, "carl")
+    expect(officer.get_by_role("cell", name="A**** E****")).to_be_visible()
+    officer.get_by_role("link", name=officer.locator("tbody a").first.inner_text()).click()
+    expect(officer.locator("#patient-mrn")).to_have_text("***-**-SER1")
+    officer.get_by_label("Why do you need to see the masked details?").fill(
+        "complaint 5512, checking identity"
+    )
+    officer.get_by_role("button", name="Reveal").click()
+    expect(officer.get_by_role("status")).to_contain_text("recorded in the audit log")
+    expect(officer.locator("#patient-name")).to_have_text("Alexandra Example")
+    expect(officer.locator("#patient-mrn")).to_have_text("MRN-BROWSER-1")
+    officer.get_by_role("button", name="Log out").click()
+    expect(officer).to_have_url(f"{server}/console/login")
+    officer.goto(f"{server}/console/cases")
+    expect(officer).to_have_url(f"{server}/console/login")  # the session ended
