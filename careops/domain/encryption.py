@@ -16,11 +16,10 @@ types find them in the middle of any statement without a global.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -45,10 +44,17 @@ class FieldKeys:
     data_keys: dict[str, bytes]
     active: str
     index_key: bytes
+    _ciphers: dict[str, AESGCM] = field(default_factory=dict, repr=False)
+
+    def _cipher(self, key_id: str) -> AESGCM | None:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None and key_id in self.data_keys:
+            cipher = self._ciphers[key_id] = AESGCM(self.data_keys[key_id])
+        return cipher
 
     def seal(self, plaintext: bytes, column: str) -> bytes:
         nonce = os.urandom(_NONCE)
-        sealed = AESGCM(self.data_keys[self.active]).encrypt(nonce, plaintext, column.encode())
+        sealed = self._cipher(self.active).encrypt(nonce, plaintext, column.encode())  # type: ignore[union-attr]
         return _BYTES_PREFIX + self.active.encode() + b":" + base64.b64encode(nonce + sealed)
 
     def open(self, stored: bytes, column: str) -> bytes:
@@ -69,7 +75,7 @@ class FieldKeys:
     def blind_index(self, value: str) -> str:
         """The same text (case and spaces aside) gives the same index; the index reveals nothing else."""
         normalised = "".join(value.split()).upper()
-        return hmac.new(self.index_key, normalised.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.index_key, normalised.encode(), "sha256").hex()
 
 
 def attach(dialect: Dialect, keys: FieldKeys) -> None:
