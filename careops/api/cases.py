@@ -46,34 +46,35 @@ class TriageIn(BaseModel):
     urgency: Literal["routine", "urgent", "stat"]
 
 
-@router.get("", summary="List cases (newest first, cursor pagination)")
-async def cases(
-    db: DbDep,
-    principal: Annotated[Principal, Depends(require("cases:read"))],
+def case_filter(
     status: CaseStatus | None = None,
     location: str | None = Query(None, max_length=64, description="Location slug"),
     service: str | None = Query(None, max_length=64, description="Service code"),
     created_from: dt.datetime | None = None,
     created_to: dt.datetime | None = None,
+) -> CaseFilter:
+    return CaseFilter(status, location, service, created_from, created_to)
+
+
+Filters = Annotated[CaseFilter, Depends(case_filter)]
+Reader = Annotated[Principal, Depends(require("cases:read"))]
+
+
+@router.get("", summary="List cases (newest first, cursor pagination)")
+async def cases(
+    db: DbDep,
+    principal: Reader,
+    filters: Filters,
     cursor: str | None = Query(None, pattern=r"^[0-9a-f]{32}$"),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
-    filters = CaseFilter(status, location, service, created_from, created_to)
     return await run_in_threadpool(list_cases, db, filters, cursor, limit, principal)
 
 
 @router.get("/export", summary="Cases as CSV, masked for the caller (audited)")
 async def export(
-    db: DbDep,
-    principal: Annotated[Principal, Depends(require("cases:read"))],
-    status: CaseStatus | None = None,
-    location: str | None = Query(None, max_length=64, description="Location slug"),
-    service: str | None = Query(None, max_length=64, description="Service code"),
-    created_from: dt.datetime | None = None,
-    created_to: dt.datetime | None = None,
-    limit: int = Query(MAX_EXPORT, ge=1, le=MAX_EXPORT),
+    db: DbDep, principal: Reader, filters: Filters, limit: int = Query(MAX_EXPORT, ge=1, le=MAX_EXPORT)
 ) -> Response:
-    filters = CaseFilter(status, location, service, created_from, created_to)
     rows = await run_in_threadpool(export_cases, db, filters, principal, limit)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
@@ -84,9 +85,7 @@ async def export(
 
 
 @router.get("/{case_id}", summary="A case with its timeline of business events")
-async def case(
-    db: DbDep, case_id: str, principal: Annotated[Principal, Depends(require("cases:read"))]
-) -> dict[str, Any]:
+async def case(db: DbDep, case_id: str, principal: Reader) -> dict[str, Any]:
     return await run_in_threadpool(get_case, db, case_id, principal)
 
 
