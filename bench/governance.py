@@ -155,6 +155,9 @@ class Unmasked(MaskingPolicy):
     def view(self, data: dict[str, Any], tags: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         return data
 
+    def project(self, source: object, keys: tuple[str, ...], tags: dict[str, Any]) -> dict[str, Any]:
+        return {key: getattr(source, key) for key in keys}
+
 
 def masking_overhead(rounds: int, calls: int) -> list[tuple[str, str, str]]:
     url = fresh_database()

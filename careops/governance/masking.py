@@ -81,7 +81,7 @@ PARTIAL = {
     PhiCategory.CLINICAL_NOTE: _length_only,
     PhiCategory.ATTACHMENT: _length_only,
 }
-Plan = tuple[tuple[str, Callable[[Any], Any], bool], ...]
+Plan = dict[str, tuple[Callable[[Any], Any], bool]]  # key -> (masker, whether it masks)
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,7 @@ class MaskingPolicy:
         """For each tagged key, its masker and whether it masks: worked out once per tag set."""
         plan = self._plans.get(id(tags))
         if plan is None:
-            plan = tuple(
-                (key, self._masker(c), self.sees(c) is not Visibility.CLEAR) for key, c in tags.items()
-            )
+            plan = {key: (self._masker(c), self.sees(c) is not Visibility.CLEAR) for key, c in tags.items()}
             self._plans[id(tags)] = plan
         return plan
 
@@ -127,7 +125,7 @@ class MaskingPolicy:
         ``prefix + key``) listed under ``masked`` so that a client can offer to reveal them.
         ``tags`` are module constants (``phi_fields``), so the plan is cached by their identity."""
         masked: list[str] = []
-        for key, masker, masks in self._plan(tags):
+        for key, (masker, masks) in self._plan(tags).items():
             value = data.get(key)
             if value is None or value == "":
                 continue
@@ -137,6 +135,23 @@ class MaskingPolicy:
         if masked:
             data["masked"] = masked
         return data
+
+    def project(self, source: object, keys: tuple[str, ...], tags: dict[str, PhiCategory]) -> dict[str, Any]:
+        """``view`` of ``source``'s attributes ``keys``, masked while they are read (no second pass)."""
+        steps = self._plan(tags)
+        out: dict[str, Any] = {}
+        masked: list[str] = []
+        for key in keys:
+            value = getattr(source, key)
+            step = steps.get(key)
+            if step is not None and value is not None and value != "":
+                value = step[0](value)
+                if step[1]:
+                    masked.append(key)
+            out[key] = value
+        if masked:
+            out["masked"] = masked
+        return out
 
     def fhir_resource(self, resource: dict[str, Any]) -> dict[str, Any]:
         """A FHIR resource for a reader who does not see everything in clear: without what can hold

@@ -36,18 +36,11 @@ PATIENT_PHI = phi_fields(Patient)
 CASE_PHI = phi_fields(ServiceCase)
 
 
+PATIENT_KEYS = ("id", "mrn", "given_name", "family_name", "birth_date", "sex", "phone", "email")
+
+
 def patient_view(patient: Patient, masking: MaskingPolicy) -> dict[str, Any]:
-    data = {
-        "id": patient.id,
-        "mrn": patient.mrn,
-        "given_name": patient.given_name,
-        "family_name": patient.family_name,
-        "birth_date": patient.birth_date,
-        "sex": patient.sex,
-        "phone": patient.phone,
-        "email": patient.email,
-    }
-    return masking.view(data, PATIENT_PHI)
+    return masking.project(patient, PATIENT_KEYS, PATIENT_PHI)
 
 
 def case_summary(case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
