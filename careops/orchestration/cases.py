@@ -43,24 +43,18 @@ def patient_view(patient: Patient, masking: MaskingPolicy) -> dict[str, Any]:
     return masking.project(patient, PATIENT_KEYS, PATIENT_PHI)
 
 
+CASE_KEYS = ("id", "status", "priority", "location_id", "service_id", "patient_id", "referrer_id", "payer_id",
+             "member_id")  # fmt: skip
+
+
 def case_summary(case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
     """The case as its reader may see it: PHI masked by the reader's policy."""
-    summary = {
-        "id": case.id,
-        "status": case.status,
-        "priority": case.priority,
-        "location_id": case.location_id,
-        "service_id": case.service_id,
-        "patient_id": case.patient_id,
-        "referrer_id": case.referrer_id,
-        "payer_id": case.payer_id,
-        "member_id": case.member_id,
-        "created_at": case.created_at.isoformat(),
-        "updated_at": case.updated_at.isoformat(),
-        "allowed_actions": [str(a) for a in allowed_actions(CaseStatus(case.status))],
-        "patient": patient_view(case.patient, masking),
-    }
-    return masking.view(summary, CASE_PHI)
+    summary = masking.project(case, CASE_KEYS, CASE_PHI)
+    summary["created_at"] = case.created_at.isoformat()
+    summary["updated_at"] = case.updated_at.isoformat()
+    summary["allowed_actions"] = [str(a) for a in allowed_actions(CaseStatus(case.status))]
+    summary["patient"] = patient_view(case.patient, masking)
+    return summary
 
 
 def event_view(event: BusinessEvent) -> dict[str, Any]:
