@@ -413,6 +413,37 @@ def keys_status() -> None:
         out.print(f"{row.id:10} {row.purpose:6} created {row.created_at:%Y-%m-%d %H:%M}  {state}")
 
 
+@keys_app.command("rewrap")
+def keys_rewrap(
+    old_key_file: Annotated[
+        Path | None, typer.Option("--old-key-file", help="The master key file used until now.")
+    ] = None,
+    old_secret_env: Annotated[
+        str | None,
+        typer.Option("--old-secret-env", help="Name of an environment variable holding the old secret_key."),
+    ] = None,
+) -> None:
+    """After changing the master key (a new encryption_key_file, or a new secret_key without one):
+    re-wrap the stored data keys under it. Say where the old master key came from."""
+    from careops.governance.keys import derived_master_key, read_key_file, rewrap
+
+    if (old_key_file is None) == (old_secret_env is None):
+        fail("give exactly one of --old-key-file FILE or --old-secret-env VARIABLE")
+    if old_key_file is not None:
+        old_master = read_key_file(old_key_file)
+    else:
+        old_secret = os.environ.get(str(old_secret_env))
+        if not old_secret:
+            fail(f"the environment variable {old_secret_env} is not set")
+        old_master = derived_master_key(old_secret)
+    settings = get_settings()
+    db = _ready_database(settings, field_keys=False)
+    count = rewrap(db, old_master, settings, actor=cli_actor())
+    err.print(
+        f"[green]{count} key(s) re-wrapped under the current master key[/green]"
+    )
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """A new data key; every encrypted value re-encrypted under it in batches; old keys retired."""

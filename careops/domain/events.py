@@ -43,6 +43,7 @@ class EventType(StrEnum):
     TOKEN_ROTATED = "token.rotated"  # noqa: S105 - an event name, not a secret
     TOKEN_USED = "token.used"  # noqa: S105 - an event name, not a secret
     KEYS_ROTATED = "keys.rotated"
+    KEYS_REWRAPPED = "keys.rewrapped"
     AUDIT_EXPORTED = "audit.exported"
     USER_CREATED = "user.created"
     USER_DISABLED = "user.disabled"

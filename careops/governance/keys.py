@@ -46,18 +46,23 @@ _keys_table = Base.metadata.tables[FieldKey.__tablename__]
 
 def master_key(settings: Settings) -> bytes:
     if settings.encryption_key_file:
-        path = Path(settings.encryption_key_file)
-        try:
-            key = base64.b64decode(path.read_text().strip(), validate=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read the encryption key file {path}: {exc}") from exc
-        if len(key) != 32:
-            raise ConfigurationError(
-                f"{path}: the key must be 32 bytes, base64-encoded (careops keys generate)"
-            )
-        return key
+        return read_key_file(Path(settings.encryption_key_file))
+    return derived_master_key(settings.secret_key)
+
+
+def derived_master_key(secret_key: str) -> bytes:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"careops", info=b"careops master key v1")
-    return hkdf.derive(settings.secret_key.encode())
+    return hkdf.derive(secret_key.encode())
+
+
+def read_key_file(path: Path) -> bytes:
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read the encryption key file {path}: {exc}") from exc
+    if len(key) != 32:
+        raise ConfigurationError(f"{path}: the key must be 32 bytes, base64-encoded (careops keys generate)")
+    return key
 
 
 def generate_key_file(path: Path) -> None:
@@ -213,6 +218,26 @@ def _rewrite(db: Database, keys: FieldKeys, column: EncryptedColumn, rows: list[
             if column.name == "patient.mrn":
                 values["mrn_index"] = keys.blind_index(plain.decode())
             connection.execute(update(column.table).where(primary_key == pk).values(values))
+
+
+def rewrap(db: Database, old_master: bytes, settings: Settings, *, actor: str) -> int:
+    """Every stored key unwrapped with the old master key and wrapped with the current one (from
+    ``settings``), in one transaction: the step after changing ``encryption_key_file`` or
+    ``secret_key``. Values are not touched. Returns how many keys were rewrapped."""
+    new_master = master_key(settings)
+    rows = _rows(db)
+    with db.writer() as connection:
+        for row in rows:
+            key = _unwrap(old_master, row.id, row.wrapped)
+            connection.execute(
+                update(_keys_table)
+                .where(_keys_table.c.id == row.id)
+                .values(wrapped=_wrap(new_master, row.id, key))
+            )
+        record_events(connection, Event(EventType.KEYS_REWRAPPED, "field_key", "master", actor=actor,
+                                        payload={"keys": len(rows)}))  # fmt: skip
+    load_field_keys(db, settings)
+    return len(rows)
 
 
 def rotate(

@@ -130,3 +130,29 @@ def test_keys_rotate_from_the_command_line_shows_progress(
     assert "is active" in rotated.stderr and "re-encrypted" in rotated.stderr
     status = subprocess.run([careops, "keys", "status"], env=env, capture_output=True, text=True, timeout=120)
     assert status.stdout.count("retired") == 1 and status.stdout.count("live") == 2  # new data key + index
+
+
+def test_a_new_master_key_takes_over_after_a_rewrap(
+    client: TestClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
+    key_file = tmp_path / "master.key"
+    env = {**os.environ, "CAREOPS_DATABASE_URL": settings.database_url}
+    careops = str(Path(sys.executable).parent / "careops")
+    assert subprocess.run([careops, "keys", "generate", str(key_file)], env=env, timeout=60).returncode == 0
+    assert oct(key_file.stat().st_mode)[-3:] == "600"
+    moved = {**env, "CAREOPS_ENCRYPTION_KEY_FILE": str(key_file), "OLD_SECRET": settings.secret_key}
+    refused = subprocess.run(
+        [careops, "keys", "status"], env=moved, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 1 and "does not open the stored data keys" in refused.stderr
+    rewrapped = subprocess.run([careops, "keys", "rewrap", "--old-secret-env", "OLD_SECRET"], env=moved,
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert rewrapped.returncode == 0, rewrapped.stderr
+    new_settings = settings.model_copy(update={"encryption_key_file": str(key_file)})
+    fresh = Database(settings.database_url)
+    load_field_keys(fresh, new_settings)
+    reader = Principal("t", "t", frozenset({ADMIN, PHI_READ}), masking=CLEAR)
+    assert get_case(fresh, case_id, reader)["member_id"] == "943 476 5919"
+    with pytest.raises(ConfigurationError):
+        load_field_keys(Database(settings.database_url), settings)  # the old master key no longer opens them
