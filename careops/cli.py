@@ -330,9 +330,9 @@ def user_set_roles(
     """Replace a user's roles (audited with before and after; the user's sessions end)."""
     from careops.governance.users import set_roles
 
-    user = set_roles(
-        _ready_database(get_settings(), field_keys=False), username, _names(roles), actor=cli_actor()
-    )
+    settings = get_settings()
+    db = _ready_database(settings, field_keys=False)
+    user = set_roles(db, settings, username, _names(roles), actor=cli_actor())
     err.print(f"user {user.username!r} now has roles {', '.join(user.roles)}")
 
 
@@ -439,9 +439,7 @@ def keys_rewrap(
     settings = get_settings()
     db = _ready_database(settings, field_keys=False)
     count = rewrap(db, old_master, settings, actor=cli_actor())
-    err.print(
-        f"[green]{count} key(s) re-wrapped under the current master key[/green]"
-    )
+    err.print(f"[green]{count} key(s) re-wrapped under the current master key[/green]")
 
 
 @keys_app.command("rotate")

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from careops.errors import ConfigurationError
+from careops.governance.duties import DEFAULT_RULES, DutyRule
 
 DEFAULT_SECRET = "insecure-development-secret"  # noqa: S105 - the value production refuses
 
@@ -80,6 +81,11 @@ class Settings(BaseSettings):
     oidc_client_secret: str | None = Field(None, description="careops's client secret at the provider.")
     oidc_username_claim: str = Field(
         "preferred_username", description="ID token claim that names the careops user (e.g. email)."
+    )
+    separation_of_duties: list[DutyRule] = Field(
+        default_factory=lambda: list(DEFAULT_RULES),
+        description="Who may not act on a record they are party to, e.g. "
+        '[{"action": "exceptions:resolve", "not_by": "requester", "why": "..."}].',
     )
     login_max_failures: int = Field(
         5, ge=1, description="Failed console logins in a row before the account is locked."

@@ -12,6 +12,7 @@ from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ExceptionItem, IntakeItem, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
+from careops.governance.duties import check_duties
 from careops.governance.scoping import LocationScope
 from careops.orchestration.intake import CatalogueCache, check_location, create_case_or_link, evaluate
 from careops.settings import Settings
@@ -99,6 +100,9 @@ def resolve_intake_exception(
         intake = session.get(IntakeItem, item.intake_item_id) if item.intake_item_id else None
         if intake is None or intake.normalised is None:
             raise Conflict("this exception item has no referral to complete")
+        check_duties(
+            settings.separation_of_duties, "exceptions:resolve", actor, {"requester": intake.principal_id}
+        )
         try:
             referral_in = ReferralIn.model_validate(_merge(intake.normalised, fields))
         except ValidationError as exc:

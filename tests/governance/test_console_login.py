@@ -145,7 +145,7 @@ def test_logout_expiry_disable_and_role_changes_end_sessions(
     assert console.get("/console/cases", follow_redirects=False).headers["location"] == "/console/login"
 
     assert login(console, "max") == 303
-    set_roles(db, "max", ["finance"], actor="test")
+    set_roles(db, settings, "max", ["finance"], actor="test")
     assert console.get("/console/cases", follow_redirects=False).status_code == 303
     assert login(console, "max") == 303
     disable_user(db, "max", actor="test")
@@ -157,9 +157,34 @@ def test_nobody_changes_their_own_roles(db: Database, settings: Settings) -> Non
     _user(db, settings, "root", ["administrator"])
     with db.sessions() as session:
         me = session.scalars(select(User.id)).one()
-    with pytest.raises(Forbidden):
-        set_roles(db, "root", ["administrator", "finance"], actor=me)
-    assert set_roles(db, "root", ["finance"], actor="another-admin").roles == ["finance"]
+    with pytest.raises(Forbidden, match="separation of duties: nobody may change their own roles"):
+        set_roles(db, settings, "root", ["administrator", "finance"], actor=me)
+    assert set_roles(db, settings, "root", ["finance"], actor="another-admin").roles == ["finance"]
+
+
+def test_separation_of_duties_is_configured_as_data(
+    client: TestClient, db: Database, settings: Settings
+) -> None:
+    from careops.api.app import create_app
+    from careops.governance.duties import DutyRule
+    from careops.governance.tokens import create_token
+
+    rule = DutyRule(action="exceptions:resolve", not_by="requester", why="whoever submits does not resolve")
+    strict = settings.model_copy(update={"separation_of_duties": [*settings.separation_of_duties, rule]})
+    submitter, _ = create_token(db, "desk", ["intake:write", "exceptions:resolve"], actor="test")
+    colleague, _ = create_token(db, "colleague", ["exceptions:resolve"], actor="test")
+    incomplete = referral(patient={"given_name": "Ann", "family_name": "Lee", "mrn": "MRN-SOD-1"})
+    with TestClient(create_app(strict, db), raise_server_exceptions=False) as api:
+        opened = api.post(
+            "/api/v1/referrals", json=incomplete, headers={"Authorization": f"Bearer {submitter}"}
+        )
+        path = f"/api/v1/exceptions/{opened.json()['exception_id']}/resolve"
+        fields = {"fields": {"patient.birth_date": "1980-04-12"}}
+        own = api.post(path, json=fields, headers={"Authorization": f"Bearer {submitter}"})
+        assert own.status_code == 403 and "whoever submits does not resolve" in own.json()["detail"]
+        assert (
+            api.post(path, json=fields, headers={"Authorization": f"Bearer {colleague}"}).status_code == 200
+        )
 
 
 def test_login_attempts_are_rate_limited_per_address(settings: Settings, db: Database) -> None:
