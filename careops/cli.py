@@ -461,11 +461,15 @@ def connector_create(
         str, typer.Option("--direction", help="inbound (signs what it posts to us) or outbound.")
     ],
     url: Annotated[str | None, typer.Option("--url", help="Where an outbound connector delivers.")] = None,
+    sees_as: Annotated[
+        str | None, typer.Option("--sees-as", help="Role whose PHI masking applies to what it is sent.")
+    ] = None,
 ) -> None:
     """A connector and its first signing secret (on stdout, shown once; stored encrypted)."""
     from careops.governance.signing import create_connector
 
-    secret = create_connector(_ready_database(get_settings()), name, direction, url, actor=cli_actor())
+    db = _ready_database(get_settings())
+    secret = create_connector(db, name, direction, url, actor=cli_actor(), sees_as=sees_as)
     err.print(f"connector {name!r} ({direction}) created; its signing secret is shown once, store it now")
     print(secret)
 
@@ -491,29 +495,31 @@ def connector_list() -> None:
     from careops.governance.signing import list_connectors
 
     for connector, live in list_connectors(_ready_database(get_settings())):
-        out.print(f"{connector.name:24} {connector.direction:8} live secrets: {live}  {connector.url or ''}")
+        sees = f"sees as {connector.sees_as}" if connector.sees_as else ""
+        out.print(
+            f"{connector.name:24} {connector.direction:8} live secrets: {live}  {connector.url or ''} {sees}"
+        )
 
 
 @connector_app.command("ping")
 def connector_ping(name: Annotated[str, typer.Argument(help="Outbound connector name.")]) -> None:
     """POST a signed {"type": "ping"} to an outbound connector; exit 1 unless it answers 2xx."""
-    import json
+    from careops.integrations.outbound.webhook import deliver
 
-    import httpx
+    status = deliver(_ready_database(get_settings()), name, {"type": "ping", "connector": name})
+    err.print(f"[green]{name} answered {status}[/green]")
 
-    from careops.governance.signing import outbound_headers
 
-    body = json.dumps({"type": "ping", "connector": name}).encode()
-    url, headers = outbound_headers(_ready_database(get_settings()), name, body)
-    try:
-        answer = httpx.post(
-            url, content=body, headers={**headers, "Content-Type": "application/json"}, timeout=10
-        )
-    except httpx.HTTPError as exc:
-        fail(f"{url}: {type(exc).__name__}")
-    if not answer.is_success:
-        fail(f"{url} answered {answer.status_code}")
-    err.print(f"[green]{url} answered {answer.status_code}[/green]")
+@connector_app.command("send-case")
+def connector_send_case(
+    name: Annotated[str, typer.Argument(help="Outbound connector name.")],
+    case_id: Annotated[str, typer.Argument(help="Case id.")],
+) -> None:
+    """POST a case to an outbound connector, signed and masked as for the role it sees as."""
+    from careops.integrations.outbound.webhook import send_case
+
+    status = send_case(_ready_database(get_settings()), name, case_id)
+    err.print(f"[green]{name} answered {status}[/green]")
 
 
 @audit_app.command("seal")

@@ -432,6 +432,8 @@ class Connector(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     direction: Mapped[str] = mapped_column(String(16))
     url: Mapped[str | None] = mapped_column(String(500))
+    # Outbound: the role whose PHI masking applies to what is sent (data minimisation).
+    sees_as: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     secrets: Mapped[list[ConnectorSecret]] = relationship(
         lazy="selectin", order_by="ConnectorSecret.created_at", cascade="all, delete-orphan"

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -28,6 +29,10 @@ from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Base, Connector, ConnectorSecret, WebhookReceipt, utcnow
 from careops.errors import Conflict, NotFound, Unauthorised, ValidationFailed
+from careops.governance.masking import MaskingPolicy
+from careops.governance.permissions import DEFAULT_MASKING
+from careops.governance.principal import Principal
+from careops.governance.roles import check_roles, effective_roles
 
 TIMESTAMP_HEADER = "x-careops-timestamp"
 SIGNATURE_HEADER = "x-careops-signature"
@@ -93,8 +98,11 @@ def _secret_event(event_type: EventType, connector: Connector, actor: str, **pay
     )
 
 
-def create_connector(db: Database, name: str, direction: str, url: str | None, *, actor: str) -> str:
-    """A connector and its first secret (returned once; stored encrypted)."""
+def create_connector(
+    db: Database, name: str, direction: str, url: str | None, *, actor: str, sees_as: str | None = None
+) -> str:
+    """A connector and its first secret (returned once; stored encrypted). An outbound connector
+    ``sees_as`` a role: what it is sent is masked as for that role (default: the partial policy)."""
     if direction not in ("inbound", "outbound"):
         raise ValidationFailed("direction is inbound or outbound")
     if direction == "outbound" and not (url or "").startswith(("https://", "http://")):
@@ -103,7 +111,9 @@ def create_connector(db: Database, name: str, direction: str, url: str | None, *
     with db.transaction() as session:
         if session.get(Connector, name) is not None:
             raise Conflict(f"the connector {name!r} exists")
-        connector = Connector(name=name, direction=direction, url=url)
+        if sees_as is not None:
+            check_roles(session, [sees_as])
+        connector = Connector(name=name, direction=direction, url=url, sees_as=sees_as)
         connector.secrets.append(ConnectorSecret(secret=secret))
         session.add(connector)
         session.flush()
@@ -140,13 +150,29 @@ def list_connectors(db: Database) -> list[tuple[Connector, int]]:
         return [(c, len(_live(c, now))) for c in rows]
 
 
-def outbound_headers(db: Database, name: str, body: bytes) -> tuple[str, dict[str, str]]:
-    """The URL of an outbound connector and the signed headers of ``body``."""
+@dataclass(frozen=True)
+class Outbound:
+    """Where an outbound connector delivers, its live secrets, and who it reads as."""
+
+    url: str
+    live_secrets: list[str]
+    reader: Principal
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        return signed_headers(self.live_secrets, body)
+
+
+def outbound(db: Database, name: str) -> Outbound:
+    """An outbound connector, with the masking of the role it ``sees_as`` (data minimisation)."""
     with db.sessions() as session:
         connector = _connector(session, name)
         if connector.direction != "outbound" or not connector.url:
             raise ValidationFailed(f"{name!r} is not an outbound connector")
-        return connector.url, signed_headers(_live(connector, utcnow()), body)
+        roles = effective_roles(session)
+        spec = roles.get(connector.sees_as or "")
+        masking = MaskingPolicy(dict(spec.masking if spec else DEFAULT_MASKING))
+        reader = Principal(f"connector:{name}"[:100], name, frozenset({"cases:read"}), masking=masking)
+        return Outbound(connector.url, _live(connector, utcnow()), reader)
 
 
 def verify_inbound(

@@ -134,3 +134,25 @@ def test_outbound_pings_are_signed_with_every_live_secret(
     )
     assert "billing" in listed.stdout and "live secrets: 2" in listed.stdout
     assert old not in listed.stdout + listed.stderr
+
+
+def test_cases_sent_to_a_connector_are_masked_as_for_its_role(
+    client: TestClient, db: Database, settings: Settings, receiver: str
+) -> None:
+    case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
+    billing = create_connector(db, "billing", "outbound", receiver, actor="test", sees_as="finance")
+    create_connector(db, "dashboards", "outbound", receiver, actor="test", sees_as="operations_manager")
+    env = {**os.environ, "CAREOPS_DATABASE_URL": settings.database_url}
+    careops = str(Path(sys.executable).parent / "careops")
+    for name in ("billing", "dashboards"):
+        command = [careops, "connector", "send-case", name, case_id]
+        sent = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+    (billing_headers, billing_body), (_, dashboards_body) = _Receiver.received
+    assert _verify_as_a_receiver_would(billing, billing_headers, billing_body)
+    for_billing = json.loads(billing_body)["case"]
+    for_dashboards = json.loads(dashboards_body)["case"]
+    assert for_billing["member_id"] == "943 476 5919" and for_billing["patient"]["given_name"] == "Alex"
+    assert for_billing["patient"]["birth_date"] == "1980"
+    assert for_dashboards["member_id"] is None and for_dashboards["patient"]["given_name"] == "A****"
+    assert for_dashboards["patient"]["phone"] is None and "Alex" not in dashboards_body.decode()

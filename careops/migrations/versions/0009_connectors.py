@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("direction", sa.String(length=16), nullable=False),
         sa.Column("url", sa.String(length=500), nullable=True),
+        sa.Column("sees_as", sa.String(length=64), nullable=True),
         sa.Column("created_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )

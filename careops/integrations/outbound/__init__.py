@@ -1,0 +1,1 @@
+"""Outbound connectors: what careops sends to other systems."""
