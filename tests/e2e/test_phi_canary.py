@@ -1,8 +1,8 @@
 """The PHI canary: unmistakable patient data goes in through every channel of a real `careops
-serve` (HTTP workers, embedded worker, MLLP, SMTP), valid and broken; then every log line, the
-metrics, every error body, every answer to a caller not entitled to PHI in clear and the audit
-export are scanned for it. Zero hits allowed. A caller entitled to PHI does see it (the control
-that proves the canary was stored and the scan can find it).
+serve` (HTTP workers, embedded worker, MLLP, SMTP), valid and broken, beside the demo's traffic;
+then every log line, the metrics, every error body, every answer and export for a caller not
+entitled to PHI in clear, and the audit export are scanned for it. Zero hits allowed. A caller
+entitled to PHI does see it (the control that proves the canary was stored and the scan finds it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from careops.demo.live import DEMO_MIX
+from careops.demo.traffic import TrafficStats, simulate
 from careops.integrations.inbound.mllp import frame
 from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port
 
@@ -126,6 +128,10 @@ def test_no_phi_in_logs_metrics_errors_masked_answers_or_exports(database_url: s
                 except httpx.HTTPError:
                     time.sleep(0.2)
             errors, masked_answers = _traffic(base, masked, mllp, smtp)
+            stats = TrafficStats()  # the demo's own traffic alongside, valid and broken
+            deadline = time.monotonic() + 3
+            asyncio.run(simulate(base, masked, stats, rate_per_second=20, mix=DEMO_MIX,
+                                 stop=lambda: time.monotonic() > deadline, seed=7))  # fmt: skip
             time.sleep(2.5)  # the triage deadline passes: the worker opens its exceptions
             with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {masked}"}) as api:
                 metrics = api.get("/metrics").text
@@ -140,6 +146,7 @@ def test_no_phi_in_logs_metrics_errors_masked_answers_or_exports(database_url: s
     cli(env, "audit", "seal")
     cli(env, "audit", "export", "--format", "jsonl", "--output", str(export))
 
+    assert stats.sent >= 20 and stats.errors == 0
     assert _hits(control) >= 3, "the entitled caller must see the canary: else this test proves nothing"
     assert [e for e in errors if _hits(e)] == []
     assert [a for a in masked_answers if _hits(a)] == []
@@ -217,8 +224,9 @@ def _traffic(base: str, token: str, mllp: int, smtp: int) -> tuple[list[str], li
 
 
 def _masked_reads(api: httpx.Client) -> list[str]:
-    """Every read a caller without phi:read can make of what the traffic left behind."""
-    paths = ["/api/v1/cases?limit=200", "/api/v1/exceptions?limit=200", "/api/v1/quarantine?limit=200"]
+    """Every read and export a caller without phi:read can make of what the traffic left behind."""
+    paths = ["/api/v1/cases?limit=200", "/api/v1/cases/export", "/api/v1/exceptions?limit=200",
+             "/api/v1/quarantine?limit=200"]  # fmt: skip
     for case in api.get("/api/v1/cases", params={"limit": 200}).json()["items"]:
         paths.append(f"/api/v1/cases/{case['id']}")
     for item in api.get("/api/v1/exceptions", params={"limit": 200}).json()["items"]:
