@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port
+from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port, wait_for_health
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PASSWORD = "a long enough passphrase 7"
@@ -34,13 +32,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen([CAREOPS, "serve", "--port", str(port)], env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+    wait_for_health(base)
     yield base
     process.terminate()
     process.wait(30)

@@ -31,6 +31,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_health(base_url: str, seconds: float = 30) -> None:
+    """Return once ``/healthz`` answers 200; fail the test if it does not within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start")
+
+
 class Server:
     def __init__(self, env: dict[str, str], port: int) -> None:
         self.env, self.port = env, port
@@ -40,14 +52,7 @@ class Server:
         self.process = subprocess.Popen(
             [CAREOPS, "serve", "--port", str(self.port)], env=self.env, start_new_session=True
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
+        wait_for_health(f"http://127.0.0.1:{self.port}")
 
     def kill_everything(self) -> None:
         assert self.process is not None

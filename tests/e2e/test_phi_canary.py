@@ -24,7 +24,7 @@ import pytest
 from careops.demo.live import DEMO_MIX
 from careops.demo.traffic import TrafficStats, simulate
 from careops.integrations.inbound.mllp import frame
-from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port
+from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port, wait_for_health
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CANARY = "ZZCANARY"
@@ -120,13 +120,7 @@ def test_no_phi_in_logs_metrics_errors_masked_answers_or_exports(database_url: s
         )  # fmt: skip
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+            wait_for_health(base)
             errors, masked_answers = _traffic(base, masked, mllp, smtp)
             stats = TrafficStats()  # the demo's own traffic alongside, valid and broken
             deadline = time.monotonic() + 3
