@@ -105,9 +105,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
 
 def create_served_app() -> FastAPI:
-    """What ``careops serve`` runs in each HTTP worker: the app, with redacted JSON logs."""
+    """What ``careops serve`` runs in each HTTP worker: the app, with redacted JSON logs, on settings
+    read now (serve passes its options through the environment; with one worker this runs in the
+    same process, after the cached settings were read)."""
     configure_logging()
-    return create_app()
+    return create_app(Settings())
 
 
 def _declare_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:

@@ -39,9 +39,15 @@ class ApiLimits:
             raise TooManyRequests(f"too many requests from this {what}: wait {wait} s", retry_after=wait)
 
 
-def get_principal(request: Request) -> Principal:
+def check_address(request: Request) -> None:
+    """429 when the client's address is over its limit (counted before any credential is checked)."""
     limits: ApiLimits = request.app.state.api_limits
     limits.check(limits.addresses, request.client.host if request.client else "unknown", "address")
+
+
+def get_principal(request: Request) -> Principal:
+    check_address(request)
+    limits: ApiLimits = request.app.state.api_limits
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from careops.api.deps import ApiLimits, OversizedBody, authorise, bounded_header, read_body
+from careops.api.deps import OversizedBody, authorise, bounded_header, check_address, read_body
 from careops.api.problems import problem
 from careops.db import Database
 from careops.domain.referrals import ReferralIn
@@ -84,17 +84,16 @@ async def submit_referral(request: Request) -> JSONResponse:
 )
 async def signed_referral(request: Request, connector: str) -> JSONResponse:
     """No bearer token: the HMAC signature of a registered inbound connector (see docs/security.md)."""
-    settings: Settings = request.app.state.settings
-    limits: ApiLimits = request.app.state.api_limits
-    limits.check(limits.addresses, request.client.host if request.client else "unknown", "address")
+    check_address(request)
     principal = Principal(f"connector:{connector}"[:100], connector, frozenset({INTAKE_SCOPE}))
+    oversized: OversizedBody | None = None
     try:
-        raw = await read_body(request, settings)
+        raw = await read_body(request, request.app.state.settings)
     except OversizedBody as exc:
-        raw = exc.raw  # checked first: an unsigned body is not kept
-        await run_in_threadpool(_verify, request, connector, raw)
-        return await _reject(request, raw, principal, "webhook", exc)
-    await run_in_threadpool(_verify, request, connector, raw)
+        raw, oversized = exc.raw, exc
+    await run_in_threadpool(_verify, request, connector, raw)  # before anything is kept
+    if oversized is not None:
+        return await _reject(request, raw, principal, "webhook", oversized)
     return await _take(request, raw, principal, "webhook")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ except ValueError:
     logging.getLogger("sqlalchemy").error("failed %s %r", "Jane Smith", {"name": "Jane"}, exc_info=True)
 logging.getLogger("lib").warning("mapping %(who)s", {"who": "Jane Smith"})
 logging.getLogger("lib").warning("numbers %d and id %s stay", 42, "0123abcdef")
+logging.getLogger("mail.log").info("a line per SMTP command")  # quietened: not written
 """
 
 
@@ -37,4 +37,4 @@ def test_every_line_is_json_and_redacted() -> None:
     assert library["logger"] == "sqlalchemy" and "exception" in library
     assert mapping["event"] == "mapping [redacted]"
     assert numbers["event"] == "numbers 42 and id 0123abcdef stay"
-    assert logging.getLogger("mail.log").level in (logging.NOTSET, logging.WARNING)
+    assert "SMTP command" not in text
