@@ -34,7 +34,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from careops.db import Database
+from bench.reference_schema import metadata as reference_tables
+from careops.db import Database, make_engine
 from careops.domain.models import OutboxMessage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,9 @@ def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> 
     try:
         ref_url = fresh_database(backend, workdir)
         urls.append(ref_url)
+        ref_engine = make_engine(ref_url)
+        reference_tables.create_all(ref_engine)
+        ref_engine.dispose()
         ref_env = {**os.environ, "CAREOPS_DATABASE_URL": ref_url}
         apps.append(start_app("reference", REFERENCE, ref_env, "/docs", ""))
         for variant, command in VARIANTS.items():

@@ -1,7 +1,8 @@
 """The bare reference for bench/intake.py: FastAPI + pydantic + one transaction of 3 inserts.
 
 No auth, no idempotency, no normalisation: what any intake endpoint costs at least on this
-machine and database. Run with uvicorn, database from CAREOPS_DATABASE_URL.
+machine and database. Run with uvicorn, database from CAREOPS_DATABASE_URL, its tables created
+first (``bench.reference_schema``: two workers creating them at once would race).
 """
 
 from __future__ import annotations
@@ -12,29 +13,10 @@ import uuid
 
 from fastapi import FastAPI
 from pydantic import BaseModel
-from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, insert
+from sqlalchemy import insert
 
+from bench.reference_schema import ref_event, ref_patient, ref_referral
 from careops.db import make_engine
-
-metadata = MetaData()
-ref_patient = Table(
-    "ref_patient", metadata, Column("id", String(32), primary_key=True), Column("name", String(200))
-)
-ref_referral = Table(
-    "ref_referral",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("patient_id", String(32)),
-    Column("service", String(64)),
-    Column("created_at", DateTime(timezone=True)),
-)
-ref_event = Table(
-    "ref_event",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("type", String(64)),
-    Column("payload", JSON),
-)
 
 
 class PatientIn(BaseModel):
@@ -62,7 +44,6 @@ class ReferralIn(BaseModel):
 
 
 engine = make_engine(os.environ["CAREOPS_DATABASE_URL"])
-metadata.create_all(engine)
 app = FastAPI()
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import BindParameter, TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from careops.db import run
 from careops.domain.models import Base, BusinessEvent, ExceptionItem, OutboxMessage, ServiceCase, utcnow
 
 
@@ -203,7 +204,7 @@ def record_events(session: Session | Connection, *events: Event) -> None:
     ]
     waiting = {(str(e.type), e.subject_id): e.follow_ups for e in events if e.follow_ups}
     if not waiting:
-        connection.execute(_EVENT_INSERT, rows)
+        run(connection, _EVENT_INSERT, rows)
         return
     if len(waiting) != sum(1 for e in events if e.follow_ups):
         raise ValueError("events with follow-ups must differ in type or subject within one call")
@@ -216,12 +217,12 @@ def record_events(session: Session | Connection, *events: Event) -> None:
                 f"f_subject_{j}": subject_id,
                 f"f_destination_{j}": destination,
             }
-        connection.execute(_insert_with_outbox(len(rows), len(wanted)), {**params, "outbox_created_at": now})
+        run(connection, _insert_with_outbox(len(rows), len(wanted)), {**params, "outbox_created_at": now})
         return
-    returned = connection.execute(_insert_returning(len(rows)), params)
+    returned = run(connection, _insert_returning(len(rows)), params).fetchall()
     outbox = [
-        {"event_id": row.id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
-        for row in returned
-        for f in waiting.get((row.type, row.subject_id), ())
+        {"event_id": event_id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
+        for event_id, event_type, subject_id in returned
+        for f in waiting.get((event_type, subject_id), ())
     ]
-    connection.execute(_OUTBOX_INSERT, outbox)
+    run(connection, _OUTBOX_INSERT, outbox)

@@ -175,6 +175,10 @@ class IntakeItem(Base):
     raw_payload: Mapped[str] = mapped_column(
         EncryptedText("intake_item.raw_payload"), info=phi(PhiCategory.CLINICAL_NOTE)
     )
+    # The payload's exact bytes when ``raw_payload`` (text) cannot hold them: not UTF-8, or NUL.
+    raw_bytes: Mapped[bytes | None] = mapped_column(
+        EncryptedBytes("intake_item.raw_bytes"), info=phi(PhiCategory.CLINICAL_NOTE)
+    )
     payload_sha256: Mapped[str] = mapped_column(String(64))
     normalised: Mapped[dict[str, Any] | None] = mapped_column(
         EncryptedJSON("intake_item.normalised"), info=phi(PhiCategory.CLINICAL_NOTE)

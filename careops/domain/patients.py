@@ -8,6 +8,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from careops.db import run
 from careops.domain.encryption import keys_of
 from careops.domain.models import Base, Patient, new_id, utcnow
 from careops.domain.referrals import NormalisedReferral
@@ -22,7 +23,7 @@ def _upsert_by_mrn(dialect_insert: Any) -> Any:
     return statement.on_conflict_do_update(
         index_elements=["organisation_id", "mrn_index"],
         set_={name: func.coalesce(statement.excluded[name], _patients.c[name]) for name in DEMOGRAPHICS},
-    ).returning(_patients.c.id, _patients.c.created_at)
+    ).returning(_patients.c.id)
 
 
 _UPSERTS = {"postgresql": _upsert_by_mrn(postgresql.insert), "sqlite": _upsert_by_mrn(sqlite.insert)}
@@ -40,16 +41,17 @@ def find_or_register(
     now = utcnow()
     new_patient = {"id": new_id(), "organisation_id": organisation_id, "created_at": now, **demographics}
     if referral.mrn:
-        row = connection.execute(
+        (patient_id,) = run(
+            connection,
             _UPSERTS[connection.dialect.name],
             {
                 **new_patient,
                 "mrn": referral.mrn,
                 "mrn_index": keys_of(connection.dialect).blind_index(referral.mrn),
             },
-        ).one()
-        # created_at is never updated, so it equals ``now`` only for the row inserted here.
-        return str(row.id), row.created_at == now
+        ).fetchone()
+        # The id is never updated, so it is the new one only for the row inserted here.
+        return str(patient_id), patient_id == new_patient["id"]
     patient_id = connection.execute(
         select(_patients.c.id)
         .where(

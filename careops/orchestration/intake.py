@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database
+from careops.db import Database, run
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
@@ -38,7 +38,7 @@ from careops.domain.reference import Catalogue, LocationRef, ReferencedRecords
 from careops.domain.referrals import NormalisedReferral, ReferralIn, missing_fields, normalise
 from careops.errors import DuplicateRequest, Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
-from careops.orchestration.quarantine import readable
+from careops.orchestration.quarantine import stored_payload
 from careops.settings import Settings
 
 INTAKE_QUEUE = "intake"
@@ -46,6 +46,7 @@ _intake_items = Base.metadata.tables[IntakeItem.__tablename__]
 _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 _documents = Base.metadata.tables[Document.__tablename__]
+_ITEM_INSERT, _CASE_INSERT, _EXCEPTION_INSERT = insert(_intake_items), insert(_cases), insert(_exceptions)
 
 
 _ITEM_STATUS = {
@@ -227,12 +228,13 @@ def _accept(
     else:
         answer = create_case_or_link(connection, item_id, evaluation, settings, context, request.channel)
         exception_row = None
-    connection.execute(
-        insert(_intake_items),
+    run(
+        connection,
+        _ITEM_INSERT,
         intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id),
     )
     if exception_row is not None:
-        connection.execute(insert(_exceptions), exception_row)
+        run(connection, _EXCEPTION_INSERT, exception_row)
     insert_documents(connection, item_id, request.attachments)
     record_events(connection, received_event(request, item_id, location_id), *answer.events)
     return answer
@@ -290,7 +292,7 @@ def intake_item_row(
         "status": answer.item_status,
         "reasons": reasons,
         "content_type": request.content_type,
-        "raw_payload": readable(request.raw),
+        **stored_payload(request.raw),
         "payload_sha256": request.sha256,
         "normalised": normalised,
         "location_id": location_id,
@@ -382,8 +384,9 @@ def create_case_or_link(
     )
     case_id = new_id()
     status = str(CaseStatus.AWAITING_AUTHORISATION if needs_authorisation else CaseStatus.READY_TO_SCHEDULE)
-    connection.execute(
-        insert(_cases),
+    run(
+        connection,
+        _CASE_INSERT,
         {
             "id": case_id,
             "organisation_id": refs.location.organisation_id,

@@ -18,9 +18,18 @@ from careops.governance.principal import Principal
 from careops.governance.scoping import LocationScope
 
 
-def readable(raw: bytes) -> str:
-    """The payload as text: undecodable bytes and NUL (which PostgreSQL text refuses) as ``\\xNN``."""
-    return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+def stored_payload(raw: bytes) -> dict[str, Any]:
+    """An intake item's payload columns: ``raw_payload``, the payload as text to read (bytes that
+    are not UTF-8, and NUL, which PostgreSQL text refuses, as ``\\xNN``), and ``raw_bytes``, the
+    exact bytes whenever that text could not give them back (what a replay runs on)."""
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:
+        return {"raw_payload": text, "raw_bytes": None}
+    readable = raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+    return {"raw_payload": readable, "raw_bytes": raw}
 
 
 def rejection_reasons(error: CareopsError) -> list[str]:
@@ -47,7 +56,7 @@ def quarantine(
             status="quarantined",
             reasons=reasons,
             content_type=content_type,
-            raw_payload=readable(raw),
+            **stored_payload(raw),
             payload_sha256=hashlib.sha256(raw).hexdigest(),
             received_at=utcnow(),
         )
@@ -116,7 +125,8 @@ def quarantined_payload(db: Database, item_id: str, scope: LocationScope) -> tup
         scope.check(item.location_id, "quarantined payload")
         if item.status != "quarantined":
             raise Conflict(f"this payload was already {item.status}")
-        return item.channel, item.raw_payload.encode("utf-8"), item.content_type
+        raw = item.raw_bytes if item.raw_bytes is not None else item.raw_payload.encode("utf-8")
+        return item.channel, raw, item.content_type
 
 
 def settle(

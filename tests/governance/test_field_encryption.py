@@ -27,6 +27,7 @@ ENCRYPTED = {
     "patient.mrn",
     "service_case.member_id",
     "intake_item.raw_payload",
+    "intake_item.raw_bytes",
     "intake_item.normalised",
     "document.content",
     "document.text",

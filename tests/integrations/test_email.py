@@ -48,13 +48,18 @@ def pdf_with_text(text: str) -> bytes:
     return out
 
 
-def referral_email(body: str, attachment: bytes | None = None, sender: str = "gp@clinic.example") -> bytes:
+def referral_email(
+    body: str,
+    attachment: bytes | None = None,
+    sender: str = "gp@clinic.example",
+    cte: str = "quoted-printable",
+) -> bytes:
     message = EmailMessage()
     message["From"] = f"Dr Who <{sender}>"
     message["To"] = "north@referrals.example"
     message["Subject"] = "Referral: chest X-ray"
     message["Message-ID"] = "<ref-1@clinic.example>"
-    message.set_content(body, charset="iso-8859-1", cte="quoted-printable")
+    message.set_content(body, charset="iso-8859-1", cte=cte)
     if attachment is not None:
         message.add_attachment(attachment, maintype="application", subtype="pdf", filename="letter.pdf")
     return bytes(message)
@@ -215,6 +220,31 @@ def test_a_refused_email_is_replayed_once_the_sender_is_allowed(settings: Settin
     relaxed = Inbound.build(db, settings, CatalogueCache(0))
     assert replay(relaxed, item["id"], actor="test", scope=EVERYWHERE)["outcome"] == "case_created"
     assert counts(db) == {"accepted": 1, "replayed": 1}
+
+
+def test_a_quarantined_8bit_latin1_email_is_replayed_byte_for_byte(settings: Settings, db: Database) -> None:
+    """Bytes that are not UTF-8 are kept exactly (raw_bytes), not as their readable escapes."""
+    from careops.governance.scoping import EVERYWHERE
+    from careops.integrations.inbound.channels import Inbound
+    from careops.integrations.inbound.replay import replay
+    from careops.orchestration.quarantine import list_quarantined
+
+    raw = referral_email(BODY, cte="8bit")
+    assert "Müller".encode("latin-1") in raw
+    strict = settings.model_copy(update={"email_allowed_senders": ["@nhs.example"]})
+    with pytest.raises(Exception, match="allowlist"):
+        Inbound.build(db, strict, CatalogueCache(0)).email.receive(raw)
+    [listed] = list_quarantined(db, 10, EVERYWHERE)
+    with db.sessions() as session:
+        kept = session.get(IntakeItem, listed["id"])
+        assert kept is not None and kept.raw_bytes == raw and "M\\xfcller" in kept.raw_payload
+    outcome = replay(
+        Inbound.build(db, settings, CatalogueCache(0)), listed["id"], actor="test", scope=EVERYWHERE
+    )
+    assert outcome["outcome"] == "case_created"
+    with db.sessions() as session:
+        patient = session.scalars(select(Patient)).one()
+        assert (patient.family_name, patient.given_name) == ("Müller", "Jörg")
 
 
 def test_the_sample_emails_are_all_here() -> None:

@@ -117,6 +117,36 @@ def test_unsupported_and_malformed_messages_are_refused_and_kept(
     assert any(item["reasons"] == ["hl7:unsupported_message_type:MSH-9"] for item in listed)
 
 
+BATCH = (
+    "FHS|^~\\&|LAB|GHH|CAREOPS|NORTH|20260101120000||||F-77\r"
+    "BHS|^~\\&|LAB|GHH|CAREOPS|NORTH|20260101120000||||B-42\r"
+    "MSH|^~\\&|LAB|GHH|CAREOPS|NORTH|20260101120000||ORM^O01|M-1|P|2.5.1\r"
+    "PID|1||MRN-B1||DOE^JANE\r"
+    "BTS|1\r"
+    "FTS|1\r"
+)
+
+
+def test_a_batch_is_refused_with_ar_echoing_its_control_id_and_kept(
+    hl7_client: TestClient, hl7_db: Database
+) -> None:
+    answer = hl7_client.post("/api/v1/hl7", content=BATCH.encode(), headers=HL7)
+    code, control_id, text = msa(answer.text)
+    assert (code, control_id) == ("AR", "F-77")
+    assert "batches (FHS/BHS) are not accepted" in text
+    ack = hl7.parse(answer.text)
+    assert str(ack.segment("MSH")(3)) == "CAREOPS" and str(ack.segment("MSH")(5)) == "LAB"
+    assert str(ack.segment("ERR")(2)) == "FHS^1^1"
+    batch_only = BATCH.split("\r", 1)[1]  # BHS first, without the file header
+    assert msa(hl7_client.post("/api/v1/hl7", content=batch_only.encode(), headers=HL7).text)[:2] == (
+        "AR",
+        "B-42",
+    )
+    assert counts(hl7_db) == {"quarantined": 2, "cases": 0, "exceptions": 0}
+    [first, _] = hl7_client.get("/api/v1/quarantine").json()["items"]
+    assert first["reasons"] == ["hl7:batch_not_supported"]
+
+
 def test_a_message_without_the_patient_identifier_gets_ae_naming_pid_3(hl7_client: TestClient) -> None:
     text = "MSH|^~\\&|A|B|C|D|20260101||ORM^O01|X1|P|2.5.1\rPID|1||||DOE^JANE\rOBR|1|||71046\r"
     answer = hl7_client.post("/api/v1/hl7", content=text.encode(), headers=HL7)

@@ -287,10 +287,14 @@ def _declared_charset(data: bytes) -> str | None:
     return _CHARSETS.get(declared)
 
 
+_BATCH_HEADERS = ("FHS", "BHS")
+
+
 def read_header(text: str) -> Header:
-    """MSH read by position, so that even a message the parser refuses can be acknowledged."""
+    """MSH read by position, so that even a message the parser refuses can be acknowledged; for a
+    batch, its FHS or BHS (same fields 1 to 6; the file's or batch's control id is field 11)."""
     first_line = text.split("\r", 1)[0]
-    if not first_line.startswith("MSH") or len(first_line) < 8:
+    if not first_line.startswith(("MSH", *_BATCH_HEADERS)) or len(first_line) < 8:
         return Header()
     separator = first_line[3]
     fields = first_line.split(separator)
@@ -304,6 +308,8 @@ def read_header(text: str) -> Header:
     def first_component(position: int) -> str:
         return at(position).split(component)[0]
 
+    if first_line.startswith(_BATCH_HEADERS):
+        return Header(separator, encoding, at(3), at(4), at(5), at(6), control_id=at(11))
     message_type = at(9).split(component)
     return Header(
         field_separator=separator,
@@ -323,6 +329,14 @@ def read_header(text: str) -> Header:
 def parse(raw: bytes) -> Hl7Message:
     """Decode and parse a message, or ``Hl7Rejected`` with ``AR`` naming what is wrong."""
     text = decode(raw)
+    if text.startswith(_BATCH_HEADERS):
+        raise Hl7Rejected(
+            "AR",
+            UNSUPPORTED_MESSAGE_TYPE,
+            "HL7 batches (FHS/BHS) are not accepted: send each message on its own",
+            (text[:3], 1),
+            reason="hl7:batch_not_supported",
+        )
     if not text.startswith("MSH"):
         raise Hl7Rejected(
             "AR", SEGMENT_SEQUENCE_ERROR, "the message does not start with an MSH segment", ("MSH", 1)

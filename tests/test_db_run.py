@@ -1,0 +1,134 @@
+"""``run()``: hot writes on the DBAPI cursor store exactly what SQLAlchemy's own execution stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from careops.db import Database, run
+from careops.domain.encryption import PREFIX
+from careops.domain.models import Base, IntakeItem, new_id, utcnow
+from careops.governance.keys import load_field_keys
+from careops.migrate import upgrade
+from careops.settings import Settings
+
+_items = Base.metadata.tables[IntakeItem.__tablename__]
+_ITEM_INSERT = insert(_items)
+
+
+def _item(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": new_id(),
+        "channel": "api",
+        "sender": None,
+        "status": "accepted",
+        "reasons": ["missing_field:patient.birth_date"],
+        "content_type": "application/json",
+        "raw_payload": '{"patient": {"family_name": "Ødegård"}}',
+        "payload_sha256": "0" * 64,
+        "normalised": {"patient": {"family_name": "Ødegård"}, "priority": "urgent"},
+        "location_id": None,
+        "case_id": None,
+        "received_at": utcnow(),
+        "principal_id": "p",
+        "idempotency_key": new_id(),
+        "response_status": 201,
+        "response_body": {"outcome": "case_created"},
+    }
+    return row | overrides
+
+
+def _stored(db: Database, item_id: str) -> tuple[Any, ...]:
+    """The row as the database holds it (ciphertext) and as the ORM reads it back."""
+    with db.engine.connect() as connection:
+        raw = connection.exec_driver_sql(
+            f"SELECT raw_payload, normalised FROM intake_item WHERE id = '{item_id}'"  # noqa: S608 - a test id
+        ).one()
+    with db.sessions() as session:
+        item = session.get(IntakeItem, item_id)
+        assert item is not None
+        return tuple(raw), (
+            item.raw_payload,
+            item.normalised,
+            item.reasons,
+            item.received_at,
+            item.response_body,
+        )
+
+
+def test_run_stores_what_sqlalchemy_stores(db: Database) -> None:
+    by_run, by_sqlalchemy = _item(), _item()
+    by_sqlalchemy["received_at"] = by_run["received_at"]
+    with db.writer() as connection:
+        run(connection, _ITEM_INSERT, by_run)
+        connection.execute(_ITEM_INSERT, by_sqlalchemy)
+    (run_cipher, run_values), (sa_cipher, sa_values) = (
+        _stored(db, by_run["id"]),
+        _stored(db, by_sqlalchemy["id"]),
+    )
+    assert run_values == sa_values
+    assert run_values[0] == by_run["raw_payload"] and run_values[1] == by_run["normalised"]
+    # Encrypted the same way (fresh nonces, so not the same bytes): never the clear text.
+    for stored in (*run_cipher, *sa_cipher):
+        text = stored.decode() if isinstance(stored, bytes) else stored
+        assert text.startswith(PREFIX) and "Ødegård" not in text
+
+
+def test_run_of_many_rows_and_returning(db: Database) -> None:
+    rows = [_item() for _ in range(3)]
+    with db.writer() as connection:
+        run(connection, _ITEM_INSERT, rows)
+        returned = run(connection, insert(_items).returning(_items.c.id), _item(id="returned-id")).fetchall()
+    assert returned == [("returned-id",)]
+    with db.sessions() as session:
+        stored = session.scalars(select(IntakeItem).where(IntakeItem.id.in_([r["id"] for r in rows])))
+        assert sorted(i.raw_payload for i in stored) == [r["raw_payload"] for r in rows]
+
+
+def test_run_raises_sqlalchemys_integrity_error_and_the_transaction_rolls_back(db: Database) -> None:
+    first = _item()
+    with db.writer() as connection:
+        run(connection, _ITEM_INSERT, first)
+    survivor = _item()
+    with pytest.raises(IntegrityError), db.writer() as connection:
+        run(connection, _ITEM_INSERT, survivor)
+        run(connection, _ITEM_INSERT, _item(id=first["id"]))
+    with db.sessions() as session:
+        assert session.get(IntakeItem, survivor["id"]) is None
+    # The writer is usable again after the failed transaction.
+    with db.writer() as connection:
+        run(connection, _ITEM_INSERT, survivor)
+    with db.sessions() as session:
+        assert session.get(IntakeItem, survivor["id"]) is not None
+
+
+def test_run_refuses_to_leave_out_a_column_with_a_python_default(db: Database) -> None:
+    row = _item()
+    del row["received_at"]  # its default (utcnow) is computed by SQLAlchemy, which run() skips
+    with pytest.raises(ValueError, match="Python-side default"), db.writer() as connection:
+        run(connection, _ITEM_INSERT, row)
+
+
+def test_each_database_encrypts_with_its_own_keys(tmp_path: Path) -> None:
+    """Bind processors are compiled per database: two databases with different keys each read their own."""
+    databases = []
+    for name, secret in (("one", "first secret " * 4), ("two", "second secret " * 4)):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        database = Database(url)
+        load_field_keys(database, Settings(database_url=url, secret_key=secret))
+        databases.append(database)
+    try:
+        rows = [_item(raw_payload=f"payload of {i}") for i in range(2)]
+        for database, row in zip(databases, rows, strict=True):
+            with database.writer() as connection:
+                run(connection, _ITEM_INSERT, row)
+        for database, row in zip(databases, rows, strict=True):
+            assert _stored(database, row["id"])[1][0] == row["raw_payload"]
+    finally:
+        for database in databases:
+            database.dispose()
