@@ -46,7 +46,7 @@ class TriageIn(BaseModel):
     urgency: Literal["routine", "urgent", "stat"]
 
 
-def case_filter(
+async def case_filter(
     status: CaseStatus | None = None,
     location: str | None = Query(None, max_length=64, description="Location slug"),
     service: str | None = Query(None, max_length=64, description="Service code"),

@@ -119,12 +119,14 @@ class FhirChannel:
             "batch", [fhir_r4.Entry(0, None, resource, "POST", "ServiceRequest", if_none_exist)]
         )
         fhir_r4.check_references(bundle)
-        return self._submit(bundle.entries[0], bundle, scope, if_none_exist)
+        entry = bundle.entries[0]
+        return self._submit(entry, bundle, _drawn_on(entry, bundle), scope, if_none_exist)
 
     def _bundle(self, raw: bytes, scope: LocationScope) -> FhirAnswer:
         bundle = fhir_r4.read_bundle(fhir_r4.parse_json(raw))
         fhir_r4.check_references(bundle)
-        referenced = self._referenced(bundle)
+        drawn_on = {e.index: _drawn_on(e, bundle) for e in bundle.entries if e.type == "ServiceRequest"}
+        referenced = {entry.index for entries in drawn_on.values() for entry in entries}
         problems = {entry.index: self._entry_problem(entry, referenced) for entry in bundle.entries}
         if bundle.kind == "transaction":
             found = [p for p in problems.values() if p is not None]
@@ -137,7 +139,7 @@ class FhirChannel:
                 responses.append({"response": {"status": str(problem.status), "outcome": problem.outcome()}})
             elif entry.type == "ServiceRequest":
                 try:
-                    answer = self._submit(entry, bundle, scope, entry.if_none_exist)
+                    answer = self._submit(entry, bundle, drawn_on[entry.index], scope, entry.if_none_exist)
                 except fhir_r4.FhirError as error:
                     if bundle.kind == "transaction":
                         raise
@@ -151,13 +153,6 @@ class FhirChannel:
         kind = f"{bundle.kind}-response"
         return FhirAnswer(200, {"resourceType": "Bundle", "type": kind, "entry": responses})
 
-    @staticmethod
-    def _referenced(bundle: fhir_r4.Bundle) -> set[int]:
-        """The entries some ServiceRequest of the Bundle draws on."""
-        requests = [entry.resource for entry in bundle.entries if entry.type == "ServiceRequest"]
-        return {entry.index for request in requests for entry in _drawn_on(request, bundle)}
-
-    @staticmethod
     @staticmethod
     def _entry_problem(entry: fhir_r4.Entry, referenced: set[int]) -> fhir_r4.FhirError | None:
         """Why an entry cannot be taken, or None: careops creates referrals, it is no FHIR store."""
@@ -177,14 +172,19 @@ class FhirChannel:
         return None
 
     def _submit(
-        self, entry: fhir_r4.Entry, bundle: fhir_r4.Bundle, scope: LocationScope, if_none_exist: str | None
+        self,
+        entry: fhir_r4.Entry,
+        bundle: fhir_r4.Bundle,
+        drawn_on: list[fhir_r4.Entry],
+        scope: LocationScope,
+        if_none_exist: str | None,
     ) -> FhirAnswer:
         resource = entry.resource
         snapshot = self.catalogue.get(self.db)
         location = location_for(fhir_r4.location_names(resource, bundle), self.settings, snapshot.locations)
         known = {code for (_, code) in snapshot.services}
         referral = fhir_r4.referral(resource, bundle, location, known)
-        collection = _collection(resource, bundle)
+        collection = _collection(resource, drawn_on)
         raw = canonical_json(collection).encode()
         conditional_key = _conditional_key(if_none_exist, entry.path)
         request = IntakeRequest(
@@ -252,44 +252,39 @@ class FhirChannel:
         return item
 
 
-def _drawn_on(request: dict[str, Any], bundle: fhir_r4.Bundle) -> list[fhir_r4.Entry]:
+def _drawn_on(request: fhir_r4.Entry, bundle: fhir_r4.Bundle) -> list[fhir_r4.Entry]:
     """The entries a ServiceRequest draws on: what it references, directly or through them (a
     PractitionerRole's practitioner, a Coverage's payor), then the documents that reference it."""
     entries = {id(entry.resource): entry for entry in bundle.entries}
-    seen = {id(request)}
+    seen = {id(request.resource)}
     found: list[fhir_r4.Entry] = []
     pending = [request]
     while pending:
-        resource = pending.pop()
-        for _, target in fhir_r4.references(resource, ""):
-            hit = bundle.resolve({"reference": target}, resource)
+        current = pending.pop()
+        for _, target in current.references:
+            hit = bundle.resolve({"reference": target}, current.resource)
             if hit is not None and id(hit) in entries and id(hit) not in seen:
                 seen.add(id(hit))
                 found.append(entries[id(hit)])
-                pending.append(hit)
+                pending.append(entries[id(hit)])
     documents = [
         entry
         for entry in bundle.entries
         if entry.type == "DocumentReference"
         and id(entry.resource) not in seen
-        and _points_at(entry, request, bundle)
+        and _points_at(entry, request.resource, bundle)
     ]
     return [*found, *documents]
 
 
-def _collection(request: dict[str, Any], bundle: fhir_r4.Bundle) -> dict[str, Any]:
+def _collection(request: dict[str, Any], drawn_on: list[fhir_r4.Entry]) -> dict[str, Any]:
     """The ServiceRequest and what it draws on, as kept on its intake item (its raw payload)."""
-    drawn_on = [
-        {"fullUrl": entry.full_url, "resource": entry.resource} for entry in _drawn_on(request, bundle)
-    ]
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": request}, *drawn_on]}
+    context = [{"fullUrl": entry.full_url, "resource": entry.resource} for entry in drawn_on]
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": request}, *context]}
 
 
 def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bundle) -> bool:
-    return any(
-        bundle.resolve({"reference": ref}, entry.resource) is target
-        for _, ref in fhir_r4.references(entry.resource, "")
-    )
+    return any(bundle.resolve({"reference": ref}, entry.resource) is target for _, ref in entry.references)
 
 
 def _conditional_key(if_none_exist: str | None, path: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -181,6 +182,11 @@ class Entry:
     def type(self) -> str:
         return str(self.resource.get("resourceType"))
 
+    @cached_property
+    def references(self) -> list[tuple[str, str]]:
+        """Every reference in the resource: (where, target), walked once per request."""
+        return references(self.resource, f"{self.path}.resource")
+
 
 @dataclass
 class Bundle:
@@ -252,7 +258,7 @@ def read_bundle(document: dict[str, Any]) -> Bundle:
 def check_references(bundle: Bundle) -> None:
     """400 for a reference that is neither local, ``Type/id`` nor ``Type?search`` of a real type."""
     for entry in bundle.entries:
-        for where, target in references(entry.resource, entry.path + ".resource"):
+        for where, target in entry.references:
             if target.startswith(("#", "urn:uuid:", "urn:oid:")) or _REFERENCE.match(target):
                 continue
             type_name = target.split("?", 1)[0]
