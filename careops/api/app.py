@@ -26,7 +26,7 @@ from careops.api import (
 )
 from careops.api.deps import ApiLimits
 from careops.api.security_headers import SecurityHeaders
-from careops.db import Database
+from careops.db import DATABASE_THREADS, Database
 from careops.errors import ConfigurationError
 from careops.governance.keys import load_field_keys
 from careops.governance.tokens import TokenVerifier
@@ -49,11 +49,13 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Database work runs in worker threads: no more of them than pooled connections, so that a
+        # Database work runs in worker threads (DATABASE_THREADS; anyio's for FastAPI's own plain
+        # ``def`` routes): no more of them than pooled connections, so that a
         # burst queues here instead of opening and closing overflow connections (each one a
         # PostgreSQL backend started and torn down), which cost a third of the throughput at 50
         # connections (bench/RESULTS.md).
         to_thread.current_default_thread_limiter().total_tokens = db.pool_size
+        DATABASE_THREADS.resize(db.pool_size)
         # Encrypted columns need the database's keys; an unmigrated database has none (and
         # /readyz says so): it is served only so that it can say it.
         with suppress(ConfigurationError):

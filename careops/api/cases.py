@@ -8,10 +8,10 @@ import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, require
+from careops.db import in_thread
 from careops.domain.cases import CaseAction, CaseStatus
 from careops.governance.principal import Principal
 from careops.orchestration.cases import (
@@ -68,14 +68,14 @@ async def cases(
     cursor: str | None = Query(None, pattern=r"^[0-9a-f]{32}$"),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
-    return await run_in_threadpool(list_cases, db, filters, cursor, limit, principal)
+    return await in_thread(list_cases, db, filters, cursor, limit, principal)
 
 
 @router.get("/export", summary="Cases as CSV, masked for the caller (audited)")
 async def export(
     db: DbDep, principal: Reader, filters: Filters, limit: int = Query(MAX_EXPORT, ge=1, le=MAX_EXPORT)
 ) -> Response:
-    rows = await run_in_threadpool(export_cases, db, filters, principal, limit)
+    rows = await in_thread(export_cases, db, filters, principal, limit)
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
     writer.writeheader()
@@ -86,7 +86,7 @@ async def export(
 
 @router.get("/{case_id}", summary="A case with its timeline of business events")
 async def case(db: DbDep, case_id: str, principal: Reader) -> dict[str, Any]:
-    return await run_in_threadpool(get_case, db, case_id, principal)
+    return await in_thread(get_case, db, case_id, principal)
 
 
 @router.post("/{case_id}/reveal", summary="The case's PHI in clear, with a stated reason (audited)")
@@ -96,7 +96,7 @@ async def reveal(
     body: RevealIn,
     principal: Annotated[Principal, Depends(require("phi:reveal"))],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(reveal_case, db, case_id, body.reason, principal)
+    return await in_thread(reveal_case, db, case_id, body.reason, principal)
 
 
 @router.post("/{case_id}/transitions", summary="Apply an action; 409 lists the allowed ones")
@@ -106,7 +106,7 @@ async def transition(
     body: TransitionIn,
     principal: Annotated[Principal, Depends(require("cases:transition"))],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
+    return await in_thread(
         lambda: transition_case(db, case_id, body.action, by=principal, reason_code=body.reason_code)
     )
 
@@ -118,6 +118,6 @@ async def triage(
     body: TriageIn,
     principal: Annotated[Principal, Depends(require("cases:transition"))],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
+    return await in_thread(
         lambda: record_triage(db, case_id, body.urgency, actor=principal.id, scope=principal.scope)
     )

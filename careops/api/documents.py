@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.concurrency import run_in_threadpool
 
 from careops.api.deps import DbDep, require
+from careops.db import in_thread
 from careops.governance.principal import Principal
 from careops.orchestration.documents import get_document, list_documents
 
@@ -17,12 +17,12 @@ Reader = Annotated[Principal, Depends(require("exceptions:read"))]
 
 @router.get("/intake/{item_id}/documents", summary="The documents of an intake item (no content)")
 async def documents(db: DbDep, item_id: str, principal: Reader) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(list_documents, db, item_id, principal)}
+    return {"items": await in_thread(list_documents, db, item_id, principal)}
 
 
 @router.get("/documents/{document_id}/content", summary="A document's file, as it arrived")
 async def document_content(db: DbDep, document_id: str, principal: Reader) -> Response:
-    document, _ = await run_in_threadpool(get_document, db, document_id, principal)
+    document, _ = await in_thread(get_document, db, document_id, principal)
     safe = "".join(c for c in document.filename if c.isalnum() or c in "._- ")[:100] or "document"
     headers = {"Content-Disposition": f'attachment; filename="{safe}"'}
     return Response(document.content, media_type=document.content_type, headers=headers)
@@ -30,5 +30,5 @@ async def document_content(db: DbDep, document_id: str, principal: Reader) -> Re
 
 @router.get("/documents/{document_id}/text", summary="A document's extracted text (PDF, text)")
 async def document_text(db: DbDep, document_id: str, principal: Reader) -> Response:
-    _, text = await run_in_threadpool(get_document, db, document_id, principal)
+    _, text = await in_thread(get_document, db, document_id, principal)
     return Response(text or "", media_type="text/plain; charset=utf-8", status_code=200 if text else 204)

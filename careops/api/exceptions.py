@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, SettingsDep, require
+from careops.db import in_thread
 from careops.governance.principal import Principal
 from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
 
@@ -31,14 +31,14 @@ async def exceptions(
     status: Literal["open", "resolved"] = "open",
     limit: int = Query(100, ge=1, le=500),
 ) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(list_exceptions, db, queue, status, limit, principal.scope)}
+    return {"items": await in_thread(list_exceptions, db, queue, status, limit, principal.scope)}
 
 
 @router.get("/{exception_id}", summary="One exception item")
 async def exception(
     db: DbDep, exception_id: str, principal: Annotated[Principal, Depends(require("exceptions:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_exception, db, exception_id, principal.scope)
+    return await in_thread(get_exception, db, exception_id, principal.scope)
 
 
 @router.post("/{exception_id}/resolve", summary="Supply missing fields; the case is created exactly once")
@@ -50,7 +50,7 @@ async def resolve(
     body: ResolveIn,
     principal: Annotated[Principal, Depends(require("exceptions:resolve"))],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
+    return await in_thread(
         lambda: resolve_intake_exception(
             db,
             exception_id,

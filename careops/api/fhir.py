@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from careops import __version__
 from careops.api.deps import OversizedBody, authorise, get_principal, read_body
+from careops.db import in_thread
 from careops.errors import CareopsError
 from careops.governance.principal import Principal
 from careops.integrations.inbound.fhir_channel import FhirChannel
@@ -81,7 +81,7 @@ async def post_bundle(request: Request) -> Response:
         return incoming
     principal, raw = incoming
     channel: FhirChannel = request.app.state.inbound.fhir
-    answer = await run_in_threadpool(channel.bundle, raw, principal.id, principal.scope)
+    answer = await in_thread(channel.bundle, raw, principal.id, principal.scope)
     return _answer(answer.status, answer.body, answer.location)
 
 
@@ -97,7 +97,7 @@ async def post_service_request(request: Request) -> Response:
     principal, raw = incoming
     channel: FhirChannel = request.app.state.inbound.fhir
     if_none_exist = request.headers.get("if-none-exist")
-    answer = await run_in_threadpool(channel.create, raw, if_none_exist, principal.id, principal.scope)
+    answer = await in_thread(channel.create, raw, if_none_exist, principal.id, principal.scope)
     return _answer(answer.status, answer.body, answer.location)
 
 
@@ -110,7 +110,7 @@ async def read_service_request(request: Request, service_request_id: str) -> Res
         return principal
     channel: FhirChannel = request.app.state.inbound.fhir
     try:
-        resource = await run_in_threadpool(channel.read, service_request_id, principal)
+        resource = await in_thread(channel.read, service_request_id, principal)
     except FhirError as error:
         return _answer(error.status, error.outcome())
     return _answer(200, resource)
@@ -129,7 +129,7 @@ async def search_task(request: Request) -> Response:
     if not based_on:
         return _error(400, "search Task by based-on=ServiceRequest/{id}", "Task.basedOn")
     channel: FhirChannel = request.app.state.inbound.fhir
-    return _answer(200, await run_in_threadpool(channel.task, based_on, principal.scope))
+    return _answer(200, await in_thread(channel.task, based_on, principal.scope))
 
 
 @router.get("/metadata", summary="The CapabilityStatement", openapi_extra=_scope("(any valid token)"))
@@ -153,5 +153,5 @@ async def post_other(request: Request, resource_type: str) -> Response:
         return incoming
     principal, raw = incoming
     channel: FhirChannel = request.app.state.inbound.fhir
-    answer = await run_in_threadpool(channel.other, raw, resource_type, principal.id)
+    answer = await in_thread(channel.other, raw, resource_type, principal.id)
     return _answer(answer.status, answer.body)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from careops.api.deps import DbDep
+from careops.db import in_thread
 from careops.migrate import pending_revision
 
 router = APIRouter(tags=["health"])
@@ -31,5 +31,5 @@ async def readyz(db: DbDep) -> JSONResponse:
             return 503, {"status": "unavailable", "database": "migrations pending: run `careops migrate`"}
         return 200, {"status": "ready"}
 
-    status, body = await run_in_threadpool(check)
+    status, body = await in_thread(check)
     return JSONResponse(body, status_code=status)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from careops.api.deps import OversizedBody, SettingsDep, read_body, require
+from careops.db import in_thread
 from careops.errors import UnsupportedMediaType
 from careops.governance.principal import Principal
 from careops.integrations.inbound.hl7_channel import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, Hl7Channel
@@ -40,7 +40,7 @@ async def submit_hl7(
     try:
         raw = await read_body(request, settings)
     except OversizedBody as exc:
-        result = await run_in_threadpool(channel.refuse, exc.raw, "http", "hl7:too_large", exc.detail)
+        result = await in_thread(channel.refuse, exc.raw, "http", "hl7:too_large", exc.detail)
         return Response(result.ack, media_type=CONTENT_TYPE, status_code=413)
-    result = await run_in_threadpool(channel.handle, raw, "http", principal.id, principal.scope)
+    result = await in_thread(channel.handle, raw, "http", principal.id, principal.scope)
     return Response(result.ack, media_type=CONTENT_TYPE)

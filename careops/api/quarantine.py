@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from careops.api.deps import DbDep, require
+from careops.db import in_thread
 from careops.governance.principal import Principal
 from careops.integrations.inbound.channels import Inbound
 from careops.integrations.inbound.replay import discard, replay
@@ -23,14 +23,14 @@ async def quarantined(
     principal: Annotated[Principal, Depends(require("quarantine:read"))],
     limit: int = Query(100, ge=1, le=500),
 ) -> dict[str, Any]:
-    return {"items": await run_in_threadpool(list_quarantined, db, limit, principal.scope)}
+    return {"items": await in_thread(list_quarantined, db, limit, principal.scope)}
 
 
 @router.get("/{item_id}", summary="One quarantined payload with its raw body")
 async def quarantined_item(
     db: DbDep, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:read"))]
 ) -> dict[str, Any]:
-    return await run_in_threadpool(get_quarantined, db, item_id, principal)
+    return await in_thread(get_quarantined, db, item_id, principal)
 
 
 class DiscardIn(BaseModel):
@@ -42,9 +42,7 @@ async def replay_item(
     request: Request, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:replay"))]
 ) -> dict[str, Any]:
     inbound: Inbound = request.app.state.inbound
-    return await run_in_threadpool(
-        lambda: replay(inbound, item_id, actor=principal.id, scope=principal.scope)
-    )
+    return await in_thread(lambda: replay(inbound, item_id, actor=principal.id, scope=principal.scope))
 
 
 @router.post("/{item_id}/discard", summary="Give up on a quarantined payload, saying why")
@@ -54,6 +52,6 @@ async def discard_item(
     body: DiscardIn,
     principal: Annotated[Principal, Depends(require("quarantine:replay"))],
 ) -> dict[str, Any]:
-    return await run_in_threadpool(
+    return await in_thread(
         lambda: discard(db, item_id, body.reason, actor=principal.id, scope=principal.scope)
     )

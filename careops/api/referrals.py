@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from careops.api.deps import OversizedBody, authorise, bounded_header, check_address, read_body
 from careops.api.problems import problem
-from careops.db import Database
+from careops.db import Database, in_thread
 from careops.domain.referrals import ReferralIn
 from careops.errors import CareopsError, ValidationFailed
 from careops.governance.principal import Principal
@@ -91,7 +90,7 @@ async def signed_referral(request: Request, connector: str) -> JSONResponse:
         raw = await read_body(request, request.app.state.settings)
     except OversizedBody as exc:
         raw, oversized = exc.raw, exc
-    await run_in_threadpool(_verify, request, connector, raw)  # before anything is kept
+    await in_thread(_verify, request, connector, raw)  # before anything is kept
     if oversized is not None:
         return await _reject(request, raw, principal, "webhook", oversized)
     return await _take(request, raw, principal, "webhook")
@@ -126,7 +125,7 @@ async def _take(request: Request, raw: bytes, principal: Principal, channel: str
         raw, content_type, channel, principal.id, idempotency_key, correlation_id, scope=principal.scope
     )
     catalogue = request.app.state.catalogue
-    answer = await run_in_threadpool(accept_referral, db, intake, referral, settings, catalogue)
+    answer = await in_thread(accept_referral, db, intake, referral, settings, catalogue)
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 
@@ -137,7 +136,7 @@ async def _reject(
     db: Database = request.app.state.db
     content_type = request.headers.get("content-type", "application/json")
     reasons = rejection_reasons(error)
-    quarantine_id = await run_in_threadpool(
+    quarantine_id = await in_thread(
         lambda: quarantine(
             db, raw=raw, content_type=content_type, channel=channel, reasons=reasons, actor=principal.id
         )

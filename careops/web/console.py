@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from careops.db import in_thread
 from careops.errors import CareopsError, Forbidden, Unauthorised
 from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.governance.oidc import OidcClient, seal, unseal
@@ -69,7 +69,7 @@ async def _user(request: Request) -> ConsoleUser | None:
     if not cookie:
         return None
     try:
-        return await run_in_threadpool(session_user, request.app.state.db, cookie)
+        return await in_thread(session_user, request.app.state.db, cookie)
     except Unauthorised:
         return None
 
@@ -123,7 +123,7 @@ async def login(request: Request) -> Response:
     try:
         state.login_tokens.verify(str(form.get("csrf_token") or ""), request.cookies.get(LOGIN_COOKIE))
         settings = request.app.state.settings
-        result = await run_in_threadpool(
+        result = await in_thread(
             log_in,
             request.app.state.db,
             settings,
@@ -151,7 +151,7 @@ async def oidc_login(request: Request) -> Response:
             request, 404, problem="Single sign-on is not set up here: log in with your password."
         )
     try:
-        login = await run_in_threadpool(oidc.start, _callback_url(request))
+        login = await in_thread(oidc.start, _callback_url(request))
     except Unauthorised as exc:
         return _login_page(request, 503, problem=exc.detail)
     response = RedirectResponse(login.url, status_code=303)
@@ -171,10 +171,8 @@ async def oidc_callback(request: Request, code: str = "", state: str = "") -> Re
     settings = request.app.state.settings
     try:
         nonce, verifier = unseal(request.cookies.get(OIDC_COOKIE), state, settings.secret_key)
-        username = await run_in_threadpool(oidc.finish, code, _callback_url(request), nonce, verifier)
-        result = await run_in_threadpool(
-            single_sign_on, request.app.state.db, settings, username, _client(request)
-        )
+        username = await in_thread(oidc.finish, code, _callback_url(request), nonce, verifier)
+        result = await in_thread(single_sign_on, request.app.state.db, settings, username, _client(request))
     except Unauthorised as exc:
         return _login_page(request, 401, problem=exc.detail)
     response = _logged_in(request, result)
@@ -205,7 +203,7 @@ async def logout(request: Request) -> Response:
         await _form_with_csrf(request, user)
     except Forbidden as exc:
         return _page("cases.html", 403, title="Cases", user=user, cases=[], problem=exc.detail)
-    await run_in_threadpool(log_out, request.app.state.db, request.cookies[SESSION_COOKIE])
+    await in_thread(log_out, request.app.state.db, request.cookies[SESSION_COOKIE])
     response = _to_login()
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response
@@ -224,9 +222,7 @@ async def cases(request: Request, cursor: str | None = None) -> Response:
         return _refused(user, Forbidden("your roles do not include cases:read"))
     if cursor is not None and not (len(cursor) == 32 and cursor.isalnum()):
         cursor = None
-    page = await run_in_threadpool(
-        list_cases, request.app.state.db, CaseFilter(), cursor, PAGE_SIZE, user.principal
-    )
+    page = await in_thread(list_cases, request.app.state.db, CaseFilter(), cursor, PAGE_SIZE, user.principal)
     masked_any = any("masked" in c or "masked" in c["patient"] for c in page["items"])
     return _page(
         "cases.html",
@@ -259,7 +255,7 @@ async def case(request: Request, case_id: str) -> Response:
     if not user.principal.can("cases:read"):
         return _refused(user, Forbidden("your roles do not include cases:read"))
     try:
-        view = await run_in_threadpool(get_case, request.app.state.db, case_id, user.principal)
+        view = await in_thread(get_case, request.app.state.db, case_id, user.principal)
     except CareopsError as exc:
         return _refused(user, exc)
     return _case_page(user, view)
@@ -274,7 +270,7 @@ async def reveal(request: Request, case_id: str) -> Response:
         form = await _form_with_csrf(request, user)
         if not user.principal.can(PHI_REVEAL):
             raise Forbidden("your roles do not include phi:reveal")
-        view = await run_in_threadpool(
+        view = await in_thread(
             reveal_case, request.app.state.db, case_id, form.get("reason", ""), user.principal
         )
     except CareopsError as exc:

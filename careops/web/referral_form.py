@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from careops.db import in_thread
 from careops.errors import Forbidden
 from careops.integrations.inbound.document_text import extract_text
 from careops.integrations.inbound.webform import FIELDS, FormRejected, WebForm, check_upload
@@ -78,7 +78,7 @@ async def stylesheet() -> Response:
 
 @router.get("/{location}")
 async def show_form(request: Request, location: str) -> Response:
-    return await run_in_threadpool(_form, request, location)
+    return await in_thread(_form, request, location)
 
 
 @router.post("/{location}")
@@ -99,17 +99,17 @@ async def submit_form(request: Request, location: str) -> Response:
         nonce = channel.tokens.verify(str(form.get("csrf_token") or ""), request.cookies.get(COOKIE))
     except Forbidden as exc:
         errors, status = {"form": exc.detail}, 403
-        return await run_in_threadpool(lambda: _form(request, location, status, values=values, errors=errors))
+        return await in_thread(lambda: _form(request, location, status, values=values, errors=errors))
     upload, upload_error = await _upload(form.get("upload"), limit)
     refused = {"upload": upload_error} if upload_error else {}
     client = request.client.host if request.client else "unknown"
     try:
-        outcome = await run_in_threadpool(channel.submit, location, values, upload, nonce, client, refused)
+        outcome = await in_thread(channel.submit, location, values, upload, nonce, client, refused)
     except FormRejected as exc:
         return _page(exc.status, location=location, problem=exc.detail)
     if outcome.reference is None:
         errors = outcome.errors
-        return await run_in_threadpool(lambda: _form(request, location, 422, values=values, errors=errors))
+        return await in_thread(lambda: _form(request, location, 422, values=values, errors=errors))
     return _page(201, title="Referral received", location=location, reference=outcome.reference)
 
 
