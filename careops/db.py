@@ -132,6 +132,26 @@ def run(
     return cursor
 
 
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, statements whose results nobody reads go to the server together (psycopg's
+    pipeline mode: one round trip for the lot instead of one each; reading a result sends what is
+    queued first). A driver error met when the queue is sent is raised as SQLAlchemy's; an error
+    may surface at a later statement of the same pipeline than the one that caused it."""
+    driver = connection.connection.driver_connection
+    pipeline = getattr(driver, "pipeline", None)
+    if connection.dialect.name != "postgresql" or pipeline is None:
+        yield
+        return
+    try:
+        with pipeline():
+            yield
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            None, None, error, connection.dialect.loaded_dbapi.Error, hide_parameters=True
+        ) from error
+
+
 class WriterQueue:
     """Queues SQLite writers: threads on a lock, processes on ``flock`` of ``<database>.writelock``.
 

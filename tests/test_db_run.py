@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, run
+from careops.db import Database, pipelined, run
 from careops.domain.encryption import PREFIX
 from careops.domain.models import Base, IntakeItem, new_id, utcnow
 from careops.governance.keys import load_field_keys
@@ -132,3 +132,19 @@ def test_each_database_encrypts_with_its_own_keys(tmp_path: Path) -> None:
     finally:
         for database in databases:
             database.dispose()
+
+
+def test_pipelined_writes_commit_together_and_a_failure_is_sqlalchemys(db: Database) -> None:
+    """On PostgreSQL the writes go in one round trip (psycopg pipeline); elsewhere as they are."""
+    rows = [_item() for _ in range(3)]
+    with db.writer() as connection, pipelined(connection):
+        for row in rows:
+            run(connection, _ITEM_INSERT, row)
+    with db.sessions() as session:
+        assert all(session.get(IntakeItem, row["id"]) is not None for row in rows)
+    survivor = _item()
+    with pytest.raises(IntegrityError), db.writer() as connection, pipelined(connection):
+        run(connection, _ITEM_INSERT, survivor)
+        run(connection, _ITEM_INSERT, _item(id=rows[0]["id"]))
+    with db.sessions() as session:
+        assert session.get(IntakeItem, survivor["id"]) is None

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, run
+from careops.db import Database, pipelined, run
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
@@ -47,6 +47,7 @@ _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 _documents = Base.metadata.tables[Document.__tablename__]
 _ITEM_INSERT, _CASE_INSERT, _EXCEPTION_INSERT = insert(_intake_items), insert(_cases), insert(_exceptions)
+_DOCUMENT_INSERT = insert(_documents)
 
 
 _ITEM_STATUS = {
@@ -218,25 +219,32 @@ def _accept(
     evaluation: Evaluation,
     settings: Settings,
 ) -> IntakeAnswer:
-    """Rows in foreign-key order (patient and case, intake item, exception item), then the events."""
+    """Rows in foreign-key order (patient and case, intake item, exception item), then the events.
+
+    What has to be read (the patient, an earlier case) is read first; the writes, which need no
+    answer, then go to PostgreSQL in one round trip (``pipelined``: no read may happen in there).
+    """
     location = evaluation.references.location
     item_id = new_id()
     location_id = location.id if location else None
     context = request.context
+    case_row = exception_row = None
     if evaluation.reasons:
         answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
     else:
-        answer = create_case_or_link(connection, item_id, evaluation, settings, context, request.channel)
-        exception_row = None
-    run(
-        connection,
-        _ITEM_INSERT,
-        intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id),
-    )
-    if exception_row is not None:
-        run(connection, _EXCEPTION_INSERT, exception_row)
-    insert_documents(connection, item_id, request.attachments)
-    record_events(connection, received_event(request, item_id, location_id), *answer.events)
+        answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
+    with pipelined(connection):
+        if case_row is not None:
+            run(connection, _CASE_INSERT, case_row)
+        run(
+            connection,
+            _ITEM_INSERT,
+            intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id),
+        )
+        if exception_row is not None:
+            run(connection, _EXCEPTION_INSERT, exception_row)
+        insert_documents(connection, item_id, request.attachments)
+        record_events(connection, received_event(request, item_id, location_id), *answer.events)
     return answer
 
 
@@ -256,8 +264,9 @@ def insert_documents(connection: Connection, item_id: str, attachments: tuple[At
     if not attachments:
         return
     now = utcnow()
-    connection.execute(
-        insert(_documents),
+    run(
+        connection,
+        _DOCUMENT_INSERT,
         [
             {
                 "id": new_id(),
@@ -349,6 +358,22 @@ def create_case_or_link(
 
     Writes the case row; the events it implies are returned for the caller to record with its own.
     """
+    answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, channel)
+    if case_row is not None:
+        run(connection, _CASE_INSERT, case_row)
+    return answer
+
+
+def case_or_link(
+    connection: Connection,
+    item_id: str,
+    evaluation: Evaluation,
+    settings: Settings,
+    context: dict[str, Any],
+    channel: str,
+) -> tuple[IntakeAnswer, dict[str, Any] | None]:
+    """``create_case_or_link`` without writing the case: the answer and the case row to insert
+    (None for a link to a duplicate). The patient is registered here."""
     refs, referral = evaluation.references, evaluation.referral
     assert refs.location is not None and refs.service is not None  # guaranteed: no reasons left
     patient_id, registered = find_or_register(connection, refs.location.organisation_id, referral)
@@ -378,31 +403,27 @@ def create_case_or_link(
             payload={"channel": channel},  # the timeline shows every source of the case
             **context,
         )
-        return IntakeAnswer(200, _case_body("duplicate", case_id, case_status, item_id), [linked])
+        return IntakeAnswer(200, _case_body("duplicate", case_id, case_status, item_id), [linked]), None
     needs_authorisation = refs.service.requires_authorisation and (
         refs.payer is None or refs.payer.requires_authorisation
     )
     case_id = new_id()
     status = str(CaseStatus.AWAITING_AUTHORISATION if needs_authorisation else CaseStatus.READY_TO_SCHEDULE)
-    run(
-        connection,
-        _CASE_INSERT,
-        {
-            "id": case_id,
-            "organisation_id": refs.location.organisation_id,
-            "location_id": refs.location.id,
-            "patient_id": patient_id,
-            "service_id": refs.service.id,
-            "referrer_id": referrer_id,
-            "payer_id": refs.payer.id if refs.payer else None,
-            "member_id": referral.member_id,
-            "priority": referral.priority,
-            "status": status,
-            "held_from": None,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    case_row = {
+        "id": case_id,
+        "organisation_id": refs.location.organisation_id,
+        "location_id": refs.location.id,
+        "patient_id": patient_id,
+        "service_id": refs.service.id,
+        "referrer_id": referrer_id,
+        "payer_id": refs.payer.id if refs.payer else None,
+        "member_id": referral.member_id,
+        "priority": referral.priority,
+        "status": status,
+        "held_from": None,
+        "created_at": now,
+        "updated_at": now,
+    }
     about_case: dict[str, Any] = {
         "subject_type": "case",
         "subject_id": case_id,
@@ -432,7 +453,7 @@ def create_case_or_link(
                 **about_case,
             )
         )
-    return IntakeAnswer(201, _case_body("case_created", case_id, status, item_id), events)
+    return IntakeAnswer(201, _case_body("case_created", case_id, status, item_id), events), case_row
 
 
 def _case_body(outcome: str, case_id: str, status: str, item_id: str) -> dict[str, Any]:
