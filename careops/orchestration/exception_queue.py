@@ -14,7 +14,7 @@ from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.duties import check_duties
 from careops.governance.scoping import LocationScope
-from careops.orchestration.intake import CatalogueCache, check_location, create_case_or_link, evaluate
+from careops.orchestration.intake import CatalogueCache, case_or_link, check_location, evaluate, insert_case
 from careops.settings import Settings
 
 
@@ -112,9 +112,9 @@ def resolve_intake_exception(
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
         check_location(scope, evaluation.references.location)
         context = {"actor": actor, "correlation_id": None}
-        answer = create_case_or_link(
-            session.connection(), intake.id, evaluation, settings, context, intake.channel
-        )
+        connection = session.connection()
+        answer, case_row = case_or_link(connection, intake.id, evaluation, settings, context, intake.channel)
+        insert_case(connection, case_row)
         intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
         intake.status = answer.item_status
         intake.case_id = answer.body["case_id"]

@@ -234,8 +234,7 @@ def _accept(
     else:
         answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
     with pipelined(connection):
-        if case_row is not None:
-            run(connection, _CASE_INSERT, case_row)
+        insert_case(connection, case_row)
         run(
             connection,
             _ITEM_INSERT,
@@ -346,22 +345,10 @@ def intake_exception(
     return IntakeAnswer(202, body, [incomplete]), row
 
 
-def create_case_or_link(
-    connection: Connection,
-    item_id: str,
-    evaluation: Evaluation,
-    settings: Settings,
-    context: dict[str, Any],
-    channel: str,
-) -> IntakeAnswer:
-    """Register the patient, then link to a duplicate case or create a new one.
-
-    Writes the case row; the events it implies are returned for the caller to record with its own.
-    """
-    answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, channel)
+def insert_case(connection: Connection, case_row: dict[str, Any] | None) -> None:
+    """Write the case ``case_or_link`` decided on (nothing for a link to a duplicate)."""
     if case_row is not None:
         run(connection, _CASE_INSERT, case_row)
-    return answer
 
 
 def case_or_link(
@@ -372,8 +359,11 @@ def case_or_link(
     context: dict[str, Any],
     channel: str,
 ) -> tuple[IntakeAnswer, dict[str, Any] | None]:
-    """``create_case_or_link`` without writing the case: the answer and the case row to insert
-    (None for a link to a duplicate). The patient is registered here."""
+    """Register the patient, then link to a duplicate case or decide on a new one.
+
+    The answer, with the events it implies for the caller to record with its own, and the case row
+    to write (``insert_case``; None for a link) once whatever else had to be read was read.
+    """
     refs, referral = evaluation.references, evaluation.referral
     assert refs.location is not None and refs.service is not None  # guaranteed: no reasons left
     patient_id, registered = find_or_register(connection, refs.location.organisation_id, referral)
