@@ -96,6 +96,13 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organi
     )
 
 
+def _announce_listeners(settings: Settings) -> None:
+    if settings.mllp_port is not None:
+        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
+    if settings.smtp_port is not None:
+        err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
+
+
 def _inbound_listeners(settings: Settings) -> list[Listener]:
     """The network listeners a worker runs: MLLP and SMTP when their ports are set."""
     if settings.mllp_port is None and settings.smtp_port is None:
@@ -164,10 +171,7 @@ def serve(
         os.environ["CAREOPS_SMTP_PORT"] = str(settings.smtp_port)
     worker = start_embedded_worker() if embedded_worker else None
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
-    if settings.mllp_port is not None:
-        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
-    if settings.smtp_port is not None:
-        err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
+    _announce_listeners(settings)
     try:
         uvicorn.run(
             "careops.api.app:create_served_app",
@@ -289,10 +293,7 @@ def worker(mllp_port: MllpPortOption = None, smtp_port: SmtpPortOption = None) -
     ready_database(settings).dispose()
     configure_logging()
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
-    if settings.mllp_port is not None:
-        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
-    if settings.smtp_port is not None:
-        err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
+    _announce_listeners(settings)
     try:
         asyncio.run(run_worker(settings, listeners=_inbound_listeners(settings)))
     except KeyboardInterrupt:

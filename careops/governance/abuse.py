@@ -13,17 +13,32 @@ import time
 from careops.errors import Forbidden
 
 
+class Signer:
+    """HMAC-SHA256 signatures (base64url) under a key derived from the secret for one purpose, so
+    that a value signed for one use is no good for another."""
+
+    def __init__(self, secret: str, purpose: str) -> None:
+        self._key = hashlib.sha256(f"{purpose}:{secret}".encode()).digest()
+
+    def sign(self, text: str) -> str:
+        digest = hmac.new(self._key, text.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def verify(self, text: str, signature: str) -> bool:
+        return hmac.compare_digest(signature, self.sign(text))
+
+
 class CsrfTokens:
     """``nonce.issued.signature`` in the page, the nonce in a cookie: both must come back."""
 
     def __init__(self, secret: str, max_age_seconds: float, purpose: str) -> None:
-        self._key = hashlib.sha256(f"careops-{purpose}-csrf:{secret}".encode()).digest()
+        self._signer = Signer(secret, f"careops-{purpose}-csrf")
         self._max_age = max_age_seconds
 
     def issue(self) -> tuple[str, str]:
         nonce = secrets.token_urlsafe(18)
         issued = str(int(time.time()))
-        return nonce, f"{nonce}.{issued}.{self._sign(nonce, issued)}"
+        return nonce, f"{nonce}.{issued}.{self._signer.sign(f'{nonce}.{issued}')}"
 
     def verify(self, token: str, cookie_nonce: str | None) -> str:
         """The nonce of a valid token (it doubles as the submission's idempotency key)."""
@@ -31,15 +46,11 @@ class CsrfTokens:
         issued, _, signature = rest.partition(".")
         if not (nonce and issued.isdigit() and cookie_nonce and hmac.compare_digest(nonce, cookie_nonce)):
             raise Forbidden("the form has expired or was not sent from this page; please reload it")
-        if not hmac.compare_digest(signature, self._sign(nonce, issued)):
+        if not self._signer.verify(f"{nonce}.{issued}", signature):
             raise Forbidden("the form has expired or was not sent from this page; please reload it")
         if time.time() - int(issued) > self._max_age:
             raise Forbidden("the form has expired; please reload it (your entries are shown again)")
         return nonce
-
-    def _sign(self, nonce: str, issued: str) -> str:
-        digest = hmac.new(self._key, f"{nonce}.{issued}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 class RateLimiter:

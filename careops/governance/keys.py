@@ -234,8 +234,10 @@ def rewrap(db: Database, old_master: bytes, settings: Settings, *, actor: str) -
                 .where(_keys_table.c.id == row.id)
                 .values(wrapped=_wrap(new_master, row.id, key))
             )
-        record_events(connection, Event(EventType.KEYS_REWRAPPED, "field_key", "master", actor=actor,
-                                        payload={"keys": len(rows)}))  # fmt: skip
+        rewrapped = Event(
+            EventType.KEYS_REWRAPPED, "field_key", "master", actor=actor, payload={"keys": len(rows)}
+        )
+        record_events(connection, rewrapped)
     load_field_keys(db, settings)
     return len(rows)
 

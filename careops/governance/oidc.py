@@ -25,9 +25,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from careops.errors import ConfigurationError, Unauthorised
+from careops.governance.abuse import Signer
 from careops.settings import Settings
 
 DISCOVERY_CACHE_SECONDS = 3600
+_PURPOSE = "careops-oidc"  # the login cookie's signing key
 
 
 @dataclass(frozen=True)
@@ -43,25 +45,18 @@ class LoginRequest:
 def seal(login: LoginRequest, secret_key: str) -> str:
     """The cookie that carries a login's state, nonce and PKCE verifier to the callback, signed."""
     body = f"{login.state}.{login.nonce}.{login.verifier}.{int(time.time())}"
-    return f"{body}.{_mac(body, secret_key)}"
+    return f"{body}.{Signer(secret_key, _PURPOSE).sign(body)}"
 
 
 def unseal(cookie: str | None, state: str, secret_key: str, max_age: float = 600) -> tuple[str, str]:
     """The nonce and verifier of the login this callback belongs to; Unauthorised otherwise."""
     parts = (cookie or "").split(".")
-    if len(parts) != 5 or not hmac.compare_digest(parts[4], _mac(".".join(parts[:4]), secret_key)):
+    if len(parts) != 5 or not Signer(secret_key, _PURPOSE).verify(".".join(parts[:4]), parts[4]):
         raise Unauthorised("this login was not started here or has expired: start again")
     kept_state, nonce, verifier, issued = parts[:4]
     if not hmac.compare_digest(kept_state, state) or time.time() - int(issued) > max_age:
         raise Unauthorised("this login was not started here or has expired: start again")
     return nonce, verifier
-
-
-def _mac(body: str, secret_key: str) -> str:
-    key = hashlib.sha256(f"careops-oidc:{secret_key}".encode()).digest()
-    return (
-        base64.urlsafe_b64encode(hmac.new(key, body.encode(), hashlib.sha256).digest()).decode().rstrip("=")
-    )
 
 
 class OidcClient:

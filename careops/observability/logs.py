@@ -77,8 +77,10 @@ def scrub(text: str) -> str:
 def safe_exception(exc_info: tuple[type[BaseException], BaseException, TracebackType | None]) -> str:
     """``ValueError at careops/x.py:12 in f <- ...``: the type and where, never the message."""
     kind, _, trace = exc_info
-    frames = [f"{frame.filename.rsplit('/careops/', 1)[-1]}:{frame.lineno} in {frame.name}"
-              for frame in traceback.extract_tb(trace)][-8:]  # fmt: skip
+    frames = [
+        f"{frame.filename.rsplit('/careops/', 1)[-1]}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(trace)
+    ][-8:]
     return f"{kind.__module__}.{kind.__qualname__} at " + " <- ".join(reversed(frames))
 
 

@@ -43,8 +43,17 @@ def patient_view(patient: Patient, masking: MaskingPolicy) -> dict[str, Any]:
     return masking.project(patient, PATIENT_KEYS, PATIENT_PHI)
 
 
-CASE_KEYS = ("id", "status", "priority", "location_id", "service_id", "patient_id", "referrer_id", "payer_id",
-             "member_id")  # fmt: skip
+CASE_KEYS = (
+    "id",
+    "status",
+    "priority",
+    "location_id",
+    "service_id",
+    "patient_id",
+    "referrer_id",
+    "payer_id",
+    "member_id",
+)
 
 
 def case_summary(case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
@@ -160,8 +169,8 @@ def export_cases(db: Database, filters: CaseFilter, reader: Principal, limit: in
         if cursor is None:
             break
     filters_used = {k: str(v) for k, v in vars(filters).items() if v is not None}
-    event = Event(EventType.CASES_EXPORTED, "principal", reader.id, actor=reader.id,
-                  payload={"rows": len(rows), "filters": filters_used})  # fmt: skip
+    payload = {"rows": len(rows), "filters": filters_used}
+    event = Event(EventType.CASES_EXPORTED, "principal", reader.id, actor=reader.id, payload=payload)
     with db.transaction() as session:
         record_events(session, event)
     return rows

@@ -235,13 +235,8 @@ def _accept(
         answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
     with pipelined(connection):
         insert_case(connection, case_row)
-        run(
-            connection,
-            _ITEM_INSERT,
-            intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id),
-        )
-        if exception_row is not None:
-            run(connection, _EXCEPTION_INSERT, exception_row)
+        item_row = intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id)
+        insert_item(connection, item_row, exception_row)
         insert_documents(connection, item_id, request.attachments)
         record_events(connection, received_event(request, item_id, location_id), *answer.events)
     return answer
@@ -257,6 +252,15 @@ def received_event(request: IntakeRequest, item_id: str, location_id: str | None
         payload={"channel": request.channel},
         **request.context,
     )
+
+
+def insert_item(
+    connection: Connection, item_row: dict[str, Any], exception_row: dict[str, Any] | None = None
+) -> None:
+    """The intake item (``intake_item_row``) and, for an incomplete one, its exception item."""
+    run(connection, _ITEM_INSERT, item_row)
+    if exception_row is not None:
+        run(connection, _EXCEPTION_INSERT, exception_row)
 
 
 def insert_documents(connection: Connection, item_id: str, attachments: tuple[Attachment, ...]) -> None:

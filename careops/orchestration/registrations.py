@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, transition
 from careops.domain.encryption import keys_of
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import Base, ExceptionItem, IntakeItem, Patient, ServiceCase, new_id
+from careops.domain.models import ExceptionItem, Patient, ServiceCase, new_id
 from careops.domain.patients import find_or_register
 from careops.domain.reference import LocationRef
 from careops.domain.referrals import PatientIn, ReferralIn, normalise_code
@@ -28,14 +28,13 @@ from careops.orchestration.intake import (
     answer_once,
     check_location,
     evaluate,
+    insert_item,
     intake_exception,
     intake_item_row,
     received_event,
 )
 from careops.settings import Settings
 
-_intake_items = Base.metadata.tables[IntakeItem.__tablename__]
-_exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 # Cases an external scheduler's appointment can belong to, most likely first.
 _SCHEDULABLE = (CaseStatus.READY_TO_SCHEDULE, CaseStatus.SCHEDULED, CaseStatus.AWAITING_AUTHORISATION)
 
@@ -78,8 +77,7 @@ def record_patient(
             if reasons or place is None:  # (no place is always a reason: the check is for mypy)
                 answer, exception_row = intake_exception(item_id, place_id, reasons, context)
                 row = intake_item_row(request, item_id, answer, reasons, normalised, place_id)
-                connection.execute(insert(_intake_items), row)
-                connection.execute(insert(_exceptions), exception_row)
+                insert_item(connection, row, exception_row)
             else:
                 patient_id, _ = find_or_register(connection, place.organisation_id, evaluation.referral)
                 body = {"outcome": "patient_recorded", "intake_item_id": item_id, "patient_id": patient_id}
@@ -92,9 +90,7 @@ def record_patient(
                     **context,
                 )
                 answer = IntakeAnswer(200, body, [recorded])
-                connection.execute(
-                    insert(_intake_items), intake_item_row(request, item_id, answer, [], normalised, place.id)
-                )
+                insert_item(connection, intake_item_row(request, item_id, answer, [], normalised, place.id))
             record_events(connection, received_event(request, item_id, place_id), *answer.events)
             return answer
 
@@ -130,18 +126,13 @@ def record_appointment(
                 answer, exception_row = intake_exception(
                     item_id, place_id, ["unmatched_appointment"], context
                 )
-                connection.execute(
-                    insert(_intake_items),
-                    intake_item_row(request, item_id, answer, ["unmatched_appointment"], normalised, None),
-                )
-                connection.execute(insert(_exceptions), exception_row)
+                row = intake_item_row(request, item_id, answer, ["unmatched_appointment"], normalised, None)
+                insert_item(connection, row, exception_row)
                 record_events(connection, received_event(request, item_id, place_id), *answer.events)
                 return answer
             answer = _apply_notice(session, case, notice, item_id, request)
-            connection.execute(
-                insert(_intake_items),
-                intake_item_row(request, item_id, answer, [], normalised, case.location_id),
-            )
+            row = intake_item_row(request, item_id, answer, [], normalised, case.location_id)
+            insert_item(connection, row)
             record_events(connection, received_event(request, item_id, place_id), *answer.events)
             return answer
 
