@@ -51,7 +51,7 @@ def fhir_bundle(referral: dict[str, object]) -> bytes:
         kind = str(resource["resourceType"])
         return {"fullUrl": ids[key], "resource": resource, "request": {"method": "POST", "url": kind}}
 
-    document = {
+    document: dict[str, object] = {
         "resourceType": "DocumentReference",
         "status": "current",
         "subject": {"reference": ids["p"]},

@@ -65,6 +65,16 @@ def test_sealing_links_every_event_into_one_chain(db: Database) -> None:
     assert report.ok and report.entries == 8 and report.checkpoints == 2 and report.head_seq == 8
 
 
+def test_a_batch_larger_than_a_sealing_group_is_sealed_whole(db: Database) -> None:
+    """PostgreSQL seals with one array statement, SQLite in groups of 256, 32, 8, 2, 1 here."""
+    write_events(db, 299)
+    assert seal(db, KEY) == 299
+    entries = chain(db)
+    assert [e.seq for e in entries] == list(range(1, 300))
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(entries))
+    assert verify(db, KEY).ok
+
+
 def tamper_edit(db: Database) -> None:
     with db.writer() as connection:
         connection.execute(update(BusinessEvent).where(BusinessEvent.seq == 3).values(actor="someone-else"))
