@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import IntakeItem, Patient, ServiceCase
+from tests.integrations.test_email import pdf_with_text
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "fhir"
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -209,6 +211,25 @@ def test_a_transaction_creates_the_case_with_its_patient_and_referrer(
     task = client.get("/fhir/r4/Task", params={"based-on": location}).json()["entry"][0]["resource"]
     assert task["status"] == "accepted"
     assert case.id in task["businessStatus"]["text"]
+
+
+def test_a_document_reference_s_pdf_becomes_a_document_of_the_referral(client: TestClient) -> None:
+    bundle = referral_bundle()
+    letter = pdf_with_text("Referral letter: knee pain for six weeks")
+    attachment = bundle["entry"][3]["resource"]["content"][0]["attachment"]
+    encoded = base64.b64encode(letter).decode()
+    attachment["data"] = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))  # MIME lines
+    attachment["title"] = "letter.pdf"
+    bundle["entry"][3]["resource"]["content"].append({"attachment": {"url": "https://ehr.example/doc/2"}})
+    answer = client.post("/fhir/r4", json=bundle, headers=FHIR)
+    item_id = answer.json()["entry"][2]["response"]["location"].split("/")[1]
+    documents = client.get(f"/api/v1/intake/{item_id}/documents").json()["items"]
+    assert [(d["filename"], d["content_type"], d["size_bytes"]) for d in documents] == [
+        ("letter.pdf", "application/pdf", len(letter))
+    ]
+    assert client.get(f"/api/v1/documents/{documents[0]['id']}/content").content == letter
+    text = client.get(f"/api/v1/documents/{documents[0]['id']}/text").text
+    assert "knee pain for six weeks" in text
 
 
 def test_if_none_exist_makes_the_create_conditional(client: TestClient, db: Database) -> None:

@@ -23,8 +23,9 @@ from careops.governance.principal import Principal
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.integrations.inbound import fhir_r4
 from careops.integrations.inbound.channel_metrics import measured
+from careops.integrations.inbound.document_text import extract_text
 from careops.integrations.inbound.facilities import location_for
-from careops.orchestration.intake import CatalogueCache, IntakeRequest, accept_referral
+from careops.orchestration.intake import Attachment, CatalogueCache, IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
 from careops.settings import Settings
 
@@ -198,6 +199,7 @@ class FhirChannel:
             scope=scope,
             sender=(resource.get("requester") or {}).get("display") or referral.referrer.code,
             conditional=conditional_key is not None,
+            attachments=_documents(drawn_on),
         )
         try:
             answer = accept_referral(self.db, request, referral, self.settings, self.catalogue)
@@ -275,6 +277,17 @@ def _drawn_on(request: fhir_r4.Entry, bundle: fhir_r4.Bundle) -> list[fhir_r4.En
         and _points_at(entry, request.resource, bundle)
     ]
     return [*found, *documents]
+
+
+def _documents(drawn_on: list[fhir_r4.Entry]) -> tuple[Attachment, ...]:
+    """The files of the request's DocumentReferences, stored as documents of its intake item (as
+    an email's attachments are), with their text for triage."""
+    return tuple(
+        Attachment(name, kind, data, extract_text(kind, data))
+        for entry in drawn_on
+        if entry.type == "DocumentReference"
+        for name, kind, data in fhir_r4.inline_files(entry.resource)
+    )
 
 
 def _collection(request: dict[str, Any], drawn_on: list[fhir_r4.Entry]) -> dict[str, Any]:

@@ -7,7 +7,10 @@ elements read here). Nothing in this module touches the database; ``fhir_channel
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import mimetypes
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -384,6 +387,26 @@ def _member_id(coverage: dict[str, Any] | None) -> str | None:
         return None
     value = coverage.get("subscriberId") or _first_identifier(coverage)
     return str(value)[:64] if value else None
+
+
+def inline_files(document: dict[str, Any]) -> list[tuple[str, str, bytes]]:
+    """The files a DocumentReference carries inline (``content.attachment.data``): name, media
+    type and bytes. One given by ``url`` only is not fetched (it stays in the kept resource)."""
+    files = []
+    for number, content in enumerate(document.get("content") or [], start=1):
+        attachment = content.get("attachment") or {}
+        data = attachment.get("data")
+        if not isinstance(data, str):
+            continue
+        try:
+            decoded = base64.b64decode("".join(data.split()), validate=True)  # FHIR allows whitespace
+        except (binascii.Error, ValueError):
+            continue  # validation already refused anything but base64; nothing to store otherwise
+        kind = str(attachment.get("contentType") or "application/octet-stream").split(";")[0].strip()
+        title = attachment.get("title") or document.get("description")
+        name = str(title) if title else f"DocumentReference-{number}{mimetypes.guess_extension(kind) or ''}"
+        files.append((name, kind, decoded))
+    return files
 
 
 def location_names(request: dict[str, Any], bundle: Bundle) -> list[str]:
