@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from careops.db import Database
 from careops.domain.models import Document, ExceptionItem, IntakeItem, Patient, ServiceCase
 from careops.integrations.inbound.document_text import extract_text
-from careops.integrations.inbound.email_channel import EmailChannel, parse
+from careops.integrations.inbound.email_channel import EmailChannel, parse, referral
 from careops.integrations.inbound.smtp import start_smtp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
@@ -122,6 +122,31 @@ def test_fields_missing_from_the_body_are_found_in_the_pdf(channel: EmailChannel
     letter = pdf_with_text("Service: XRAY-CHEST")
     answer = channel.receive(referral_email("Patient: Jane Roe\nDOB: 1975-01-02\n", letter))
     assert answer.body["outcome"] == "case_created", answer.body
+
+
+def test_labels_on_one_line_end_each_other_s_values() -> None:
+    """PDF text often comes out as one line; prose labels elsewhere do not win over a line's own."""
+    letter = pdf_with_text("Patient: Roe, Jane DOB: 1975-01-02 Service: XRAY-CHEST Referrer: GP-001")
+    email = parse(referral_email("Reason for referral: cough\nService: MRI-KNEE\n", letter))
+    found = referral(email, None)
+    assert (found.patient.given_name, found.patient.family_name) == ("Jane", "Roe")
+    assert found.patient.birth_date == "1975-01-02"
+    assert found.service_code == "MRI-KNEE"  # the body's own line comes first
+    assert found.referrer.code == "GP-001"
+
+
+def test_an_html_only_email_keeps_its_lines() -> None:
+    message = EmailMessage()
+    message["From"] = "gp@clinic.example"
+    message["Subject"] = "Referral"
+    message.set_content(
+        "<html><body><p>Patient: Html, Hal<br>DOB: 1960-02-02</p>"
+        "<div>Service: XRAY-CHEST</div></body></html>",
+        subtype="html",
+    )
+    found = referral(parse(bytes(message)), None)
+    assert (found.patient.given_name, found.patient.family_name) == ("Hal", "Html")
+    assert (found.patient.birth_date, found.service_code) == ("1960-02-02", "XRAY-CHEST")
 
 
 @pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.eml")), ids=lambda p: p.name)

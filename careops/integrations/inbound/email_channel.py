@@ -51,6 +51,14 @@ _PATTERNS = {
     name: re.compile(rf"(?im)^[ \t>*-]*{label}[ \t]*[:#=\-][ \t]*(.+?)[ \t]*$")
     for name, label in _FIELDS.items()
 }
+# A label later on the same line ("Patient: Doe, Jane DOB: 12/04/1980", as PDF text often comes
+# out) ends the value before it, and is looked for there when no line starts with it.
+_NEXT_LABEL = re.compile(rf"(?i)[ \t]+(?:{'|'.join(_FIELDS.values())})[ \t]*:")
+_INLINE_PATTERNS = {
+    name: re.compile(rf"(?i)(?<![^ \t]){label}[ \t]*:[ \t]*([^\n]+?)[ \t]*$", re.M)
+    for name, label in _FIELDS.items()
+}
+_LINE_BREAKS = re.compile(r"<br\s*/?>|</(?:p|div|tr|li|h[1-6]|table)\s*>", re.I)
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 _CODE = re.compile(r"^[A-Z]{1,6}-?\d{1,6}$")
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -101,7 +109,7 @@ def parse(raw: bytes) -> ParsedEmail:
             plain.append(_text(part))
         elif kind == "text/html":
             markup.append(_text(part))
-    body = "\n".join(plain) if plain else html.unescape(_TAGS.sub(" ", "\n".join(markup)))
+    body = "\n".join(plain) if plain else _html_text("\n".join(markup))
     body = body.replace("\x00", "")  # NUL is no text (and PostgreSQL refuses it)
     sender = parseaddr(_header(message, "From"))[1] or None
     recipients = [address for _, address in getaddresses([_header(message, "To"), _header(message, "Cc")])]
@@ -175,9 +183,16 @@ def referral(email: ParsedEmail, location: str | None) -> ReferralIn:
     )
 
 
+def _html_text(markup: str) -> str:
+    """An HTML-only email as text, a line per line break, paragraph, row or list item."""
+    return html.unescape(_TAGS.sub(" ", _LINE_BREAKS.sub("\n", markup)))
+
+
 def _find(name: str, text: str) -> str | None:
-    match = _PATTERNS[name].search(text)
-    return match.group(1).strip()[:200] if match else None
+    match = _PATTERNS[name].search(text) or _INLINE_PATTERNS[name].search(text)
+    if match is None:
+        return None
+    return _NEXT_LABEL.split(match.group(1), maxsplit=1)[0].strip()[:200] or None
 
 
 def _split_name(name: str | None) -> tuple[str | None, str | None]:
