@@ -106,12 +106,15 @@ class IntakeRequest:
     attachments: tuple[Attachment, ...] = ()
     # Channels without an Idempotency-Key header (HL7, FHIR, email) key a request by what it
     # names (sender and message id) and its payload's digest: a resend is answered again and
-    # changes nothing, while another message under a reused id is its own.
+    # changes nothing, while another message under a reused id is its own. ``content_digest``:
+    # the digest of what makes two payloads the same message when that is not all of their bytes
+    # (HL7: all but MSH-7, the time stamp an interface engine may renew when it resends).
     content_key: str | None = None
+    content_digest: str | None = None
 
     def __post_init__(self) -> None:
         if self.content_key is not None:
-            key = f"{self.content_key}|{self.sha256[:32]}"
+            key = f"{self.content_key}|{(self.content_digest or self.sha256)[:32]}"
             self.idempotency_key = key if len(key) <= 255 else hashlib.sha256(key.encode()).hexdigest()
 
     @cached_property
@@ -207,7 +210,8 @@ def _earlier_answer(connection: Connection, request: IntakeRequest) -> IntakeAns
     ).first()
     if row is None:
         return None
-    if row.payload_sha256 != request.sha256 and not request.conditional:
+    # A content key already names the content: the same key is the same message.
+    if row.payload_sha256 != request.sha256 and not request.conditional and request.content_key is None:
         raise DuplicateRequest("this Idempotency-Key was already used with a different request body")
     return IntakeAnswer(row.response_status, row.response_body)
 

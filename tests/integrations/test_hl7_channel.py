@@ -88,6 +88,22 @@ def test_an_order_over_http_creates_one_case_and_a_resend_changes_nothing(
     assert item.raw_payload.startswith("MSH|")
 
 
+def test_a_resend_with_a_renewed_time_stamp_is_the_same_message_but_a_reused_id_is_not(
+    hl7_client: TestClient, hl7_db: Database
+) -> None:
+    """Engines may renew MSH-7 when they resend; an incomplete referral shows it best, because
+    the case duplicate check would not catch a second exception item."""
+    body = (SAMPLES / "REF-I12-01.hl7").read_bytes()
+    first = msa(hl7_client.post("/api/v1/hl7", content=body, headers=HL7).text)
+    restamped = body.replace(b"|202201251620+0000|", b"|202612010915+0000|", 1)
+    assert restamped != body
+    assert msa(hl7_client.post("/api/v1/hl7", content=restamped, headers=HL7).text) == first
+    assert counts(hl7_db) == {"incomplete": 1, "cases": 0, "exceptions": 1}
+    other = body.replace(b"EVERYMAN^ADAM", b"EVERYWOMAN^EVE", 1)  # the same MSH-10, another message
+    assert msa(hl7_client.post("/api/v1/hl7", content=other, headers=HL7).text)[0] == "AA"
+    assert counts(hl7_db)["exceptions"] == 2
+
+
 def test_a_referral_with_unknown_codes_is_accepted_into_the_exception_queue(
     hl7_client: TestClient, hl7_db: Database
 ) -> None:

@@ -3,8 +3,8 @@
 Referrals and orders (REF^I12, ORM^O01, OMG^O19, OML^O21) go through the same intake as
 ``POST /api/v1/referrals``; registrations (ADT^A04/A08/A31) and external appointments
 (SIU^S12/S14/S15) through ``registrations``. The sender, its message control id (MSH-10) and the
-message's digest are the idempotency key, across transports: a message sent again gets ``AA``
-again and changes nothing.
+message's digest (without MSH-7) are the idempotency key, across transports: a message sent
+again, its time stamp renewed or not, gets ``AA`` again and changes nothing.
 Whatever cannot be read or mapped is kept whole in quarantine and answered ``AE`` or ``AR``.
 """
 
@@ -100,6 +100,7 @@ class Hl7Channel:
             channel="hl7",
             principal_id=PRINCIPAL,
             content_key=f"{header.sender}|{header.control_id}",
+            content_digest=hl7v2.resend_digest(message.text),
             correlation_id=header.control_id[:64],
             scope=scope,
             sender=header.sender[:200],

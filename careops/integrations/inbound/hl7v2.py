@@ -14,6 +14,7 @@ ACK's MSH swaps the sending and receiving application and facility.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -324,6 +325,18 @@ def read_header(text: str) -> Header:
         processing_id=first_component(11) or "P",
         version=first_component(12),
     )
+
+
+def resend_digest(text: str) -> str:
+    """SHA-256 of a message without MSH-7 (date/time of message): a resend whose engine renewed
+    the time stamp is the same message."""
+    first_line, newline, rest = text.partition("\r")
+    if first_line.startswith("MSH") and len(first_line) > 3:
+        fields = first_line.split(first_line[3])
+        if len(fields) > 6:
+            fields[6] = ""  # MSH-7 (MSH-1 is the separator itself)
+        first_line = first_line[3].join(fields)
+    return hashlib.sha256(f"{first_line}{newline}{rest}".encode()).hexdigest()
 
 
 def parse(raw: bytes) -> Hl7Message:
