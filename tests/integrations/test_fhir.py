@@ -278,6 +278,32 @@ def test_a_transaction_with_one_bad_entry_writes_nothing_but_a_batch_keeps_the_r
     assert [e["response"]["status"] for e in answer.json()["entry"]][2:] == ["201 Created", "200 OK", "422"]
 
 
+def test_references_that_point_nowhere_and_entries_without_a_request_are_refused(
+    client: TestClient, db: Database
+) -> None:
+    dangling = referral_bundle()
+    dangling["entry"][2]["resource"]["subject"] = {"reference": "urn:uuid:not-in-the-bundle"}
+    answer = client.post("/fhir/r4", json=dangling, headers=FHIR)
+    assert answer.status_code == 400
+    issue = answer.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[2].resource.subject.reference"]
+    assert "not-in-the-bundle" not in issue["diagnostics"]
+    dangling["type"] = "batch"  # in a batch only that entry fails, and the batch is kept for it
+    entries = client.post("/fhir/r4", json=dangling, headers=FHIR).json()["entry"]
+    assert [e["response"]["status"] for e in entries] == ["422", "200 OK", "400", "200 OK"]  # Patient: unused
+    assert "(quarantine " in entries[2]["response"]["outcome"]["issue"][0]["diagnostics"]
+    no_request = referral_bundle()
+    del no_request["entry"][2]["request"]
+    refused = client.post("/fhir/r4", json=no_request, headers=FHIR).json()["issue"][0]
+    assert (refused["code"], refused["expression"]) == ("required", ["Bundle.entry[2].request"])
+    alone = referral_bundle()["entry"][2]["resource"]
+    alone["subject"] = {"reference": "#missing"}
+    contained = client.post("/fhir/r4/ServiceRequest", json=alone, headers=FHIR)
+    assert contained.status_code == 400
+    assert contained.json()["issue"][0]["expression"] == ["ServiceRequest.subject.reference"]
+    assert fhir_items(db, "quarantined") == 4 and fhir_items(db) == 4
+
+
 def test_transport_errors_are_operation_outcomes(client: TestClient) -> None:
     broken = client.post("/fhir/r4/ServiceRequest", content=b'{"resourceType": ', headers=FHIR)
     assert broken.status_code == 400 and broken.json()["issue"][0]["code"] == "structure"

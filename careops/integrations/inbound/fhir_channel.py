@@ -10,7 +10,7 @@ kept in quarantine and answered with an OperationOutcome.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -50,6 +50,9 @@ class FhirAnswer:
     status: int
     body: dict[str, Any]
     location: str | None = None
+    # A batch's entries refused as invalid (400), each with its OperationOutcome in ``body``: the
+    # batch is kept in quarantine for them.
+    invalid: list[tuple[fhir_r4.FhirError, dict[str, Any]]] = field(default_factory=list)
 
 
 class FhirChannel:
@@ -81,11 +84,15 @@ class FhirChannel:
         raise fhir_r4.FhirError(404, "not-supported", detail, resource_type)
 
     def accept(self, raw: bytes, scope: LocationScope = EVERYWHERE) -> FhirAnswer:
-        """Replay: a quarantined resource or Bundle through the channel again (FhirError if refused)."""
+        """Replay: a quarantined resource or Bundle through the channel again (FhirError if refused,
+        or if an entry of a batch still is)."""
         document = fhir_r4.parse_json(raw)
-        if document.get("resourceType") == "Bundle":
-            return self._bundle(raw, scope)
-        return self._create(raw, None, scope)
+        if document.get("resourceType") != "Bundle":
+            return self._create(raw, None, scope)
+        answer = self._bundle(raw, scope)
+        if answer.invalid:
+            raise answer.invalid[0][0]
+        return answer
 
     def _measured(self, raw: bytes, actor: str, work: Any) -> FhirAnswer:
         with measured("fhir") as seen:
@@ -95,21 +102,28 @@ class FhirChannel:
                 seen.quarantined = True
                 return self.refuse(raw, error, actor)
             seen.accepted = True
+            if answer.invalid:
+                self._keep(raw, answer.invalid, actor)
             return answer
 
     def refuse(self, raw: bytes, error: fhir_r4.FhirError, actor: str) -> FhirAnswer:
         """Keep the payload whole in quarantine; the OperationOutcome names the quarantine id."""
+        outcome = error.outcome()
+        self._keep(raw, [(error, outcome)], actor)
+        return FhirAnswer(error.status, outcome)
+
+    def _keep(self, raw: bytes, refused: list[tuple[fhir_r4.FhirError, dict[str, Any]]], actor: str) -> None:
+        """Quarantine the payload for these errors; each one's OperationOutcome names the id."""
         quarantine_id = quarantine(
             self.db,
             raw=raw[: self.settings.quarantine_max_bytes],
             content_type=fhir_r4.FHIR_JSON,
             channel="fhir",
-            reasons=[error.reason],
+            reasons=[error.reason for error, _ in refused],
             actor=actor,
         )
-        outcome = error.outcome()
-        outcome["issue"][0]["diagnostics"] += f" (quarantine {quarantine_id})"
-        return FhirAnswer(error.status, outcome)
+        for _, outcome in refused:
+            outcome["issue"][0]["diagnostics"] += f" (quarantine {quarantine_id})"
 
     def _create(self, raw: bytes, if_none_exist: str | None, scope: LocationScope) -> FhirAnswer:
         resource = fhir_r4.parse_json(raw)
@@ -117,48 +131,58 @@ class FhirChannel:
             raise fhir_r4.FhirError(400, "invalid", "this endpoint takes a ServiceRequest", "resourceType")
         fhir_r4.validate(resource, "ServiceRequest")
         bundle = fhir_r4.Bundle(
-            "batch", [fhir_r4.Entry(0, None, resource, "POST", "ServiceRequest", if_none_exist)]
+            "batch", [fhir_r4.Entry(0, None, resource, "POST", "ServiceRequest", if_none_exist, alone=True)]
         )
-        fhir_r4.check_references(bundle)
         entry = bundle.entries[0]
+        fhir_r4.check_references(entry, bundle)
         return self._submit(entry, bundle, _drawn_on(entry, bundle), scope, if_none_exist)
 
     def _bundle(self, raw: bytes, scope: LocationScope) -> FhirAnswer:
         bundle = fhir_r4.read_bundle(fhir_r4.parse_json(raw))
-        fhir_r4.check_references(bundle)
         drawn_on = {e.index: _drawn_on(e, bundle) for e in bundle.entries if e.type == "ServiceRequest"}
         referenced = {entry.index for entries in drawn_on.values() for entry in entries}
-        problems = {entry.index: self._entry_problem(entry, referenced) for entry in bundle.entries}
+        problems = {entry.index: self._entry_problem(entry, bundle, referenced) for entry in bundle.entries}
         if bundle.kind == "transaction":
             found = [p for p in problems.values() if p is not None]
             if found:  # a transaction is all or nothing: nothing was written; invalid content first
                 raise min(found, key=lambda p: p.status != 400)
         responses = []
+        invalid = []
         for entry in bundle.entries:
             problem = problems[entry.index]
-            if problem is not None:
-                responses.append({"response": {"status": str(problem.status), "outcome": problem.outcome()}})
-            elif entry.type == "ServiceRequest":
+            if problem is None and entry.type == "ServiceRequest":
                 try:
                     answer = self._submit(entry, bundle, drawn_on[entry.index], scope, entry.if_none_exist)
                 except fhir_r4.FhirError as error:
                     if bundle.kind == "transaction":
                         raise
-                    responses.append({"response": {"status": str(error.status), "outcome": error.outcome()}})
+                    problem = error
+                else:
+                    responses.append(_entry_response(answer))
                     continue
-                responses.append(_entry_response(answer))
-            else:
+            if problem is None:
                 responses.append(
                     {"response": {"status": "200 OK", "outcome": _informational("used as context")}}
                 )
+                continue
+            outcome = problem.outcome()
+            responses.append({"response": {"status": str(problem.status), "outcome": outcome}})
+            if problem.status == 400:
+                invalid.append((problem, outcome))
         kind = f"{bundle.kind}-response"
-        return FhirAnswer(200, {"resourceType": "Bundle", "type": kind, "entry": responses})
+        return FhirAnswer(200, {"resourceType": "Bundle", "type": kind, "entry": responses}, invalid=invalid)
 
     @staticmethod
-    def _entry_problem(entry: fhir_r4.Entry, referenced: set[int]) -> fhir_r4.FhirError | None:
+    def _entry_problem(
+        entry: fhir_r4.Entry, bundle: fhir_r4.Bundle, referenced: set[int]
+    ) -> fhir_r4.FhirError | None:
         """Why an entry cannot be taken, or None: careops creates referrals, it is no FHIR store."""
+        if not entry.method:
+            detail = "a transaction or batch entry needs a request (method and url)"
+            return fhir_r4.FhirError(400, "required", detail, f"{entry.path}.request")
         try:
-            fhir_r4.validate(entry.resource, f"{entry.path}.resource")
+            fhir_r4.validate(entry.resource, entry.resource_path)
+            fhir_r4.check_references(entry, bundle)
         except fhir_r4.FhirError as error:
             return error
         if entry.method not in ("POST", "PUT"):
@@ -166,10 +190,10 @@ class FhirChannel:
             return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.request.method")
         if entry.type not in fhir_r4.ACCEPTED_TYPES:
             detail = f"careops does not take {entry.type} resources"
-            return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.resource")
+            return fhir_r4.FhirError(422, "not-supported", detail, entry.resource_path)
         if entry.type != "ServiceRequest" and entry.index not in referenced:
             detail = f"careops takes a {entry.type} only as context of a ServiceRequest in the Bundle"
-            return fhir_r4.FhirError(422, "not-supported", detail, f"{entry.path}.resource")
+            return fhir_r4.FhirError(422, "not-supported", detail, entry.resource_path)
         return None
 
     def _submit(
@@ -204,7 +228,7 @@ class FhirChannel:
         try:
             answer = accept_referral(self.db, request, referral, self.settings, self.catalogue)
         except Forbidden as exc:
-            raise fhir_r4.FhirError(403, "forbidden", exc.detail, f"{entry.path}.resource") from exc
+            raise fhir_r4.FhirError(403, "forbidden", exc.detail, entry.resource_path) from exc
         item_id = answer.body["intake_item_id"]
         created = bool(answer.events)  # an earlier answer (same request or identifier) has none
         stored = {**resource, "id": item_id}

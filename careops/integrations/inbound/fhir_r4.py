@@ -176,10 +176,16 @@ class Entry:
     method: str
     url: str
     if_none_exist: str | None
+    alone: bool = False  # posted by itself (POST /ServiceRequest), not in a Bundle
 
     @property
     def path(self) -> str:
         return f"Bundle.entry[{self.index}]"
+
+    @property
+    def resource_path(self) -> str:
+        """Where the resource is, for error expressions: in its entry, or itself when posted alone."""
+        return self.type if self.alone else f"{self.path}.resource"
 
     @property
     def type(self) -> str:
@@ -188,7 +194,7 @@ class Entry:
     @cached_property
     def references(self) -> list[tuple[str, str]]:
         """Every reference in the resource: (where, target), walked once per request."""
-        return references(self.resource, f"{self.path}.resource")
+        return references(self.resource, self.resource_path)
 
 
 @dataclass
@@ -203,6 +209,9 @@ class Bundle:
                 self._index[entry.full_url] = entry
             if entry.resource.get("id"):
                 self._index[f"{entry.type}/{entry.resource['id']}"] = entry
+
+    def holds(self, full_url: str) -> bool:
+        return full_url in self._index
 
     def resolve(
         self, reference: dict[str, Any] | None, resource: dict[str, Any] | None = None
@@ -258,22 +267,35 @@ def read_bundle(document: dict[str, Any]) -> Bundle:
     return Bundle(kind, entries)
 
 
-def check_references(bundle: Bundle) -> None:
-    """400 for a reference that is neither local, ``Type/id`` nor ``Type?search`` of a real type."""
-    for entry in bundle.entries:
-        for where, target in entry.references:
-            if target.startswith(("#", "urn:uuid:", "urn:oid:")) or _REFERENCE.match(target):
-                continue
-            type_name = target.split("?", 1)[0]
-            try:
-                get_fhir_model_class(type_name)
-            except (KeyError, ValueError) as exc:
-                raise FhirError(
-                    400,
-                    "invalid",
-                    "the reference names no resource type (Type/id, or a fullUrl in the Bundle)",
-                    where,
-                ) from exc
+def check_references(entry: Entry, bundle: Bundle) -> None:
+    """400 for a reference of ``entry`` that cannot be right: a ``urn:uuid:``/``urn:oid:`` no entry
+    of the Bundle has as its fullUrl, a ``#id`` no contained resource has, or one that is neither
+    ``Type/id`` nor ``Type?search`` of a real type."""
+    for where, target in entry.references:
+        if target.startswith(("urn:uuid:", "urn:oid:")):
+            if not bundle.holds(target):
+                detail = "no entry of the Bundle has this fullUrl (a urn: reference must point inside it)"
+                raise FhirError(400, "invalid", detail, where)
+            continue
+        if target.startswith("#"):
+            contained = entry.resource.get("contained") or []
+            if target != "#" and not any(
+                isinstance(c, dict) and c.get("id") == target[1:] for c in contained
+            ):
+                raise FhirError(400, "invalid", "no contained resource has this id", where)
+            continue
+        if _REFERENCE.match(target):
+            continue
+        type_name = target.split("?", 1)[0]
+        try:
+            get_fhir_model_class(type_name)
+        except (KeyError, ValueError) as exc:
+            raise FhirError(
+                400,
+                "invalid",
+                "the reference names no resource type (Type/id, or a fullUrl in the Bundle)",
+                where,
+            ) from exc
 
 
 def references(node: Any, path: str) -> list[tuple[str, str]]:
