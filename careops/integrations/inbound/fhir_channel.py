@@ -103,6 +103,7 @@ class FhirChannel:
                 return self.refuse(raw, error, actor)
             seen.accepted = True
             if answer.invalid:
+                seen.quarantined = True
                 self._keep(raw, answer.invalid, actor)
             return answer
 
