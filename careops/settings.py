@@ -7,10 +7,11 @@ unsafe in production and says which setting to change.
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -112,6 +113,10 @@ class Settings(BaseSettings):
     mllp_max_bytes: int = Field(
         1024 * 1024, description="Largest MLLP frame; larger ones are quarantined and NAKed."
     )
+    mllp_allowed_peers: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) that may connect to the MLLP listener; empty: any.",
+    )
     smtp_host: str = Field("127.0.0.1", description="Interface the SMTP listener binds to.")
     smtp_port: int | None = Field(
         None, description="Start the SMTP listener for referral emails on this port."
@@ -171,6 +176,20 @@ class Settings(BaseSettings):
                 "SQLite serves one process only: use --workers 1 or set CAREOPS_DATABASE_URL to "
                 "postgresql+psycopg://..."
             )
+        if self.mllp_port is not None and not _loopback(self.mllp_host) and not self.mllp_allowed_peers:
+            raise ConfigurationError(
+                f"MLLP has no authentication of its own and listens on {self.mllp_host}: set "
+                "CAREOPS_MLLP_ALLOWED_PEERS to the interface engines' addresses, e.g. '[\"10.1.2.3\"]'"
+            )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import hl7
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import ExceptionItem, IntakeItem, Patient, Referrer, Service, ServiceCase
+from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel
 from careops.integrations.inbound.mllp import END_BLOCK, START_BLOCK, frame, start_mllp
 from careops.orchestration.intake import CatalogueCache
@@ -251,6 +253,50 @@ def test_mllp_over_a_real_socket_with_concurrent_connections(
     # Conservation: every message is an item: accepted, incomplete (exception), or quarantined.
     assert totals.get("quarantined") == 14 + 8
     assert sum(v for k, v in totals.items() if k not in ("cases", "exceptions")) == 30 + 8
+
+
+def test_the_mllp_listener_takes_only_allowed_peers(hl7_settings: Settings, hl7_db: Database) -> None:
+    channel = Hl7Channel(hl7_db, hl7_settings, CatalogueCache(0))
+    order = frame((SAMPLES / "ORM-O01-01.hl7").read_bytes())
+
+    async def send(allowed: list[IPv4Network]) -> bytes:
+        server = await start_mllp(channel, "127.0.0.1", 0, 64 * 1024, allowed)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(order)
+            await writer.drain()
+            try:
+                answer = await reader.read(65536)
+            except ConnectionResetError:  # closed with our frame unread: the kernel resets
+                answer = b""
+            writer.close()
+            return answer
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(send([IPv4Network("10.0.0.0/8")])) == b""  # closed unread: nothing stored
+    assert counts(hl7_db) == {"cases": 0, "exceptions": 0}
+    assert b"MSA|AA|" in asyncio.run(send([IPv4Network("10.0.0.0/8"), IPv4Network("127.0.0.1/32")]))
+
+
+def test_production_refuses_an_open_mllp_listener_without_allowed_peers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAREOPS_MLLP_ALLOWED_PEERS", '["10.1.2.3", "192.168.0.0/24"]')
+    production = Settings(
+        mode="production",
+        secret_key="s" * 40,
+        database_url="postgresql+psycopg://postgres@127.0.0.1/careops",
+        mllp_port=2575,
+        mllp_host="0.0.0.0",
+    )
+    assert production.mllp_allowed_peers == [IPv4Network("10.1.2.3/32"), IPv4Network("192.168.0.0/24")]
+    production.check_production(processes=3)
+    with pytest.raises(ConfigurationError, match="CAREOPS_MLLP_ALLOWED_PEERS"):
+        production.model_copy(update={"mllp_allowed_peers": []}).check_production(processes=3)
+    production.model_copy(update={"mllp_allowed_peers": [], "mllp_host": "127.0.0.1"}).check_production(3)
 
 
 def test_channel_metrics_are_exposed_without_phi(hl7_client: TestClient) -> None:

@@ -37,7 +37,13 @@ class Inbound:
         servers = []
         if settings.mllp_port is not None:
             servers.append(
-                await start_mllp(self.hl7, settings.mllp_host, settings.mllp_port, settings.mllp_max_bytes)
+                await start_mllp(
+                    self.hl7,
+                    settings.mllp_host,
+                    settings.mllp_port,
+                    settings.mllp_max_bytes,
+                    settings.mllp_allowed_peers,
+                )
             )
         if settings.smtp_port is not None:
             servers.append(

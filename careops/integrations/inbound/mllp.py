@@ -10,8 +10,10 @@ served at once; a broken connection never stops the listener.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Any
 
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
 from careops.observability.logs import get_logger
@@ -98,14 +100,32 @@ async def _serve_connection(
         writer.close()
 
 
-async def start_mllp(channel: Hl7Channel, host: str, port: int, max_bytes: int) -> asyncio.Server:
-    """Listen on ``host:port``; the caller closes the returned server.
+async def start_mllp(
+    channel: Hl7Channel,
+    host: str,
+    port: int,
+    max_bytes: int,
+    allowed_peers: Sequence[IPv4Network | IPv6Network] = (),
+) -> asyncio.Server:
+    """Listen on ``host:port``; the caller closes the returned server. With ``allowed_peers``, a
+    connection from any other address is closed before a byte is read (and logged).
 
     The port is shared (``SO_REUSEPORT``) by every process that listens on it: each HTTP worker of
     ``careops serve`` and any ``careops worker --mllp-port``.
     """
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if allowed_peers and not _allowed(writer.get_extra_info("peername"), allowed_peers):
+            log.warning("mllp.peer_refused", peer=str(writer.get_extra_info("peername")[0]))
+            writer.close()
+            return
         await _serve_connection(channel, max_bytes, reader, writer)
 
     return await asyncio.start_server(serve, host, port, reuse_port=True)
+
+
+def _allowed(peer: tuple[Any, ...], networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    address = ip_address(peer[0])
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 peer of a dual-stack listener
+    return any(address in network for network in networks)
