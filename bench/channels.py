@@ -47,8 +47,8 @@ def _mllp_connection(
 ) -> None:
     """One sender as an interface engine is one: send a frame, wait for its ACK, send the next.
 
-    Blocking sockets in threads: the sender shares the server's two cores, and this costs it a
-    tenth of what asyncio streams did (the GIL is free while a thread waits for its ACK)."""
+    Blocking sockets in threads: the sender shares the server's two cores, and this costs ~120 µs
+    of CPU a message where asyncio streams cost 150 to 170 (the GIL is free while a thread waits)."""
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for message in messages:

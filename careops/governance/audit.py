@@ -65,7 +65,7 @@ def _seal_statement(rows: int) -> TextClause:
 
 # PostgreSQL seals any number of rows with one statement of four array parameters: its text never
 # changes, so it is prepared once (the VALUES lists of SQLite's groups are re-parsed by psycopg and
-# planned anew by PostgreSQL each time, which had made sealing most of the worker's CPU).
+# planned anew by PostgreSQL each time, which had made sealing half of the worker's CPU).
 _SEAL_ARRAYS = text(
     f"UPDATE {_events.name} SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608 - constant
     "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:seqs AS BIGINT[]), CAST(:prevs AS TEXT[]), "
