@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Addresses or networks (CIDR) that may connect to the MLLP listener; empty: any.",
     )
+    mllp_tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) of the MLLP listener: MLLP over TLS when set."
+    )
+    mllp_tls_key: Path | None = Field(None, description="PEM private key of mllp_tls_cert.")
+    mllp_tls_client_ca: Path | None = Field(
+        None, description="PEM CA(s) whose client certificates the MLLP listener requires (mutual TLS)."
+    )
     smtp_host: str = Field("127.0.0.1", description="Interface the SMTP listener binds to.")
     smtp_port: int | None = Field(
         None, description="Start the SMTP listener for referral emails on this port."
@@ -176,10 +183,12 @@ class Settings(BaseSettings):
                 "SQLite serves one process only: use --workers 1 or set CAREOPS_DATABASE_URL to "
                 "postgresql+psycopg://..."
             )
-        if self.mllp_port is not None and not _loopback(self.mllp_host) and not self.mllp_allowed_peers:
+        authenticated = self.mllp_allowed_peers or self.mllp_tls_client_ca
+        if self.mllp_port is not None and not _loopback(self.mllp_host) and not authenticated:
             raise ConfigurationError(
                 f"MLLP has no authentication of its own and listens on {self.mllp_host}: set "
-                "CAREOPS_MLLP_ALLOWED_PEERS to the interface engines' addresses, e.g. '[\"10.1.2.3\"]'"
+                "CAREOPS_MLLP_ALLOWED_PEERS to the interface engines' addresses, e.g. '[\"10.1.2.3\"]', "
+                "or require their certificates with CAREOPS_MLLP_TLS_CLIENT_CA"
             )
 
 

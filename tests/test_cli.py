@@ -78,3 +78,19 @@ def test_users_and_roles_are_managed_from_the_command_line(database_url: str) ->
     assert "audit:read" in roles and "compliance_officer" in roles
     assert careops(database_url, "user", "disable", "ana").returncode == 0
     assert "disabled" in careops(database_url, "user", "list").stdout
+
+
+def test_serve_checks_the_mllp_tls_files_before_it_starts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    assert careops(url, "migrate").returncode == 0
+    missing_key = careops(url, "serve", "--mllp-port", "2599", CAREOPS_MLLP_TLS_CERT=str(tmp_path / "c.pem"))
+    assert missing_key.returncode == 1 and "CAREOPS_MLLP_TLS_KEY" in missing_key.stderr
+    unreadable = careops(
+        url,
+        "worker",
+        "--mllp-port",
+        "2599",
+        CAREOPS_MLLP_TLS_CERT=str(tmp_path / "c.pem"),
+        CAREOPS_MLLP_TLS_KEY=str(tmp_path / "k.pem"),
+    )
+    assert unreadable.returncode == 1 and "MLLP TLS: cannot load" in unreadable.stderr

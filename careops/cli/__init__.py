@@ -97,8 +97,14 @@ def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organi
 
 
 def _announce_listeners(settings: Settings) -> None:
+    """Say where the listeners listen, having checked what they need (MLLP's TLS files) before
+    any process starts them."""
     if settings.mllp_port is not None:
-        err.print(f"HL7 MLLP listening on {settings.mllp_host}:{settings.mllp_port}")
+        from careops.integrations.inbound.mllp import tls_context
+
+        tls = tls_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
+        kind = "HL7 MLLP over TLS" if tls is not None else "HL7 MLLP"
+        err.print(f"{kind} listening on {settings.mllp_host}:{settings.mllp_port}")
     if settings.smtp_port is not None:
         err.print(f"SMTP for referral emails listening on {settings.smtp_host}:{settings.smtp_port}")
 
@@ -169,9 +175,9 @@ def serve(
         os.environ["CAREOPS_MLLP_PORT"] = str(settings.mllp_port)
     if settings.smtp_port is not None:
         os.environ["CAREOPS_SMTP_PORT"] = str(settings.smtp_port)
-    worker = start_embedded_worker() if embedded_worker else None
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     _announce_listeners(settings)
+    worker = start_embedded_worker() if embedded_worker else None
     try:
         uvicorn.run(
             "careops.api.app:create_served_app",

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from ipaddress import IPv4Network
+import datetime as dt
+import ssl
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import hl7
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -15,7 +21,7 @@ from careops.db import Database
 from careops.domain.models import ExceptionItem, IntakeItem, Patient, Referrer, Service, ServiceCase
 from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel
-from careops.integrations.inbound.mllp import END_BLOCK, START_BLOCK, frame, start_mllp
+from careops.integrations.inbound.mllp import END_BLOCK, START_BLOCK, frame, start_mllp, tls_context
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
 
@@ -281,6 +287,81 @@ def test_the_mllp_listener_takes_only_allowed_peers(hl7_settings: Settings, hl7_
     assert b"MSA|AA|" in asyncio.run(send([IPv4Network("10.0.0.0/8"), IPv4Network("127.0.0.1/32")]))
 
 
+def _certificate(
+    name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, ca: bool = False
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, issuer_key = issuer or (subject, key)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+def _write_pem(path: Path, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Path:
+    path.write_bytes(
+        certificate.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return path
+
+
+def test_mllp_over_mutual_tls_takes_only_clients_with_a_certificate(
+    hl7_settings: Settings, hl7_db: Database, tmp_path: Path
+) -> None:
+    """The interface engine's certificate is signed by the CA careops is told to trust; a client
+    without one does not get through the handshake, and nothing is stored."""
+    ca_certificate, ca_key = _certificate("careops test CA", None, ca=True)
+    server = _write_pem(tmp_path / "server.pem", *_certificate("careops", (ca_certificate.subject, ca_key)))
+    engine = _write_pem(tmp_path / "engine.pem", *_certificate("engine", (ca_certificate.subject, ca_key)))
+    trusted = tmp_path / "ca.pem"
+    trusted.write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
+    channel = Hl7Channel(hl7_db, hl7_settings, CatalogueCache(0))
+    order = frame((SAMPLES / "ORM-O01-01.hl7").read_bytes())
+
+    async def send(client_certificate: Path | None) -> bytes:
+        listener = await start_mllp(
+            channel, "127.0.0.1", 0, 64 * 1024, tls=tls_context(server, server, trusted)
+        )
+        port = listener.sockets[0].getsockname()[1]
+        client = ssl.create_default_context(cafile=str(trusted))
+        if client_certificate is not None:
+            client.load_cert_chain(client_certificate)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+            writer.write(order)
+            await writer.drain()
+            answer = await reader.readuntil(END_BLOCK)
+            writer.close()
+            return answer
+        except (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError):
+            return b""
+        finally:
+            listener.close()
+            await listener.wait_closed()
+
+    assert asyncio.run(send(None)) == b""
+    assert counts(hl7_db) == {"cases": 0, "exceptions": 0}
+    assert b"MSA|AA|" in asyncio.run(send(engine))
+    with pytest.raises(ConfigurationError, match="CAREOPS_MLLP_TLS_KEY"):
+        tls_context(server, None, None)
+
+
 def test_production_refuses_an_open_mllp_listener_without_allowed_peers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -297,6 +378,8 @@ def test_production_refuses_an_open_mllp_listener_without_allowed_peers(
     with pytest.raises(ConfigurationError, match="CAREOPS_MLLP_ALLOWED_PEERS"):
         production.model_copy(update={"mllp_allowed_peers": []}).check_production(processes=3)
     production.model_copy(update={"mllp_allowed_peers": [], "mllp_host": "127.0.0.1"}).check_production(3)
+    mutual_tls = {"mllp_allowed_peers": [], "mllp_tls_client_ca": Path("engines-ca.pem")}
+    production.model_copy(update=mutual_tls).check_production(3)
 
 
 def test_channel_metrics_are_exposed_without_phi(hl7_client: TestClient) -> None:

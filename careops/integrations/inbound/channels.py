@@ -9,7 +9,7 @@ from careops.db import Database
 from careops.integrations.inbound.email_channel import EmailChannel
 from careops.integrations.inbound.fhir_channel import FhirChannel
 from careops.integrations.inbound.hl7_channel import Hl7Channel
-from careops.integrations.inbound.mllp import start_mllp
+from careops.integrations.inbound.mllp import start_mllp, tls_context
 from careops.integrations.inbound.smtp import start_smtp
 from careops.integrations.inbound.webform import WebForm
 from careops.orchestration.intake import CatalogueCache
@@ -43,6 +43,7 @@ class Inbound:
                     settings.mllp_port,
                     settings.mllp_max_bytes,
                     settings.mllp_allowed_peers,
+                    tls_context(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca),
                 )
             )
         if settings.smtp_port is not None:

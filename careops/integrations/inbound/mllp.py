@@ -10,11 +10,14 @@ served at once; a broken connection never stops the listener.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from pathlib import Path
 from typing import Any
 
+from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
 from careops.observability.logs import get_logger
 
@@ -106,9 +109,11 @@ async def start_mllp(
     port: int,
     max_bytes: int,
     allowed_peers: Sequence[IPv4Network | IPv6Network] = (),
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port``; the caller closes the returned server. With ``allowed_peers``, a
-    connection from any other address is closed before a byte is read (and logged).
+    connection from any other address is closed before a byte is read (and logged); with ``tls``
+    (``tls_context``), MLLP runs inside TLS.
 
     The port is shared (``SO_REUSEPORT``) by every process that listens on it: each HTTP worker of
     ``careops serve`` and any ``careops worker --mllp-port``.
@@ -121,7 +126,28 @@ async def start_mllp(
             return
         await _serve_connection(channel, max_bytes, reader, writer)
 
-    return await asyncio.start_server(serve, host, port, reuse_port=True)
+    return await asyncio.start_server(serve, host, port, reuse_port=True, ssl=tls)
+
+
+def tls_context(cert: Path | None, key: Path | None, client_ca: Path | None) -> ssl.SSLContext | None:
+    """The listener's TLS: its certificate and key; with ``client_ca``, a client certificate
+    signed by it is required (mutual TLS, as IHE ATNA asks of HL7 v2 nodes). None without a cert."""
+    if cert is None:
+        if key is not None or client_ca is not None:
+            raise ConfigurationError("MLLP over TLS needs its certificate: set CAREOPS_MLLP_TLS_CERT")
+        return None
+    if key is None:
+        raise ConfigurationError("set CAREOPS_MLLP_TLS_KEY to the private key of CAREOPS_MLLP_TLS_CERT")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"MLLP TLS: cannot load {cert}, {key} or {client_ca}: {exc}") from exc
+    return context
 
 
 def _allowed(peer: tuple[Any, ...], networks: Sequence[IPv4Network | IPv6Network]) -> bool:
