@@ -251,12 +251,20 @@ def test_if_none_exist_makes_the_create_conditional(client: TestClient, db: Data
     second = client.post("/fhir/r4/ServiceRequest", json=request, headers=headers)
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.headers["location"] == second.headers["location"]
+    encoded = {**FHIR, "If-None-Exist": "identifier=https%3A%2F%2Fclinic.example%7CR-1"}
+    assert client.post("/fhir/r4/ServiceRequest", json=request, headers=encoded).status_code == 200
     assert fhir_items(db) == 1
-    unsupported = client.post(
-        "/fhir/r4/ServiceRequest", json=request, headers={**FHIR, "If-None-Exist": "_id=5"}
-    )
-    assert unsupported.status_code == 400
-    assert unsupported.json()["issue"][0]["code"] == "not-supported"
+    # The same value under another system is another hospital's referral, not this one.
+    request["identifier"] = [{"system": "https://other.example", "value": "R-1"}]
+    other = {**FHIR, "If-None-Exist": "identifier=https://other.example|R-1"}
+    assert client.post("/fhir/r4/ServiceRequest", json=request, headers=other).status_code == 201
+    assert fhir_items(db) == 2
+    for criteria in ("_id=5", "identifier=R-1&_tag=x", "identifier=https://clinic.example|"):
+        unsupported = client.post(
+            "/fhir/r4/ServiceRequest", json=request, headers={**FHIR, "If-None-Exist": criteria}
+        )
+        assert unsupported.status_code == 400
+        assert unsupported.json()["issue"][0]["code"] == "not-supported"
 
 
 def test_a_transaction_with_one_bad_entry_writes_nothing_but_a_batch_keeps_the_rest(

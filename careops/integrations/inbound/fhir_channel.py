@@ -9,9 +9,11 @@ kept in quarantine and answered with an OperationOutcome.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import select
 
@@ -326,18 +328,22 @@ def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bun
 
 
 def _conditional_key(if_none_exist: str | None, path: str) -> str | None:
-    """``identifier=[system|]value`` as an idempotency key; other searches are not supported."""
+    """``identifier=[system|]value`` (URL-encoded or not) as an idempotency key; other searches
+    are not supported. The system is part of the identifier: one value under two systems is two
+    referrals (``identifier=value`` matches one created without a system)."""
     if not if_none_exist:
         return None
-    name, _, value = if_none_exist.partition("=")
-    if name != "identifier" or not value:
+    criteria = parse_qsl(if_none_exist.removeprefix("?"), keep_blank_values=True)
+    if len(criteria) != 1 or criteria[0][0] != "identifier" or not criteria[0][1].rpartition("|")[2]:
         raise fhir_r4.FhirError(
             400,
             "not-supported",
             "If-None-Exist supports only identifier=[system|]value",
             f"{path}.request.ifNoneExist",
         )
-    return f"identifier:{value.split('|')[-1]}"[:255]
+    system, bar, value = criteria[0][1].rpartition("|")
+    key = f"identifier:{system}|{value}" if bar else f"identifier:{value}"
+    return key if len(key) <= 255 else f"identifier:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def _entry_response(answer: FhirAnswer) -> dict[str, Any]:
