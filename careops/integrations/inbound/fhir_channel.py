@@ -214,7 +214,7 @@ class FhirChannel:
         referral = fhir_r4.referral(resource, bundle, location, known)
         collection = _collection(resource, drawn_on)
         raw = canonical_json(collection).encode()
-        conditional_key = _conditional_key(if_none_exist, entry.path)
+        conditional_key = _conditional_key(if_none_exist, None if entry.alone else entry.path)
         request = IntakeRequest(
             raw=raw,
             content_type=fhir_r4.FHIR_JSON,
@@ -327,7 +327,7 @@ def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bun
     return any(bundle.resolve({"reference": ref}, entry.resource) is target for _, ref in entry.references)
 
 
-def _conditional_key(if_none_exist: str | None, path: str) -> str | None:
+def _conditional_key(if_none_exist: str | None, path: str | None) -> str | None:
     """``identifier=[system|]value`` (URL-encoded or not) as an idempotency key; other searches
     are not supported. The system is part of the identifier: one value under two systems is two
     referrals (``identifier=value`` matches one created without a system)."""
@@ -339,7 +339,7 @@ def _conditional_key(if_none_exist: str | None, path: str) -> str | None:
             400,
             "not-supported",
             "If-None-Exist supports only identifier=[system|]value",
-            f"{path}.request.ifNoneExist",
+            f"{path}.request.ifNoneExist" if path else None,  # the header has no FHIRPath
         )
     system, bar, value = criteria[0][1].rpartition("|")
     key = f"identifier:{system}|{value}" if bar else f"identifier:{value}"
