@@ -209,9 +209,6 @@ class Bundle:
             if entry.resource.get("id"):
                 self._index[f"{entry.type}/{entry.resource['id']}"] = entry
 
-    def holds(self, full_url: str) -> bool:
-        return full_url in self._index
-
     def resolve(
         self, reference: dict[str, Any] | None, resource: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
@@ -267,21 +264,15 @@ def read_bundle(document: dict[str, Any]) -> Bundle:
 
 
 def check_references(entry: Entry, bundle: Bundle) -> None:
-    """400 for a reference of ``entry`` that cannot be right: a ``urn:uuid:``/``urn:oid:`` no entry
-    of the Bundle has as its fullUrl, a ``#id`` no contained resource has, or one that is neither
+    """400 for a reference of ``entry`` that cannot be right: a local one (``urn:uuid:``,
+    ``urn:oid:``, ``#id``) that ``Bundle.resolve`` finds nowhere, or one that is neither
     ``Type/id`` nor ``Type?search`` of a real type."""
     for where, target in entry.references:
-        if target.startswith(("urn:uuid:", "urn:oid:")):
-            if not bundle.holds(target):
-                detail = "no entry of the Bundle has this fullUrl (a urn: reference must point inside it)"
+        if target.startswith(("#", "urn:uuid:", "urn:oid:")):
+            # "#" alone is the container itself
+            if target != "#" and bundle.resolve({"reference": target}, entry.resource) is None:
+                detail = "the reference names no entry of the Bundle (fullUrl) or contained resource (#id)"
                 raise FhirError(400, "invalid", detail, where)
-            continue
-        if target.startswith("#"):
-            contained = entry.resource.get("contained") or []
-            if target != "#" and not any(
-                isinstance(c, dict) and c.get("id") == target[1:] for c in contained
-            ):
-                raise FhirError(400, "invalid", "no contained resource has this id", where)
             continue
         if _REFERENCE.match(target):
             continue

@@ -120,8 +120,9 @@ async def start_mllp(
     """
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if allowed_peers and not _allowed(writer.get_extra_info("peername"), allowed_peers):
-            log.warning("mllp.peer_refused", peer=str(writer.get_extra_info("peername")[0]))
+        peer = writer.get_extra_info("peername")
+        if allowed_peers and not _allowed(peer, allowed_peers):
+            log.warning("mllp.peer_refused", peer=str(peer[0]))
             writer.close()
             return
         await _serve_connection(channel, max_bytes, reader, writer)
