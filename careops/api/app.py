@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         # Every HTTP worker process also listens for MLLP and SMTP when asked (shared ports: the
         # kernel spreads the connections).
         servers = await app.state.inbound.listen(settings)
+        await to_thread.run_sync(app.state.inbound.fhir.prepare)
         yield
         for server in servers:
             server.close()

@@ -349,3 +349,15 @@ def test_fuzzed_resources_never_get_a_500(client: TestClient, body: dict[str, An
     path = "/fhir/r4" if body["resourceType"] == "Bundle" else "/fhir/r4/ServiceRequest"
     answer = client.post(path, content=json.dumps(body).encode(), headers=FHIR)
     assert answer.status_code < 500, answer.text
+
+
+def test_an_element_fhir_resources_trips_over_is_a_400_and_kept(client: TestClient, db: Database) -> None:
+    # fhir.resources raises AttributeError for a primitive's _element given as a string of a
+    # number (it parses the string as JSON); that was a 500.
+    bundle = referral_bundle()
+    bundle["entry"][0]["resource"]["_gender"] = "1.5"
+    answer = client.post("/fhir/r4", content=json.dumps(bundle).encode(), headers=FHIR)
+    assert answer.status_code == 400, answer.text
+    issue = answer.json()["issue"][0]
+    assert (issue["code"], issue["expression"]) == ("invalid", ["Bundle.entry[0].resource"])
+    assert fhir_items(db, "quarantined") == 1

@@ -63,6 +63,12 @@ class FhirChannel:
         self.settings = settings
         self.catalogue = catalogue
 
+    @staticmethod
+    def prepare() -> None:
+        """Compile the validation of what the channel takes (once a process, ~0.5 s), so that
+        the first request does not wait for it."""
+        fhir_r4.prepare_validation()
+
     # -- writes ---------------------------------------------------------------------------------
 
     def create(

@@ -19,6 +19,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn, normalise_code
+from careops.integrations.inbound import fhir_precheck
 
 FHIR_JSON = "application/fhir+json"
 # What a referral Bundle may hold: the request and what it points at.
@@ -86,7 +87,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 def validate(resource: dict[str, Any], path: str) -> None:
     """Check a resource against its FHIR R4 model and required code bindings; 400 naming every
-    offending element (the first in ``expression``, the others as further issues)."""
+    offending element (the first in ``expression``, the others as further issues).
+
+    ``fhir_precheck`` answers for the model in one pass when it can be sure the resource is
+    valid; otherwise the model itself is asked, and its errors are the ones reported."""
     resource_type = resource.get("resourceType")
     try:
         model = get_fhir_model_class(str(resource_type))
@@ -95,15 +99,25 @@ def validate(resource: dict[str, Any], path: str) -> None:
             400, "not-supported", f"unknown resource type {resource_type!r}", f"{path}.resourceType"
         ) from exc
     issues = _code_issues(resource, path)
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        issues += [
-            (str(e.get("msg", "invalid")), _expression(path, e.get("loc", ()))) for e in exc.errors()[:20]
-        ]
+    if not fhir_precheck.accepts(resource):
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            issues += [
+                (str(e.get("msg", "invalid")), _expression(path, e.get("loc", ()))) for e in exc.errors()[:20]
+            ]
+        except (AttributeError, TypeError) as exc:
+            # fhir.resources fails this way on some wrong shapes, e.g. a primitive's
+            # ``_element`` given as a JSON string of a number
+            issues.append((f"an element does not have its FHIR type ({type(exc).__name__})", path))
     if issues:
         (first, where), more = issues[0], issues[1:]
         raise FhirError(400, "invalid", first, where, more)
+
+
+def prepare_validation() -> None:
+    """Compile ``fhir_precheck`` for every type ``validate`` is asked about in a referral Bundle."""
+    fhir_precheck.warm(sorted(ACCEPTED_TYPES | {"Bundle"}))
 
 
 # Elements with a required binding that the models do not check (R4 4.0.1 value sets).
