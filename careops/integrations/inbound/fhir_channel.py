@@ -296,7 +296,7 @@ def _drawn_on(request: fhir_r4.Entry, bundle: fhir_r4.Bundle) -> list[fhir_r4.En
     pending = [request]
     while pending:
         current = pending.pop()
-        for _, target in current.references:
+        for target in current.references:
             hit = bundle.resolve({"reference": target}, current.resource)
             if hit is not None and id(hit) in entries and id(hit) not in seen:
                 seen.add(id(hit))
@@ -330,7 +330,7 @@ def _collection(request: dict[str, Any], drawn_on: list[fhir_r4.Entry]) -> dict[
 
 
 def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bundle) -> bool:
-    return any(bundle.resolve({"reference": ref}, entry.resource) is target for _, ref in entry.references)
+    return any(bundle.resolve({"reference": ref}, entry.resource) is target for ref in entry.references)
 
 
 def _conditional_key(if_none_exist: str | None, path: str | None) -> str | None:

@@ -120,50 +120,55 @@ def prepare_validation() -> None:
     fhir_precheck.warm(sorted(ACCEPTED_TYPES | {"Bundle"}))
 
 
-# Elements with a required binding that the models do not check (R4 4.0.1 value sets).
-_REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
-    ("ServiceRequest", "status"): frozenset(
-        {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
-    ),
-    ("ServiceRequest", "intent"): frozenset(
-        {
-            "proposal",
-            "plan",
-            "directive",
-            "order",
-            "original-order",
-            "reflex-order",
-            "filler-order",
-            "instance-order",
-            "option",
-        }
-    ),
-    ("ServiceRequest", "priority"): frozenset({"routine", "urgent", "asap", "stat"}),
-    ("Observation", "status"): frozenset(
-        {
-            "registered",
-            "preliminary",
-            "final",
-            "amended",
-            "corrected",
-            "cancelled",
-            "entered-in-error",
-            "unknown",
-        }
-    ),
-    ("DocumentReference", "status"): frozenset({"current", "superseded", "entered-in-error"}),
-    ("Coverage", "status"): frozenset({"active", "cancelled", "draft", "entered-in-error"}),
-    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
-    ("Practitioner", "gender"): frozenset({"male", "female", "other", "unknown"}),
+# Elements with a required binding that the models do not check (R4 4.0.1 value sets), by type.
+_GENDERS = frozenset({"male", "female", "other", "unknown"})
+_REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
+    "ServiceRequest": {
+        "status": frozenset(
+            {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
+        ),
+        "intent": frozenset(
+            {
+                "proposal",
+                "plan",
+                "directive",
+                "order",
+                "original-order",
+                "reflex-order",
+                "filler-order",
+                "instance-order",
+                "option",
+            }
+        ),
+        "priority": frozenset({"routine", "urgent", "asap", "stat"}),
+    },
+    "Observation": {
+        "status": frozenset(
+            {
+                "registered",
+                "preliminary",
+                "final",
+                "amended",
+                "corrected",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
+        )
+    },
+    "DocumentReference": {"status": frozenset({"current", "superseded", "entered-in-error"})},
+    "Coverage": {"status": frozenset({"active", "cancelled", "draft", "entered-in-error"})},
+    "Patient": {"gender": _GENDERS},
+    "Practitioner": {"gender": _GENDERS},
 }
 
 
 def _code_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
     kind = str(resource.get("resourceType"))
     issues = []
-    for (resource_type, element), codes in _REQUIRED_CODES.items():
+    for element, codes in _REQUIRED_CODES.get(kind, {}).items():
         value = resource.get(element)
-        if resource_type == kind and value is not None and value not in codes:
+        if value is not None and value not in codes:
             # The value itself is not repeated: an error message never carries what could be PHI.
             allowed = ", ".join(sorted(codes))
             issues.append((f"{kind}.{element} is not one of its codes ({allowed})", f"{path}.{element}"))
@@ -205,9 +210,14 @@ class Entry:
         return str(self.resource.get("resourceType"))
 
     @cached_property
-    def references(self) -> list[tuple[str, str]]:
-        """Every reference in the resource: (where, target), walked once per request."""
-        return references(self.resource, self.resource_path)
+    def references(self) -> list[str]:
+        """Every reference in the resource (contained resources aside), walked once per request."""
+        return [target for _, target in references(self.resource, None)]
+
+    def where(self, target: str) -> str:
+        """Where the resource references ``target`` first, as an expression (for an error)."""
+        places = references(self.resource, self.resource_path)
+        return next(str(where) for where, found in places if found == target)
 
 
 @dataclass
@@ -281,12 +291,12 @@ def check_references(entry: Entry, bundle: Bundle) -> None:
     """400 for a reference of ``entry`` that cannot be right: a local one (``urn:uuid:``,
     ``urn:oid:``, ``#id``) that ``Bundle.resolve`` finds nowhere, or one that is neither
     ``Type/id`` nor ``Type?search`` of a real type."""
-    for where, target in entry.references:
+    for target in entry.references:
         if target.startswith(("#", "urn:uuid:", "urn:oid:")):
             # "#" alone is the container itself
             if target != "#" and bundle.resolve({"reference": target}, entry.resource) is None:
                 detail = "the reference names no entry of the Bundle (fullUrl) or contained resource (#id)"
-                raise FhirError(400, "invalid", detail, where)
+                raise FhirError(400, "invalid", detail, entry.where(target))
             continue
         if _REFERENCE.match(target):
             continue
@@ -298,22 +308,29 @@ def check_references(entry: Entry, bundle: Bundle) -> None:
                 400,
                 "invalid",
                 "the reference names no resource type (Type/id, or a fullUrl in the Bundle)",
-                where,
+                entry.where(target),
             ) from exc
 
 
-def references(node: Any, path: str) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
+def references(node: Any, path: str | None) -> list[tuple[str | None, str]]:
+    """Every ``reference`` string under ``node`` (contained resources aside), with where it is;
+    None for where when ``path`` is None (spelling out every place costs more than the walk)."""
+    found: list[tuple[str | None, str]] = []
+    _walk_references(node, path, found)
+    return found
+
+
+def _walk_references(node: Any, path: str | None, found: list[tuple[str | None, str]]) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
-                found.append((f"{path}.reference", value))
-            elif key != "contained":
-                found.extend(references(value, f"{path}.{key}"))
+                found.append((None if path is None else f"{path}.reference", value))
+            elif key != "contained" and isinstance(value, dict | list):
+                _walk_references(value, None if path is None else f"{path}.{key}", found)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            found.extend(references(value, f"{path}[{i}]"))
-    return found
+            if isinstance(value, dict | list):
+                _walk_references(value, None if path is None else f"{path}[{i}]", found)
 
 
 def referral(
