@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bench.messages import fhir_bundles
-from careops.integrations.inbound import fhir_r4
+from careops.integrations.inbound import fhir_precheck, fhir_r4
 from careops.integrations.inbound.fhir_precheck import accepts
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "fhir"
@@ -155,3 +155,20 @@ def test_a_shape_the_models_trip_over_is_a_400_not_a_crash() -> None:
     with pytest.raises(fhir_r4.FhirError) as raised:
         fhir_r4.validate(resource, "Patient")
     assert (raised.value.status, raised.value.code, raised.value.expression) == (400, "invalid", "Patient")
+
+
+def test_a_model_the_check_cannot_compile_is_left_to_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    patient = next(r for r in BENCH_RESOURCES if r["resourceType"] == "Patient")
+
+    def unreadable(model: type) -> None:
+        raise RuntimeError(f"cannot read {model.__name__}")
+
+    fhir_precheck._validator.cache_clear()
+    fhir_precheck._COMPILER.reset()
+    monkeypatch.setattr(fhir_precheck, "_rules", unreadable)
+    assert not accepts(patient)
+    assert fhir_precheck._COMPILER.definitions == {}  # no placeholder left to accept anything
+    fhir_r4.validate(patient, "Patient")  # the models still say it is valid
+    monkeypatch.undo()
+    fhir_precheck._validator.cache_clear()
+    assert accepts(patient)

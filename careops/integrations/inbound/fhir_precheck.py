@@ -31,10 +31,13 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase, FhirElementOrResourceBase
 from pydantic_core import CoreSchema, PydanticCustomError, SchemaValidator, core_schema
 
+from careops.observability.logs import get_logger
+
 # The hook fhir_core wraps around every complex element, and the model validators every model has.
 _ELEMENT_HOOK = "FhirBase.__get_pydantic_core_schema__.<locals>._validate"
 _COMMON_VALIDATORS = frozenset({"reject_null_complex_elements", "validate_after_model_construction"})
 _SKIPPED_KEYS = frozenset({"metadata", "serialization", "ref"})
+log = get_logger("careops.fhir")
 
 
 def accepts(resource: dict[str, Any]) -> bool:
@@ -58,10 +61,16 @@ def _validator(resource_type: str) -> SchemaValidator | None:
         return None
     # One compilation at a time: a model being compiled has a placeholder that accepts anything.
     with _COMPILING:
-        if _COMPILER.compile(model) is None:
+        try:
+            if _COMPILER.compile(model) is None:
+                return None
+            root = core_schema.definition_reference_schema(_ref(model))
+            definitions = list(_COMPILER.definitions.values())
+            return SchemaValidator(core_schema.definitions_schema(root, definitions))
+        except Exception:  # a model this cannot read: the models decide, and nothing half-done stays
+            log.warning("fhir.precheck_not_compiled", resource_type=resource_type, exc_info=True)
+            _COMPILER.reset()
             return None
-        root = core_schema.definition_reference_schema(_ref(model))
-        return SchemaValidator(core_schema.definitions_schema(root, list(_COMPILER.definitions.values())))
 
 
 def warm(resource_types: Iterable[str]) -> None:
@@ -80,6 +89,11 @@ class _Compiler:
     def __init__(self) -> None:
         self.definitions: dict[str, CoreSchema] = {}
         self.refused: set[str] = set()
+
+    def reset(self) -> None:
+        """Forget every compiled model (validators already built keep theirs)."""
+        self.definitions.clear()
+        self.refused.clear()
 
     def compile(self, model: type[FHIRAbstractModel]) -> str | None:
         """The reference of the model's compiled schema, or None when it cannot be compiled."""
