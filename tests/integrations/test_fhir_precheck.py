@@ -172,3 +172,10 @@ def test_a_model_the_check_cannot_compile_is_left_to_the_models(monkeypatch: pyt
     monkeypatch.undo()
     fhir_precheck._validator.cache_clear()
     assert accepts(patient)
+
+
+def test_unknown_resource_types_are_refused_without_being_remembered() -> None:
+    accepts({"resourceType": "Patient"})
+    before = fhir_precheck._validator.cache_info().currsize
+    assert not any(accepts({"resourceType": f"Nonsense{i}"}) for i in range(200))
+    assert fhir_precheck._validator.cache_info().currsize == before

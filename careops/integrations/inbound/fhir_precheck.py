@@ -43,7 +43,11 @@ log = get_logger("careops.fhir")
 def accepts(resource: dict[str, Any]) -> bool:
     """True when ``fhir.resources`` is sure to accept ``resource`` (a dict with ``resourceType``);
     False when it may not, or when this check cannot tell."""
-    validator = _validator(str(resource.get("resourceType")))
+    try:
+        model = get_fhir_model_class(str(resource.get("resourceType")))
+    except (KeyError, ValueError):
+        return False
+    validator = _validator(model)
     if validator is None:
         return False
     try:
@@ -53,12 +57,8 @@ def accepts(resource: dict[str, Any]) -> bool:
     return True
 
 
-@cache
-def _validator(resource_type: str) -> SchemaValidator | None:
-    try:
-        model = get_fhir_model_class(resource_type)
-    except (KeyError, ValueError):
-        return None
+@cache  # by model class: as many entries at most as fhir.resources has models
+def _validator(model: type[FHIRAbstractModel]) -> SchemaValidator | None:
     # One compilation at a time: a model being compiled has a placeholder that accepts anything.
     with _COMPILING:
         try:
@@ -68,7 +68,7 @@ def _validator(resource_type: str) -> SchemaValidator | None:
             definitions = list(_COMPILER.definitions.values())
             return SchemaValidator(core_schema.definitions_schema(root, definitions))
         except Exception:  # a model this cannot read: the models decide, and nothing half-done stays
-            log.warning("fhir.precheck_not_compiled", resource_type=resource_type, exc_info=True)
+            log.warning("fhir.precheck_not_compiled", model=model.__name__, exc_info=True)
             _COMPILER.reset()
             return None
 
@@ -76,7 +76,7 @@ def _validator(resource_type: str) -> SchemaValidator | None:
 def warm(resource_types: Iterable[str]) -> None:
     """Compile the checks of these resource types now (a few tenths of a second each, once)."""
     for resource_type in resource_types:
-        _validator(resource_type)
+        _validator(get_fhir_model_class(resource_type))
 
 
 def _ref(model: type[FHIRAbstractModel]) -> str:
