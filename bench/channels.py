@@ -10,7 +10,7 @@ referral each) and the orders over MLLP on 1 and 4 connections, each ACK awaited
 message (the ACK is sent after commit). Every message is distinct and valid for the demo
 catalogue; an answer other than MSA-1 AA (HL7) or a 201 for the ServiceRequest (FHIR) counts as an
 error. Prints messages/s, p50/p99 and the ratio to the JSON intake of the same round (median of
-the rounds).
+the rounds, and the range of the rounds: on a shared machine one round can be far from another).
 """
 
 from __future__ import annotations
@@ -133,15 +133,15 @@ def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> 
     rows = []
     for name, connections, _ in MEASUREMENTS:
         measured, json_runs = runs[(name, connections)], runs[(JSON, connections)]
+        ratios = [r["throughput"] / j["throughput"] for r, j in zip(measured, json_runs, strict=True)]
         rows.append(
             {
                 "backend": backend,
                 "channel": name,
                 "connections": connections,
                 "rps": median(r["throughput"] for r in measured),
-                "ratio": median(
-                    r["throughput"] / j["throughput"] for r, j in zip(measured, json_runs, strict=True)
-                ),
+                "ratio": median(ratios),
+                "ratio_range": (min(ratios), max(ratios)),
                 "p50": median(r["p50_ms"] for r in measured),
                 "p99": median(r["p99_ms"] for r in measured),
                 "errors": sum(r["errors"] for r in measured),
@@ -163,7 +163,8 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
 def main() -> None:
     rows = run_backends(__doc__ or "", "rounds of all measurements", bench_backend)
     table = Table(title=f"channel benchmark — {os.cpu_count()} cores, {dt.date.today()}")
-    for column in ("db", "channel", "conns", "msgs/s", "vs JSON intake", "p50 ms", "p99 ms", "errors"):
+    columns = ("db", "channel", "conns", "msgs/s", "vs JSON intake", "range", "p50 ms", "p99 ms", "errors")
+    for column in columns:
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(
@@ -172,6 +173,7 @@ def main() -> None:
             str(r["connections"]),
             f"{r['rps']:.0f}",
             f"{r['ratio']:.0%}",
+            f"{r['ratio_range'][0]:.0%}-{r['ratio_range'][1]:.0%}",
             f"{r['p50']:.1f}",
             f"{r['p99']:.1f}",
             str(r["errors"]),
