@@ -342,6 +342,9 @@ json_values = st.recursive(
             "type": st.sampled_from(["transaction", "batch", "x"]),
             "entry": json_values,
             "subject": json_values,
+            "status": json_values,
+            "_status": json_values,
+            "intent": json_values,
         },
     )
 )
@@ -361,3 +364,12 @@ def test_an_element_fhir_resources_trips_over_is_a_400_and_kept(client: TestClie
     issue = answer.json()["issue"][0]
     assert (issue["code"], issue["expression"]) == ("invalid", ["Bundle.entry[0].resource"])
     assert fhir_items(db, "quarantined") == 1
+
+
+@pytest.mark.parametrize("status", [["active"], {"code": "active"}])
+def test_a_coded_element_that_is_not_a_string_is_a_400(client: TestClient, status: object) -> None:
+    # It was looked up among its codes as it was (a list is unhashable): a 500.
+    resource = {**load("servicerequest-example.json"), "status": status}
+    answer = client.post("/fhir/r4/ServiceRequest", content=json.dumps(resource).encode(), headers=FHIR)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["issue"][0]["expression"] == ["ServiceRequest.status"]

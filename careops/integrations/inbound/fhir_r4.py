@@ -168,7 +168,8 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
     issues = []
     for element, codes in _REQUIRED_CODES.get(kind, {}).items():
         value = resource.get(element)
-        if value is not None and value not in codes:
+        # Not a string at all: the model says so (a list or an object cannot be looked up here).
+        if isinstance(value, str) and value not in codes:
             # The value itself is not repeated: an error message never carries what could be PHI.
             allowed = ", ".join(sorted(codes))
             issues.append((f"{kind}.{element} is not one of its codes ({allowed})", f"{path}.{element}"))
