@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from careops.db import Database
 from careops.domain.models import IntakeItem, Patient, ServiceCase
 from tests.integrations.test_email import pdf_with_text
+from tests.integrations.test_fhir_precheck import mutants
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "fhir"
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -373,3 +374,53 @@ def test_a_coded_element_that_is_not_a_string_is_a_400(client: TestClient, statu
     answer = client.post("/fhir/r4/ServiceRequest", content=json.dumps(resource).encode(), headers=FHIR)
     assert answer.status_code == 400, answer.text
     assert answer.json()["issue"][0]["expression"] == ["ServiceRequest.status"]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_referral_bundles_never_get_a_500(client: TestClient, data: st.DataObject) -> None:
+    bundle = data.draw(mutants([referral_bundle(), referral_bundle("batch")]))
+    body = json.dumps(bundle).encode()
+    answer = client.post("/fhir/r4", content=body, headers=FHIR)
+    assert answer.status_code < 500, answer.text
+    resource = data.draw(mutants([load("servicerequest-example.json")]))
+    answer = client.post("/fhir/r4/ServiceRequest", content=json.dumps(resource).encode(), headers=FHIR)
+    assert answer.status_code < 500, answer.text
+
+
+def test_a_null_element_is_refused_naming_it(client: TestClient, db: Database) -> None:
+    # FHIR JSON leaves out an element without a value; fhir.resources lets a null through, and
+    # the mapping then failed on it (a 500).
+    bundle = referral_bundle()
+    bundle["entry"][2]["resource"]["locationReference"] = None
+    answer = client.post("/fhir/r4", content=json.dumps(bundle).encode(), headers=FHIR)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["issue"][0]["expression"] == ["Bundle.entry[2].resource.locationReference"]
+    assert fhir_items(db, "quarantined") == 1
+
+
+def test_a_null_among_given_names_is_a_placeholder_not_a_name(client: TestClient, db: Database) -> None:
+    bundle = referral_bundle()
+    name = bundle["entry"][0]["resource"]["name"][0]
+    name["given"] = [None, "Ann"]
+    name["_given"] = [{"extension": [{"url": "http://x", "valueCode": "u"}]}, None]
+    answer = client.post("/fhir/r4", content=json.dumps(bundle).encode(), headers=FHIR)
+    assert [e["response"]["status"] for e in answer.json()["entry"]][2] == "201 Created", answer.text
+    with db.sessions() as session:
+        patient = session.scalars(select(Patient)).one()
+    assert patient.given_name == "Ann"
+
+
+def test_in_a_batch_a_request_drawing_on_an_invalid_resource_is_refused_with_it(
+    client: TestClient, db: Database
+) -> None:
+    bundle = referral_bundle("batch")
+    bundle["entry"][1]["resource"]["name"] = [None]  # the requester
+    answer = client.post("/fhir/r4", content=json.dumps(bundle).encode(), headers=FHIR)
+    assert answer.status_code == 200, answer.text
+    responses = [e["response"] for e in answer.json()["entry"]]
+    assert [r["status"] for r in responses][1:3] == ["400", "400"]
+    assert responses[2]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource"]
+    assert fhir_items(db, "quarantined") == 1
+    with db.sessions() as session:
+        assert session.scalars(select(ServiceCase)).first() is None

@@ -151,6 +151,13 @@ class FhirChannel:
         drawn_on = {e.index: _drawn_on(e, bundle) for e in bundle.entries if e.type == "ServiceRequest"}
         referenced = {entry.index for entries in drawn_on.values() for entry in entries}
         problems = {entry.index: self._entry_problem(entry, bundle, referenced) for entry in bundle.entries}
+        for index, entries in drawn_on.items():
+            # A request is read with what it draws on: an invalid Patient, Practitioner or
+            # document makes the request invalid too (a batch keeps it in quarantine).
+            broken = next((e for e in entries if _invalid(problems[e.index])), None)
+            if problems[index] is None and broken is not None:
+                detail = f"the request draws on {broken.path}, which is invalid"
+                problems[index] = fhir_r4.FhirError(400, "invalid", detail, broken.resource_path)
         if bundle.kind == "transaction":
             found = [p for p in problems.values() if p is not None]
             if found:  # a transaction is all or nothing: nothing was written; invalid content first
@@ -310,6 +317,10 @@ def _drawn_on(request: fhir_r4.Entry, bundle: fhir_r4.Bundle) -> list[fhir_r4.En
         and _points_at(entry, request.resource, bundle)
     ]
     return [*found, *documents]
+
+
+def _invalid(problem: fhir_r4.FhirError | None) -> bool:
+    return problem is not None and problem.status == 400
 
 
 def _documents(drawn_on: list[fhir_r4.Entry]) -> tuple[Attachment, ...]:

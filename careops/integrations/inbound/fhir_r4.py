@@ -98,7 +98,7 @@ def validate(resource: dict[str, Any], path: str) -> None:
         raise FhirError(
             400, "not-supported", f"unknown resource type {resource_type!r}", f"{path}.resourceType"
         ) from exc
-    issues = _code_issues(resource, path)
+    issues = _code_issues(resource, path) + _null_elements(resource, path)
     if not fhir_precheck.accepts(resource):
         try:
             model.model_validate(resource)
@@ -174,6 +174,26 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
             allowed = ", ".join(sorted(codes))
             issues.append((f"{kind}.{element} is not one of its codes ({allowed})", f"{path}.{element}"))
     return issues
+
+
+def _null_elements(node: Any, path: str) -> list[tuple[str, str]]:
+    """Elements given as JSON null, which FHIR JSON does not allow (an element is left out
+    instead); the models let them pass. A null inside a primitive array stays: it lines a value up
+    with its extension."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if value is None:
+                found.append(
+                    ("an element is null: FHIR JSON leaves out an element without a value", f"{path}.{key}")
+                )
+            elif isinstance(value, dict | list):
+                found += _null_elements(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            if isinstance(value, dict | list):
+                found += _null_elements(value, f"{path}[{i}]")
+    return found
 
 
 def _expression(path: str, location: tuple[Any, ...]) -> str:
@@ -376,13 +396,18 @@ def patient(resource: dict[str, Any]) -> PatientIn:
     email = next((t.get("value") for t in telecom if t.get("system") == "email" and t.get("value")), None)
     return PatientIn(
         mrn=_medical_record_number(resource),
-        given_name=" ".join(name.get("given") or [])[:200] or None,
+        given_name=" ".join(_given(name))[:200] or None,
         family_name=(name.get("family") or "")[:200] or None,
         birth_date=resource.get("birthDate"),
         sex=_GENDER.get(str(resource.get("gender"))),
         phone=phone[:64] if phone else None,
         email=email[:200] if email else None,
     )
+
+
+def _given(name: dict[str, Any]) -> list[str]:
+    """A HumanName's given names; a null among them (kept for an ``_given`` extension) is skipped."""
+    return [given for given in name.get("given") or [] if isinstance(given, str)]
 
 
 def _medical_record_number(resource: dict[str, Any]) -> str | None:
@@ -408,10 +433,8 @@ def _referrer(requester: dict[str, Any] | None, bundle: Bundle) -> ReferrerIn:
         return ReferrerIn()
     names = requester.get("name") or []
     name = names[0] if isinstance(names, list) and names else {}
-    if isinstance(names, str):  # Organization.name
-        display = names
-    else:
-        display = " ".join([*(name.get("given") or []), name.get("family") or ""]).strip()
+    person = " ".join([*_given(name), name.get("family") or ""]).strip()
+    display = names if isinstance(names, str) else person  # an Organization's name is a string
     return ReferrerIn(code=_first_identifier(requester), name=display[:200] or None)
 
 
