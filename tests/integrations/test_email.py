@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import Document, ExceptionItem, IntakeItem, Patient, ServiceCase
 from careops.integrations.inbound.document_text import extract_text
-from careops.integrations.inbound.email_channel import EmailChannel, parse, referral
+from careops.integrations.inbound.email_channel import EmailChannel, EmailRefused, parse, referral
 from careops.integrations.inbound.smtp import start_smtp
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
@@ -274,3 +277,55 @@ def test_a_quarantined_8bit_latin1_email_is_replayed_byte_for_byte(settings: Set
 
 def test_the_sample_emails_are_all_here() -> None:
     assert len(list(SAMPLES.glob("*.eml"))) == 10
+
+
+_EMAILS = [path.read_bytes() for path in sorted(SAMPLES.glob("*.eml"))]
+_INSERTS = st.sampled_from(
+    [
+        b"",
+        b"\r\n",
+        b"\r\n\r\n",
+        b"Content-Type: multipart/mixed; boundary=x\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b"=?utf-8?b?////?=",
+        b"=\r\n",
+        b"--",
+        b"\xff\xfe",
+        b"Patient: \r\nDOB: 31/02/1980\r\n",
+    ]
+)
+
+
+@st.composite
+def mutated_emails(draw: st.DrawFn) -> bytes:
+    """A sample email with up to three byte ranges replaced by pieces of MIME, or cut short."""
+    raw = draw(st.sampled_from(_EMAILS))
+    for _ in range(draw(st.integers(1, 3))):
+        start = draw(st.integers(0, len(raw)))
+        end = min(len(raw), start + draw(st.integers(0, 200)))
+        raw = raw[:start] + draw(_INSERTS | st.binary(max_size=20)) + raw[end:]
+    if draw(st.booleans()):
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    return raw
+
+
+@examples(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=mutated_emails())
+def test_a_mutated_sample_email_is_taken_or_refused_and_kept(channel: EmailChannel, raw: bytes) -> None:
+    try:
+        answer = channel.receive(raw)
+    except EmailRefused as refused:
+        assert refused.reason.startswith("email:")
+    else:
+        assert answer.body["outcome"] in ("exception", "case_created", "duplicate")
+
+
+def test_an_address_header_the_standard_library_cannot_parse_is_read_as_sent(channel: EmailChannel) -> None:
+    # Python's address parser raises AttributeError on this To: (a group where a mailbox should
+    # be); the email got no answer but 451, again and again.
+    raw = (
+        b"From: gp@clinic.example\r\nTo:Content-Type: multipart/mixed; boundary=x\r\n <north@careops.example>"
+        b"\r\nSubject: Referral\r\n\r\nPatient: Doe, Jane\r\n"
+    )
+    answer = channel.receive(raw)
+    assert answer.body["outcome"] == "exception"

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from careops.db import Database
@@ -429,3 +431,40 @@ def test_fuzzed_mllp_frames_never_stop_the_listener(hl7_settings: Settings, hl7_
 
     [ack] = asyncio.run(scenario())
     assert msa(ack)[0] == "AA"
+
+
+_SAMPLE_TEXTS = [path.read_bytes().decode("latin-1") for path in sorted(SAMPLES.glob("*.hl7"))]
+_FIELD_VALUES = st.one_of(
+    st.sampled_from(["", "^", "~", "&", "\\", "^^^^MR", "A~B~", "\\F\\", "\\X0D\\", "\\E", "\\Zx\\"]),
+    st.sampled_from(["19800230", "20261301", "1980", "99999999999999", "-1", "ZZ^I12", "ORM^O01", "2.9"]),
+    st.text(alphabet="ab1 ^~&\\|.-", max_size=12),
+)
+
+
+@st.composite
+def mutated_messages(draw: st.DrawFn) -> bytes:
+    """A sample message with up to three fields replaced, segments dropped or repeated."""
+    segments = draw(st.sampled_from(_SAMPLE_TEXTS)).split("\r")
+    for _ in range(draw(st.integers(1, 3))):
+        index = draw(st.integers(0, len(segments) - 1))
+        fields = segments[index].split("|")
+        action = draw(st.sampled_from(["field", "field", "drop", "repeat"]))
+        if action == "field" and len(fields) > 2:
+            fields[draw(st.integers(2, len(fields) - 1))] = draw(_FIELD_VALUES)
+            segments[index] = "|".join(fields)
+        elif action == "drop" and index > 0:
+            del segments[index]
+        elif action == "repeat" and index > 0:
+            segments.insert(index, segments[index])
+    return "\r".join(segments).encode("latin-1")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=mutated_messages())
+def test_mutated_sample_messages_are_always_answered(
+    hl7_settings: Settings, hl7_db: Database, raw: bytes
+) -> None:
+    channel = Hl7Channel(hl7_db, hl7_settings, CatalogueCache(60))
+    result = channel.handle(raw, "http")
+    assert result.code in ("AA", "AE", "AR")
+    assert result.ack.startswith("MSH|") and f"MSA|{result.code}|" in result.ack

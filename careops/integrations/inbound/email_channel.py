@@ -123,19 +123,24 @@ def parse(raw: bytes) -> ParsedEmail:
     )
 
 
+# What the standard library's header parsers raise on a header too broken to read (an address
+# list holding a group where a mailbox should be raises AttributeError from inside the parser).
+_BROKEN_HEADER = (ValueError, LookupError, IndexError, TypeError, AttributeError)
+
+
 def _header(message: Message, name: str) -> str:
     """A header as text; one too broken to decode is read as it is instead of failing the email."""
     try:
         value = message.get(name)
-    except (ValueError, LookupError, IndexError, TypeError):
-        value = message.get_all(name, [""])[0]
+    except _BROKEN_HEADER:  # the header as it was sent, not parsed
+        value = next((raw for key, raw in message.raw_items() if key.lower() == name.lower()), "")
     return "" if value is None else str(value)
 
 
 def _filename(part: Message) -> str | None:
     try:
         return part.get_filename()
-    except (ValueError, LookupError, IndexError, TypeError):
+    except _BROKEN_HEADER:
         return None
 
 
