@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from careops.api.app import create_app
 from careops.db import Database
@@ -19,6 +20,12 @@ from careops.governance.permissions import ADMIN, PHI_READ
 from careops.governance.tokens import create_token
 from careops.migrate import upgrade
 from careops.settings import Settings
+
+# In CI the property tests draw the same examples every run (a run judges the change, not the
+# luck of the draw); run locally, they draw new ones each time, which is how they find bugs.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 PG_ADMIN_URL = os.environ.get("CAREOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

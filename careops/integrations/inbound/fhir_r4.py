@@ -29,6 +29,7 @@ CONTEXT_TYPES = frozenset(
 ACCEPTED_TYPES = frozenset({"ServiceRequest", "DocumentReference", *CONTEXT_TYPES})
 _PRIORITY = {"routine": "routine", "urgent": "urgent", "asap": "urgent", "stat": "stat"}
 _GENDER = {"male": "male", "female": "female", "other": "other", "unknown": "unknown"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _REFERENCE = re.compile(
     r"^(?:(?P<base>https?://\S+?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$"
 )
@@ -49,8 +50,10 @@ class FhirError(Exception):
         self.status = status
         self.code = code
         self.diagnostics = diagnostics
-        self.expression = expression
-        self.more = more or []  # further (diagnostics, expression) issues of the same kind
+        # An expression can name the client's own keys: no control character goes on from it (a
+        # NUL cannot even be stored in PostgreSQL, where the quarantine keeps the reason).
+        self.expression = _printable(expression) if expression else expression
+        self.more = [(text, _printable(where)) for text, where in more or []]  # further issues
 
     def outcome(self) -> dict[str, Any]:
         outcome = operation_outcome("error", self.code, self.diagnostics, self.expression)
@@ -64,6 +67,10 @@ class FhirError(Exception):
     def reason(self) -> str:
         where = f":{self.expression}" if self.expression else ""
         return f"fhir:{self.code}{where}"[:200]
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub("?", text)
 
 
 def operation_outcome(
