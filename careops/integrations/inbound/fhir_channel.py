@@ -63,12 +63,6 @@ class FhirChannel:
         self.settings = settings
         self.catalogue = catalogue
 
-    @staticmethod
-    def prepare() -> None:
-        """Compile the validation of what the channel takes (once a process, ~0.5 s), so that
-        the first request does not wait for it."""
-        fhir_r4.prepare_validation()
-
     # -- writes ---------------------------------------------------------------------------------
 
     def create(
@@ -183,7 +177,7 @@ class FhirChannel:
                 continue
             outcome = problem.outcome()
             responses.append({"response": {"status": str(problem.status), "outcome": outcome}})
-            if problem.status == 400:
+            if _invalid(problem):
                 invalid.append((problem, outcome))
         kind = f"{bundle.kind}-response"
         return FhirAnswer(200, {"resourceType": "Bundle", "type": kind, "entry": responses}, invalid=invalid)
