@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import os
 import threading
@@ -18,7 +19,18 @@ try:
 except ImportError:  # Windows: writers then queue per process only
     fcntl = None  # type: ignore[assignment]
 
-from sqlalchemy import Connection, Dialect, Engine, create_engine, event
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Dialect,
+    Engine,
+    Table,
+    TextClause,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import ClauseElement
@@ -130,6 +142,44 @@ def run(
             compiled.sql, None, error, connection.dialect.loaded_dbapi.Error, hide_parameters=True
         ) from error
     return cursor
+
+
+def values_sql(table: Table, columns: tuple[str, ...], rows: int) -> tuple[str, list[BindParameter[Any]]]:
+    """``INSERT INTO table (columns) VALUES (…), …`` for ``rows`` rows, and its typed parameters,
+    named ``<column>_<row>`` (``row_parameters``): one statement for many rows (psycopg's
+    ``executemany`` sends one per row). Text with typed parameters, because SQLAlchemy does not
+    cache the compilation of a multi-row ``insert().values([...])``; ``values_insert`` caches it."""
+    names = [[f"{name}_{i}" for name in columns] for i in range(rows)]
+    values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}"  # noqa: S608 - constants; values are bound
+    parameters = [
+        bindparam(n, type_=table.c[name].type) for row in names for n, name in zip(row, columns, strict=True)
+    ]
+    return sql, parameters
+
+
+@functools.cache
+def values_insert(table: Table, columns: tuple[str, ...], rows: int) -> TextClause:
+    """The multi-row insert of ``values_sql``, compiled once per shape (by ``run``)."""
+    sql, parameters = values_sql(table, columns, rows)
+    return text(sql).bindparams(*parameters)
+
+
+def row_parameters(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The parameters of ``values_sql`` for these rows."""
+    return {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+
+
+_ROWS_PER_INSERT = 16  # bounds the statements compiled (one per row count) and their parameters
+
+
+def insert_rows(
+    connection: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert rows (each with exactly ``columns``) in multi-row statements of up to 16 rows."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        run(connection, values_insert(table, columns, len(chunk)), row_parameters(chunk))
 
 
 @contextmanager

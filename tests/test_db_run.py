@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, pipelined, run
+from careops.db import Database, insert_rows, pipelined, run
 from careops.domain.encryption import PREFIX
 from careops.domain.models import Base, IntakeItem, new_id, utcnow
 from careops.governance.keys import load_field_keys
@@ -87,6 +87,23 @@ def test_run_of_many_rows_and_returning(db: Database) -> None:
     with db.sessions() as session:
         stored = session.scalars(select(IntakeItem).where(IntakeItem.id.in_([r["id"] for r in rows])))
         assert sorted(i.raw_payload for i in stored) == [r["raw_payload"] for r in rows]
+
+
+def test_insert_rows_stores_every_row_in_statements_of_up_to_16(db: Database) -> None:
+    """40 rows: three multi-row statements (16, 16, 8), with the columns' bind processing."""
+    rows = [_item(raw_payload=f"payload {i}") for i in range(40)]
+    columns = tuple(rows[0])
+    with db.writer() as connection, pipelined(connection):
+        insert_rows(connection, _items, columns, rows)
+    with db.sessions() as session:
+        ids = [r["id"] for r in rows]
+        stored = {
+            i.id: i.raw_payload for i in session.scalars(select(IntakeItem).where(IntakeItem.id.in_(ids)))
+        }
+    assert stored == {r["id"]: r["raw_payload"] for r in rows}
+    for row in rows[::13]:  # encrypted like any other write
+        (cipher, _), (clear, *_) = _stored(db, row["id"])
+        assert str(cipher).startswith(PREFIX) and clear == row["raw_payload"]
 
 
 def test_run_raises_sqlalchemys_integrity_error_and_the_transaction_rolls_back(db: Database) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import BindParameter, TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from careops.db import run
+from careops.db import insert_rows, row_parameters, run, values_sql
 from careops.domain.models import Base, BusinessEvent, ExceptionItem, OutboxMessage, ServiceCase, utcnow
 
 
@@ -69,7 +69,6 @@ class FollowUp(StrEnum):
 
 
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
-_EVENT_INSERT = insert(_events)
 _outbox = Base.metadata.tables[OutboxMessage.__tablename__]
 _OUTBOX_INSERT = insert(_outbox)
 
@@ -90,19 +89,7 @@ EVENT_COLUMNS = (
 
 def _event_values(rows: int) -> tuple[str, list[BindParameter[Any]]]:
     """``INSERT INTO business_event (…) VALUES (…), …`` for ``rows`` events, and its typed parameters."""
-    names = [[f"{name}_{i}" for name in EVENT_COLUMNS] for i in range(rows)]
-    values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
-    sql = f"INSERT INTO {_events.name} ({', '.join(EVENT_COLUMNS)}) VALUES {values}"  # noqa: S608 - constants; values are bound
-    parameters = [
-        bindparam(n, type_=_events.c[name].type)
-        for row in names
-        for n, name in zip(row, EVENT_COLUMNS, strict=True)
-    ]
-    return sql, parameters
-
-
-# Both statements are text with typed parameters because SQLAlchemy does not cache the compilation
-# of a multi-row ``insert().values([...])``; these compile once per shape.
+    return values_sql(_events, EVENT_COLUMNS, rows)
 
 
 @functools.cache
@@ -204,11 +191,11 @@ def record_events(session: Session | Connection, *events: Event) -> None:
     ]
     waiting = {(str(e.type), e.subject_id): e.follow_ups for e in events if e.follow_ups}
     if not waiting:
-        run(connection, _EVENT_INSERT, rows)
+        insert_rows(connection, _events, EVENT_COLUMNS, rows)
         return
     if len(waiting) != sum(1 for e in events if e.follow_ups):
         raise ValueError("events with follow-ups must differ in type or subject within one call")
-    params = {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+    params = row_parameters(rows)
     if connection.dialect.name == "postgresql":
         wanted = [(key, str(f)) for key, follow_ups in waiting.items() for f in follow_ups]
         for j, ((event_type, subject_id), destination) in enumerate(wanted):

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, pipelined, run
+from careops.db import Database, insert_rows, pipelined, run
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
@@ -47,7 +47,17 @@ _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 _documents = Base.metadata.tables[Document.__tablename__]
 _ITEM_INSERT, _CASE_INSERT, _EXCEPTION_INSERT = insert(_intake_items), insert(_cases), insert(_exceptions)
-_DOCUMENT_INSERT = insert(_documents)
+_DOCUMENT_COLUMNS = (
+    "id",
+    "intake_item_id",
+    "filename",
+    "content_type",
+    "size_bytes",
+    "sha256",
+    "content",
+    "text",
+    "created_at",
+)
 
 
 _ITEM_STATUS = {
@@ -271,24 +281,21 @@ def insert_documents(connection: Connection, item_id: str, attachments: tuple[At
     if not attachments:
         return
     now = utcnow()
-    run(
-        connection,
-        _DOCUMENT_INSERT,
-        [
-            {
-                "id": new_id(),
-                "intake_item_id": item_id,
-                "filename": a.filename[:255],
-                "content_type": a.content_type[:100],
-                "size_bytes": len(a.content),
-                "sha256": hashlib.sha256(a.content).hexdigest(),
-                "content": a.content,
-                "text": a.text,
-                "created_at": now,
-            }
-            for a in attachments
-        ],
-    )
+    rows = [
+        {
+            "id": new_id(),
+            "intake_item_id": item_id,
+            "filename": a.filename[:255],
+            "content_type": a.content_type[:100],
+            "size_bytes": len(a.content),
+            "sha256": hashlib.sha256(a.content).hexdigest(),
+            "content": a.content,
+            "text": a.text,
+            "created_at": now,
+        }
+        for a in attachments
+    ]
+    insert_rows(connection, _documents, _DOCUMENT_COLUMNS, rows)
 
 
 def intake_item_row(

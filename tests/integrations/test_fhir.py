@@ -207,8 +207,16 @@ def test_a_transaction_creates_the_case_with_its_patient_and_referrer(
     assert patient is not None and (patient.mrn, patient.family_name) == ("MRN-F1", "Doe")
     assert case.priority == "urgent"
     assert item is not None and item.case_id == case.id
-    kept = [e["resource"]["resourceType"] for e in json.loads(item.raw_payload)["entry"]]
-    assert kept == ["ServiceRequest", "Patient", "Practitioner", "DocumentReference"]
+    kept = [e["resource"] for e in json.loads(item.raw_payload)["entry"]]
+    assert [r["resourceType"] for r in kept] == [
+        "ServiceRequest",
+        "Patient",
+        "Practitioner",
+        "DocumentReference",
+    ]
+    # Kept as received: each resource's elements in the order they were sent (not re-sorted).
+    sent = referral_bundle()["entry"][2]["resource"]
+    assert list(kept[0]) == list(sent) and kept[0] == sent
     task = client.get("/fhir/r4/Task", params={"based-on": location}).json()["entry"][0]["resource"]
     assert task["status"] == "accepted"
     assert case.id in task["businessStatus"]["text"]
@@ -316,6 +324,13 @@ def test_references_that_point_nowhere_and_entries_without_a_request_are_refused
 def test_transport_errors_are_operation_outcomes(client: TestClient) -> None:
     broken = client.post("/fhir/r4/ServiceRequest", content=b'{"resourceType": ', headers=FHIR)
     assert broken.status_code == 400 and broken.json()["issue"][0]["code"] == "structure"
+    # NaN and Infinity: Python's parser takes them, JSON (and FHIR) does not.
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        sent = (
+            b'{"resourceType": "ServiceRequest", "status": "active", "intent": "order", "x": %s}' % constant
+        )
+        refused = client.post("/fhir/r4/ServiceRequest", content=sent, headers=FHIR)
+        assert refused.status_code == 400 and refused.json()["issue"][0]["code"] == "structure"
     assert client.post("/fhir/r4", content=b"{}", headers={"Content-Type": "text/xml"}).status_code == 415
     anonymous = client.get("/fhir/r4/metadata", headers={"Authorization": ""})
     assert anonymous.status_code == 401 and anonymous.json()["resourceType"] == "OperationOutcome"

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from pydantic_core import to_json
 from sqlalchemy import select
 
-from careops.db import Database, canonical_json
+from careops.db import Database
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
 from careops.errors import Forbidden
 from careops.governance.phi_access import record_phi_read
@@ -81,7 +82,7 @@ class FhirChannel:
         return self._measured(raw, actor, lambda: self._other(raw, resource_type))
 
     def _other(self, raw: bytes, resource_type: str) -> FhirAnswer:
-        fhir_r4.validate(fhir_r4.parse_json(raw), resource_type)
+        fhir_r4.validate(fhir_r4.parse_json(raw), resource_type, fhir_r4.may_hold_null(raw))
         detail = f"careops takes ServiceRequest (alone or in a Bundle at /fhir/r4), not {resource_type}"
         raise fhir_r4.FhirError(404, "not-supported", detail, resource_type)
 
@@ -132,7 +133,7 @@ class FhirChannel:
         resource = fhir_r4.parse_json(raw)
         if resource.get("resourceType") != "ServiceRequest":
             raise fhir_r4.FhirError(400, "invalid", "this endpoint takes a ServiceRequest", "resourceType")
-        fhir_r4.validate(resource, "ServiceRequest")
+        fhir_r4.validate(resource, "ServiceRequest", fhir_r4.may_hold_null(raw))
         bundle = fhir_r4.Bundle(
             "batch", [fhir_r4.Entry(0, None, resource, "POST", "ServiceRequest", if_none_exist, alone=True)]
         )
@@ -141,7 +142,7 @@ class FhirChannel:
         return self._submit(entry, bundle, _drawn_on(entry, bundle), scope, if_none_exist)
 
     def _bundle(self, raw: bytes, scope: LocationScope) -> FhirAnswer:
-        bundle = fhir_r4.read_bundle(fhir_r4.parse_json(raw))
+        bundle = fhir_r4.read_bundle(fhir_r4.parse_json(raw), fhir_r4.may_hold_null(raw))
         drawn_on = {e.index: _drawn_on(e, bundle) for e in bundle.entries if e.type == "ServiceRequest"}
         referenced = {entry.index for entries in drawn_on.values() for entry in entries}
         problems = {entry.index: self._entry_problem(entry, bundle, referenced) for entry in bundle.entries}
@@ -191,7 +192,7 @@ class FhirChannel:
             detail = "a transaction or batch entry needs a request (method and url)"
             return fhir_r4.FhirError(400, "required", detail, f"{entry.path}.request")
         try:
-            fhir_r4.validate(entry.resource, entry.resource_path)
+            fhir_r4.validate(entry.resource, entry.resource_path, bundle.nulls)
             fhir_r4.check_references(entry, bundle)
         except fhir_r4.FhirError as error:
             return error
@@ -219,8 +220,8 @@ class FhirChannel:
         location = location_for(fhir_r4.location_names(resource, bundle), self.settings, snapshot.locations)
         known = {code for (_, code) in snapshot.services}
         referral = fhir_r4.referral(resource, bundle, location, known)
-        collection = _collection(resource, drawn_on)
-        raw = canonical_json(collection).encode()
+        # Kept as received: elements in the order sent (a resend is the same bytes, the same digest).
+        raw = to_json(_collection(resource, drawn_on))
         conditional_key = _conditional_key(if_none_exist, None if entry.alone else entry.path)
         request = IntakeRequest(
             raw=raw,

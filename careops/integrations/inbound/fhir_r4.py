@@ -84,17 +84,29 @@ def operation_outcome(
 
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise FhirError(400, "structure", f"the body is not JSON: {type(exc).__name__}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
         raise FhirError(400, "structure", "the body is not a FHIR resource (no resourceType)", "resourceType")
     return document
 
 
-def validate(resource: dict[str, Any], path: str) -> None:
+def _not_json(constant: str) -> Any:
+    """``NaN`` and ``Infinity``, which Python's parser takes and JSON (hence FHIR) does not."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def may_hold_null(raw: bytes) -> bool:
+    """False when the JSON text ``raw`` has no ``null`` anywhere, so that no element of what it
+    parses to is null (JSON spells null one way only): the walk looking for them can be skipped."""
+    return b"null" in raw
+
+
+def validate(resource: dict[str, Any], path: str, nulls: bool = True) -> None:
     """Check a resource against its FHIR R4 model and required code bindings; 400 naming every
-    offending element (the first in ``expression``, the others as further issues).
+    offending element (the first in ``expression``, the others as further issues). ``nulls``:
+    whether the resource may hold null elements (``may_hold_null`` of its JSON text).
 
     ``fhir_precheck`` answers for the model in one pass when it can be sure the resource is
     valid; otherwise the model itself is asked, and its errors are the ones reported."""
@@ -105,7 +117,7 @@ def validate(resource: dict[str, Any], path: str) -> None:
         raise FhirError(
             400, "not-supported", f"unknown resource type {resource_type!r}", f"{path}.resourceType"
         ) from exc
-    issues = _code_issues(resource, path) + _null_elements(resource, path)
+    issues = _code_issues(resource, path) + (_null_elements(resource, path) if nulls else [])
     if not fhir_precheck.accepts(resource):
         try:
             model.model_validate(resource)
@@ -252,6 +264,7 @@ class Entry:
 class Bundle:
     kind: str  # transaction | batch
     entries: list[Entry]
+    nulls: bool = True  # whether its resources may hold null elements (``may_hold_null``)
     _index: dict[str, Entry] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -277,16 +290,17 @@ class Bundle:
         return found.resource if found else None
 
 
-def read_bundle(document: dict[str, Any]) -> Bundle:
+def read_bundle(document: dict[str, Any], nulls: bool = True) -> Bundle:
     """A transaction or batch Bundle; its shell is validated here, each entry's resource by itself
-    later (validating them one by one costs a third of validating them inside the Bundle)."""
+    later (validating them one by one costs a third of validating them inside the Bundle).
+    ``nulls``: whether the document may hold null elements (``may_hold_null`` of its JSON text)."""
     shell = dict(document)
     if isinstance(document.get("entry"), list):
         shell["entry"] = [
             {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
             for e in document["entry"]
         ]
-    validate(shell, "Bundle")
+    validate(shell, "Bundle", nulls)
     kind = document.get("type")
     if kind not in ("transaction", "batch"):
         raise FhirError(400, "invalid", "the Bundle's type must be transaction or batch", "Bundle.type")
@@ -312,7 +326,7 @@ def read_bundle(document: dict[str, Any]) -> Bundle:
                 request.get("ifNoneExist"),
             )
         )
-    return Bundle(kind, entries)
+    return Bundle(kind, entries, nulls=nulls)
 
 
 def check_references(entry: Entry, bundle: Bundle) -> None:
