@@ -292,24 +292,21 @@ class FhirChannel:
 def _drawn_on(request: fhir_r4.Entry, bundle: fhir_r4.Bundle) -> list[fhir_r4.Entry]:
     """The entries a ServiceRequest draws on: what it references, directly or through them (a
     PractitionerRole's practitioner, a Coverage's payor), then the documents that reference it."""
-    entries = {id(entry.resource): entry for entry in bundle.entries}
-    seen = {id(request.resource)}
+    seen = {request.index}
     found: list[fhir_r4.Entry] = []
     pending = [request]
     while pending:
-        current = pending.pop()
-        for target in current.references:
-            hit = bundle.resolve({"reference": target}, current.resource)
-            if hit is not None and id(hit) in entries and id(hit) not in seen:
-                seen.add(id(hit))
-                found.append(entries[id(hit)])
-                pending.append(entries[id(hit)])
+        for hit in bundle.linked(pending.pop()):
+            if hit.index not in seen:
+                seen.add(hit.index)
+                found.append(hit)
+                pending.append(hit)
     documents = [
         entry
         for entry in bundle.entries
         if entry.type == "DocumentReference"
-        and id(entry.resource) not in seen
-        and _points_at(entry, request.resource, bundle)
+        and entry.index not in seen
+        and any(target is request for target in bundle.linked(entry))
     ]
     return [*found, *documents]
 
@@ -333,10 +330,6 @@ def _collection(request: dict[str, Any], drawn_on: list[fhir_r4.Entry]) -> dict[
     """The ServiceRequest and what it draws on, as kept on its intake item (its raw payload)."""
     context = [{"fullUrl": entry.full_url, "resource": entry.resource} for entry in drawn_on]
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": request}, *context]}
-
-
-def _points_at(entry: fhir_r4.Entry, target: dict[str, Any], bundle: fhir_r4.Bundle) -> bool:
-    return any(bundle.resolve({"reference": ref}, entry.resource) is target for ref in entry.references)
 
 
 def _conditional_key(if_none_exist: str | None, path: str | None) -> str | None:

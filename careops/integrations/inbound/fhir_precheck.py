@@ -107,26 +107,32 @@ class _Compiler:
             self.refused.add(ref)
             return None
         self.definitions[ref] = core_schema.any_schema()  # a placeholder while its fields compile
-        compiled = {name: self._field(field) for name, field in fields.items()}
+        instance = model.model_construct()
+        required = {name for name, _ in instance.get_required_fields()}
+        compiled = {name: self._field(field, name in required) for name, field in fields.items()}
         if model.has_resource_base():
             resource_type = core_schema.literal_schema([model.get_resource_type()])
             compiled["resourceType"] = core_schema.typed_dict_field(resource_type, required=False)
         schema: CoreSchema = core_schema.typed_dict_schema(compiled, extra_behavior="forbid")
-        rules = _rules(model)
+        unchecked = [name for name in sorted(required) if not compiled[name]["required"]]
+        rules = _rules(model, instance, unchecked)
         if rules is not None:
             schema = core_schema.no_info_after_validator_function(rules, schema)
         self.definitions[ref] = {**schema, "ref": ref}
         return ref
 
-    def _field(self, field: dict[str, Any]) -> core_schema.TypedDictField:
+    def _field(self, field: dict[str, Any], required: bool) -> core_schema.TypedDictField:
         schema = field["schema"]
         optional = schema.get("type") == "default"
         # An optional field's default is left out: the checked dict holds only the elements that
         # are there (with the models' defaults, ~30 Nones would be made for every element).
+        inner = schema["schema"] if optional else schema
+        if required and inner.get("type") == "nullable":
+            # A primitive the model requires (its after-validator checks it): there and not null,
+            # said in the schema instead of by a Python rule.
+            inner, optional = inner["schema"], False
         return core_schema.typed_dict_field(
-            self._transform(schema["schema"] if optional else schema),
-            required=not optional,
-            validation_alias=field["validation_alias"],
+            self._transform(inner), required=not optional, validation_alias=field["validation_alias"]
         )
 
     def _transform(self, node: Any) -> Any:
@@ -178,11 +184,12 @@ def _refuse(value: Any) -> Any:
     raise PydanticCustomError("careops_precheck", "left to fhir.resources")
 
 
-def _rules(model: type[FHIRAbstractModel]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
-    """The model's required primitives and choice elements, checked on the validated dict (by field
-    name); stricter than the model, which also takes an extension in place of a required value."""
-    instance = model.model_construct()
-    required = [name for name, _ in instance.get_required_fields()]
+def _rules(
+    model: type[FHIRAbstractModel], instance: FHIRAbstractModel, required: list[str]
+) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """The model's choice elements and the required primitives its schema could not say are
+    required, checked on the validated dict (by field name); stricter than the model, which also
+    takes an extension in place of a required value."""
     choices = []
     for fields in instance.get_one_of_many_fields().values():
         extra = model.model_fields[fields[0]].json_schema_extra
