@@ -3,14 +3,15 @@
     .venv/bin/python -m bench.channels [--duration 6] [--rounds 3] [--backends postgres,sqlite]
 
 Starts `careops serve --workers 2` with `CAREOPS_MLLP_PORT` on a fresh database (each HTTP
-worker process also listens for MLLP on the shared port) and loads it in turns, each round: JSON
-referrals over HTTP (the reference of the issue's "≥ 70% of the JSON intake", at the same
-connection count), HL7 ORM^O01 orders over HTTP, FHIR transaction Bundles of 10 resources (one
-referral each) and the orders over MLLP on 1 and 4 connections, each ACK awaited before the next
-message (the ACK is sent after commit). Every message is distinct and valid for the demo
-catalogue; an answer other than MSA-1 AA (HL7) or a 201 for the ServiceRequest (FHIR) counts as an
-error. Prints messages/s, p50/p99 and the ratio to the JSON intake of the same round (median of
-the rounds, and the range of the rounds: on a shared machine one round can be far from another).
+worker process also listens for MLLP on the shared port) and loads it in turns: HL7 ORM^O01
+orders over HTTP, FHIR transaction Bundles of 10 resources (one referral each) and the orders
+over MLLP on 1 and 4 connections, each ACK awaited before the next message (the ACK is sent after
+commit). Each of them is measured between two measurements of JSON referrals over HTTP at the
+same connection count, the reference of the issue's "≥ 70% of the JSON intake": its ratio is to
+their mean, so that the machine's drift over a run (±30% between minutes on a shared machine)
+cancels out. Every message is distinct and valid for the demo catalogue; an answer other than
+MSA-1 AA (HL7) or a 201 for the ServiceRequest (FHIR) counts as an error. Prints messages/s,
+p50/p99 and the ratio (median of the rounds, and their range).
 """
 
 from __future__ import annotations
@@ -96,34 +97,52 @@ def mllp_load(port: int, connections: int, duration: float) -> dict[str, Any]:
 
 
 JSON = "JSON referrals, HTTP"
-MEASUREMENTS = [
-    # name, connections, how; each channel is compared with JSON at the same connection count
-    (JSON, 1, "json"),
-    (JSON, 4, "json"),
-    ("HL7 ORM^O01, HTTP", 4, "hl7"),
-    ("FHIR Bundle of 10 resources", 4, "fhir"),
-    ("HL7 ORM^O01, MLLP", 1, "mllp"),
-    ("HL7 ORM^O01, MLLP", 4, "mllp"),
+CHANNELS = {
+    "hl7": "HL7 ORM^O01, HTTP",
+    "fhir": "FHIR Bundle of 10 resources",
+    "mllp": "HL7 ORM^O01, MLLP",
+}
+# One round, in order: each channel's measurement between two JSON intake measurements at its
+# connection count, its reference being their mean. The machine's speed drifts over a run (±30%
+# between minutes here): a reference measured just before and just after cancels the drift.
+ROUND = [
+    ("json", 1),
+    ("mllp", 1),
+    ("json", 1),
+    ("json", 4),
+    ("hl7", 4),
+    ("json", 4),
+    ("fhir", 4),
+    ("json", 4),
+    ("mllp", 4),
+    ("json", 4),
 ]
 
 
 def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> list[dict[str, Any]]:
     url = fresh_database(backend, workdir)
     app: RunningApp | None = None
+    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    ratios: dict[tuple[str, int], list[float]] = {}
     try:
         env, token = prepare_careops(url)
         mllp_port = free_port()
         env = {**env, "CAREOPS_MLLP_PORT": str(mllp_port)}
         app = start_app("careops", [str(BIN / "careops"), "serve", "--workers", "2"], env, "/healthz", token)
         _wait_for_port(mllp_port)
-        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for _ in range(rounds):
-            for name, connections, how in MEASUREMENTS:
+            results = []
+            for how, connections in ROUND:
                 if how == "mllp":
                     result = mllp_load(mllp_port, connections, duration)
                 else:
                     result = load(app.port, token, connections, duration, kind=how)
-                runs.setdefault((name, connections), []).append(result)
+                results.append(result)
+                measured.setdefault((how, connections), []).append(result)
+            for i, (how, connections) in enumerate(ROUND):
+                if how != "json":
+                    reference = (results[i - 1]["throughput"] + results[i + 1]["throughput"]) / 2
+                    ratios.setdefault((how, connections), []).append(results[i]["throughput"] / reference)
         app.stop()
         app = None
     finally:
@@ -131,20 +150,20 @@ def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> 
             app.stop()
         drop_database(url)
     rows = []
-    for name, connections, _ in MEASUREMENTS:
-        measured, json_runs = runs[(name, connections)], runs[(JSON, connections)]
-        ratios = [r["throughput"] / j["throughput"] for r, j in zip(measured, json_runs, strict=True)]
+    for how, connections in dict.fromkeys(ROUND):
+        runs = measured[(how, connections)]
+        spread = ratios.get((how, connections), [1.0])
         rows.append(
             {
                 "backend": backend,
-                "channel": name,
+                "channel": CHANNELS.get(how, JSON),
                 "connections": connections,
-                "rps": median(r["throughput"] for r in measured),
-                "ratio": median(ratios),
-                "ratio_range": (min(ratios), max(ratios)),
-                "p50": median(r["p50_ms"] for r in measured),
-                "p99": median(r["p99_ms"] for r in measured),
-                "errors": sum(r["errors"] for r in measured),
+                "rps": median(r["throughput"] for r in runs),
+                "ratio": median(spread),
+                "ratio_range": (min(spread), max(spread)),
+                "p50": median(r["p50_ms"] for r in runs),
+                "p99": median(r["p99_ms"] for r in runs),
+                "errors": sum(r["errors"] for r in runs),
             }
         )
     return rows

@@ -13,7 +13,16 @@ from careops.governance.tokens import create_token
 from careops.settings import Settings
 
 
+def _clear_of_a_window_edge(window: float = 60.0, needed: float = 20.0) -> None:
+    """Wait, if need be, so that the next ``needed`` seconds fall in one window of the limiter: at
+    a window's edge the sliding estimate lets about one request more through (by design)."""
+    into = time.monotonic() % window
+    if into > window - needed:
+        time.sleep(window - into + 0.05)
+
+
 def test_each_token_has_its_own_budget(settings: Settings, db: Database) -> None:
+    _clear_of_a_window_edge()
     limited = settings.model_copy(update={"api_requests_per_minute_per_token": 5})
     first, _ = create_token(db, "first", ["cases:read"], actor="test")
     second, _ = create_token(db, "second", ["cases:read"], actor="test")
@@ -30,6 +39,7 @@ def test_each_token_has_its_own_budget(settings: Settings, db: Database) -> None
 
 def test_guessing_tokens_from_one_address_is_slowed_down(settings: Settings, db: Database) -> None:
     limited = settings.model_copy(update={"api_requests_per_minute_per_address": 4})
+    _clear_of_a_window_edge()
     with TestClient(create_app(limited, db), raise_server_exceptions=False) as client:
         statuses = [
             client.get("/api/v1/cases", headers={"Authorization": f"Bearer cop_guess{i}"}).status_code
