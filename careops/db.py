@@ -148,7 +148,7 @@ def values_sql(table: Table, columns: tuple[str, ...], rows: int) -> tuple[str, 
     """``INSERT INTO table (columns) VALUES (…), …`` for ``rows`` rows, and its typed parameters,
     named ``<column>_<row>`` (``row_parameters``): one statement for many rows (psycopg's
     ``executemany`` sends one per row). Text with typed parameters, because SQLAlchemy does not
-    cache the compilation of a multi-row ``insert().values([...])``; ``values_insert`` caches it."""
+    cache the compilation of a multi-row ``insert().values([...])``; ``_values_insert`` caches it."""
     names = [[f"{name}_{i}" for name in columns] for i in range(rows)]
     values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}"  # noqa: S608 - constants; values are bound
@@ -159,7 +159,7 @@ def values_sql(table: Table, columns: tuple[str, ...], rows: int) -> tuple[str, 
 
 
 @functools.cache
-def values_insert(table: Table, columns: tuple[str, ...], rows: int) -> TextClause:
+def _values_insert(table: Table, columns: tuple[str, ...], rows: int) -> TextClause:
     """The multi-row insert of ``values_sql``, compiled once per shape (by ``run``)."""
     sql, parameters = values_sql(table, columns, rows)
     return text(sql).bindparams(*parameters)
@@ -179,7 +179,7 @@ def insert_rows(
     """Insert rows (each with exactly ``columns``) in multi-row statements of up to 16 rows."""
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
-        run(connection, values_insert(table, columns, len(chunk)), row_parameters(chunk))
+        run(connection, _values_insert(table, columns, len(chunk)), row_parameters(chunk))
 
 
 @contextmanager

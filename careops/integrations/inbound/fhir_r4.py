@@ -86,15 +86,19 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         document = json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise FhirError(400, "structure", f"the body is not JSON: {type(exc).__name__}") from exc
+        reason = str(exc) if isinstance(exc, _NotJson) else type(exc).__name__
+        raise FhirError(400, "structure", f"the body is not JSON: {reason}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
         raise FhirError(400, "structure", "the body is not a FHIR resource (no resourceType)", "resourceType")
     return document
 
 
+class _NotJson(ValueError):
+    """``NaN`` or ``Infinity``, which Python's parser takes and JSON (hence FHIR) does not."""
+
+
 def _not_json(constant: str) -> Any:
-    """``NaN`` and ``Infinity``, which Python's parser takes and JSON (hence FHIR) does not."""
-    raise ValueError(f"{constant} is not a JSON value")
+    raise _NotJson(f"{constant} is not a JSON value")
 
 
 def may_hold_null(raw: bytes) -> bool:
