@@ -85,9 +85,12 @@ class _Compiled:
     sql: str
     order: tuple[str, ...] | None  # the parameters' order for a positional driver (SQLite)
     processors: Mapping[str, Callable[[Any], Any]]
+    fixed: Mapping[str, Any]  # the statement's own values (a LIMIT, a literal), not the row's
 
     def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         processors = self.processors
+        if self.fixed:
+            row = {**self.fixed, **row}
         if self.order is not None:
             return tuple(processors[n](row[n]) if n in processors else row[n] for n in self.order)
         return {n: processors[n](v) if n in processors else v for n, v in row.items()}
@@ -108,20 +111,25 @@ def _compiled(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]
     assert isinstance(compiled, SQLCompiler)  # a DML or text statement
     if getattr(compiled, "insert_prefetch", None):
         raise ValueError("run() needs every column with a Python-side default given a value")
+    if "POSTCOMPILE" in compiled.string:
+        raise ValueError("run() cannot bind an expanding parameter (IN of a list): give each value a name")
     processors = {}
+    fixed = {}
     for name, bind in compiled.binds.items():
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             processors[name] = processor
+        if name not in names and bind.value is not None:
+            fixed[name] = bind.value
     order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
-    found = cache[key] = _Compiled(statement, compiled.string, order, processors)
+    found = cache[key] = _Compiled(statement, compiled.string, order, processors, fixed)
     return found
 
 
 def run(
     connection: Connection, statement: ClauseElement, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 ) -> Any:
-    """Execute a write in ``connection``'s transaction straight on its DBAPI cursor; the cursor.
+    """Execute a statement in ``connection``'s transaction straight on its DBAPI cursor; the cursor.
 
     For the intake's hot statements: SQLAlchemy's per-execution work (cache key, execution
     context, result set-up) cost about as much as SQLite's own. What it would do for these
@@ -182,26 +190,6 @@ def insert_rows(
         run(connection, _values_insert(table, columns, len(chunk)), row_parameters(chunk))
 
 
-@contextmanager
-def pipelined(connection: Connection) -> Iterator[None]:
-    """On PostgreSQL, statements whose results nobody reads go to the server together (psycopg's
-    pipeline mode: one round trip for the lot instead of one each; reading a result sends what is
-    queued first). A driver error met when the queue is sent is raised as SQLAlchemy's; an error
-    may surface at a later statement of the same pipeline than the one that caused it."""
-    driver = connection.connection.driver_connection
-    pipeline = getattr(driver, "pipeline", None)
-    if connection.dialect.name != "postgresql" or pipeline is None:
-        yield
-        return
-    try:
-        with pipeline():
-            yield
-    except connection.dialect.loaded_dbapi.Error as error:
-        raise DBAPIError.instance(
-            None, None, error, connection.dialect.loaded_dbapi.Error, hide_parameters=True
-        ) from error
-
-
 class WriterQueue:
     """Queues SQLite writers: threads on a lock, processes on ``flock`` of ``<database>.writelock``.
 
@@ -242,7 +230,8 @@ class WriterQueue:
 class Database:
     """One engine; ``transaction()`` is the unit of work that writes, ``sessions()`` reads.
 
-    ``writer()`` is ``transaction()`` without the ORM, for hot paths written in Core statements.
+    ``writer()`` is ``transaction()`` without the ORM, for hot paths written in Core statements;
+    ``pipelined_writer()`` is ``writer()`` in as few round trips to PostgreSQL as its reads allow.
     On SQLite both go through ``WriterQueue`` first (see there); as writers then take turns,
     ``writer()`` keeps one connection per process instead of checking one out of the pool each
     time (the check-out cost a fifth of the intake's CPU).
@@ -259,6 +248,8 @@ class Database:
             WriterQueue(self.engine.url.database) if self.engine.dialect.name == "sqlite" else nullcontext()
         )
         self._kept_writer: Connection | None = None
+        # psycopg then sends no BEGIN of its own: pipelined_writer() sends it with the first statement.
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -275,6 +266,39 @@ class Database:
                 return
             with connection.begin():
                 yield connection
+
+    @contextmanager
+    def pipelined_writer(self) -> Iterator[Connection]:
+        """``writer()`` whose statements PostgreSQL gets together (psycopg's pipeline mode): BEGIN
+        goes with the first statement, every write up to the next read in one round trip, COMMIT
+        with the last ones. Two round trips for a transaction with one read, instead of one per
+        statement plus BEGIN and COMMIT. In it, a result is read from ``run()``'s cursor
+        (``fetchone()`` sends what is queued and waits); a SQLAlchemy result reads nothing in
+        pipeline mode. A driver error is raised as SQLAlchemy's, possibly at a later statement than
+        the one that caused it, and the transaction rolls back. Elsewhere, ``writer()``.
+        """
+        if self.engine.dialect.name != "postgresql":
+            with self.writer() as connection:
+                yield connection
+            return
+        error_class = self.engine.dialect.loaded_dbapi.Error
+        with self._autocommit_engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            assert driver is not None  # a connection just checked out
+            try:
+                with driver.pipeline():
+                    cursor = driver.cursor()
+                    cursor.execute("BEGIN")
+                    yield connection
+                    cursor.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    driver.execute("ROLLBACK")  # a warning only where the transaction is over
+                except error_class:
+                    connection.invalidate()  # the connection is lost: never back to the pool
+                if isinstance(exc, error_class):
+                    raise DBAPIError.instance(None, None, exc, error_class, hide_parameters=True) from exc
+                raise
 
     def _turn_connection(self) -> Connection | None:
         """SQLite's kept writer connection (the caller holds the writer queue); None elsewhere,

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, insert_rows, pipelined, run
+from careops.db import Database, insert_rows, run
 from careops.domain.encryption import PREFIX
 from careops.domain.models import Base, IntakeItem, new_id, utcnow
 from careops.governance.keys import load_field_keys
@@ -93,7 +93,7 @@ def test_insert_rows_stores_every_row_in_statements_of_up_to_16(db: Database) ->
     """40 rows: three multi-row statements (16, 16, 8), with the columns' bind processing."""
     rows = [_item(raw_payload=f"payload {i}") for i in range(40)]
     columns = tuple(rows[0])
-    with db.writer() as connection, pipelined(connection):
+    with db.pipelined_writer() as connection:
         insert_rows(connection, _items, columns, rows)
     with db.sessions() as session:
         ids = [r["id"] for r in rows]
@@ -106,21 +106,27 @@ def test_insert_rows_stores_every_row_in_statements_of_up_to_16(db: Database) ->
         assert str(cipher).startswith(PREFIX) and clear == row["raw_payload"]
 
 
-def test_run_raises_sqlalchemys_integrity_error_and_the_transaction_rolls_back(db: Database) -> None:
+@pytest.mark.parametrize("writer", ["writer", "pipelined_writer"])
+def test_run_raises_sqlalchemys_integrity_error_and_the_transaction_rolls_back(
+    db: Database, writer: str
+) -> None:
+    """In the pipelined writer the error surfaces with the COMMIT, not at its statement: the same."""
     first = _item()
-    with db.writer() as connection:
+    with getattr(db, writer)() as connection:
         run(connection, _ITEM_INSERT, first)
     survivor = _item()
-    with pytest.raises(IntegrityError), db.writer() as connection:
+    with pytest.raises(IntegrityError), getattr(db, writer)() as connection:
         run(connection, _ITEM_INSERT, survivor)
         run(connection, _ITEM_INSERT, _item(id=first["id"]))
     with db.sessions() as session:
         assert session.get(IntakeItem, survivor["id"]) is None
-    # The writer is usable again after the failed transaction.
-    with db.writer() as connection:
-        run(connection, _ITEM_INSERT, survivor)
-    with db.sessions() as session:
-        assert session.get(IntakeItem, survivor["id"]) is not None
+    # Nothing is left open on any pooled connection: every later transaction works and commits.
+    for _ in range(db.pool_size + 1):
+        later = _item()
+        with getattr(db, writer)() as connection:
+            run(connection, _ITEM_INSERT, later)
+        with db.sessions() as session:
+            assert session.get(IntakeItem, later["id"]) is not None
 
 
 def test_run_refuses_to_leave_out_a_column_with_a_python_default(db: Database) -> None:
@@ -151,17 +157,43 @@ def test_each_database_encrypts_with_its_own_keys(tmp_path: Path) -> None:
             database.dispose()
 
 
-def test_pipelined_writes_commit_together_and_a_failure_is_sqlalchemys(db: Database) -> None:
-    """On PostgreSQL the writes go in one round trip (psycopg pipeline); elsewhere as they are."""
+def test_pipelined_writer_commits_writes_and_reads_in_one_transaction(db: Database) -> None:
+    """On PostgreSQL the transaction goes in pipeline mode (BEGIN with the first statement, COMMIT
+    with the last writes); elsewhere it is ``writer()``."""
     rows = [_item() for _ in range(3)]
-    with db.writer() as connection, pipelined(connection):
-        for row in rows:
+    with db.pipelined_writer() as connection:
+        run(connection, _ITEM_INSERT, rows[0])
+        # A read in the middle sends what is queued and sees it (same transaction).
+        read = select(_items.c.id).where(_items.c.id == bindparam("item_id"))
+        assert run(connection, read, {"item_id": rows[0]["id"]}).fetchone() == (rows[0]["id"],)
+        for row in rows[1:]:
             run(connection, _ITEM_INSERT, row)
     with db.sessions() as session:
         assert all(session.get(IntakeItem, row["id"]) is not None for row in rows)
-    survivor = _item()
-    with pytest.raises(IntegrityError), db.writer() as connection, pipelined(connection):
-        run(connection, _ITEM_INSERT, survivor)
-        run(connection, _ITEM_INSERT, _item(id=rows[0]["id"]))
+
+
+def test_pipelined_writer_rolls_back_on_an_error_of_the_caller(db: Database) -> None:
+    row = _item()
+    with pytest.raises(RuntimeError, match="caller"), db.pipelined_writer() as connection:
+        run(connection, _ITEM_INSERT, row)
+        raise RuntimeError("the caller failed")
     with db.sessions() as session:
-        assert session.get(IntakeItem, survivor["id"]) is None
+        assert session.get(IntakeItem, row["id"]) is None
+
+
+def test_run_reads_with_a_statements_own_values(db: Database) -> None:
+    """A LIMIT or a literal in the statement is bound by run() itself, beside the row's values."""
+    rows = [_item(channel="hl7", sender="run-test") for _ in range(3)]
+    with db.writer() as connection:
+        run(connection, _ITEM_INSERT, rows)
+    query = (
+        select(_items.c.id)
+        .where(_items.c.channel == "hl7", _items.c.sender == "run-test", _items.c.id != bindparam("not"))
+        .order_by(_items.c.id)
+        .limit(1)
+    )
+    with db.pipelined_writer() as connection:
+        found = run(connection, query, {"not": min(r["id"] for r in rows)}).fetchall()
+    assert found == [(sorted(r["id"] for r in rows)[1],)]
+    with pytest.raises(ValueError, match="expanding"), db.writer() as connection:
+        run(connection, select(_items.c.id).where(_items.c.id.in_(["a", "b"])), {})

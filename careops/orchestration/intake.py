@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, insert_rows, pipelined, run
+from careops.db import Database, insert_rows, run
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
@@ -184,7 +184,7 @@ def accept_referral(
     normalised = referral_in.model_dump(mode="json", exclude_none=True)
 
     def write() -> IntakeAnswer:
-        with db.writer() as connection:
+        with db.pipelined_writer() as connection:
             return _accept(connection, request, normalised, evaluation, settings)
 
     return answer_once(db, request, write)
@@ -235,8 +235,9 @@ def _accept(
 ) -> IntakeAnswer:
     """Rows in foreign-key order (patient and case, intake item, exception item), then the events.
 
-    What has to be read (the patient, an earlier case) is read first; the writes, which need no
-    answer, then go to PostgreSQL in one round trip (``pipelined``: no read may happen in there).
+    What has to be read (the patient, an earlier case) is read first (by ``run``: in the
+    pipelined writer, see there); the writes, which need no answer, then go to PostgreSQL with the
+    COMMIT.
     """
     location = evaluation.references.location
     item_id = new_id()
@@ -247,12 +248,11 @@ def _accept(
         answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
     else:
         answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
-    with pipelined(connection):
-        insert_case(connection, case_row)
-        item_row = intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id)
-        insert_item(connection, item_row, exception_row)
-        insert_documents(connection, item_id, request.attachments)
-        record_events(connection, received_event(request, item_id, location_id), *answer.events)
+    insert_case(connection, case_row)
+    item_row = intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id)
+    insert_item(connection, item_row, exception_row)
+    insert_documents(connection, item_id, request.attachments)
+    record_events(connection, received_event(request, item_id, location_id), *answer.events)
     return answer
 
 

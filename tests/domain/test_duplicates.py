@@ -41,7 +41,7 @@ def test_found_inside_the_window_only(db: Database) -> None:
         inside = find_duplicate_case(session.connection(), **args, window=dt.timedelta(hours=24))
         outside = find_duplicate_case(session.connection(), **args, window=dt.timedelta(hours=5))
         other_referrer = find_duplicate_case(
-            session, **{**args, "referrer_id": None}, window=dt.timedelta(hours=24)
+            session.connection(), **{**args, "referrer_id": None}, window=dt.timedelta(hours=24)
         )
         disabled = find_duplicate_case(session.connection(), **args, window=dt.timedelta(0))
     assert inside is not None and inside[0] == case_id
