@@ -7,6 +7,7 @@ human and become reason codes such as ``missing_field:patient.birth_date``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Annotated, Literal
 
@@ -160,16 +161,27 @@ def parse_date(value: str | None, date_order: str = "DMY") -> dt.date | None:
     raise ValueError(f"unreadable date format: {len(cleaned)} characters")
 
 
+@functools.lru_cache(maxsize=1024)
+def phone_number(text: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """``text`` as a possible phone number (a national one of ``region``, or international), or None.
+
+    Cached: a channel choosing among a message's numbers and the normalisation after it parse each
+    number once (the parse is most of a referral's normalisation). Never mutate what it returns.
+    """
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.is_possible_number(number) else None
+
+
 def normalise_phone(value: str | None, region: str) -> str | None:
     """E.164, or ValueError when the number is not a possible phone number."""
     cleaned = clean_text(value)
     if cleaned is None:
         return None
-    try:
-        number = phonenumbers.parse(cleaned, region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError("not a phone number") from exc
-    if not phonenumbers.is_possible_number(number):
+    number = phone_number(cleaned, region)
+    if number is None:
         raise ValueError("not a possible phone number")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from careops.domain.referrals import normalise_phone
 from careops.integrations.inbound import hl7v2
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "hl7"
@@ -55,7 +56,7 @@ def test_each_sample_is_accepted_or_refused_by_type(path: Path) -> None:
     if path.name in ACCEPTED:
         message = hl7v2.parse(path.read_bytes())
         assert message.header.kind == ACCEPTED[path.name]
-        assert hl7v2.patient(message).mrn
+        assert hl7v2.patient(message, "GB").mrn
     else:
         with pytest.raises(hl7v2.Hl7Rejected) as refused:
             hl7v2.parse(path.read_bytes())
@@ -74,7 +75,7 @@ def test_malformed_samples_are_refused_with_the_reason(name: str) -> None:
 
 def test_a_referral_maps_patient_referrer_service_and_payer() -> None:
     message = hl7v2.parse((SAMPLES / "REF-I12-01.hl7").read_bytes())
-    referral = hl7v2.referral(message, "north")
+    referral = hl7v2.referral(message, "north", "GB")
     assert referral.patient.mrn == "PATID1234"
     assert (referral.patient.family_name, referral.patient.given_name) == ("EVERYMAN", "ADAM")
     assert referral.patient.birth_date == "19610615"
@@ -90,7 +91,7 @@ def test_a_referral_maps_patient_referrer_service_and_payer() -> None:
 
 def test_an_order_takes_the_ordering_provider_and_placer_number() -> None:
     message = hl7v2.parse((SAMPLES / "ORM-O01-01.hl7").read_bytes())  # starts with a UTF-8 BOM
-    referral = hl7v2.referral(message, None)
+    referral = hl7v2.referral(message, None, "GB")
     assert referral.service_code == "24725-4"
     assert referral.referrer.code == "3850"
     assert referral.external_id == "1101"
@@ -98,7 +99,7 @@ def test_an_order_takes_the_ordering_provider_and_placer_number() -> None:
 
 
 def test_an_appointment_names_its_ids_start_and_service() -> None:
-    appointment = hl7v2.appointment(hl7v2.parse((SAMPLES / "SIU-S12-01.hl7").read_bytes()))
+    appointment = hl7v2.appointment(hl7v2.parse((SAMPLES / "SIU-S12-01.hl7").read_bytes()), "GB")
     assert appointment.event == "booked"
     assert (appointment.placer_id, appointment.filler_id) == ("12345", "36996")
     assert appointment.start == "2021-09-24T09:30:00+02:15"
@@ -126,7 +127,7 @@ def test_an_error_ack_names_the_field_in_err() -> None:
     text = "MSH|^~\\&|A|B|C|D|20260101||ORM^O01|X1|P|2.5.1\rPID|1||^^^^MR||DOE^JANE\r"
     message = hl7v2.parse(text.encode())
     with pytest.raises(hl7v2.Hl7Rejected) as refused:
-        hl7v2.patient(message)
+        hl7v2.patient(message, "GB")
     ack = hl7.parse(hl7v2.acknowledgement(message.header, "AE", refused.value.detail, refused.value))
     assert str(ack.segment("MSA")(1)) == "AE"
     err = ack.segment("ERR")
@@ -137,7 +138,7 @@ def test_an_error_ack_names_the_field_in_err() -> None:
 def test_a_message_with_other_encoding_characters_is_read_with_them() -> None:
     text = "MSH#*~!@#A#B#C#D#20260101##ORM*O01#X1#P#2.5.1\rPID#1##M1*****MR##O!F!Brien*Ann\r"
     message = hl7v2.parse(text.encode())
-    patient = hl7v2.patient(message)
+    patient = hl7v2.patient(message, "GB")
     assert patient.family_name == "O#Brien"
     assert patient.given_name == "Ann"
     ack = hl7v2.acknowledgement(message.header, "AA", "a#b")
@@ -148,7 +149,7 @@ def test_a_message_with_other_encoding_characters_is_read_with_them() -> None:
 def test_latin1_messages_are_decoded_from_their_declared_charset() -> None:
     text = "MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1|||||||8859/1\rPID|1||M1^^^^MR||Müller^Jörg\r"
     message = hl7v2.parse(text.encode("latin-1"))
-    assert hl7v2.patient(message).family_name == "Müller"
+    assert hl7v2.patient(message, "GB").family_name == "Müller"
 
 
 field_text = st.text(
@@ -204,3 +205,16 @@ def test_the_reader_agrees_with_python_hl7_on_every_value(path: Path) -> None:
                     )
                     compared += 1
     assert compared > 100
+
+
+def test_a_national_phone_number_is_read_in_the_configured_region() -> None:
+    """PID-13 in the sender's national format: a possible number where the organisation is (it was
+    once checked as a US number, and a UK one such as 020 7946 0000 was dropped)."""
+    text = (
+        "MSH|^~\\&|A|B|C|D|20260101||ORM^O01|X2|P|2.5.1\r"
+        "PID|1||M1^^^^MR||DOE^JANE||19800101|F|||||not a number~020 7946 0000\r"
+    )
+    message = hl7v2.parse(text.encode())
+    assert hl7v2.patient(message, "GB").phone == "020 7946 0000"
+    assert hl7v2.patient(message, "US").phone is None
+    assert normalise_phone("020 7946 0000", "GB") == "+442079460000"

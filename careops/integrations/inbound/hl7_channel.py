@@ -107,17 +107,17 @@ class Hl7Channel:
         )
         slugs = self.catalogue.get(self.db).locations
         location = location_for(hl7v2.facilities(message), self.settings, slugs)
-        kind = header.kind
+        kind, region = header.kind, self.settings.default_phone_region
         if kind in hl7v2.REFERRAL_TYPES:
             return accept_referral(
-                self.db, request, hl7v2.referral(message, location), self.settings, self.catalogue
+                self.db, request, hl7v2.referral(message, location, region), self.settings, self.catalogue
             )
-        patient = hl7v2.patient(message)
+        patient = hl7v2.patient(message, region)
         if kind in hl7v2.PATIENT_TYPES:
             return record_patient(
                 self.db, request, patient, location, hl7v2.PATIENT_TYPES[kind], self.settings, self.catalogue
             )
-        appointment = hl7v2.appointment(message)
+        appointment = hl7v2.appointment(message, region)
         notice = AppointmentNotice(
             appointment.event,
             appointment.service_code,

@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-import phonenumbers
-
-from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn
+from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn, phone_number
 
 SUPPORTED_VERSIONS = frozenset(
     {
@@ -386,8 +384,10 @@ def repetitions(segment: Segment | None, position: int) -> int:
     return 0 if segment is None else segment.repetitions(position)
 
 
-def patient(message: Hl7Message) -> PatientIn:
-    """PID as the intake patient; AE when PID, the patient identifier or the name is missing."""
+def patient(message: Hl7Message, phone_region: str) -> PatientIn:
+    """PID as the intake patient; AE when PID, the patient identifier or the name is missing.
+
+    Its phone is the first of PID-13 that is a possible number (national ones of ``phone_region``)."""
     pid = message.first("PID")
     if pid is None:
         raise Hl7Rejected("AE", SEGMENT_SEQUENCE_ERROR, "the message has no PID segment", ("PID", 0))
@@ -406,7 +406,7 @@ def patient(message: Hl7Message) -> PatientIn:
         family_name=family[:200] or None,
         birth_date=birth[:8] or None,
         sex=_SEX.get(value(pid, 8)[:1].upper()),
-        phone=_phone(pid),
+        phone=_phone(pid, phone_region),
         email=_email(pid),
     )
 
@@ -420,7 +420,7 @@ def _medical_record_number(pid: Any) -> str:
     return value(pid, 3, 1) or value(pid, 2, 1)
 
 
-def _phone(pid: Any) -> str | None:
+def _phone(pid: Any, region: str) -> str | None:
     """PID-13's first number that is a possible phone number: XTN-12, XTN-6+7, or XTN-1."""
     for repetition in range(1, repetitions(pid, 13) + 1):
         candidates = (
@@ -430,16 +430,9 @@ def _phone(pid: Any) -> str | None:
         )
         for candidate in candidates:
             digits = re.sub(r"[^\d+]", "", candidate)
-            if len(digits) >= 7 and _possible_phone(candidate):
+            if len(digits) >= 7 and phone_number(candidate, region) is not None:
                 return candidate[:64]
     return None
-
-
-def _possible_phone(candidate: str) -> bool:
-    try:
-        return bool(phonenumbers.is_possible_number(phonenumbers.parse(candidate, "US")))
-    except phonenumbers.NumberParseException:
-        return False
 
 
 def _email(pid: Any) -> str | None:
@@ -458,7 +451,7 @@ def facilities(message: Hl7Message) -> list[str]:
     return [name for name in found if name]
 
 
-def referral(message: Hl7Message, location: str | None) -> ReferralIn:
+def referral(message: Hl7Message, location: str | None, phone_region: str) -> ReferralIn:
     """REF^I12, ORM^O01, OMG^O19 or OML^O21 as a referral for ``location`` (a slug, or None)."""
     rf1, obr, orc = message.first("RF1"), message.first("OBR"), message.first("ORC")
     pr1 = message.first("PR1")
@@ -472,7 +465,7 @@ def referral(message: Hl7Message, location: str | None) -> ReferralIn:
         location=location,
         service_code=service[:64] or None,
         priority=priority,
-        patient=patient(message),
+        patient=patient(message, phone_region),
         referrer=_referrer(message),
         payer_code=value(insurance, 3, 1)[:64] or None,
         member_id=(value(insurance, 36) or value(insurance, 49, 1))[:64] or None,
@@ -511,7 +504,7 @@ def _notes(message: Hl7Message) -> str:
     return "\n".join(lines)[:20_000]
 
 
-def appointment(message: Hl7Message) -> Appointment:
+def appointment(message: Hl7Message, phone_region: str) -> Appointment:
     """SIU^S12/S14/S15: the appointment ids, its start, the service (AIS-3) and the patient."""
     sch = message.first("SCH")
     if sch is None:
@@ -525,7 +518,7 @@ def appointment(message: Hl7Message) -> Appointment:
     start = value(ais, 4) or value(tq1, 7) or value(sch, 11, 4)
     return Appointment(
         event=APPOINTMENT_TYPES[message.header.kind],
-        patient=patient(message),
+        patient=patient(message, phone_region),
         service_code=(value(ais, 3, 1) or value(sch, 7, 1))[:64] or None,
         filler_id=filler[:64] or None,
         placer_id=placer[:64] or None,
