@@ -61,11 +61,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         # /readyz says so): it is served only so that it can say it.
         with suppress(ConfigurationError):
             await to_thread.run_sync(load_field_keys, db, settings)
-        # Every HTTP worker process also listens for MLLP and SMTP when asked (shared ports: the
-        # kernel spreads the connections).
-        servers = await app.state.inbound.listen(settings)
         # Compiled once a process (~0.5 s) so that the first FHIR request does not wait for it.
         await to_thread.run_sync(prepare_validation)
+        # Every HTTP worker process also listens for MLLP and SMTP when asked (shared ports), once
+        # it is ready: a worker busy compiling would be slow to take its share of the connections.
+        servers = await app.state.inbound.listen(settings)
         yield
         for server in servers:
             server.close()

@@ -7,6 +7,7 @@ import asyncio
 import multiprocessing
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from multiprocessing.process import BaseProcess
@@ -35,7 +36,7 @@ from careops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from careops.integrations.inbound.channels import Inbound
-    from careops.orchestration.worker import Listener
+    from careops.orchestration.worker import Listener, Listening
 
 app = typer.Typer(
     help="careops: operations control plane for healthcare service organisations.",
@@ -116,7 +117,7 @@ def _inbound_listeners(settings: Settings) -> list[Listener]:
     from careops.integrations.inbound.channels import Inbound
     from careops.orchestration.intake import CatalogueCache
 
-    async def listen(db: Database) -> list[asyncio.Server]:
+    async def listen(db: Database) -> list[Listening]:
         return await Inbound.build(db, settings, CatalogueCache(settings.reference_cache_seconds)).listen(
             settings
         )
@@ -177,6 +178,7 @@ def serve(
         os.environ["CAREOPS_SMTP_PORT"] = str(settings.smtp_port)
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     _announce_listeners(settings)
+    shared = _share_mllp(settings)
     worker = start_embedded_worker() if embedded_worker else None
     try:
         uvicorn.run(
@@ -195,6 +197,25 @@ def serve(
             worker.join(10)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if shared is not None:
+            shared[0].close()
+            shutil.rmtree(Path(shared[1]).parent, ignore_errors=True)
+
+
+def _share_mllp(settings: Settings) -> tuple[socket.socket, str] | None:
+    """Several HTTP workers with MLLP: one listening socket they share and take turns on by load."""
+    if settings.mllp_port is None or settings.workers < 2:
+        return None
+    from careops.integrations.inbound.mllp import SHARED_LISTENER, share_listener
+
+    try:
+        shared = share_listener(settings.mllp_host, settings.mllp_port)
+    except OSError as exc:
+        raise CareopsError(
+            f"cannot listen for MLLP on {settings.mllp_host}:{settings.mllp_port}: {exc}"
+        ) from exc
+    os.environ[SHARED_LISTENER] = shared[1]
+    return shared
 
 
 def _inbound(settings: Settings) -> Inbound:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from dbos import DBOS
 
@@ -49,7 +50,13 @@ async def seal_continuously(sealer: Sealer, interval: float, stop: asyncio.Event
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-Listener = Callable[[Database], Awaitable[list[asyncio.Server]]]
+class Listening(Protocol):
+    """A network listener started on the worker's loop (an ``asyncio.Server`` or the like)."""
+
+    def close(self) -> None: ...
+
+
+Listener = Callable[[Database], Awaitable[list[Listening]]]
 
 
 async def run_worker(

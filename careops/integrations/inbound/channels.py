@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from careops.db import Database
 from careops.integrations.inbound.email_channel import EmailChannel
@@ -14,6 +14,9 @@ from careops.integrations.inbound.smtp import start_smtp
 from careops.integrations.inbound.webform import WebForm
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings
+
+if TYPE_CHECKING:
+    from careops.orchestration.worker import Listening
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,9 @@ class Inbound:
             WebForm(db, settings, catalogue),
         )
 
-    async def listen(self, settings: Settings) -> list[asyncio.Server]:
+    async def listen(self, settings: Settings) -> list[Listening]:
         """The network listeners the settings ask for (MLLP, SMTP), on this process's loop."""
-        servers = []
+        servers: list[Listening] = []
         if settings.mllp_port is not None:
             servers.append(
                 await start_mllp(

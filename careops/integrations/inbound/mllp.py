@@ -10,8 +10,12 @@ served at once; a broken connection never stops the listener.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
-from collections.abc import AsyncIterator, Sequence
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
@@ -21,6 +25,12 @@ from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
 from careops.observability.logs import get_logger
 
+# Set by ``share_listener`` in ``careops serve`` for its HTTP workers: where each gets the
+# listening socket they share.
+SHARED_LISTENER = "CAREOPS_MLLP_SHARED_LISTENER"
+# A process holding connections waits this long per connection before it accepts the next one,
+# so that an idler process (blocked in accept) takes it: connections spread over the processes.
+_BUSY_DELAY = 0.005
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _READ_SIZE = 64 * 1024
@@ -110,13 +120,16 @@ async def start_mllp(
     max_bytes: int,
     allowed_peers: Sequence[IPv4Network | IPv6Network] = (),
     tls: ssl.SSLContext | None = None,
-) -> asyncio.Server:
+) -> asyncio.Server | SharedListener:
     """Listen on ``host:port``; the caller closes the returned server. With ``allowed_peers``, a
     connection from any other address is closed before a byte is read (and logged); with ``tls``
     (``tls_context``), MLLP runs inside TLS.
 
-    The port is shared (``SO_REUSEPORT``) by every process that listens on it: each HTTP worker of
-    ``careops serve`` and any ``careops worker --mllp-port``.
+    The port is shared (``SO_REUSEPORT``) by every process that listens on it: any ``careops
+    worker --mllp-port`` and ``careops serve``. The HTTP workers of one ``careops serve`` share
+    one listening socket (``share_listener``) and take turns by load: the kernel spreads
+    ``SO_REUSEPORT`` connections by a hash of their addresses, which put three or all four of an
+    interface engine's connections on one of two workers about two times in three.
     """
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -127,7 +140,120 @@ async def start_mllp(
             return
         await _serve_connection(channel, max_bytes, reader, writer)
 
+    shared = os.environ.get(SHARED_LISTENER)
+    if shared:
+        return SharedListener(_borrow_listener(shared), serve, tls)
     return await asyncio.start_server(serve, host, port, reuse_port=True, ssl=tls)
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class SharedListener:
+    """Accepts on a listening socket other processes accept on too, one connection at a time,
+    later the more connections this process already serves (``_BUSY_DELAY`` each)."""
+
+    def __init__(self, listener: socket.socket, serve: Serve, tls: ssl.SSLContext | None) -> None:
+        self.sockets = (listener,)
+        self._serve, self._tls = serve, tls
+        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = asyncio.get_running_loop().create_task(self._accept())
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        listener = self.sockets[0]
+        while True:
+            await _readable(loop, listener)
+            if self._active:  # an idler process takes this one, if there is one
+                await asyncio.sleep(_BUSY_DELAY * self._active)
+            try:
+                connection, _ = listener.accept()
+            except BlockingIOError:  # another process took it
+                continue
+            except OSError as exc:  # e.g. out of file descriptors: keep listening
+                log.warning("mllp.accept_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.1)
+                continue
+            connection.setblocking(False)
+            task = loop.create_task(self._connection(connection))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, connection: socket.socket) -> None:
+        self._active += 1
+        try:
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader()
+            connected = loop.create_future()
+
+            def made(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                connected.set_result(writer)
+
+            protocol = asyncio.StreamReaderProtocol(reader, made)
+            try:
+                await loop.connect_accepted_socket(lambda: protocol, connection, ssl=self._tls)
+            except (OSError, ssl.SSLError):  # a failed TLS handshake, a peer gone already
+                connection.close()
+                return
+            await self._serve(reader, await connected)
+        finally:
+            self._active -= 1
+
+    def close(self) -> None:
+        self._accepting.cancel()
+        for task in self._tasks:
+            task.cancel()
+        self.sockets[0].close()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+    """Until a connection waits on ``listener`` (every process sharing it hears of it)."""
+    ready = loop.create_future()
+
+    def heard() -> None:
+        loop.remove_reader(listener)
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(listener, heard)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(listener)
+
+
+def share_listener(host: str, port: int) -> tuple[socket.socket, str]:
+    """For ``careops serve``: listen on ``host:port`` here, and lend the socket to each process
+    that asks at the returned Unix socket path (in a directory only this user can enter); the
+    path goes to the HTTP workers as ``CAREOPS_MLLP_SHARED_LISTENER``. The caller closes the
+    socket and removes the path's directory when it stops."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=128, reuse_port=True)
+    path = os.path.join(tempfile.mkdtemp(prefix="careops-mllp-"), "listener")
+    lender = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lender.bind(path)
+    lender.listen()
+
+    def lend() -> None:
+        while True:
+            borrower, _ = lender.accept()
+            with borrower:
+                socket.send_fds(borrower, [b"mllp"], [listener.fileno()])
+
+    threading.Thread(target=lend, name="mllp-listener-lender", daemon=True).start()
+    return listener, path
+
+
+def _borrow_listener(path: str) -> socket.socket:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as lender:
+        lender.connect(path)
+        _, fds, _, _ = socket.recv_fds(lender, 16, 1)
+    if not fds:
+        raise ConfigurationError(f"no MLLP listening socket came from {path}")
+    listener = socket.socket(fileno=fds[0])
+    listener.setblocking(False)
+    return listener
 
 
 def tls_context(cert: Path | None, key: Path | None, client_ca: Path | None) -> ssl.SSLContext | None:
