@@ -7,9 +7,9 @@ import asyncio
 import multiprocessing
 import os
 import shutil
-import socket
 import sys
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -178,44 +178,34 @@ def serve(
         os.environ["CAREOPS_SMTP_PORT"] = str(settings.smtp_port)
     err.print(f"careops serving on http://{host}:{port} ({settings.workers} HTTP worker(s))")
     _announce_listeners(settings)
-    shared = _share_mllp(settings)
-    worker = start_embedded_worker() if embedded_worker else None
-    try:
-        uvicorn.run(
-            "careops.api.app:create_served_app",
-            factory=True,
-            log_config=None,
-            host=host,
-            port=port,
-            workers=settings.workers,
-            log_level="warning",
-            access_log=False,
-        )
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.join(10)
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-        if shared is not None:
-            shared[0].close()
-            shutil.rmtree(Path(shared[1]).parent, ignore_errors=True)
+    with _share_mllp(settings):
+        worker = start_embedded_worker() if embedded_worker else None
+        try:
+            uvicorn.run(
+                "careops.api.app:create_served_app",
+                factory=True,
+                log_config=None,
+                host=host,
+                port=port,
+                workers=settings.workers,
+                log_level="warning",
+                access_log=False,
+            )
+        finally:
+            if worker is not None:
+                worker.terminate()
+                worker.join(10)
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _share_mllp(settings: Settings) -> tuple[socket.socket, str] | None:
+def _share_mllp(settings: Settings) -> AbstractContextManager[None]:
     """Several HTTP workers with MLLP: one listening socket they share and take turns on by load."""
     if settings.mllp_port is None or settings.workers < 2:
-        return None
-    from careops.integrations.inbound.mllp import SHARED_LISTENER, share_listener
+        return nullcontext()
+    from careops.integrations.inbound.mllp import shared_listener
 
-    try:
-        shared = share_listener(settings.mllp_host, settings.mllp_port)
-    except OSError as exc:
-        raise CareopsError(
-            f"cannot listen for MLLP on {settings.mllp_host}:{settings.mllp_port}: {exc}"
-        ) from exc
-    os.environ[SHARED_LISTENER] = shared[1]
-    return shared
+    return shared_listener(settings.mllp_host, settings.mllp_port)
 
 
 def _inbound(settings: Settings) -> Inbound:

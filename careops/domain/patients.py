@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -29,24 +29,19 @@ def _upsert_by_mrn(dialect_insert: Any) -> Any:
 _UPSERTS = {"postgresql": _upsert_by_mrn(postgresql.insert), "sqlite": _upsert_by_mrn(sqlite.insert)}
 
 
-def _by_name(born: bool) -> Select[Any]:
-    """A patient without an MRN by names and birth date (or without one, when none is known)."""
-    birth = _patients.c.birth_date == bindparam("birth_date") if born else _patients.c.birth_date.is_(None)
-    return (
-        select(_patients.c.id)
-        .where(
-            _patients.c.organisation_id == bindparam("organisation_id"),
-            _patients.c.mrn.is_(None),
-            _patients.c.family_name == bindparam("family_name"),
-            _patients.c.given_name == bindparam("given_name"),
-            birth,
-        )
-        .limit(1)
+# A patient without an MRN by names and birth date (an unknown one matching an unknown one), read
+# by a raw cursor (``run``): the intake's pipelined writer reads no SQLAlchemy result.
+_BY_NAME = (
+    select(_patients.c.id)
+    .where(
+        _patients.c.organisation_id == bindparam("organisation_id"),
+        _patients.c.mrn.is_(None),
+        _patients.c.family_name == bindparam("family_name"),
+        _patients.c.given_name == bindparam("given_name"),
+        _patients.c.birth_date.is_not_distinct_from(bindparam("birth_date")),
     )
-
-
-# Read by a raw cursor (``run``): the intake's pipelined writer reads no SQLAlchemy result.
-_BY_NAME = {True: _by_name(True), False: _by_name(False)}
+    .limit(1)
+)
 _REGISTER = insert(_patients)
 _UPDATE = update(_patients).where(_patients.c.id == bindparam("patient_id"))
 
@@ -74,14 +69,15 @@ def find_or_register(
         ).fetchone()
         # The id is never updated, so it is the new one only for the row inserted here.
         return str(patient_id), patient_id == new_patient["id"]
-    names = {
-        "organisation_id": organisation_id,
-        "family_name": referral.family_name,
-        "given_name": referral.given_name,
-    }
-    born = referral.birth_date is not None
     found = run(
-        connection, _BY_NAME[born], {**names, "birth_date": referral.birth_date} if born else names
+        connection,
+        _BY_NAME,
+        {
+            "organisation_id": organisation_id,
+            "family_name": referral.family_name,
+            "given_name": referral.given_name,
+            "birth_date": referral.birth_date,
+        },
     ).fetchone()
     if found is None:
         run(connection, _REGISTER, new_patient)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
@@ -25,7 +27,7 @@ from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
 from careops.observability.logs import get_logger
 
-# Set by ``share_listener`` in ``careops serve`` for its HTTP workers: where each gets the
+# Set by ``shared_listener`` in ``careops serve`` for its HTTP workers: where each gets the
 # listening socket they share.
 SHARED_LISTENER = "CAREOPS_MLLP_SHARED_LISTENER"
 # A process holding connections waits this long per connection before it accepts the next one,
@@ -127,7 +129,7 @@ async def start_mllp(
 
     The port is shared (``SO_REUSEPORT``) by every process that listens on it: any ``careops
     worker --mllp-port`` and ``careops serve``. The HTTP workers of one ``careops serve`` share
-    one listening socket (``share_listener``) and take turns by load: the kernel spreads
+    one listening socket (``shared_listener``) and take turns by load: the kernel spreads
     ``SO_REUSEPORT`` connections by a hash of their addresses, which put three or all four of an
     interface engine's connections on one of two workers about two times in three.
     """
@@ -156,8 +158,7 @@ class SharedListener:
     def __init__(self, listener: socket.socket, serve: Serve, tls: ssl.SSLContext | None) -> None:
         self.sockets = (listener,)
         self._serve, self._tls = serve, tls
-        self._active = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[asyncio.Task[None]] = set()  # one task each, while it is open
         self._accepting = asyncio.get_running_loop().create_task(self._accept())
 
     async def _accept(self) -> None:
@@ -165,8 +166,8 @@ class SharedListener:
         listener = self.sockets[0]
         while True:
             await _readable(loop, listener)
-            if self._active:  # an idler process takes this one, if there is one
-                await asyncio.sleep(_BUSY_DELAY * self._active)
+            if self._connections:  # an idler process takes this one, if there is one
+                await asyncio.sleep(_BUSY_DELAY * len(self._connections))
             try:
                 connection, _ = listener.accept()
             except BlockingIOError:  # another process took it
@@ -177,32 +178,28 @@ class SharedListener:
                 continue
             connection.setblocking(False)
             task = loop.create_task(self._connection(connection))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
 
     async def _connection(self, connection: socket.socket) -> None:
-        self._active += 1
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        connected: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+
+        def made(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connected.set_result(writer)
+
+        protocol = asyncio.StreamReaderProtocol(reader, made)
         try:
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader()
-            connected = loop.create_future()
-
-            def made(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                connected.set_result(writer)
-
-            protocol = asyncio.StreamReaderProtocol(reader, made)
-            try:
-                await loop.connect_accepted_socket(lambda: protocol, connection, ssl=self._tls)
-            except (OSError, ssl.SSLError):  # a failed TLS handshake, a peer gone already
-                connection.close()
-                return
-            await self._serve(reader, await connected)
-        finally:
-            self._active -= 1
+            await loop.connect_accepted_socket(lambda: protocol, connection, ssl=self._tls)
+        except (OSError, ssl.SSLError):  # a failed TLS handshake, a peer gone already
+            connection.close()
+            return
+        await self._serve(reader, await connected)
 
     def close(self) -> None:
         self._accepting.cancel()
-        for task in self._tasks:
+        for task in self._connections:
             task.cancel()
         self.sockets[0].close()
 
@@ -212,7 +209,6 @@ async def _readable(loop: asyncio.AbstractEventLoop, listener: socket.socket) ->
     ready = loop.create_future()
 
     def heard() -> None:
-        loop.remove_reader(listener)
         if not ready.done():
             ready.set_result(None)
 
@@ -223,14 +219,18 @@ async def _readable(loop: asyncio.AbstractEventLoop, listener: socket.socket) ->
         loop.remove_reader(listener)
 
 
-def share_listener(host: str, port: int) -> tuple[socket.socket, str]:
+@contextmanager
+def shared_listener(host: str, port: int) -> Iterator[None]:
     """For ``careops serve``: listen on ``host:port`` here, and lend the socket to each process
-    that asks at the returned Unix socket path (in a directory only this user can enter); the
-    path goes to the HTTP workers as ``CAREOPS_MLLP_SHARED_LISTENER``. The caller closes the
-    socket and removes the path's directory when it stops."""
+    that asks at a Unix socket (in a directory only this user can enter) named to the HTTP
+    workers by ``CAREOPS_MLLP_SHARED_LISTENER``; closed and removed on the way out."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family, backlog=128, reuse_port=True)
-    path = os.path.join(tempfile.mkdtemp(prefix="careops-mllp-"), "listener")
+    try:
+        listener = socket.create_server((host, port), family=family, backlog=128, reuse_port=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen for MLLP on {host}:{port}: {exc}") from exc
+    directory = tempfile.mkdtemp(prefix="careops-mllp-")
+    path = os.path.join(directory, "listener")
     lender = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lender.bind(path)
     lender.listen()
@@ -242,7 +242,13 @@ def share_listener(host: str, port: int) -> tuple[socket.socket, str]:
                 socket.send_fds(borrower, [b"mllp"], [listener.fileno()])
 
     threading.Thread(target=lend, name="mllp-listener-lender", daemon=True).start()
-    return listener, path
+    os.environ[SHARED_LISTENER] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(SHARED_LISTENER, None)
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _borrow_listener(path: str) -> socket.socket:
