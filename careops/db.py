@@ -152,12 +152,14 @@ def run(
     return cursor
 
 
-def values_sql(table: Table, columns: tuple[str, ...], rows: int) -> tuple[str, list[BindParameter[Any]]]:
+def values_sql(
+    table: Table, columns: tuple[str, ...], rows: int, prefix: str = ""
+) -> tuple[str, list[BindParameter[Any]]]:
     """``INSERT INTO table (columns) VALUES (…), …`` for ``rows`` rows, and its typed parameters,
-    named ``<column>_<row>`` (``row_parameters``): one statement for many rows (psycopg's
+    named ``<prefix><column>_<row>`` (``row_parameters``): one statement for many rows (psycopg's
     ``executemany`` sends one per row). Text with typed parameters, because SQLAlchemy does not
     cache the compilation of a multi-row ``insert().values([...])``; ``_values_insert`` caches it."""
-    names = [[f"{name}_{i}" for name in columns] for i in range(rows)]
+    names = [[f"{prefix}{name}_{i}" for name in columns] for i in range(rows)]
     values = ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values}"  # noqa: S608 - constants; values are bound
     parameters = [
@@ -173,9 +175,9 @@ def _values_insert(table: Table, columns: tuple[str, ...], rows: int) -> TextCla
     return text(sql).bindparams(*parameters)
 
 
-def row_parameters(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def row_parameters(rows: Sequence[Mapping[str, Any]], prefix: str = "") -> dict[str, Any]:
     """The parameters of ``values_sql`` for these rows."""
-    return {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
+    return {f"{prefix}{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
 
 
 _ROWS_PER_INSERT = 16  # bounds the statements compiled (one per row count) and their parameters
@@ -188,6 +190,39 @@ def insert_rows(
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         run(connection, _values_insert(table, columns, len(chunk)), row_parameters(chunk))
+
+
+def insert_together(
+    connection: Connection, parts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+) -> None:
+    """Insert the rows of each part (a table and rows with the same columns; none is fine), in
+    order. On PostgreSQL in one statement, every part but the last a data-modifying CTE: foreign
+    keys are checked once the whole statement has run, so a row may point at a row of an earlier
+    part. Elsewhere (or with a part of more than 16 rows), one statement per part (``insert_rows``).
+    """
+    given = [(table, rows) for table, rows in parts if rows]
+    if (
+        connection.dialect.name != "postgresql"
+        or len(given) < 2
+        or any(len(rows) > _ROWS_PER_INSERT for _, rows in given)
+    ):
+        for table, rows in given:
+            insert_rows(connection, table, tuple(rows[0]), rows)
+        return
+    shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in given)
+    parameters: dict[str, Any] = {}
+    for k, (_, rows) in enumerate(given):
+        parameters |= row_parameters(rows, f"p{k}_")
+    run(connection, _together_insert(shape), parameters)
+
+
+@functools.cache
+def _together_insert(shape: tuple[tuple[Table, tuple[str, ...], int], ...]) -> TextClause:
+    """``insert_together``'s statement for parts of this shape (table, columns, row count)."""
+    inserts = [values_sql(table, columns, rows, f"p{k}_") for k, (table, columns, rows) in enumerate(shape)]
+    *before, (last, _) = inserts
+    ctes = ", ".join(f"w{k} AS ({sql})" for k, (sql, _) in enumerate(before))
+    return text(f"WITH {ctes} {last}").bindparams(*(p for _, parameters in inserts for p in parameters))
 
 
 class WriterQueue:

@@ -9,15 +9,16 @@ import pytest
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, insert_rows, run
+from careops.db import Database, insert_rows, insert_together, run
 from careops.domain.encryption import PREFIX
-from careops.domain.models import Base, IntakeItem, new_id, utcnow
+from careops.domain.models import Base, Document, IntakeItem, new_id, utcnow
 from careops.governance.keys import load_field_keys
 from careops.migrate import upgrade
 from careops.settings import Settings
 
 _items = Base.metadata.tables[IntakeItem.__tablename__]
 _ITEM_INSERT = insert(_items)
+_documents = Base.metadata.tables[Document.__tablename__]
 
 
 def _item(**overrides: Any) -> dict[str, Any]:
@@ -197,3 +198,46 @@ def test_run_reads_with_a_statements_own_values(db: Database) -> None:
     assert found == [(sorted(r["id"] for r in rows)[1],)]
     with pytest.raises(ValueError, match="expanding"), db.writer() as connection:
         run(connection, select(_items.c.id).where(_items.c.id.in_(["a", "b"])), {})
+
+
+def _document(item_id: str, name: str) -> dict[str, Any]:
+    content = f"letter {name}".encode()
+    return {
+        "id": new_id(),
+        "intake_item_id": item_id,
+        "filename": name,
+        "content_type": "text/plain",
+        "size_bytes": len(content),
+        "sha256": "0" * 64,
+        "content": content,
+        "text": content.decode(),
+        "created_at": utcnow(),
+    }
+
+
+def test_insert_together_writes_rows_that_point_at_each_other_in_one_statement(db: Database) -> None:
+    """An intake item and the documents that point at it, in one go (one statement on
+    PostgreSQL): foreign keys hold once it has run; one pointing at nothing fails it whole."""
+    item = _item()
+    documents = [_document(item["id"], f"page {i}") for i in range(2)]
+    with db.pipelined_writer() as connection:
+        insert_together(connection, [(_items, [item]), (_documents, documents), (_items, [])])
+    with db.sessions() as session:
+        stored = session.scalars(select(Document).where(Document.intake_item_id == item["id"])).all()
+        assert sorted(d.text for d in stored) == ["letter page 0", "letter page 1"]
+        assert session.get(IntakeItem, item["id"]) is not None
+    lost, orphan = _item(), _document("no-such-item", "orphan")
+    with pytest.raises(IntegrityError), db.pipelined_writer() as connection:
+        insert_together(connection, [(_items, [lost]), (_documents, [orphan])])
+    with db.sessions() as session:
+        assert session.get(IntakeItem, lost["id"]) is None
+
+
+def test_insert_together_takes_more_rows_than_one_statement_holds(db: Database) -> None:
+    item = _item()
+    documents = [_document(item["id"], f"page {i}") for i in range(20)]
+    with db.pipelined_writer() as connection:
+        insert_together(connection, [(_items, [item]), (_documents, documents)])
+    with db.sessions() as session:
+        stored = session.scalars(select(Document.id).where(Document.intake_item_id == item["id"])).all()
+    assert len(stored) == 20

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, insert_rows, run
+from careops.db import Database, insert_together, run
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
@@ -47,19 +47,6 @@ _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
 _documents = Base.metadata.tables[Document.__tablename__]
 _ITEM_INSERT, _CASE_INSERT, _EXCEPTION_INSERT = insert(_intake_items), insert(_cases), insert(_exceptions)
-_DOCUMENT_COLUMNS = (
-    "id",
-    "intake_item_id",
-    "filename",
-    "content_type",
-    "size_bytes",
-    "sha256",
-    "content",
-    "text",
-    "created_at",
-)
-
-
 _ITEM_STATUS = {
     "case_created": "accepted",
     "duplicate": "duplicate",
@@ -233,11 +220,12 @@ def _accept(
     evaluation: Evaluation,
     settings: Settings,
 ) -> IntakeAnswer:
-    """Rows in foreign-key order (patient and case, intake item, exception item), then the events.
+    """Rows in foreign-key order (patient and case, intake item, exception item, documents), then
+    the events.
 
     What has to be read (the patient, an earlier case) is read first (by ``run``: in the
     pipelined writer, see there); the writes, which need no answer, then go to PostgreSQL with the
-    COMMIT.
+    COMMIT, as two statements (``insert_together``, ``record_events``).
     """
     location = evaluation.references.location
     item_id = new_id()
@@ -248,10 +236,17 @@ def _accept(
         answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
     else:
         answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
-    insert_case(connection, case_row)
     item_row = intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id)
-    insert_item(connection, item_row, exception_row)
-    insert_documents(connection, item_id, request.attachments)
+    # The case, the item, its exception item and documents: one statement on PostgreSQL.
+    insert_together(
+        connection,
+        [
+            (_cases, [case_row] if case_row else []),
+            (_intake_items, [item_row]),
+            (_exceptions, [exception_row] if exception_row else []),
+            (_documents, document_rows(item_id, request.attachments)),
+        ],
+    )
     record_events(connection, received_event(request, item_id, location_id), *answer.events)
     return answer
 
@@ -277,11 +272,10 @@ def insert_item(
         run(connection, _EXCEPTION_INSERT, exception_row)
 
 
-def insert_documents(connection: Connection, item_id: str, attachments: tuple[Attachment, ...]) -> None:
-    if not attachments:
-        return
+def document_rows(item_id: str, attachments: tuple[Attachment, ...]) -> list[dict[str, Any]]:
+    """The document rows of an intake item's attachments."""
     now = utcnow()
-    rows = [
+    return [
         {
             "id": new_id(),
             "intake_item_id": item_id,
@@ -295,7 +289,6 @@ def insert_documents(connection: Connection, item_id: str, attachments: tuple[At
         }
         for a in attachments
     ]
-    insert_rows(connection, _documents, _DOCUMENT_COLUMNS, rows)
 
 
 def intake_item_row(

@@ -331,6 +331,16 @@ def test_transport_errors_are_operation_outcomes(client: TestClient) -> None:
         )
         refused = client.post("/fhir/r4/ServiceRequest", content=sent, headers=FHIR)
         assert refused.status_code == 400 and refused.json()["issue"][0]["code"] == "structure"
+    # Not Unicode (a lone surrogate), or nested past any resource's depth: refused, not a crash.
+    for sent in (
+        b'{"resourceType": "ServiceRequest", "note": [{"text": "\\ud800"}]}',
+        b'{"resourceType": "ServiceRequest", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ):
+        refused = client.post("/fhir/r4/ServiceRequest", content=sent, headers=FHIR)
+        assert refused.status_code == 400 and refused.json()["issue"][0]["code"] == "structure"
+        assert "line 1 column" in refused.json()["issue"][0]["diagnostics"]
+    with_bom = client.post("/fhir/r4/ServiceRequest", content=b"\xef\xbb\xbf{}", headers=FHIR)
+    assert "no resourceType" in with_bom.json()["issue"][0]["diagnostics"]  # past the BOM
     assert client.post("/fhir/r4", content=b"{}", headers={"Content-Type": "text/xml"}).status_code == 415
     anonymous = client.get("/fhir/r4/metadata", headers={"Authorization": ""})
     assert anonymous.status_code == 401 and anonymous.json()["resourceType"] == "OperationOutcome"

@@ -79,6 +79,53 @@ def test_the_bundle_shell_and_a_referral_bundles_resources_are_checked_fast() ->
     assert all(accepts(entry["resource"]) for entry in bundle["entry"])
 
 
+def _bundle_accepted_by_the_models(bundle: dict[str, Any]) -> bool:
+    """What ``accepts_bundle`` stands for: the models accept the shell and each entry's resource."""
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return models_accept(bundle)
+    resources = [e["resource"] for e in entries if isinstance(e.get("resource"), dict)]
+    shell = {
+        **bundle,
+        "entry": [
+            {k: v for k, v in e.items() if k != "resource" or not isinstance(v, dict)} for e in entries
+        ],
+    }
+    if "entry" not in bundle:
+        del shell["entry"]
+    return models_accept(shell) and all(
+        isinstance(r.get("resourceType"), str) and models_accept(r) for r in resources
+    )
+
+
+SAMPLE_BUNDLES = [
+    document
+    for path in sorted(SAMPLES.rglob("*.json"))
+    if (document := json.loads(path.read_bytes().decode("utf-8-sig"))).get("resourceType") == "Bundle"
+    and all(isinstance(e, dict) for e in document.get("entry") or [])
+]
+
+
+def test_a_bundle_is_checked_with_its_resources_in_one_pass_as_the_models_would() -> None:
+    """``accepts_bundle`` of a valid referral Bundle; never of one the models refuse, nor of one
+    holding a type it was not given (it has no model for it), nor of an invalid resource in it."""
+    types = fhir_r4.ACCEPTED_TYPES
+    bench = [json.loads(raw) for raw in fhir_bundles(5, 13)]
+    assert all(fhir_precheck.accepts_bundle(bundle, types) for bundle in bench)
+    assert len(SAMPLE_BUNDLES) >= 3
+    for bundle in SAMPLE_BUNDLES:
+        if fhir_precheck.accepts_bundle(bundle, types):
+            assert _bundle_accepted_by_the_models(bundle)
+            assert all(e["resource"]["resourceType"] in types for e in bundle["entry"] if "resource" in e)
+    assert not fhir_precheck.accepts_bundle(bench[0], frozenset(types - {"Coverage"}))
+    broken = copy.deepcopy(bench[1])
+    broken["entry"][7]["resource"]["status"] = 5
+    assert not fhir_precheck.accepts_bundle(broken, types) and not _bundle_accepted_by_the_models(broken)
+    untyped = copy.deepcopy(bench[2])
+    del untyped["entry"][0]["resource"]["resourceType"]
+    assert not fhir_precheck.accepts_bundle(untyped, types)
+
+
 _VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -135,6 +182,13 @@ def mutants(draw: st.DrawFn, sources: list[dict[str, Any]]) -> dict[str, Any]:
 def test_a_mutated_resource_the_check_accepts_is_one_the_models_accept(resource: dict[str, Any]) -> None:
     if accepts(resource):
         assert models_accept(resource)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutants([json.loads(raw) for raw in fhir_bundles(2, 17)]))
+def test_a_mutated_bundle_the_check_accepts_is_one_the_models_accept(bundle: dict[str, Any]) -> None:
+    if fhir_precheck.accepts_bundle(bundle, fhir_r4.ACCEPTED_TYPES):
+        assert _bundle_accepted_by_the_models(bundle)
 
 
 def test_validate_reports_the_models_errors_when_the_check_refuses() -> None:

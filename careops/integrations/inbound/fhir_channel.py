@@ -192,7 +192,7 @@ class FhirChannel:
             detail = "a transaction or batch entry needs a request (method and url)"
             return fhir_r4.FhirError(400, "required", detail, f"{entry.path}.request")
         try:
-            fhir_r4.validate(entry.resource, entry.resource_path, bundle.nulls)
+            fhir_r4.validate(entry.resource, entry.resource_path, bundle.nulls, bundle.checked)
             fhir_r4.check_references(entry, bundle)
         except fhir_r4.FhirError as error:
             return error
