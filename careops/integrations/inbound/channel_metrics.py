@@ -7,6 +7,7 @@ directory and ``/metrics`` adds the processes up.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,16 +37,38 @@ class Measurement:
     quarantined: bool = False
 
 
+@dataclass(frozen=True)
+class _Series:
+    received: Counter
+    accepted: Counter
+    rejected: Counter
+    quarantined: Counter
+    latency: Histogram
+
+
+@functools.cache  # one per channel name: a handful, fixed in code
+def _series(channel: str) -> _Series:
+    """The channel's labelled series, looked up once (``labels()`` takes a lock each time)."""
+    return _Series(
+        _RECEIVED.labels(channel),
+        _ACCEPTED.labels(channel),
+        _REJECTED.labels(channel),
+        _QUARANTINED.labels(channel),
+        _LATENCY.labels(channel),
+    )
+
+
 @contextmanager
 def measured(channel: str) -> Iterator[Measurement]:
     """Count one inbound item of ``channel`` and time it; an exception counts as a rejection."""
-    _RECEIVED.labels(channel).inc()
+    series = _series(channel)
+    series.received.inc()
     started = time.perf_counter()
     seen = Measurement()
     try:
         yield seen
     finally:
-        (_ACCEPTED if seen.accepted else _REJECTED).labels(channel).inc()
+        (series.accepted if seen.accepted else series.rejected).inc()
         if seen.quarantined:
-            _QUARANTINED.labels(channel).inc()
-        _LATENCY.labels(channel).observe(time.perf_counter() - started)
+            series.quarantined.inc()
+        series.latency.observe(time.perf_counter() - started)
