@@ -95,10 +95,13 @@ def _built(compile_root: Callable[[], str | None], name: str) -> SchemaValidator
             return None
 
 
-def warm(resource_types: Iterable[str]) -> None:
-    """Compile the checks of these resource types now (a few tenths of a second each, once)."""
+def warm(resource_types: Iterable[str], bundle_of: frozenset[str] | None = None) -> None:
+    """Compile the checks of these resource types now (a few tenths of a second each, once), and
+    ``accepts_bundle``'s for Bundles of ``bundle_of``."""
     for resource_type in resource_types:
         _validator(get_fhir_model_class(resource_type))
+    if bundle_of is not None:
+        _bundle_validator(bundle_of)
 
 
 def _ref(model: type[FHIRAbstractModel]) -> str:

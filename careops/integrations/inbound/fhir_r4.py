@@ -146,8 +146,7 @@ def _model_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
 
 def prepare_validation() -> None:
     """Compile ``fhir_precheck`` for every type ``validate`` is asked about in a referral Bundle."""
-    fhir_precheck.warm(sorted(ACCEPTED_TYPES | {"Bundle"}))
-    fhir_precheck.accepts_bundle({"resourceType": "Bundle", "type": "batch"}, ACCEPTED_TYPES)
+    fhir_precheck.warm(sorted(ACCEPTED_TYPES | {"Bundle"}), bundle_of=ACCEPTED_TYPES)
 
 
 # Elements with a required binding that the models do not check (R4 4.0.1 value sets), by type.
@@ -327,13 +326,14 @@ def read_bundle(document: dict[str, Any], nulls: bool = True) -> Bundle:
     does for a valid referral). ``nulls``: whether the document may hold null elements
     (``may_hold_null`` of its JSON text)."""
     checked = fhir_precheck.accepts_bundle(document, ACCEPTED_TYPES)
-    shell = dict(document)
-    if isinstance(document.get("entry"), list):
-        shell["entry"] = [
-            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
-            for e in document["entry"]
-        ]
-    validate(shell, "Bundle", nulls, checked)
+    if not checked or nulls:  # checked and without nulls, the shell has nothing left to check
+        shell = dict(document)
+        if isinstance(document.get("entry"), list):
+            shell["entry"] = [
+                {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+                for e in document["entry"]
+            ]
+        validate(shell, "Bundle", nulls, checked)
     kind = document.get("type")
     if kind not in ("transaction", "batch"):
         raise FhirError(400, "invalid", "the Bundle's type must be transaction or batch", "Bundle.type")
