@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
+import threading
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -261,6 +262,31 @@ def test_mllp_over_a_real_socket_with_concurrent_connections(
     # Conservation: every message is an item: accepted, incomplete (exception), or quarantined.
     assert totals.get("quarantined") == 14 + 8
     assert sum(v for k, v in totals.items() if k not in ("cases", "exceptions")) == 30 + 8
+
+
+def test_closing_the_mllp_listener_ends_its_open_connections(
+    hl7_settings: Settings, hl7_db: Database
+) -> None:
+    """An engine's idle connection is closed with the listener, and no connection thread outlives it."""
+    channel = Hl7Channel(hl7_db, hl7_settings, CatalogueCache(0))
+    order = frame((SAMPLES / "ORM-O01-01.hl7").read_bytes())
+
+    async def scenario() -> tuple[bytes, bytes, list[str]]:
+        server = await start_mllp(channel, "127.0.0.1", 0, 64 * 1024)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(order)
+        ack = await reader.readuntil(END_BLOCK)
+        server.close()
+        await server.wait_closed()
+        after = await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+        return ack, after, [t.name for t in threading.enumerate() if t.name == "careops-mllp"]
+
+    ack, after, threads = asyncio.run(scenario())
+    assert b"MSA|AA|" in ack
+    assert after == b""  # the listener closed the connection
+    assert threads == []
 
 
 def test_the_mllp_listener_takes_only_allowed_peers(hl7_settings: Settings, hl7_db: Database) -> None:
