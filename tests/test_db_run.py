@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from careops.db import Database, insert_rows, insert_together, run
 from careops.domain.encryption import PREFIX
@@ -241,3 +242,59 @@ def test_insert_together_takes_more_rows_than_one_statement_holds(db: Database) 
     with db.sessions() as session:
         stored = session.scalars(select(Document.id).where(Document.intake_item_id == item["id"])).all()
     assert len(stored) == 20
+
+
+_BACKEND = text("SELECT pg_backend_pid()")
+
+
+def _write_one(db: Database) -> int | None:
+    """Insert an item with a pipelined writer; its PostgreSQL backend's pid (None on SQLite)."""
+    with db.pipelined_writer() as connection:
+        run(connection, _ITEM_INSERT, _item())
+        if connection.dialect.name != "postgresql":
+            return None
+        return int(run(connection, _BACKEND, {}).fetchone()[0])
+
+
+def test_a_pinned_threads_writers_share_one_connection_and_outlive_losing_it(db: Database) -> None:
+    postgres = db.engine.dialect.name == "postgresql"
+    with db.pinned():
+        first, second = _write_one(db), _write_one(db)
+        if postgres:
+            assert first == second
+            with db.pipelined_writer():  # a writer inside a writer checks out its own connection
+                assert _write_one(db) != first
+            with db.engine.connect() as admin:
+                admin.exec_driver_sql(f"SELECT pg_terminate_backend({first})")
+            with pytest.raises(DBAPIError):
+                _write_one(db)
+        after = _write_one(db)  # on a new connection
+    assert after != first or not postgres
+    with db.sessions() as session:
+        stored = session.scalar(select(func.count()).select_from(_items).where(_items.c.channel == "api"))
+    assert stored == (4 if postgres else 3)
+
+
+def test_at_most_half_the_pool_is_pinned(settings: Settings) -> None:
+    database = Database(settings.database_url, pool_size=2)  # one connection may be pinned
+    holding, release = threading.Event(), threading.Event()
+
+    def pin() -> None:
+        with database.pinned():
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=pin)
+    try:
+        with database.pinned():
+            pinned_here = database.engine.pool.checkedout()  # type: ignore[attr-defined]
+        other.start()
+        assert holding.wait(10)
+        with database.pinned():
+            beside_another = database.engine.pool.checkedout()  # type: ignore[attr-defined]
+    finally:
+        release.set()
+        other.join(10)
+        database.dispose()
+    pinning = 1 if database.engine.dialect.name == "postgresql" else 0
+    assert (pinned_here, beside_another) == (pinning, pinning)

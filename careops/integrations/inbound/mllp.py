@@ -127,11 +127,12 @@ class _Service:
                 connection = self.tls.wrap_socket(connection, server_side=True)
                 connection.settimeout(None)
                 opened(connection)
-            for received in read_frames(connection.recv, self.max_bytes):
-                result = answer(self.channel, received, self.max_bytes)
-                if result is None:
-                    break
-                connection.sendall(frame(result.ack.encode()))
+            with self.channel.db.pinned():
+                for received in read_frames(connection.recv, self.max_bytes):
+                    result = answer(self.channel, received, self.max_bytes)
+                    if result is None:
+                        break
+                    connection.sendall(frame(result.ack.encode()))
         except OSError:  # the peer left, a failed TLS handshake, or the listener is closing
             pass
         except Exception:
