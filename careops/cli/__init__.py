@@ -190,6 +190,8 @@ def serve(
                 workers=settings.workers,
                 log_level="warning",
                 access_log=False,
+                # the HTTP workers take turns on their shared socket by load (careops/api/serving.py)
+                loop="careops.api.serving:ServingLoop",
             )
         finally:
             if worker is not None:

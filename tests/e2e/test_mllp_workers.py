@@ -1,6 +1,7 @@
 """`careops serve --workers 2 --mllp-port`: the HTTP workers share one MLLP listening socket and
 take turns by load, so an interface engine's connections are spread over them (with a socket
-each, the kernel's hash put three or four of four connections on one worker two times in three)."""
+each, the kernel's hash put three or four of four connections on one worker two times in three);
+they take their HTTP connections by load in the same way (careops.accepting)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ def _held(pid: int, inodes: dict[str, str], state: str) -> int:
             if inodes.get(inode) == state:
                 held.add(inode)
     return len(held)
+
+
+def _polling(pid: int, port: int) -> bool:
+    """Whether process ``pid`` waits for connections on its listening socket on ``port`` (its event
+    loop has the socket in its epoll set): a worker holds the socket from birth, but serves it only
+    once its application has started."""
+    inodes = {inode for inode, state in _sockets(port).items() if state == _LISTEN}
+    listening = set()
+    polled = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            listening.add(int(fd.name))
+        polled |= {int(line.split()[1]) for line in info.splitlines() if line.startswith("tfd:")}
+    return bool(listening & polled)
 
 
 def _workers(server: int) -> list[int]:
@@ -104,3 +124,46 @@ def test_mllp_connections_are_spread_over_the_http_workers(database_url: str, tm
         log.close()
     assert server.returncode == 0
     assert not lender.parent.exists()  # the lending socket's directory is removed on the way out
+
+
+def test_http_connections_opened_together_are_spread_over_the_workers(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Four keep-alive connections opened at once (as a load balancer or an engine's pool opens
+    them) land two on each HTTP worker: asyncio's accept loop gave them all to the first worker
+    that woke, most of the time."""
+    env = {**os.environ, "CAREOPS_DATABASE_URL": database_url}
+    cli(env, "migrate")
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [CAREOPS, "serve", "--port", str(port), "--workers", "2", "--no-embedded-worker"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    connections: list[socket.socket] = []
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while len(workers := [p for p in _workers(server.pid) if _polling(p, port)]) < 2:
+            assert time.monotonic() < deadline, "the HTTP workers did not start serving"
+            time.sleep(0.1)
+        for _ in range(3):  # the old accept loop passed this about one time in three
+            connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
+            for connection in connections:
+                connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: careops\r\n\r\n")
+            for connection in connections:
+                assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+            held = sorted(_held(pid, _sockets(port), _ESTABLISHED) for pid in workers)
+            assert held == [2, 2]
+            for connection in connections:
+                connection.close()
+            while any(_held(pid, _sockets(port), _ESTABLISHED) for pid in workers):
+                assert time.monotonic() < deadline + 30, "the workers kept closed connections"
+                time.sleep(0.05)
+    finally:
+        for connection in connections:
+            connection.close()
+        server.terminate()
+        server.wait(30)
+        log.close()
+    assert server.returncode == 0

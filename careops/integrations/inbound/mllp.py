@@ -28,6 +28,7 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
+from careops.accepting import accept_by_load
 from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
 from careops.observability.logs import get_logger
@@ -35,9 +36,6 @@ from careops.observability.logs import get_logger
 # Set by ``shared_listener`` in ``careops serve`` for its HTTP workers: where each gets the
 # listening socket they share.
 SHARED_LISTENER = "CAREOPS_MLLP_SHARED_LISTENER"
-# A process holding connections waits this long per connection before it accepts the next one,
-# so that an idler process (blocked in accept) takes it: connections spread over the processes.
-_BUSY_DELAY = 0.005
 # A TLS client has this long to finish its handshake.
 _HANDSHAKE_SECONDS = 10.0
 START_BLOCK = b"\x0b"
@@ -172,8 +170,8 @@ async def start_mllp(
 class MllpListener:
     """Accepts on the event loop, one connection at a time, and serves each in a thread of its own.
 
-    On a listening socket other processes accept on too (``shared``), it accepts later the more
-    connections this process already serves (``_BUSY_DELAY`` each), so that an idler one takes it.
+    On a listening socket other processes accept on too (``shared``), it takes turns with them by
+    load (``accept_by_load``).
     """
 
     def __init__(self, listener: socket.socket, service: _Service, shared: bool) -> None:
@@ -181,29 +179,20 @@ class MllpListener:
         self._service, self._shared = service, shared
         self._lock = threading.Lock()
         self._connections: dict[threading.Thread, socket.socket] = {}  # while each is open
-        self._accepting = asyncio.get_running_loop().create_task(self._accept())
+        self._accepting = asyncio.get_running_loop().create_task(
+            accept_by_load(listener, self._serving, self._take)
+        )
 
-    async def _accept(self) -> None:
-        loop = asyncio.get_running_loop()
-        listener = self.sockets[0]
-        while True:
-            await _readable(loop, listener)
-            if self._shared and self._connections:  # an idler process takes this one, if there is one
-                await asyncio.sleep(_BUSY_DELAY * len(self._connections))
-            try:
-                connection, _ = listener.accept()
-            except BlockingIOError:  # another process took it
-                continue
-            except OSError as exc:  # e.g. out of file descriptors: keep listening
-                log.warning("mllp.accept_failed", error=type(exc).__name__)
-                await asyncio.sleep(0.1)
-                continue
-            thread = threading.Thread(
-                target=self._connection, args=(connection,), name="careops-mllp", daemon=True
-            )
-            with self._lock:
-                self._connections[thread] = connection
-            thread.start()
+    def _serving(self) -> int:
+        return len(self._connections) if self._shared else 0
+
+    def _take(self, connection: socket.socket) -> None:
+        thread = threading.Thread(
+            target=self._connection, args=(connection,), name="careops-mllp", daemon=True
+        )
+        with self._lock:
+            self._connections[thread] = connection
+        thread.start()
 
     def _connection(self, connection: socket.socket) -> None:
         thread = threading.current_thread()
@@ -234,21 +223,6 @@ class MllpListener:
             threads = list(self._connections)
         for thread in threads:
             await asyncio.to_thread(thread.join, 5.0)
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
-    """Until a connection waits on ``listener`` (every process sharing it hears of it)."""
-    ready = loop.create_future()
-
-    def heard() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(listener, heard)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(listener)
 
 
 @contextmanager
