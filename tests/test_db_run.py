@@ -112,13 +112,16 @@ def test_insert_rows_stores_every_row_in_statements_of_up_to_16(db: Database) ->
 def test_run_raises_sqlalchemys_integrity_error_and_the_transaction_rolls_back(
     db: Database, writer: str
 ) -> None:
-    """In the pipelined writer the error surfaces with the COMMIT, not at its statement: the same."""
+    """In the pipelined writer the error surfaces with the Sync at the end, not at its statement,
+    and undoes the writes a read in between had sent already: the same."""
     first = _item()
     with getattr(db, writer)() as connection:
         run(connection, _ITEM_INSERT, first)
     survivor = _item()
+    read = select(_items.c.id).where(_items.c.id == bindparam("item_id"))
     with pytest.raises(IntegrityError), getattr(db, writer)() as connection:
         run(connection, _ITEM_INSERT, survivor)
+        assert run(connection, read, {"item_id": survivor["id"]}).fetchone() == (survivor["id"],)
         run(connection, _ITEM_INSERT, _item(id=first["id"]))
     with db.sessions() as session:
         assert session.get(IntakeItem, survivor["id"]) is None
@@ -175,12 +178,22 @@ def test_pipelined_writer_commits_writes_and_reads_in_one_transaction(db: Databa
 
 
 def test_pipelined_writer_rolls_back_on_an_error_of_the_caller(db: Database) -> None:
-    row = _item()
+    """Also what a read in between sent already (PostgreSQL would commit it with the Sync)."""
+    row, before_read = _item(), _item()
+    read = select(_items.c.id).where(_items.c.id == bindparam("item_id"))
     with pytest.raises(RuntimeError, match="caller"), db.pipelined_writer() as connection:
+        run(connection, _ITEM_INSERT, before_read)
+        assert run(connection, read, {"item_id": before_read["id"]}).fetchone() == (before_read["id"],)
         run(connection, _ITEM_INSERT, row)
         raise RuntimeError("the caller failed")
     with db.sessions() as session:
         assert session.get(IntakeItem, row["id"]) is None
+        assert session.get(IntakeItem, before_read["id"]) is None
+    later = _item()  # the connection is fine for the next transaction, which commits
+    with db.pipelined_writer() as connection:
+        run(connection, _ITEM_INSERT, later)
+    with db.sessions() as session:
+        assert session.get(IntakeItem, later["id"]) is not None
 
 
 def test_run_reads_with_a_statements_own_values(db: Database) -> None:
