@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.messages import orders
@@ -70,6 +72,27 @@ def _workers(server: int) -> list[int]:
     return [int(pid) for pid in children]
 
 
+@contextmanager
+def _serving(env: dict[str, str], tmp_path: Path, *options: str) -> Iterator[tuple[int, list[socket.socket]]]:
+    """``careops serve --workers 2 --no-embedded-worker`` with ``options``, until the end: its pid,
+    and a list for the connections opened to it, which are closed before it is stopped."""
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [CAREOPS, "serve", "--workers", "2", "--no-embedded-worker", *options],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    connections: list[socket.socket] = []
+    try:
+        yield server.pid, connections
+    finally:
+        for connection in connections:
+            connection.close()
+        server.terminate()
+        server.wait(30)
+        log.close()
+    assert server.returncode == 0
+
+
 def _ack(connection: socket.socket) -> bytes:
     answer = b""
     while not answer.endswith(END_BLOCK):
@@ -84,18 +107,10 @@ def test_mllp_connections_are_spread_over_the_http_workers(database_url: str, tm
     cli(env, "migrate")
     cli(env, "seed", "--demo")
     port, mllp = free_port(), free_port()
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [CAREOPS, "serve", "--port", str(port), "--workers", "2", "--mllp-port", str(mllp),
-         "--no-embedded-worker"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    connections: list[socket.socket] = []
-    lender = Path("/nonexistent")
-    try:
+    with _serving(env, tmp_path, "--port", str(port), "--mllp-port", str(mllp)) as (server, connections):
         wait_for_health(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30  # both HTTP workers hold the shared listening socket
-        while len(workers := [p for p in _workers(server.pid) if _held(p, _sockets(mllp), _LISTEN)]) < 2:
+        while len(workers := [p for p in _workers(server) if _held(p, _sockets(mllp), _LISTEN)]) < 2:
             assert time.monotonic() < deadline, "the HTTP workers did not take the MLLP listener"
             time.sleep(0.1)
         environ = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
@@ -116,13 +131,6 @@ def test_mllp_connections_are_spread_over_the_http_workers(database_url: str, tm
         for connection, message in zip(connections, orders(4, 12), strict=True):
             connection.sendall(frame(message))
             assert b"MSA|AA|" in _ack(connection)
-    finally:
-        for connection in connections:
-            connection.close()
-        server.terminate()
-        server.wait(30)
-        log.close()
-    assert server.returncode == 0
     assert not lender.parent.exists()  # the lending socket's directory is removed on the way out
 
 
@@ -135,20 +143,14 @@ def test_http_connections_opened_together_are_spread_over_the_workers(
     env = {**os.environ, "CAREOPS_DATABASE_URL": database_url}
     cli(env, "migrate")
     port = free_port()
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [CAREOPS, "serve", "--port", str(port), "--workers", "2", "--no-embedded-worker"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    connections: list[socket.socket] = []
-    try:
+    with _serving(env, tmp_path, "--port", str(port)) as (server, connections):
         wait_for_health(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
-        while len(workers := [p for p in _workers(server.pid) if _polling(p, port)]) < 2:
+        while len(workers := [p for p in _workers(server) if _polling(p, port)]) < 2:
             assert time.monotonic() < deadline, "the HTTP workers did not start serving"
             time.sleep(0.1)
         for _ in range(3):  # the old accept loop passed this about one time in three
-            connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
+            connections[:] = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(4)]
             for connection in connections:
                 connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: careops\r\n\r\n")
             for connection in connections:
@@ -160,10 +162,3 @@ def test_http_connections_opened_together_are_spread_over_the_workers(
             while any(_held(pid, _sockets(port), _ESTABLISHED) for pid in workers):
                 assert time.monotonic() < deadline + 30, "the workers kept closed connections"
                 time.sleep(0.05)
-    finally:
-        for connection in connections:
-            connection.close()
-        server.terminate()
-        server.wait(30)
-        log.close()
-    assert server.returncode == 0
