@@ -29,9 +29,10 @@ log = get_logger("careops.accepting")
 async def accept_by_load(
     listener: socket.socket, serving: Callable[[], int], take: Callable[[socket.socket], None]
 ) -> None:
-    """Accept on a non-blocking ``listener`` until cancelled, handing each connection (non-blocking)
-    to ``take``; ``serving()`` is how many connections this process holds open now."""
+    """Accept on ``listener`` (made non-blocking) until cancelled, handing each connection
+    (non-blocking) to ``take``; ``serving()`` is how many connections this process holds open now."""
     loop = asyncio.get_running_loop()
+    listener.setblocking(False)
     while True:
         await _readable(loop, listener)
         held = min(serving(), _MOST_DELAYED)

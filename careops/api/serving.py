@@ -60,7 +60,6 @@ class SharedSocketServer:
         self._loop, self._factory, self._tls = loop, protocol_factory, tls
         self._open: set[asyncio.BaseTransport] = set()
         self._starting: set[asyncio.Task[None]] = set()  # connections being set up (a TLS handshake)
-        listener.setblocking(False)
         listener.listen(backlog)  # uvicorn's supervisor binds it; each worker listens, as asyncio does
         self._accepting = loop.create_task(accept_by_load(listener, self._serving, self._take))
 

@@ -112,19 +112,25 @@ class _Service:
     allowed_peers: Sequence[IPv4Network | IPv6Network]
     tls: ssl.SSLContext | None
 
-    def serve(self, connection: socket.socket, opened: Callable[[socket.socket], None]) -> None:
-        """One connection, to its end, in the calling thread (``opened`` is told of a TLS socket)."""
+    def wrap(self, connection: socket.socket) -> socket.socket:
+        """The socket a connection is served on: inside TLS when the listener has it (the
+        handshake waits for ``serve``)."""
+        if self.tls is None:
+            return connection
+        return self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+
+    def serve(self, connection: socket.socket) -> None:
+        """One connection (as ``wrap`` gave it), to its end, in the calling thread."""
         try:
             peer = connection.getpeername()
             if self.allowed_peers and not _allowed(peer, self.allowed_peers):
                 log.warning("mllp.peer_refused", peer=str(peer[0]))
                 return
             connection.setblocking(True)
-            if self.tls is not None:
+            if isinstance(connection, ssl.SSLSocket):
                 connection.settimeout(_HANDSHAKE_SECONDS)
-                connection = self.tls.wrap_socket(connection, server_side=True)
+                connection.do_handshake()
                 connection.settimeout(None)
-                opened(connection)
             with self.channel.db.pinned():
                 for received in read_frames(connection.recv, self.max_bytes):
                     result = answer(self.channel, received, self.max_bytes)
@@ -163,7 +169,6 @@ async def start_mllp(
         return MllpListener(_borrow_listener(shared), service, shared=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.create_server((host, port), family=family, backlog=128, reuse_port=True)
-    listener.setblocking(False)
     return MllpListener(listener, service, shared=False)
 
 
@@ -187,6 +192,11 @@ class MllpListener:
         return len(self._connections) if self._shared else 0
 
     def _take(self, connection: socket.socket) -> None:
+        try:
+            connection = self._service.wrap(connection)
+        except OSError:  # the peer is gone already
+            connection.close()
+            return
         thread = threading.Thread(
             target=self._connection, args=(connection,), name="careops-mllp", daemon=True
         )
@@ -195,17 +205,11 @@ class MllpListener:
         thread.start()
 
     def _connection(self, connection: socket.socket) -> None:
-        thread = threading.current_thread()
-
-        def opened(wrapped: socket.socket) -> None:
-            with self._lock:
-                self._connections[thread] = wrapped
-
         try:
-            self._service.serve(connection, opened)
+            self._service.serve(connection)
         finally:
             with self._lock:
-                self._connections.pop(thread, None)
+                self._connections.pop(threading.current_thread(), None)
 
     def close(self) -> None:
         """Stop accepting and end every connection (a message being stored is committed first)."""
@@ -263,9 +267,7 @@ def _borrow_listener(path: str) -> socket.socket:
         _, fds, _, _ = socket.recv_fds(lender, 16, 1)
     if not fds:
         raise ConfigurationError(f"no MLLP listening socket came from {path}")
-    listener = socket.socket(fileno=fds[0])
-    listener.setblocking(False)
-    return listener
+    return socket.socket(fileno=fds[0])
 
 
 def tls_context(cert: Path | None, key: Path | None, client_ca: Path | None) -> ssl.SSLContext | None:
