@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 try:
     import fcntl
@@ -192,37 +192,67 @@ def insert_rows(
         run(connection, _values_insert(table, columns, len(chunk)), row_parameters(chunk))
 
 
+class Tail(NamedTuple):
+    """A statement that ``insert_together`` can end its own with on PostgreSQL: data-modifying
+    CTEs (``name AS (…)``) and a final statement, with their typed parameters, named apart from the
+    parts' (``p<k>_…``). ``record_events``' events and their outbox rows are one."""
+
+    ctes: tuple[str, ...]
+    final: str
+    parameters: tuple[BindParameter[Any], ...]
+
+
 def insert_together(
-    connection: Connection, parts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+    connection: Connection,
+    parts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]],
+    then: tuple[Tail, Mapping[str, Any]] | None = None,
 ) -> None:
     """Insert the rows of each part (a table and rows with the same columns; none is fine), in
-    order. On PostgreSQL in one statement, every part but the last a data-modifying CTE: foreign
-    keys are checked once the whole statement has run, so a row may point at a row of an earlier
-    part. Elsewhere (or with a part of more than 16 rows), one statement per part (``insert_rows``).
+    order, then run ``then`` (a ``Tail`` and its parameters' values). On PostgreSQL in one
+    statement, every part a data-modifying CTE: foreign keys are checked once the whole statement
+    has run, so a row may point at a row of an earlier part. Elsewhere (or with a part of more than
+    16 rows), one statement per part (``insert_rows``) and one for ``then``.
     """
     given = [(table, rows) for table, rows in parts if rows]
     if (
         connection.dialect.name != "postgresql"
-        or len(given) < 2
+        or len(given) + (then is not None) < 2
         or any(len(rows) > _ROWS_PER_INSERT for _, rows in given)
     ):
         for table, rows in given:
             insert_rows(connection, table, tuple(rows[0]), rows)
+        if then is not None:
+            run(connection, _tail_statement(then[0]), then[1])
         return
     shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in given)
     parameters: dict[str, Any] = {}
     for k, (_, rows) in enumerate(given):
         parameters |= row_parameters(rows, f"p{k}_")
-    run(connection, _together_insert(shape), parameters)
+    if then is not None:
+        parameters |= then[1]
+    run(connection, _together_insert(shape, then[0] if then else None), parameters)
 
 
 @functools.cache
-def _together_insert(shape: tuple[tuple[Table, tuple[str, ...], int], ...]) -> TextClause:
+def _tail_statement(tail: Tail) -> TextClause:
+    """A ``Tail`` run on its own."""
+    with_ctes = f"WITH {', '.join(tail.ctes)} " if tail.ctes else ""
+    return text(with_ctes + tail.final).bindparams(*tail.parameters)
+
+
+@functools.cache
+def _together_insert(shape: tuple[tuple[Table, tuple[str, ...], int], ...], tail: Tail | None) -> TextClause:
     """``insert_together``'s statement for parts of this shape (table, columns, row count)."""
     inserts = [values_sql(table, columns, rows, f"p{k}_") for k, (table, columns, rows) in enumerate(shape)]
-    *before, (last, _) = inserts
-    ctes = ", ".join(f"w{k} AS ({sql})" for k, (sql, _) in enumerate(before))
-    return text(f"WITH {ctes} {last}").bindparams(*(p for _, parameters in inserts for p in parameters))
+    parameters = [p for _, bound in inserts for p in bound]
+    if tail is None:
+        *before, (final, _) = inserts
+        ctes = [f"w{k} AS ({sql})" for k, (sql, _) in enumerate(before)]
+    else:
+        ctes = [*(f"w{k} AS ({sql})" for k, (sql, _) in enumerate(inserts)), *tail.ctes]
+        final = tail.final
+        parameters += tail.parameters
+    return text(f"WITH {', '.join(ctes)} {final}").bindparams(*parameters)
 
 
 class WriterQueue:

@@ -7,15 +7,16 @@ an outbox row for each follow-up the change needs. Payloads carry ids and codes,
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BindParameter, TextClause, bindparam, insert, text
+from sqlalchemy import BindParameter, Table, TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from careops.db import insert_rows, row_parameters, run, values_sql
+from careops.db import Tail, insert_together, row_parameters, run, values_sql
 from careops.domain.models import Base, BusinessEvent, ExceptionItem, OutboxMessage, ServiceCase, utcnow
 
 
@@ -100,18 +101,19 @@ def _insert_returning(rows: int) -> TextClause:
 
 
 @functools.cache
-def _insert_with_outbox(rows: int, follow_ups: int) -> TextClause:
-    """PostgreSQL: the events and their outbox rows in one statement (a data-modifying CTE)."""
+def _with_outbox(rows: int, follow_ups: int) -> Tail:
+    """PostgreSQL: the events and their outbox rows in one statement (a data-modifying CTE), which
+    ``insert_together`` may join to its own."""
     sql, parameters = _event_values(rows)
     wanted = ", ".join(f"(:f_type_{j}, :f_subject_{j}, :f_destination_{j})" for j in range(follow_ups))
-    statement = text(
-        f"WITH e AS ({sql} RETURNING id, type, subject_id) "  # noqa: S608 - constants; values are bound
-        f"INSERT INTO {_outbox.name} (event_id, destination, status, attempts, created_at) "
+    final = (
+        f"INSERT INTO {_outbox.name} (event_id, destination, status, attempts, created_at) "  # noqa: S608 - constants; values are bound
         "SELECT e.id, f.destination, 'pending', 0, :outbox_created_at FROM e "
         f"JOIN (VALUES {wanted}) AS f (type, subject_id, destination) "
         "ON f.type = e.type AND f.subject_id = e.subject_id"
     )
-    return statement.bindparams(*parameters, bindparam("outbox_created_at", type_=_outbox.c.created_at.type))
+    created_at = bindparam("outbox_created_at", type_=_outbox.c.created_at.type)
+    return Tail((f"e AS ({sql} RETURNING id, type, subject_id)",), final, (*parameters, created_at))
 
 
 @dataclass(frozen=True)
@@ -164,15 +166,19 @@ class Event:
         )
 
 
-def record_events(session: Session | Connection, *events: Event) -> None:
+def record_events(
+    session: Session | Connection,
+    *events: Event,
+    together: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]] = (),
+) -> None:
     """Insert events, in order, and the outbox rows of their follow-ups, in the caller's transaction.
 
     One statement for the events (a multi-row INSERT) and, when some need follow-ups, one more for
     their outbox rows, which need the events' ids (``RETURNING``); on PostgreSQL the two are one
     statement. Ids are assigned in row order, so a case's timeline keeps the order of its events.
+    ``together``: rows to insert first (``insert_together``'s parts), on PostgreSQL in the same
+    statement as the events.
     """
-    if not events:
-        return
     connection = session.connection() if isinstance(session, Session) else session
     now = utcnow()
     rows = [
@@ -191,7 +197,7 @@ def record_events(session: Session | Connection, *events: Event) -> None:
     ]
     waiting = {(str(e.type), e.subject_id): e.follow_ups for e in events if e.follow_ups}
     if not waiting:
-        insert_rows(connection, _events, EVENT_COLUMNS, rows)
+        insert_together(connection, [*together, (_events, rows)])
         return
     if len(waiting) != sum(1 for e in events if e.follow_ups):
         raise ValueError("events with follow-ups must differ in type or subject within one call")
@@ -204,8 +210,10 @@ def record_events(session: Session | Connection, *events: Event) -> None:
                 f"f_subject_{j}": subject_id,
                 f"f_destination_{j}": destination,
             }
-        run(connection, _insert_with_outbox(len(rows), len(wanted)), {**params, "outbox_created_at": now})
+        then = (_with_outbox(len(rows), len(wanted)), {**params, "outbox_created_at": now})
+        insert_together(connection, together, then)
         return
+    insert_together(connection, together)
     returned = run(connection, _insert_returning(len(rows)), params).fetchall()
     outbox = [
         {"event_id": event_id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}

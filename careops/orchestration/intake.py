@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from careops.db import Database, insert_together, run
+from careops.db import Database, run
 from careops.domain.cases import CaseStatus
 from careops.domain.duplicates import find_duplicate_case
 from careops.domain.events import Event, EventType, FollowUp, record_events
@@ -225,7 +225,7 @@ def _accept(
 
     What has to be read (the patient, an earlier case) is read first (by ``run``: in the
     pipelined writer, see there); the writes, which need no answer, then go to PostgreSQL with the
-    COMMIT, as two statements (``insert_together``, ``record_events``).
+    COMMIT, as one statement (``record_events`` with the rows ``together``).
     """
     location = evaluation.references.location
     item_id = new_id()
@@ -237,17 +237,15 @@ def _accept(
     else:
         answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
     item_row = intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id)
-    # The case, the item, its exception item and documents: one statement on PostgreSQL.
-    insert_together(
-        connection,
-        [
-            (_cases, [case_row] if case_row else []),
-            (_intake_items, [item_row]),
-            (_exceptions, [exception_row] if exception_row else []),
-            (_documents, document_rows(item_id, request.attachments)),
-        ],
-    )
-    record_events(connection, received_event(request, item_id, location_id), *answer.events)
+    # The case, the item, its exception item, documents and the events: one statement on PostgreSQL.
+    together = [
+        (_cases, [case_row] if case_row else []),
+        (_intake_items, [item_row]),
+        (_exceptions, [exception_row] if exception_row else []),
+        (_documents, document_rows(item_id, request.attachments)),
+    ]
+    received = received_event(request, item_id, location_id)
+    record_events(connection, received, *answer.events, together=together)
     return answer
 
 

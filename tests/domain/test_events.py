@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+import careops.db
+import careops.domain.events
 from careops.db import Database
 from careops.domain.events import Event, EventType, FollowUp, record_events
-from careops.domain.models import BusinessEvent, OutboxMessage
+from careops.domain.models import Base, BusinessEvent, Document, IntakeItem, OutboxMessage
+from tests.test_db_run import _document, _item
+
+_items = Base.metadata.tables[IntakeItem.__tablename__]
+_documents = Base.metadata.tables[Document.__tablename__]
 
 
 def event(event_type: EventType, subject_id: str, *follow_ups: FollowUp) -> Event:
@@ -62,3 +69,40 @@ def test_two_waiting_events_of_one_type_and_subject_are_refused(db: Database) ->
             event(EventType.CASE_CREATED, "a", FollowUp.AWAIT_TRIAGE),
             event(EventType.CASE_CREATED, "a", FollowUp.AWAIT_TRIAGE),
         )
+
+
+def test_rows_together_with_the_events_are_one_statement_on_postgresql(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intake's writes: its rows, the events and their outbox rows; on PostgreSQL one statement,
+    which fails whole when a row points at nothing."""
+    statements: list[object] = []
+    real_run = careops.db.run
+    counted = lambda *args: statements.append(args[1]) or real_run(*args)  # noqa: E731
+    monkeypatch.setattr(careops.db, "run", counted)
+    monkeypatch.setattr(careops.domain.events, "run", counted)
+    item = _item()
+    with db.pipelined_writer() as connection:
+        record_events(
+            connection,
+            event(EventType.REFERRAL_RECEIVED, item["id"]),
+            event(EventType.CASE_CREATED, "b", FollowUp.AWAIT_TRIAGE),
+            together=[(_items, [item]), (_documents, [_document(item["id"], "page")])],
+        )
+    assert len(statements) == (1 if db.engine.dialect.name == "postgresql" else 4)
+    with db.sessions() as session:
+        assert session.get(IntakeItem, item["id"]) is not None
+        assert session.scalars(select(Document.text).where(Document.intake_item_id == item["id"])).all() == [
+            "letter page"
+        ]
+        (created,) = session.scalars(select(BusinessEvent.id).where(BusinessEvent.subject_id == "b")).all()
+        assert session.scalars(select(OutboxMessage.event_id)).all() == [created]
+    with pytest.raises(IntegrityError), db.pipelined_writer() as connection:
+        record_events(
+            connection,
+            event(EventType.CASE_CREATED, "c", FollowUp.AWAIT_TRIAGE),
+            together=[(_items, [_item()]), (_documents, [_document("no-such-item", "orphan")])],
+        )
+    with db.sessions() as session:
+        assert session.scalars(select(BusinessEvent.id).where(BusinessEvent.subject_id == "c")).all() == []
+        assert len(session.scalars(select(OutboxMessage.id)).all()) == 1
