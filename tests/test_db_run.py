@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from careops.db import Database, insert_rows, insert_together, run
+from careops.db import Database, insert_rows, insert_together, numbered, run
 from careops.domain.encryption import PREFIX
 from careops.domain.models import Base, Document, IntakeItem, new_id, utcnow
 from careops.governance.keys import load_field_keys
@@ -212,6 +212,27 @@ def test_run_reads_with_a_statements_own_values(db: Database) -> None:
     assert found == [(sorted(r["id"] for r in rows)[1],)]
     with pytest.raises(ValueError, match="expanding"), db.writer() as connection:
         run(connection, select(_items.c.id).where(_items.c.id.in_(["a", "b"])), {})
+
+
+def test_run_binds_a_name_used_twice_and_keeps_a_literal_percent_sign(db: Database) -> None:
+    """PostgreSQL gets numbered parameters ($1…): a name used twice is one number, and the percent
+    sign of a LIKE pattern in the SQL stays what it was."""
+    rows = [_item(channel="hl7", sender=sender) for sender in ("lab%north", "lab-south", "x")]
+    with db.writer() as connection:
+        run(connection, _ITEM_INSERT, rows)
+    query = text(
+        "SELECT sender FROM intake_item WHERE (sender LIKE 'lab%' AND sender <> :skip) OR sender = :skip "
+        "ORDER BY sender"
+    ).bindparams(bindparam("skip"))
+    with db.pipelined_writer() as connection:
+        found = run(connection, query, {"skip": "lab-south"}).fetchall()
+    assert found == [("lab%north",), ("lab-south",)]
+
+
+def test_numbered_parameters_follow_their_first_use() -> None:
+    sql, order = numbered("a = %(x)s AND b = %(y_1)s OR c = %(x)s AND d LIKE 'q%%'", {"y_1": "y 1"})
+    assert sql == "a = $1 AND b = $2 OR c = $1 AND d LIKE 'q%'"
+    assert order == ("x", "y 1")
 
 
 def _document(item_id: str, name: str) -> dict[str, Any]:
