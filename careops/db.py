@@ -7,7 +7,6 @@ import contextvars
 import functools
 import json
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,7 +85,7 @@ class _Compiled:
     statement: ClauseElement  # held, so that its id is not reused while this is cached
     sql: str
     # The parameters' order for positional SQL: SQLite's, and PostgreSQL's numbered parameters
-    # (``numbered``), sent by a ``RawCursor`` (``raw``).
+    # (``_writing_dialect``), sent by a ``RawCursor`` (``raw``).
     order: tuple[str, ...] | None
     raw: bool
     processors: Mapping[str, Callable[[Any], Any]]
@@ -112,7 +111,7 @@ def _compiled(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]
     found = cache.get(key)
     if found is not None and found.statement is statement:
         return found
-    compiled = statement.compile(dialect=dialect, column_keys=list(names))
+    compiled = statement.compile(dialect=_writing_dialect(dialect), column_keys=list(names))
     assert isinstance(compiled, SQLCompiler)  # a DML or text statement
     if getattr(compiled, "insert_prefetch", None):
         raise ValueError("run() needs every column with a Python-side default given a value")
@@ -126,34 +125,28 @@ def _compiled(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]
             processors[name] = processor
         if name not in names and bind.value is not None:
             fixed[name] = bind.value
-    sql, raw = compiled.string, dialect.name == "postgresql"
-    order: tuple[str, ...] | None = None
-    if raw:
-        sql, order = numbered(sql, {v: k for k, v in (compiled.escaped_bind_names or {}).items()})
-    elif compiled.positiontup is not None:
-        order = tuple(compiled.positiontup)
-    found = cache[key] = _Compiled(statement, sql, order, raw, processors, fixed)
+    order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+    raw = dialect.name == "postgresql"
+    found = cache[key] = _Compiled(statement, compiled.string, order, raw, processors, fixed)
     return found
 
 
-_PYFORMAT = re.compile(r"%\((\w+)\)s|%%")
+_NUMBERED = "careops_numbered"
 
 
-def numbered(sql: str, unescaped: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
-    """psycopg's SQL (``%(name)s``) in PostgreSQL's own numbered parameters (``$1``…), and the
-    parameters' names in number order (``unescaped``: a name as SQLAlchemy wrote it in the SQL ->
-    the name). A ``RawCursor`` sends such SQL as it is; psycopg parses the other kind at every
-    execution once a statement is over 4 kB or 50 parameters, as the intake's is (a fifth of an
-    HL7 message's CPU)."""
-    numbers: dict[str, int] = {}
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) is None:
-            return "%"
-        name = unescaped.get(match.group(1), match.group(1))
-        return f"${numbers.setdefault(name, len(numbers) + 1)}"
-
-    return _PYFORMAT.sub(number, sql), tuple(numbers)
+def _writing_dialect(dialect: Dialect) -> Dialect:
+    """The dialect ``run()``'s SQL is written in: on PostgreSQL the same one with PostgreSQL's own
+    numbered parameters (``$1``…, SQLAlchemy's ``numeric_dollar``), which a ``RawCursor`` sends as
+    they are; psycopg parses SQL with named parameters at every execution once a statement is over
+    4 kB or 50 parameters, as the intake's is (a fifth of an HL7 message's CPU)."""
+    if dialect.name != "postgresql":
+        return dialect
+    twin: Dialect | None = dialect.__dict__.get(_NUMBERED)
+    if twin is None:
+        same_kind: Any = type(dialect)
+        twin = dialect.__dict__[_NUMBERED] = same_kind(paramstyle="numeric_dollar")
+        twin.server_version_info = dialect.server_version_info
+    return twin
 
 
 def run(
@@ -256,7 +249,7 @@ def insert_together(
         for table, rows in given:
             insert_rows(connection, table, tuple(rows[0]), rows)
         if then is not None:
-            run(connection, _tail_statement(then[0]), then[1])
+            run(connection, _together_insert((), then[0]), then[1])
         return
     shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in given)
     parameters: dict[str, Any] = {}
@@ -268,15 +261,9 @@ def insert_together(
 
 
 @functools.cache
-def _tail_statement(tail: Tail) -> TextClause:
-    """A ``Tail`` run on its own."""
-    with_ctes = f"WITH {', '.join(tail.ctes)} " if tail.ctes else ""
-    return text(with_ctes + tail.final).bindparams(*tail.parameters)
-
-
-@functools.cache
 def _together_insert(shape: tuple[tuple[Table, tuple[str, ...], int], ...], tail: Tail | None) -> TextClause:
-    """``insert_together``'s statement for parts of this shape (table, columns, row count)."""
+    """``insert_together``'s statement for parts of this shape (table, columns, row count), then
+    ``tail`` (alone when there are no parts)."""
     inserts = [values_sql(table, columns, rows, f"p{k}_") for k, (table, columns, rows) in enumerate(shape)]
     parameters = [p for _, bound in inserts for p in bound]
     if tail is None:
@@ -286,7 +273,8 @@ def _together_insert(shape: tuple[tuple[Table, tuple[str, ...], int], ...], tail
         ctes = [*(f"w{k} AS ({sql})" for k, (sql, _) in enumerate(inserts)), *tail.ctes]
         final = tail.final
         parameters += tail.parameters
-    return text(f"WITH {', '.join(ctes)} {final}").bindparams(*parameters)
+    with_ctes = f"WITH {', '.join(ctes)} " if ctes else ""
+    return text(with_ctes + final).bindparams(*parameters)
 
 
 class WriterQueue:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, func, insert, select, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from careops.db import Database, insert_rows, insert_together, numbered, run
+from careops.db import Database, _compiled, insert_rows, insert_together, run
 from careops.domain.encryption import PREFIX
 from careops.domain.models import Base, Document, IntakeItem, new_id, utcnow
 from careops.governance.keys import load_field_keys
@@ -230,9 +231,15 @@ def test_run_binds_a_name_used_twice_and_keeps_a_literal_percent_sign(db: Databa
 
 
 def test_numbered_parameters_follow_their_first_use() -> None:
-    sql, order = numbered("a = %(x)s AND b = %(y_1)s OR c = %(x)s AND d LIKE 'q%%'", {"y_1": "y 1"})
-    assert sql == "a = $1 AND b = $2 OR c = $1 AND d LIKE 'q%'"
-    assert order == ("x", "y 1")
+    """What run() sends PostgreSQL: numbered parameters, a name used twice one number, in the
+    order of first use, a literal percent sign as it is."""
+    query = text("SELECT 1 WHERE a = :x AND b = :y_1 OR c = :x AND d LIKE 'q%'").bindparams(
+        bindparam("x"), bindparam("y_1")
+    )
+    compiled = _compiled(query, PGDialect_psycopg(), ("x", "y_1"))
+    assert compiled.raw
+    assert compiled.sql == "SELECT 1 WHERE a = $1 AND b = $2 OR c = $1 AND d LIKE 'q%'"
+    assert compiled.order == ("x", "y_1")
 
 
 def _document(item_id: str, name: str) -> dict[str, Any]:
