@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from careops.db import Database
 from careops.domain.models import IntakeItem, Patient, ServiceCase
+from careops.integrations.inbound.fhir_r4 import Entry
 from tests.integrations.test_email import pdf_with_text
 from tests.integrations.test_fhir_precheck import mutants
 
@@ -467,3 +468,39 @@ def test_an_element_named_with_a_control_character_is_a_400_and_kept(
     assert answer.status_code == 400, answer.text
     assert "\x00" not in answer.json()["issue"][0]["expression"][0]
     assert fhir_items(db, "quarantined") == 1
+
+
+_json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
+_json_trees = st.recursive(
+    st.dictionaries(st.sampled_from(["reference", "contained", "display", "a", "b"]), _json_leaves),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["reference", "contained", "subject", "x", "y"]), children, max_size=4
+        ),
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200)
+@given(_json_trees.filter(lambda tree: isinstance(tree, dict)))
+def test_each_reference_found_is_located_where_it_is(tree: dict[str, Any]) -> None:
+    def by_hand(node: Any, path: str) -> list[tuple[str, str]]:  # the obvious, slow walk
+        found = []
+        if isinstance(node, dict):
+            if isinstance(node.get("reference"), str):
+                found.append((node["reference"], f"{path}.reference"))
+            for key, value in node.items():
+                if key != "contained" and isinstance(value, dict):
+                    found += by_hand(value, f"{path}.{key}")
+                elif key != "contained" and isinstance(value, list):
+                    for i, item in enumerate(value):
+                        found += by_hand(item, f"{path}.{key}[{i}]") if isinstance(item, dict) else []
+        return found
+
+    entry = Entry(0, None, tree, "POST", "Patient", None)
+    expected = by_hand(tree, entry.resource_path)
+    assert entry.references == [target for target, _ in expected]
+    for target in set(entry.references):  # an error names the first place it is referenced
+        assert entry.where(target) == next(where for found, where in expected if found == target)

@@ -159,6 +159,8 @@ class FhirChannel:
                 raise min(found, key=lambda p: p.status != 400)
         responses = []
         invalid = []
+        # One answer object for every entry used as context (nothing changes it once made).
+        context = {"response": {"status": "200 OK", "outcome": _informational("used as context")}}
         for entry in bundle.entries:
             problem = problems[entry.index]
             if problem is None and entry.type == "ServiceRequest":
@@ -172,9 +174,7 @@ class FhirChannel:
                     responses.append(_entry_response(answer))
                     continue
             if problem is None:
-                responses.append(
-                    {"response": {"status": "200 OK", "outcome": _informational("used as context")}}
-                )
+                responses.append(context)
                 continue
             outcome = problem.outcome()
             responses.append({"response": {"status": str(problem.status), "outcome": outcome}})
@@ -303,10 +303,8 @@ def _drawn_on(request: fhir_r4.Entry, bundle: fhir_r4.Bundle) -> list[fhir_r4.En
                 pending.append(hit)
     documents = [
         entry
-        for entry in bundle.entries
-        if entry.type == "DocumentReference"
-        and entry.index not in seen
-        and any(target is request for target in bundle.linked(entry))
+        for entry in bundle.referrers(request)
+        if entry.type == "DocumentReference" and entry.index not in seen
     ]
     return [*found, *documents]
 

@@ -11,7 +11,6 @@ import base64
 import mimetypes
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -249,6 +248,12 @@ class Entry:
     url: str
     if_none_exist: str | None
     alone: bool = False  # posted by itself (POST /ServiceRequest), not in a Bundle
+    type: str = field(init=False)  # the resource's resourceType
+    # Worked out on first use (not functools.cached_property: Python 3.11's takes a lock each time).
+    _references: list[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.type = str(self.resource.get("resourceType"))
 
     @property
     def path(self) -> str:
@@ -260,18 +265,16 @@ class Entry:
         return self.type if self.alone else f"{self.path}.resource"
 
     @property
-    def type(self) -> str:
-        return str(self.resource.get("resourceType"))
-
-    @cached_property
     def references(self) -> list[str]:
         """Every reference in the resource (contained resources aside), walked once per request."""
-        return [target for _, target in references(self.resource, None)]
+        if self._references is None:
+            self._references = []
+            _collect_references(self.resource, self._references)
+        return self._references
 
     def where(self, target: str) -> str:
         """Where the resource references ``target`` first, as an expression (for an error)."""
-        places = references(self.resource, self.resource_path)
-        return next(str(where) for where, found in places if found == target)
+        return _place_of(self.resource, target, self.resource_path) or self.resource_path
 
 
 @dataclass
@@ -282,6 +285,7 @@ class Bundle:
     checked: bool = False  # whether fhir_precheck accepted it with every entry's resource
     _index: dict[str, Entry] = field(default_factory=dict)
     _links: dict[int, list[Entry]] = field(default_factory=dict)
+    _referrers: dict[int, list[Entry]] | None = None
 
     def __post_init__(self) -> None:
         for entry in self.entries:
@@ -296,9 +300,13 @@ class Bundle:
         """The resource a Reference points at: a contained one (#id), an entry by fullUrl or Type/id."""
         if not reference or not isinstance(reference.get("reference"), str):
             return None
-        target = reference["reference"]
-        if target.startswith("#") and resource is not None:
-            return next((c for c in resource.get("contained", []) if c.get("id") == target[1:]), None)
+        return self.find(reference["reference"], resource)
+
+    def find(self, target: str, resource: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The resource a reference string names (``resolve`` of a Reference with it)."""
+        if target.startswith("#"):
+            contained = resource.get("contained", []) if resource is not None else []
+            return next((c for c in contained if c.get("id") == target[1:]), None)
         found = self._entry(target)
         return found.resource if found else None
 
@@ -307,9 +315,21 @@ class Bundle:
         the order of its references; worked out once per entry."""
         links = self._links.get(entry.index)
         if links is None:
-            found = (self._entry(t) for t in entry.references if not t.startswith("#"))
-            links = self._links[entry.index] = list({id(e): e for e in found if e is not None}.values())
+            links = self._links[entry.index] = []
+            for target in entry.references:
+                found = None if target.startswith("#") else self._entry(target)
+                if found is not None and all(found is not link for link in links):
+                    links.append(found)
         return links
+
+    def referrers(self, entry: Entry) -> list[Entry]:
+        """The entries whose resources reference ``entry``'s, in Bundle order."""
+        if self._referrers is None:
+            self._referrers = {}
+            for source in self.entries:
+                for target in self.linked(source):
+                    self._referrers.setdefault(target.index, []).append(source)
+        return self._referrers.get(entry.index, [])
 
     def _entry(self, target: str) -> Entry | None:
         found = self._index.get(target)
@@ -369,7 +389,7 @@ def check_references(entry: Entry, bundle: Bundle) -> None:
     for target in entry.references:
         if target.startswith(("#", "urn:uuid:", "urn:oid:")):
             # "#" alone is the container itself
-            if target != "#" and bundle.resolve({"reference": target}, entry.resource) is None:
+            if target != "#" and bundle.find(target, entry.resource) is None:
                 detail = "the reference names no entry of the Bundle (fullUrl) or contained resource (#id)"
                 raise FhirError(400, "invalid", detail, entry.where(target))
             continue
@@ -387,25 +407,44 @@ def check_references(entry: Entry, bundle: Bundle) -> None:
             ) from exc
 
 
-def references(node: Any, path: str | None) -> list[tuple[str | None, str]]:
-    """Every ``reference`` string under ``node`` (contained resources aside), with where it is;
-    None for where when ``path`` is None (spelling out every place costs more than the walk)."""
-    found: list[tuple[str | None, str]] = []
-    _walk_references(node, path, found)
-    return found
+def _collect_references(node: dict[str, Any], found: list[str]) -> None:
+    """Append every ``reference`` string under ``node`` to ``found``: an element's own before
+    those inside it, elements in document order (contained resources aside; FHIR JSON has no
+    array directly in an array)."""
+    reference = node.get("reference")
+    if type(reference) is str:
+        found.append(reference)
+    contained = node.get("contained")
+    for value in node.values():
+        kind = type(value)
+        if kind is list:
+            if value is not contained:
+                for item in value:
+                    if type(item) is dict:
+                        _collect_references(item, found)
+        elif kind is dict and value is not contained:
+            _collect_references(value, found)
 
 
-def _walk_references(node: Any, path: str | None, found: list[tuple[str | None, str]]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                found.append((None if path is None else f"{path}.reference", value))
-            elif key != "contained" and isinstance(value, _CONTAINERS):
-                _walk_references(value, None if path is None else f"{path}.{key}", found)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            if isinstance(value, _CONTAINERS):
-                _walk_references(value, None if path is None else f"{path}[{i}]", found)
+def _place_of(node: dict[str, Any], target: str, path: str) -> str | None:
+    """Where under ``node`` (at ``path``) the first ``reference`` to ``target`` is, in the order
+    ``_collect_references`` finds them; None if nowhere."""
+    if node.get("reference") == target:
+        return f"{path}.reference"
+    for key, value in node.items():
+        place = None
+        if type(value) is dict and key != "contained":
+            place = _place_of(value, target, f"{path}.{key}")
+        elif type(value) is list and key != "contained":
+            places = (
+                _place_of(item, target, f"{path}.{key}[{i}]")
+                for i, item in enumerate(value)
+                if type(item) is dict
+            )
+            place = next((p for p in places if p), None)
+        if place:
+            return place
+    return None
 
 
 def referral(
@@ -418,14 +457,8 @@ def referral(
     candidates = [*codes, *([text] if text else [])]
     service = next((c for c in candidates if known_service and normalise_code(c) in known_service), None)
     service = service or (candidates[0] if candidates else None)
-    coverage = next(
-        (
-            bundle.resolve(ref, request)
-            for ref in request.get("insurance", [])
-            if bundle.resolve(ref, request)
-        ),
-        None,
-    )
+    coverages = (bundle.resolve(ref, request) for ref in request.get("insurance", []))
+    coverage = next((found for found in coverages if found), None)
     notes = [n.get("text", "") for n in request.get("note", [])] + [
         r.get("text", "") for r in request.get("reasonCode", [])
     ]
