@@ -414,16 +414,13 @@ def _collect_references(node: dict[str, Any], found: list[str]) -> None:
     reference = node.get("reference")
     if type(reference) is str:
         found.append(reference)
-    contained = node.get("contained")
-    for value in node.values():
-        kind = type(value)
-        if kind is list:
-            if value is not contained:
-                for item in value:
-                    if type(item) is dict:
-                        _collect_references(item, found)
-        elif kind is dict and value is not contained:
+    for key, value in node.items():
+        if type(value) is dict and key != "contained":
             _collect_references(value, found)
+        elif type(value) is list and key != "contained":
+            for item in value:
+                if type(item) is dict:
+                    _collect_references(item, found)
 
 
 def _place_of(node: dict[str, Any], target: str, path: str) -> str | None:
