@@ -111,7 +111,8 @@ def _compiled(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]
     found = cache.get(key)
     if found is not None and found.statement is statement:
         return found
-    compiled = statement.compile(dialect=_writing_dialect(dialect), column_keys=list(names))
+    writing = _writing_dialect(dialect)
+    compiled = statement.compile(dialect=writing, column_keys=list(names))
     assert isinstance(compiled, SQLCompiler)  # a DML or text statement
     if getattr(compiled, "insert_prefetch", None):
         raise ValueError("run() needs every column with a Python-side default given a value")
@@ -126,7 +127,7 @@ def _compiled(statement: ClauseElement, dialect: Dialect, names: tuple[str, ...]
         if name not in names and bind.value is not None:
             fixed[name] = bind.value
     order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
-    raw = dialect.name == "postgresql"
+    raw = writing is not dialect  # numbered parameters, for a RawCursor
     found = cache[key] = _Compiled(statement, compiled.string, order, raw, processors, fixed)
     return found
 
@@ -266,15 +267,12 @@ def _together_insert(shape: tuple[tuple[Table, tuple[str, ...], int], ...], tail
     ``tail`` (alone when there are no parts)."""
     inserts = [values_sql(table, columns, rows, f"p{k}_") for k, (table, columns, rows) in enumerate(shape)]
     parameters = [p for _, bound in inserts for p in bound]
-    if tail is None:
-        *before, (final, _) = inserts
-        ctes = [f"w{k} AS ({sql})" for k, (sql, _) in enumerate(before)]
-    else:
-        ctes = [*(f"w{k} AS ({sql})" for k, (sql, _) in enumerate(inserts)), *tail.ctes]
-        final = tail.final
-        parameters += tail.parameters
+    if tail is None:  # the last part is the statement the others lead to
+        *inserts, (last, _) = inserts
+        tail = Tail((), last, ())
+    ctes = [*(f"w{k} AS ({sql})" for k, (sql, _) in enumerate(inserts)), *tail.ctes]
     with_ctes = f"WITH {', '.join(ctes)} " if ctes else ""
-    return text(with_ctes + final).bindparams(*parameters)
+    return text(with_ctes + tail.final).bindparams(*parameters, *tail.parameters)
 
 
 class WriterQueue:
