@@ -12,7 +12,8 @@ import json
 import time
 import uuid
 
-from careops.demo.traffic import Mix, ReferralFactory
+from bench.messages import MIX, fhir_bundles, orders
+from careops.demo.traffic import ReferralFactory
 
 KINDS = {
     # kind: (path, content type); an HL7 answer counts as an error unless its MSA-1 is AA
@@ -71,15 +72,11 @@ async def connection(
 
 def make_bodies(kind: str, count: int, seed: int) -> list[bytes]:
     if kind == "hl7":
-        from bench.messages import orders
-
         return orders(count, seed)
     if kind == "fhir":
-        from bench.messages import fhir_bundles
-
         return fhir_bundles(count, seed)
     factory = ReferralFactory(seed=seed)
-    return [factory.body(Mix(incomplete=0.07, duplicate=0.03))[1] for _ in range(count)]
+    return [factory.body(MIX)[1] for _ in range(count)]
 
 
 async def main(

@@ -57,7 +57,7 @@ class ReferralFactory:
 
     def __init__(self, seed: int | None = None) -> None:
         self.random = random.Random(seed)
-        self.sent: list[bytes] = []
+        self.sent: list[dict[str, object]] = []
 
     def valid(self) -> dict[str, object]:
         r = self.random
@@ -94,6 +94,10 @@ class ReferralFactory:
             patient.pop("given_name")
         return referral
 
+    def referral(self, mix: Mix) -> tuple[str, dict[str, object]]:
+        """The kind chosen and its referral (``mix.malformed`` aside: a malformed body is no referral)."""
+        return self._referral(mix, self.random.random())
+
     def body(self, mix: Mix) -> tuple[str, bytes]:
         """The kind chosen and its JSON body."""
         roll = self.random.random()
@@ -101,15 +105,22 @@ class ReferralFactory:
             return "malformed", self.random.choice(
                 [b'{"location": "north", "patient": ', b'{"patient": "not an object"}']
             )
-        if roll < mix.malformed + mix.duplicate and self.sent:
-            duplicate = json.loads(self.random.choice(self.sent[-200:]))
-            duplicate["external_id"] = f"EXT-{uuid.uuid4().hex[:10]}"
-            return "duplicate", json.dumps(duplicate).encode()
-        if roll < mix.malformed + mix.duplicate + mix.incomplete:
-            return "incomplete", json.dumps(self.incomplete()).encode()
-        body = json.dumps(self.valid()).encode()
-        self.sent.append(body)
-        return "valid", body
+        kind, referral = self._referral(mix, roll - mix.malformed)
+        return kind, json.dumps(referral).encode()
+
+    def _referral(self, mix: Mix, roll: float) -> tuple[str, dict[str, object]]:
+        if roll < mix.duplicate and self.sent:
+            # The same patient and service again under another external id (nothing nested changes).
+            duplicate = {
+                **self.random.choice(self.sent[-200:]),
+                "external_id": f"EXT-{uuid.uuid4().hex[:10]}",
+            }
+            return "duplicate", duplicate
+        if roll < mix.duplicate + mix.incomplete:
+            return "incomplete", self.incomplete()
+        referral = self.valid()
+        self.sent.append(referral)
+        return "valid", referral
 
 
 @dataclass
