@@ -429,18 +429,14 @@ def _place_of(node: dict[str, Any], target: str, path: str) -> str | None:
     if node.get("reference") == target:
         return f"{path}.reference"
     for key, value in node.items():
-        place = None
-        if type(value) is dict and key != "contained":
-            place = _place_of(value, target, f"{path}.{key}")
-        elif type(value) is list and key != "contained":
-            places = (
-                _place_of(item, target, f"{path}.{key}[{i}]")
-                for i, item in enumerate(value)
-                if type(item) is dict
-            )
-            place = next((p for p in places if p), None)
-        if place:
+        if key == "contained":
+            continue
+        if type(value) is dict and (place := _place_of(value, target, f"{path}.{key}")):
             return place
+        if type(value) is list:
+            for i, item in enumerate(value):
+                if type(item) is dict and (place := _place_of(item, target, f"{path}.{key}[{i}]")):
+                    return place
     return None
 
 
