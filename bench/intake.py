@@ -94,29 +94,47 @@ def tree_rss_mb(root_pid: int) -> list[float]:
     return found
 
 
+def _loadgen(port: int, token: str, *options: str) -> list[str]:
+    url = f"http://127.0.0.1:{port}"
+    return [sys.executable, "-m", "bench.loadgen", "--url", url, "--token", token, *options]
+
+
 def load(port: int, token: str, connections: int, duration: float, kind: str = "json") -> dict[str, Any]:
+    """One measurement by its own load generator process (after a warm-up)."""
+    options = ("--connections", str(connections), "--duration", str(duration), "--kind", kind)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.loadgen",
-            "--url",
-            f"http://127.0.0.1:{port}",
-            "--token",
-            token,
-            "--connections",
-            str(connections),
-            "--duration",
-            str(duration),
-            "--kind",
-            kind,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+        _loadgen(port, token, *options), cwd=ROOT, capture_output=True, text=True, check=True
     )
     return dict(json.loads(result.stdout))
+
+
+class LoadClient:
+    """One load generator process for many measurements (``bench.loadgen --serve``): its bodies
+    are made ahead, so that measurements can follow each other at once."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.process = subprocess.Popen(
+            _loadgen(port, token, "--serve"),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def measure(self, kind: str, connections: int, duration: float) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        asked = {"kind": kind, "connections": connections, "duration": duration}
+        self.process.stdin.write(json.dumps(asked) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the load generator stopped (exit status {self.process.wait()})")
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(30)
 
 
 @dataclass
@@ -272,13 +290,16 @@ def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> 
 BackendBench = Callable[[str, float, int, Path], list[dict[str, Any]]]
 
 
-def run_backends(description: str, rounds_help: str, bench: BackendBench) -> list[dict[str, Any]]:
-    """Parse ``--duration --rounds --backends`` and run ``bench`` on each backend; all its rows."""
+def run_backends(
+    description: str, rounds_help: str, bench: BackendBench, duration: float = 6.0, rounds: int = 3
+) -> list[dict[str, Any]]:
+    """Parse ``--duration --rounds --backends`` (defaults ``duration`` and ``rounds``) and run
+    ``bench`` on each backend; all its rows."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds of load per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help=rounds_help)
+    parser.add_argument("--duration", type=float, default=duration, help="seconds of load per measurement")
+    parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
     parser.add_argument("--backends", default="postgres,sqlite")
     args = parser.parse_args()
     workdir = ROOT / "bench" / "results"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from bench.loadgen import Bodies
 from careops.demo.traffic import Mix, ReferralFactory
 
 MIX = Mix(incomplete=0.07, duplicate=0.03)
@@ -48,3 +49,15 @@ def test_a_body_is_the_referral_as_json_or_malformed_in_its_share() -> None:
     for kind, body in bodies:
         if kind != "malformed":
             assert isinstance(json.loads(body)["patient"], dict)
+
+
+def test_the_load_generators_pool_never_hands_out_a_body_twice() -> None:
+    bodies = Bodies(batch=40)
+    for kind in ("fhir", "hl7"):
+        pool = bodies.ready(kind, 30)
+        assert len(pool) >= 30
+        sent = [pool.popleft() for _ in range(len(pool) - 5)]
+        pool = bodies.ready(kind, 60)  # tops up past what is left, with new bodies
+        assert len(pool) >= 60
+        sent += list(pool)
+        assert len(set(sent)) == len(sent)
