@@ -153,13 +153,11 @@ def bench_backend(backend: str, duration: float, rounds: int, workdir: Path) -> 
                 if how != "json":
                     reference = (results[i - 1]["throughput"] + results[i + 1]["throughput"]) / 2
                     ratios.setdefault((how, connections), []).append(results[i]["throughput"] / reference)
-        client.close()
-        client = None
         app.stop()
         app = None
     finally:
         if client is not None:
-            client.process.kill()
+            client.close()
         if app is not None:
             app.stop()
         drop_database(url)

@@ -99,9 +99,9 @@ def _loadgen(port: int, token: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "bench.loadgen", "--url", url, "--token", token, *options]
 
 
-def load(port: int, token: str, connections: int, duration: float, kind: str = "json") -> dict[str, Any]:
-    """One measurement by its own load generator process (after a warm-up)."""
-    options = ("--connections", str(connections), "--duration", str(duration), "--kind", kind)
+def load(port: int, token: str, connections: int, duration: float) -> dict[str, Any]:
+    """One measurement of JSON referrals by its own load generator process (after a warm-up)."""
+    options = ("--connections", str(connections), "--duration", str(duration))
     result = subprocess.run(
         _loadgen(port, token, *options), cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -132,9 +132,13 @@ class LoadClient:
         return dict(json.loads(line))
 
     def close(self) -> None:
+        """Stop the generator: it ends after its current measurement, or is killed."""
         if self.process.stdin is not None:
             self.process.stdin.close()
-        self.process.wait(30)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 @dataclass

@@ -58,7 +58,7 @@ class Bodies:
     def ready(self, kind: str, count: int) -> deque[bytes]:
         """The kind's pool, holding at least ``count`` bodies."""
         pool = self.pools.setdefault(kind, deque())
-        while len(pool) < count:
+        if len(pool) < count:
             self.seed += 1
             pool.extend(make_bodies(kind, max(self.batch, count - len(pool)), self.seed))
         return pool
@@ -155,14 +155,13 @@ async def once(
     return await measure(url, token, connections, duration, kind, bodies)
 
 
-async def serve(url: str, token: str) -> None:
+def serve(url: str, token: str) -> None:
     """Answer each request line on stdin with a measurement on stdout, until stdin closes."""
     bodies = Bodies()
-    loop = asyncio.get_running_loop()
-    while line := await loop.run_in_executor(None, sys.stdin.readline):
+    for line in sys.stdin:
         asked = json.loads(line)
-        result = await measure(url, token, asked["connections"], asked["duration"], asked["kind"], bodies)
-        print(json.dumps(result), flush=True)
+        measurement = measure(url, token, asked["connections"], asked["duration"], asked["kind"], bodies)
+        print(json.dumps(asyncio.run(measurement)), flush=True)
 
 
 if __name__ == "__main__":
@@ -176,7 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--serve", action="store_true", help="measure what each line of stdin asks for")
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.url, args.token))
+        serve(args.url, args.token)
     else:
         result = asyncio.run(
             once(args.url, args.token, args.connections, args.duration, args.warmup, args.kind)
