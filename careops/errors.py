@@ -7,7 +7,8 @@
     ├── Forbidden                code="forbidden"           (known caller, missing scope)
     ├── Conflict                 code="conflict"
     │   ├── InvalidTransition    code="invalid_transition"
-    │   └── DuplicateRequest     code="duplicate_request"   (Idempotency-Key reused with another body)
+    │   ├── DuplicateRequest     code="duplicate_request"   (Idempotency-Key reused with another body)
+    │   └── WriteConflict        code="write_conflict"      (concurrent writes clashed; send it again)
     ├── PayloadTooLarge          code="payload_too_large"
     ├── UnsupportedMediaType     code="unsupported_media_type"
     └── ConfigurationError       code="configuration_error" (unsafe or impossible settings)
@@ -86,6 +87,11 @@ class InvalidTransition(Conflict):
 class DuplicateRequest(Conflict):
     code = "duplicate_request"
     title = "Idempotency-Key already used with a different request"
+
+
+class WriteConflict(Conflict):
+    code = "write_conflict"
+    title = "The write clashed with concurrent writes; send it again"
 
 
 class PayloadTooLarge(CareopsError):

@@ -81,15 +81,33 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     return check
 
 
-def bounded_header(request: Request, name: str, max_length: int) -> str | None:
-    """An optional header's value; 422 naming the header when it is longer than ``max_length``."""
+def optional_header(request: Request, name: str, max_length: int) -> str | None:
+    """An optional header's value, or None when it is absent.
+
+    A header that is sent must say something: empty or blank, longer than ``max_length`` or
+    holding anything but printable ASCII is a 422 naming the header (its value is not repeated:
+    it may be anything).
+    """
     value = request.headers.get(name)
-    if value is not None and len(value) > max_length:
+    if value is None:
+        return None
+    problem = header_problem(value, max_length)
+    if problem is not None:
         raise ValidationFailed(
-            f"header {name}: at most {max_length} characters",
-            errors=[{"field": f"header.{name}", "message": f"at most {max_length} characters"}],
+            f"header {name}: {problem}", errors=[{"field": f"header.{name}", "message": problem}]
         )
     return value
+
+
+def header_problem(value: str, max_length: int) -> str | None:
+    """Why a header's value is no usable key or id, or None."""
+    if not value.strip():
+        return "must not be empty"
+    if len(value) > max_length:
+        return f"at most {max_length} characters"
+    if not value.isascii() or not value.isprintable():
+        return "printable ASCII characters only"
+    return None
 
 
 class OversizedBody(PayloadTooLarge):

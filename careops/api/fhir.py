@@ -53,19 +53,27 @@ def _scope(scope: str) -> dict[str, Any]:
 
 
 async def _incoming(request: Request) -> tuple[Principal, bytes] | Response:
-    """The caller and the body of a write, or the OperationOutcome that refuses it."""
+    """The caller and the body of a write, or the OperationOutcome that refuses it (a body that
+    is refused, too large or of another media type, is kept in quarantine)."""
     try:
         principal = authorise(request, "intake:write")
     except CareopsError as exc:
         return _error(exc.status, exc.detail)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in _MEDIA:
-        return _error(415, f"send {' or '.join(_MEDIA)}")
     try:
         raw = await read_body(request, request.app.state.settings)
     except OversizedBody as exc:
-        return _error(413, exc.detail)
+        return await _refused(request, exc.raw, principal, FhirError(413, "too-long", exc.detail))
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in _MEDIA:
+        refusal = FhirError(415, "not-supported", f"send {' or '.join(_MEDIA)}")
+        return await _refused(request, raw, principal, refusal)
     return principal, raw
+
+
+async def _refused(request: Request, raw: bytes, principal: Principal, error: FhirError) -> Response:
+    channel: FhirChannel = request.app.state.inbound.fhir
+    answer = await in_thread(channel.refuse, raw, error, principal.id)
+    return _answer(answer.status, answer.body)
 
 
 def _reader(request: Request) -> Principal | Response:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from careops.api.deps import header_problem
 from careops.errors import CareopsError, ValidationFailed
 from careops.observability.logs import get_logger
 
@@ -18,7 +19,8 @@ log = get_logger("careops.api")
 
 
 def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
-    correlation_id = request.headers.get("x-correlation-id") or uuid.uuid4().hex
+    sent = request.headers.get("x-correlation-id")
+    correlation_id = sent if sent is not None and header_problem(sent, 64) is None else uuid.uuid4().hex
     body = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from careops.api.deps import OversizedBody, authorise, bounded_header, check_address, read_body
+from careops.api.deps import OversizedBody, authorise, check_address, optional_header, read_body
 from careops.api.problems import problem
 from careops.db import Database, in_thread
 from careops.domain.referrals import ReferralIn
@@ -114,8 +114,8 @@ async def _take(request: Request, raw: bytes, principal: Principal, channel: str
     settings: Settings = request.app.state.settings
     content_type = request.headers.get("content-type", "application/json")
     try:
-        idempotency_key = bounded_header(request, "idempotency-key", 255)
-        correlation_id = bounded_header(request, "x-correlation-id", 64)
+        idempotency_key = optional_header(request, "idempotency-key", 255)
+        correlation_id = optional_header(request, "x-correlation-id", 64)
         referral = ReferralIn.model_validate_json(raw)
     except ValidationFailed as exc:
         return await _reject(request, raw, principal, channel, exc)
@@ -125,7 +125,10 @@ async def _take(request: Request, raw: bytes, principal: Principal, channel: str
         raw, content_type, channel, principal.id, idempotency_key, correlation_id, scope=principal.scope
     )
     catalogue = request.app.state.catalogue
-    answer = await in_thread(accept_referral, db, intake, referral, settings, catalogue)
+    try:
+        answer = await in_thread(accept_referral, db, intake, referral, settings, catalogue)
+    except CareopsError as exc:  # another location's referral, a key reused with another body
+        return await _reject(request, raw, principal, channel, exc)
     return JSONResponse(answer.body, status_code=answer.status_code)
 
 

@@ -36,12 +36,14 @@ from careops.domain.models import (
 from careops.domain.patients import find_or_register
 from careops.domain.reference import Catalogue, LocationRef, ReferencedRecords
 from careops.domain.referrals import NormalisedReferral, ReferralIn, missing_fields, normalise
-from careops.errors import DuplicateRequest, Forbidden
+from careops.errors import DuplicateRequest, Forbidden, WriteConflict
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.orchestration.quarantine import stored_payload
 from careops.settings import Settings
 
 INTAKE_QUEUE = "intake"
+# How often a write that clashed with a concurrent one is tried before the caller is asked to retry.
+WRITE_ATTEMPTS = 3
 _intake_items = Base.metadata.tables[IntakeItem.__tablename__]
 _cases = Base.metadata.tables[ServiceCase.__tablename__]
 _exceptions = Base.metadata.tables[ExceptionItem.__tablename__]
@@ -182,18 +184,20 @@ def answer_once(db: Database, request: IntakeRequest, write: Callable[[], Intake
 
     A retry with an ``Idempotency-Key`` already used is found by the unique index on the intake
     item, not by a look-up first: the common case (a new key) costs no extra statement, and a
-    retry rolls back and answers as the first request did.
+    retry rolls back and answers as the first request did. Any other unique-key clash (two
+    requests registering the same new patient at once) is a race that a fresh transaction sees
+    settled: ``write()`` runs again, and after ``WRITE_ATTEMPTS`` the caller gets a 409 to retry.
     """
-    try:
-        return write()
-    except IntegrityError:
-        if not request.idempotency_key:
-            raise
-        with db.engine.connect() as connection:
-            earlier = _earlier_answer(connection, request)
-        if earlier is None:
-            raise
-        return earlier
+    for _ in range(WRITE_ATTEMPTS):
+        try:
+            return write()
+        except IntegrityError:
+            if request.idempotency_key is not None:
+                with db.engine.connect() as connection:
+                    earlier = _earlier_answer(connection, request)
+                if earlier is not None:
+                    return earlier
+    raise WriteConflict("the referral clashed with concurrent writes; send it again")
 
 
 def _earlier_answer(connection: Connection, request: IntakeRequest) -> IntakeAnswer | None:

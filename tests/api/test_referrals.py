@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from careops.db import Database
 from careops.domain.models import BusinessEvent, IntakeItem, OutboxMessage, ServiceCase
+from careops.errors import WriteConflict
+from careops.orchestration.intake import WRITE_ATTEMPTS, IntakeAnswer, IntakeRequest, answer_once
 from tests.conftest import referral
 
 
@@ -93,6 +97,68 @@ def test_same_idempotency_key_with_another_body_is_409(client: TestClient) -> No
     response = client.post("/api/v1/referrals", json=referral(priority="urgent"), headers=headers)
     assert response.status_code == 409
     assert response.json()["code"] == "duplicate_request"
+
+
+def test_key_reused_with_another_body_keeps_that_body_in_quarantine(client: TestClient, db: Database) -> None:
+    headers = {"Idempotency-Key": "key-2"}
+    assert client.post("/api/v1/referrals", json=referral(), headers=headers).status_code == 201
+    other = json.dumps(referral(priority="urgent"))
+    response = client.post(
+        "/api/v1/referrals", content=other, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 409
+    with db.sessions() as session:
+        item = session.get(IntakeItem, response.json()["quarantine_id"])
+        assert item is not None and item.raw_payload == other
+        assert item.reasons == ["duplicate_request"]
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "message"),
+    [
+        ("Idempotency-Key", "", "must not be empty"),
+        ("Idempotency-Key", "   ", "must not be empty"),
+        ("Idempotency-Key", "k" * 256, "at most 255 characters"),
+        ("Idempotency-Key", "caf\u00e9", "printable ASCII characters only"),
+        ("X-Correlation-Id", "", "must not be empty"),
+        ("X-Correlation-Id", "c" * 65, "at most 64 characters"),
+    ],
+)
+def test_an_unusable_key_or_correlation_header_is_422_naming_it_and_the_body_is_kept(
+    client: TestClient, db: Database, header: str, value: str, message: str
+) -> None:
+    content = json.dumps(referral()).encode()
+    headers = {header: value.encode("latin-1"), "Content-Type": "application/json"}
+    answers = [client.post("/api/v1/referrals", content=content, headers=headers) for _ in range(2)]
+    for response in answers:  # the second is refused as the first was: no 500, nothing taken
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["errors"] == [{"field": f"header.{header.lower()}", "message": message}]
+        assert value.strip() == "" or value not in response.text  # the bad value is not echoed
+    with db.sessions() as session:
+        kept = [session.get(IntakeItem, r.json()["quarantine_id"]) for r in answers]
+        assert all(item is not None and item.raw_payload == content.decode() for item in kept)
+        assert session.scalar(select(func.count()).select_from(ServiceCase)) == 0
+
+
+def test_a_write_that_clashes_with_a_concurrent_one_is_tried_again_then_409(db: Database) -> None:
+    request = IntakeRequest(b"{}", "application/json", "api", "tester", idempotency_key=None)
+    attempts: list[int] = []
+
+    def clashing() -> IntakeAnswer:
+        attempts.append(1)
+        if len(attempts) < WRITE_ATTEMPTS:
+            raise IntegrityError("INSERT", {}, Exception("unique constraint"))
+        return IntakeAnswer(201, {"outcome": "case_created"})
+
+    assert answer_once(db, request, clashing).status_code == 201
+    assert len(attempts) == WRITE_ATTEMPTS
+
+    def always_clashing() -> IntakeAnswer:
+        raise IntegrityError("INSERT", {}, Exception("unique constraint"))
+
+    with pytest.raises(WriteConflict):
+        answer_once(db, request, always_clashing)
 
 
 def test_duplicate_referral_links_to_the_existing_case(client: TestClient) -> None:

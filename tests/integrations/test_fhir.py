@@ -269,7 +269,7 @@ def test_if_none_exist_makes_the_create_conditional(client: TestClient, db: Data
     other = {**FHIR, "If-None-Exist": "identifier=https://other.example|R-1"}
     assert client.post("/fhir/r4/ServiceRequest", json=request, headers=other).status_code == 201
     assert fhir_items(db) == 2
-    for criteria in ("_id=5", "identifier=R-1&_tag=x", "identifier=https://clinic.example|"):
+    for criteria in ("_id=5", "identifier=R-1&_tag=x", "identifier=https://clinic.example|", "", " "):
         unsupported = client.post(
             "/fhir/r4/ServiceRequest", json=request, headers={**FHIR, "If-None-Exist": criteria}
         )
@@ -342,7 +342,8 @@ def test_transport_errors_are_operation_outcomes(client: TestClient) -> None:
         assert "line 1 column" in refused.json()["issue"][0]["diagnostics"]
     with_bom = client.post("/fhir/r4/ServiceRequest", content=b"\xef\xbb\xbf{}", headers=FHIR)
     assert "no resourceType" in with_bom.json()["issue"][0]["diagnostics"]  # past the BOM
-    assert client.post("/fhir/r4", content=b"{}", headers={"Content-Type": "text/xml"}).status_code == 415
+    as_xml = client.post("/fhir/r4", content=b"<Bundle/>", headers={"Content-Type": "text/xml"})
+    assert as_xml.status_code == 415 and "quarantine" in as_xml.json()["issue"][0]["diagnostics"]
     anonymous = client.get("/fhir/r4/metadata", headers={"Authorization": ""})
     assert anonymous.status_code == 401 and anonymous.json()["resourceType"] == "OperationOutcome"
     assert client.get("/fhir/r4/ServiceRequest/nope").status_code == 404

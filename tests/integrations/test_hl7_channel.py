@@ -182,12 +182,15 @@ def test_a_message_without_the_patient_identifier_gets_ae_naming_pid_3(hl7_clien
     assert str(err(2)) == "PID^1^3"
 
 
-def test_http_refuses_other_media_types_and_callers_without_a_token(hl7_client: TestClient) -> None:
+def test_http_refuses_other_media_types_and_callers_without_a_token(
+    hl7_client: TestClient, hl7_db: Database
+) -> None:
     body = (SAMPLES / "ORM-O01-01.hl7").read_bytes()
-    assert (
-        hl7_client.post("/api/v1/hl7", content=body, headers={"Content-Type": "application/json"}).status_code
-        == 415
-    )
+    refused = hl7_client.post("/api/v1/hl7", content=body, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 415 and msa(refused.text)[0] == "AR"
+    with hl7_db.sessions() as session:  # kept for replay under the reason it was refused for
+        kept = session.scalars(select(IntakeItem).where(IntakeItem.status == "quarantined")).one()
+        assert kept.reasons == ["hl7:unsupported_media_type"] and kept.raw_payload == body.decode()
     anonymous = hl7_client.post("/api/v1/hl7", content=body, headers={**HL7, "Authorization": ""})
     assert anonymous.status_code == 401
 

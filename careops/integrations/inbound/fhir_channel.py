@@ -334,7 +334,7 @@ def _conditional_key(if_none_exist: str | None, path: str | None) -> str | None:
     """``identifier=[system|]value`` (URL-encoded or not) as an idempotency key; other searches
     are not supported. The system is part of the identifier: one value under two systems is two
     referrals (``identifier=value`` matches one created without a system)."""
-    if not if_none_exist:
+    if if_none_exist is None:
         return None
     criteria = parse_qsl(if_none_exist.removeprefix("?"), keep_blank_values=True)
     if len(criteria) != 1 or criteria[0][0] != "identifier" or not criteria[0][1].rpartition("|")[2]:
