@@ -119,3 +119,11 @@ def referral(**overrides: object) -> dict[str, object]:
     }
     body.update(overrides)
     return body
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--deep",
+        action="store_true",
+        help="fuzz harder: the contract test draws 300 examples an operation from a random seed",
+    )

@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from careops import __version__
 from careops.api import (
     cases,
+    contract,
     documents,
     exceptions,
     fhir,
@@ -99,9 +100,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
                 referrals.REFERRAL_SCHEMA_DEFS
             )
-            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-            schema["security"] = [{"bearer": []}]
-            _declare_scopes(routers, schema)
+            api_routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+            contract.document(schema, api_routes, OPEN_ROUTES)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -115,16 +115,3 @@ def create_served_app() -> FastAPI:
     same process, after the cached settings were read)."""
     configure_logging()
     return create_app(Settings())
-
-
-def _declare_scopes(routers: list[APIRouter], schema: dict[str, Any]) -> None:
-    """Write each route's scope into its operation as ``x-required-scope`` (from ``require``)."""
-    for route in (r for router in routers for r in router.routes):
-        if not isinstance(route, APIRoute):
-            continue
-        scopes = [getattr(d.call, "required_scope", None) for d in route.dependant.dependencies]
-        scope = next((s for s in scopes if s), None)
-        for method in route.methods or ():
-            operation = schema["paths"].get(route.path_format, {}).get(method.lower())
-            if scope and operation is not None:
-                operation["x-required-scope"] = scope

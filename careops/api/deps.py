@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from careops.db import Database
 from careops.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorised, ValidationFailed
@@ -133,6 +133,12 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         raise OversizedBody(f"the body is {size} bytes; the limit is {limit} bytes", raw)
     return raw
 
+
+# A record's id in a path (``new_id``): anything else names no record, and could not even be
+# looked up as it stands (PostgreSQL refuses a NUL in a string).
+RecordId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A record id (32 hex digits)")]
+# Free text in a query (a location slug, a service code): no control characters.
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

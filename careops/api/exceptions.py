@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from careops.api.deps import DbDep, SettingsDep, require
+from careops.api.contract import answers
+from careops.api.deps import PLAIN_TEXT, DbDep, RecordId, SettingsDep, require
 from careops.db import in_thread
 from careops.governance.principal import Principal
 from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
@@ -27,7 +28,7 @@ class ResolveIn(BaseModel):
 async def exceptions(
     db: DbDep,
     principal: Annotated[Principal, Depends(require("exceptions:read"))],
-    queue: str | None = Query("intake", max_length=64),
+    queue: str | None = Query("intake", max_length=64, pattern=PLAIN_TEXT),
     status: Literal["open", "resolved"] = "open",
     limit: int = Query(100, ge=1, le=500),
 ) -> dict[str, Any]:
@@ -36,17 +37,26 @@ async def exceptions(
 
 @router.get("/{exception_id}", summary="One exception item")
 async def exception(
-    db: DbDep, exception_id: str, principal: Annotated[Principal, Depends(require("exceptions:read"))]
+    db: DbDep, exception_id: RecordId, principal: Annotated[Principal, Depends(require("exceptions:read"))]
 ) -> dict[str, Any]:
     return await in_thread(get_exception, db, exception_id, principal.scope)
 
 
-@router.post("/{exception_id}/resolve", summary="Supply missing fields; the case is created exactly once")
+@router.post(
+    "/{exception_id}/resolve",
+    summary="Supply missing fields; the case is created exactly once",
+    responses=answers(
+        409,
+        422,
+        s409="The item is already resolved.",
+        s422="The fields are not valid, or the referral is still incomplete (`reason_codes`).",
+    ),
+)
 async def resolve(
     request: Request,
     db: DbDep,
     settings: SettingsDep,
-    exception_id: str,
+    exception_id: RecordId,
     body: ResolveIn,
     principal: Annotated[Principal, Depends(require("exceptions:resolve"))],
 ) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
 from careops import __version__
+from careops.api.contract import answers
 from careops.api.deps import OversizedBody, authorise, get_principal, read_body
 from careops.db import in_thread
 from careops.errors import CareopsError
@@ -22,6 +23,7 @@ from careops.integrations.inbound.fhir_r4 import (
     FhirError,
     capability_statement,
     operation_outcome,
+    request_schema,
 )
 
 router = APIRouter(prefix="/fhir/r4", tags=["fhir"])
@@ -48,8 +50,27 @@ def _error(status: int, diagnostics: str, expression: str | None = None) -> Resp
     )
 
 
-def _scope(scope: str) -> dict[str, Any]:
-    return {"x-required-scope": scope}
+def _scope(scope: str, takes: str | None = None) -> dict[str, Any]:
+    """The operation's scope and, for a write, the resource it takes."""
+    extra: dict[str, Any] = {"x-required-scope": scope}
+    if takes is not None:
+        schema = {"schema": request_schema(takes)}
+        extra["requestBody"] = {"required": True, "content": {media: schema for media in _MEDIA}}
+    return extra
+
+
+def _resource(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {FHIR_JSON: {"schema": {"type": "object"}}}}
+
+
+# Every write may be refused as unreadable or invalid (400), too large (413), of another media
+# type (415) or not processable (422); each refusal is kept in quarantine.
+_WRITE_ERRORS = answers(400, 413, 415, 422, media=FHIR_JSON)
+_CREATED = {
+    "200": _resource("Already there (the same request, or If-None-Exist matched)"),
+    "201": _resource("Created; Location: ServiceRequest/{id}"),
+    **_WRITE_ERRORS,
+}
 
 
 async def _incoming(request: Request) -> tuple[Principal, bytes] | Response:
@@ -83,7 +104,13 @@ def _reader(request: Request) -> Principal | Response:
         return _error(exc.status, exc.detail)
 
 
-@router.post("", summary="A transaction or batch Bundle of referrals", openapi_extra=_scope("intake:write"))
+@router.post(
+    "",
+    summary="A transaction or batch Bundle of referrals",
+    openapi_extra=_scope("intake:write", "Bundle"),
+    response_class=Response,
+    responses={"200": _resource("The transaction-response or batch-response Bundle"), **_WRITE_ERRORS},
+)
 async def post_bundle(request: Request) -> Response:
     incoming = await _incoming(request)
     if isinstance(incoming, Response):
@@ -97,7 +124,9 @@ async def post_bundle(request: Request) -> Response:
 @router.post(
     "/ServiceRequest",
     summary="Create a referral (If-None-Exist honoured)",
-    openapi_extra=_scope("intake:write"),
+    openapi_extra=_scope("intake:write", "ServiceRequest"),
+    response_class=Response,
+    responses=_CREATED,
 )
 async def post_service_request(request: Request) -> Response:
     incoming = await _incoming(request)
@@ -111,7 +140,11 @@ async def post_service_request(request: Request) -> Response:
 
 
 @router.get(
-    "/ServiceRequest/{service_request_id}", summary="Read a referral", openapi_extra=_scope("cases:read")
+    "/ServiceRequest/{service_request_id}",
+    summary="Read a referral",
+    openapi_extra=_scope("cases:read"),
+    response_class=Response,
+    responses={"200": _resource("The ServiceRequest as received, masked for the reader")},
 )
 async def read_service_request(request: Request, service_request_id: str) -> Response:
     principal = _reader(request)
@@ -128,7 +161,23 @@ async def read_service_request(request: Request, service_request_id: str) -> Res
 @router.get(
     "/Task",
     summary="A referral's processing status (based-on=ServiceRequest/{id})",
-    openapi_extra=_scope("cases:read"),
+    openapi_extra={
+        **_scope("cases:read"),
+        "parameters": [
+            {
+                "name": "based-on",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1},
+                "description": "ServiceRequest/{id}, or the id alone",
+            }
+        ],
+    },
+    response_class=Response,
+    responses={
+        "200": _resource("A searchset Bundle with the referral's Task"),
+        **answers(400, media=FHIR_JSON),
+    },
 )
 async def search_task(request: Request) -> Response:
     principal = _reader(request)
@@ -141,7 +190,13 @@ async def search_task(request: Request) -> Response:
     return _answer(200, await in_thread(channel.task, based_on, principal.scope))
 
 
-@router.get("/metadata", summary="The CapabilityStatement", openapi_extra=_scope("(any valid token)"))
+@router.get(
+    "/metadata",
+    summary="The CapabilityStatement",
+    openapi_extra=_scope("(any valid token)"),
+    response_class=Response,
+    responses={"200": _resource("The CapabilityStatement")},
+)
 async def metadata(request: Request) -> Response:
     try:
         get_principal(request)
@@ -153,7 +208,15 @@ async def metadata(request: Request) -> Response:
 @router.post(
     "/{resource_type}",
     summary="Other resource types: validated, then refused",
-    openapi_extra=_scope("intake:write"),
+    openapi_extra={
+        **_scope("intake:write"),
+        "requestBody": {
+            "required": True,
+            "content": {m: {"schema": {"type": "object", "required": ["resourceType"]}} for m in _MEDIA},
+        },
+    },
+    response_class=Response,
+    responses=answers(400, 404, 413, 415, 422, media=FHIR_JSON, s404="careops does not take this type"),
 )
 async def post_other(request: Request, resource_type: str) -> Response:
     """A resource careops does not take: 400 naming what is invalid in it, else 404 not-supported."""

@@ -18,7 +18,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database reachable and migrations current")
+@router.get(
+    "/readyz",
+    summary="Readiness: database reachable and migrations current",
+    responses={503: {"description": "The database is unreachable or its migrations are pending"}},
+)
 async def readyz(db: DbDep) -> JSONResponse:
     def check() -> tuple[int, dict[str, str]]:
         try:

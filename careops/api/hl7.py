@@ -11,12 +11,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from careops.api.contract import answers
 from careops.api.deps import OversizedBody, SettingsDep, read_body, require
 from careops.db import in_thread
 from careops.governance.principal import Principal
 from careops.integrations.inbound.hl7_channel import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, Hl7Channel
 
 router = APIRouter(prefix="/api/v1", tags=["hl7"])
+_ACK = {"schema": {"type": "string"}}
 _BODY = {
     "requestBody": {
         "required": True,
@@ -25,7 +27,10 @@ _BODY = {
             for media in sorted(ACCEPTED_CONTENT_TYPES)
         },
     },
-    "responses": {"200": {"description": "The ACK (MSA-1 AA, AE or AR)", "content": {CONTENT_TYPE: {}}}},
+    "responses": {
+        "200": {"description": "The ACK (MSA-1 AA, AE or AR)", "content": {CONTENT_TYPE: _ACK}},
+        **answers(413, 415, media=CONTENT_TYPE),
+    },
 }
 
 

@@ -18,7 +18,14 @@ from careops.governance.principal import Principal
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", summary="Prometheus metrics (per channel: received, accepted, rejected, ...)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (per channel: received, accepted, rejected, ...)",
+    response_class=Response,
+    responses={
+        "200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 def metrics(_: Annotated[Principal, Depends(require("metrics:read"))]) -> Response:
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -49,8 +49,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body: as any invalid body, a 422
+            unreadable = [{"loc": ["body"], "msg": f"unreadable ({exc.detail})"}]
+            return await careops_error(request, ValidationFailed.from_errors(unreadable))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
+        answer = problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
+        answer.headers.update(exc.headers or {})  # e.g. the Allow of a 405
+        return answer
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

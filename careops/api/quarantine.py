@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from careops.api.deps import DbDep, require
+from careops.api.contract import answers
+from careops.api.deps import DbDep, RecordId, require
 from careops.db import in_thread
 from careops.governance.principal import Principal
 from careops.integrations.inbound.channels import Inbound
@@ -28,7 +29,7 @@ async def quarantined(
 
 @router.get("/{item_id}", summary="One quarantined payload with its raw body")
 async def quarantined_item(
-    db: DbDep, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:read"))]
+    db: DbDep, item_id: RecordId, principal: Annotated[Principal, Depends(require("quarantine:read"))]
 ) -> dict[str, Any]:
     return await in_thread(get_quarantined, db, item_id, principal)
 
@@ -37,18 +38,33 @@ class DiscardIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500, description="Why the payload is given up (audited).")
 
 
-@router.post("/{item_id}/replay", summary="Run a quarantined payload through its channel again")
+@router.post(
+    "/{item_id}/replay",
+    summary="Run a quarantined payload through its channel again",
+    responses=answers(
+        409,
+        422,
+        s409="Already replayed or discarded.",
+        s422="Still refused: it stays in quarantine with the new `reason_codes`.",
+    ),
+)
 async def replay_item(
-    request: Request, item_id: str, principal: Annotated[Principal, Depends(require("quarantine:replay"))]
+    request: Request,
+    item_id: RecordId,
+    principal: Annotated[Principal, Depends(require("quarantine:replay"))],
 ) -> dict[str, Any]:
     inbound: Inbound = request.app.state.inbound
     return await in_thread(lambda: replay(inbound, item_id, actor=principal.id, scope=principal.scope))
 
 
-@router.post("/{item_id}/discard", summary="Give up on a quarantined payload, saying why")
+@router.post(
+    "/{item_id}/discard",
+    summary="Give up on a quarantined payload, saying why",
+    responses=answers(409, s409="No longer in quarantine."),
+)
 async def discard_item(
     db: DbDep,
-    item_id: str,
+    item_id: RecordId,
     body: DiscardIn,
     principal: Annotated[Principal, Depends(require("quarantine:replay"))],
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from careops.api.contract import answers
 from careops.api.deps import OversizedBody, authorise, check_address, optional_header, read_body
 from careops.api.problems import problem
 from careops.db import Database, in_thread
@@ -24,6 +25,7 @@ INTAKE_SCOPE = "intake:write"
 
 _REFERRAL_SCHEMA = ReferralIn.model_json_schema(ref_template="#/components/schemas/{model}")
 _DEFS = _REFERRAL_SCHEMA.pop("$defs", {})
+_HEADER_VALUE = "^[ -~]*[!-~][ -~]*$"  # printable ASCII, not blank (deps.header_problem)
 _OPENAPI_BODY: dict[str, Any] = {
     "x-required-scope": INTAKE_SCOPE,
     "parameters": [
@@ -31,14 +33,14 @@ _OPENAPI_BODY: dict[str, Any] = {
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": 255},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _HEADER_VALUE},
             "description": "Retrying with the same key and body replays the first answer.",
         },
         {
             "name": "X-Correlation-Id",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": 64},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _HEADER_VALUE},
             "description": "Carried into the business events of this referral.",
         },
     ],
@@ -55,9 +57,14 @@ _OPENAPI_BODY: dict[str, Any] = {
         "201": {"description": "Complete referral: a case was created."},
         "200": {"description": "Duplicate of a recent referral: linked to the existing case."},
         "202": {"description": "Incomplete referral: an exception item with reason codes was opened."},
-        "409": {"description": "Idempotency-Key reused with a different body."},
-        "413": {"description": "Body over 1 MiB; kept in quarantine."},
-        "422": {"description": "Malformed JSON or wrong types; kept in quarantine."},
+        **answers(
+            409,
+            413,
+            422,
+            s409="Idempotency-Key reused with a different body, or a clash with concurrent writes "
+            "(send it again); kept in quarantine.",
+            s422="Malformed JSON, wrong types or an unusable header; kept in quarantine.",
+        ),
     },
 }
 REFERRAL_SCHEMA_DEFS = {"ReferralIn": _REFERRAL_SCHEMA, **_DEFS}

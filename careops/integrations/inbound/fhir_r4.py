@@ -143,6 +143,28 @@ def _model_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
     return issues
 
 
+def request_schema(resource_type: str) -> dict[str, Any]:
+    """What the OpenAPI document says a route takes: the resource's type and required elements,
+    with their codes where the binding is required. FHIR's data types and invariants go beyond
+    JSON Schema: ``validate`` checks those, and a request within this schema may still be a 400
+    naming the element."""
+    codes = _REQUIRED_CODES.get(resource_type, {})
+    required = {"ServiceRequest": ["status", "intent", "subject"], "Bundle": ["type"]}.get(resource_type, [])
+    properties: dict[str, Any] = {"resourceType": {"const": resource_type}}
+    properties.update({name: {"enum": sorted(codes[name])} for name in required if name in codes})
+    if resource_type == "ServiceRequest":
+        properties["subject"] = {"type": "object", "description": "Reference(Patient)"}
+    if resource_type == "Bundle":
+        properties["type"] = {"enum": ["batch", "transaction"]}
+        properties["entry"] = {"type": "array", "items": {"type": "object"}}
+    return {
+        "type": "object",
+        "required": ["resourceType", *required],
+        "properties": properties,
+        "description": f"A FHIR R4 {resource_type} (JSON).",
+    }
+
+
 def prepare_validation() -> None:
     """Compile ``fhir_precheck`` for every type ``validate`` is asked about in a referral Bundle."""
     fhir_precheck.warm(sorted(ACCEPTED_TYPES | {"Bundle"}), bundle_of=ACCEPTED_TYPES)
