@@ -10,7 +10,7 @@
     │   ├── DuplicateRequest     code="duplicate_request"   (Idempotency-Key reused with another body)
     │   └── WriteConflict        code="write_conflict"      (concurrent writes clashed; send it again)
     ├── PayloadTooLarge          code="payload_too_large"
-    ├── UnsupportedMediaType     code="unsupported_media_type"
+    ├── TooManyRequests          code="too_many_requests"
     └── ConfigurationError       code="configuration_error" (unsafe or impossible settings)
 
 Every error carries a stable ``code`` and an HTTP ``status``; the API turns it into RFC 9457
@@ -104,12 +104,6 @@ class TooManyRequests(CareopsError):
     code = "too_many_requests"
     status = 429
     title = "Too many requests"
-
-
-class UnsupportedMediaType(CareopsError):
-    code = "unsupported_media_type"
-    status = 415
-    title = "Unsupported media type"
 
 
 class ConfigurationError(CareopsError):

@@ -15,6 +15,10 @@ from careops.errors import CareopsError, ValidationFailed
 from careops.observability.logs import get_logger
 
 PROBLEM_TYPE_BASE = "https://careops.dev/problems/"
+# Codes of answers the framework gives (no route, no such method), besides CareopsError's own.
+FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed"}
+HTTP_ERROR = "http_error"  # any other HTTP error the framework raises
+INTERNAL_ERROR = "internal_error"  # a bug: logged with its traceback, never shown
 log = get_logger("careops.api")
 
 
@@ -52,7 +56,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 400:  # FastAPI could not parse the body: as any invalid body, a 422
             unreadable = [{"loc": ["body"], "msg": f"unreadable ({exc.detail})"}]
             return await careops_error(request, ValidationFailed.from_errors(unreadable))
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = FRAMEWORK_CODES.get(exc.status_code, HTTP_ERROR)
         answer = problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
         answer.headers.update(exc.headers or {})  # e.g. the Allow of a 405
         return answer
@@ -60,4 +64,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("request.unexpected_error", path=request.url.path)
-        return problem(500, "internal_error", "Internal error", "an unexpected error occurred", request)
+        return problem(500, INTERNAL_ERROR, "Internal error", "an unexpected error occurred", request)

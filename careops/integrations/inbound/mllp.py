@@ -38,6 +38,10 @@ from careops.observability.logs import get_logger
 SHARED_LISTENER = "CAREOPS_MLLP_SHARED_LISTENER"
 # A TLS client has this long to finish its handshake.
 _HANDSHAKE_SECONDS = 10.0
+# A frame once begun must end within this long: a peer that stalls inside one is cut off (what it
+# sent is kept in quarantine), so that it cannot hold its connection's thread for ever. Between
+# frames a connection may stay idle as long as the peer likes.
+FRAME_SECONDS = 30.0
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _READ_SIZE = 64 * 1024
@@ -55,9 +59,10 @@ def frame(message: bytes) -> bytes:
     return START_BLOCK + message + END_BLOCK
 
 
-def read_frames(recv: Callable[[int], bytes], max_bytes: int) -> Iterator[Frame]:
-    """Frames as ``recv`` (a blocking socket's) delivers them; an oversized one keeps its first
-    ``max_bytes`` and is read to its end."""
+def read_frames(recv: Callable[[int, bool], bytes], max_bytes: int) -> Iterator[Frame]:
+    """Frames as ``recv(size, inside_a_frame)`` delivers them; an oversized one keeps its first
+    ``max_bytes`` and is read to its end. ``recv`` raising TimeoutError ends the connection as
+    the peer closing it would."""
     buffer = bytearray()
     head: bytes | None = None  # the first bytes of a frame that outgrew max_bytes, kept for quarantine
     while True:
@@ -73,7 +78,10 @@ def read_frames(recv: Callable[[int], bytes], max_bytes: int) -> Iterator[Frame]
             head = bytes(buffer[:max_bytes])
         if head is not None:
             del buffer[:-1]  # the last byte may be the first half of the end block
-        chunk = recv(_READ_SIZE)
+        try:
+            chunk = recv(_READ_SIZE, head is not None or bool(buffer.strip()))
+        except TimeoutError:
+            chunk = b""
         if not chunk:
             rest = head if head is not None else bytes(buffer)
             if rest.strip():
@@ -86,7 +94,8 @@ def answer(channel: Hl7Channel, received: Frame, max_bytes: int) -> Hl7Result | 
     """The ACK for one frame (None for a frame cut off by the peer: kept, but nobody to answer)."""
     data = received.data.lstrip(b"\r\n\t ")
     if not received.complete:
-        channel.refuse(data, "mllp", "mllp:incomplete_frame", "the connection closed inside a frame")
+        detail = "the connection closed or stalled inside a frame"
+        channel.refuse(data, "mllp", "mllp:incomplete_frame", detail)
         return None
     if received.oversized:
         detail = f"the frame is larger than {max_bytes} bytes"
@@ -111,6 +120,7 @@ class _Service:
     max_bytes: int
     allowed_peers: Sequence[IPv4Network | IPv6Network]
     tls: ssl.SSLContext | None
+    frame_seconds: float
 
     def wrap(self, connection: socket.socket) -> socket.socket:
         """The socket a connection is served on: inside TLS when the listener has it (the
@@ -132,7 +142,12 @@ class _Service:
                 connection.do_handshake()
                 connection.settimeout(None)
             with self.channel.db.pinned():
-                for received in read_frames(connection.recv, self.max_bytes):
+
+                def receive(size: int, inside_a_frame: bool) -> bytes:
+                    connection.settimeout(self.frame_seconds if inside_a_frame else None)
+                    return connection.recv(size)
+
+                for received in read_frames(receive, self.max_bytes):
                     result = answer(self.channel, received, self.max_bytes)
                     if result is None:
                         break
@@ -152,10 +167,12 @@ async def start_mllp(
     max_bytes: int,
     allowed_peers: Sequence[IPv4Network | IPv6Network] = (),
     tls: ssl.SSLContext | None = None,
+    frame_seconds: float = FRAME_SECONDS,
 ) -> MllpListener:
     """Listen on ``host:port``; the caller closes the returned listener. With ``allowed_peers``, a
     connection from any other address is closed before a byte is read (and logged); with ``tls``
-    (``tls_context``), MLLP runs inside TLS.
+    (``tls_context``), MLLP runs inside TLS. A peer that stalls inside a frame for
+    ``frame_seconds`` is cut off, its partial frame kept in quarantine.
 
     The port is shared (``SO_REUSEPORT``) by every process that listens on it: any ``careops
     worker --mllp-port`` and ``careops serve``. The HTTP workers of one ``careops serve`` share
@@ -163,7 +180,7 @@ async def start_mllp(
     ``SO_REUSEPORT`` connections by a hash of their addresses, which put three or all four of an
     interface engine's connections on one of two workers about two times in three.
     """
-    service = _Service(channel, max_bytes, allowed_peers, tls)
+    service = _Service(channel, max_bytes, allowed_peers, tls, frame_seconds)
     shared = os.environ.get(SHARED_LISTENER)
     if shared:
         return MllpListener(_borrow_listener(shared), service, shared=True)
