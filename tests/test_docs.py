@@ -54,3 +54,31 @@ def test_every_role_and_permission_is_in_the_security_page() -> None:
     page = text("security.md")
     assert [r for r in SHIPPED_ROLES if f"| `{r}` |" not in page] == []
     assert [p for p in PERMISSIONS if f"`{p}`" not in page] == []
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def test_every_problem_code_is_documented_with_its_status() -> None:
+    import importlib
+    import pkgutil
+
+    import careops
+    from careops.api.problems import FRAMEWORK_CODES, HTTP_ERROR, INTERNAL_ERROR
+    from careops.errors import CareopsError
+
+    for module in pkgutil.walk_packages(careops.__path__, "careops."):
+        if ".migrations." not in module.name:
+            importlib.import_module(module.name)  # every error class careops defines is loaded
+    statuses = {error.code: str(error.status) for error in _subclasses(CareopsError)}
+    statuses |= {code: str(status) for status, code in FRAMEWORK_CODES.items()}
+    statuses |= {HTTP_ERROR: "as sent", INTERNAL_ERROR: "500"}
+    assert len(statuses) >= 12
+    page = text("api.md")
+    missing = [
+        f"| `{code}` | {status} |"
+        for code, status in statuses.items()
+        if f"| `{code}` | {status} |" not in page
+    ]
+    assert missing == []
