@@ -1,6 +1,8 @@
 """A real browser (Debian's Chromium through Playwright) against a real `careops serve`: the partner
 form, console login with a wrong then a right password, masking by role, a reveal with a reason,
-logout. `.ci/run` installs Chromium; without it this test fails, it does not skip."""
+logout. Without Debian's Chromium the fixture installs it (apt-get, as `.ci/run` does), so that the
+README's test command runs these tests on a fresh machine; where it cannot, the test fails: it
+never skips."""
 
 from __future__ import annotations
 
@@ -38,13 +40,27 @@ def server(tmp_path: Path) -> Iterator[str]:
     process.wait(30)
 
 
-@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium, installed with apt-get when it is missing (as root, or through sudo)."""
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        done = subprocess.run([*sudo, *step], env=environment, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (
+            f"could not install Debian's chromium ({' '.join(step)}):\n{done.stderr[-2000:]}"
+        )
+    return shutil.which("chromium") or CHROMIUM
+
+
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (apt-get install chromium), as .ci/run does"
+    executable = chromium()
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 def _log_in(page: Page, base: str, username: str, password: str = PASSWORD) -> None:
