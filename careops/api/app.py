@@ -36,12 +36,12 @@ from careops.integrations.inbound.fhir_r4 import prepare_validation
 from careops.observability.logs import configure_logging
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
-from careops.web import console, referral_form
+from careops.web import console, pages, queues, referral_form
 
 # Routers of the API (each operation declares its permission) and of the server-rendered pages
 # (the console checks its session and permissions itself; the partner form is public).
 API_MODULES = (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, metrics)
-PAGE_MODULES = (referral_form, console)
+PAGE_MODULES = (referral_form, console, queues)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.catalogue = CatalogueCache(settings.reference_cache_seconds)
     app.state.inbound = Inbound.build(db, settings, app.state.catalogue)
     problems.install(app)
+    pages.install(app)
     app.add_middleware(SecurityHeaders)
     routers = [module.router for module in API_MODULES]
     for router in [*routers, *(module.router for module in PAGE_MODULES)]:

@@ -72,6 +72,7 @@ def event_view(event: BusinessEvent) -> dict[str, Any]:
         "type": event.type,
         "occurred_at": event.occurred_at.isoformat(),
         "actor": event.actor,
+        "correlation_id": event.correlation_id,
         "payload": event.payload,
     }
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import String, cast, func, select
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
@@ -36,16 +37,91 @@ def exception_view(item: ExceptionItem) -> dict[str, Any]:
 
 
 def list_exceptions(
-    db: Database, queue: str | None, status: str, limit: int, scope: LocationScope
+    db: Database,
+    queue: str | None,
+    status: str,
+    limit: int,
+    scope: LocationScope,
+    *,
+    reason: str | None = None,
+    older_than_seconds: int | None = None,
 ) -> list[dict[str, Any]]:
+    """A queue's items, oldest first; ``reason`` keeps those with that reason code,
+    ``older_than_seconds`` those waiting longer."""
     query = scope.restrict(
         select(ExceptionItem).where(ExceptionItem.status == status), ExceptionItem.location_id
     )
     if queue:
         query = query.where(ExceptionItem.queue == queue)
+    if reason:  # the codes are a JSON list: its text holds each one in quotes
+        query = query.where(cast(ExceptionItem.reason_codes, String).like(f'%"{_escaped(reason)}"%', "\\"))
+    if older_than_seconds:
+        query = query.where(ExceptionItem.created_at < utcnow() - dt.timedelta(seconds=older_than_seconds))
     with db.sessions() as session:
         rows = session.scalars(query.order_by(ExceptionItem.created_at, ExceptionItem.id).limit(limit)).all()
         return [exception_view(r) for r in rows]
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace('"', "")
+
+
+# How long an item may wait in its queue before it is past its service level, in hours.
+QUEUE_SLA_HOURS = {"intake": 4.0, "triage": 1.0, "scheduling": 24.0}
+DEFAULT_SLA_HOURS = 8.0
+
+
+def queue_summary(db: Database, scope: LocationScope) -> list[dict[str, Any]]:
+    """Each queue with open items in the caller's locations: how many, the oldest one's age in
+    seconds and how many are past the queue's service level (``QUEUE_SLA_HOURS``)."""
+    now = utcnow()
+    open_items = scope.restrict(
+        select(ExceptionItem).where(ExceptionItem.status == "open"),
+        ExceptionItem.location_id,
+    ).subquery()
+    query = select(open_items.c.queue, func.count(), func.min(open_items.c.created_at)).group_by(
+        open_items.c.queue
+    )
+    with db.sessions() as session:
+        rows = session.execute(query.order_by(open_items.c.queue)).all()
+        summary = []
+        for queue, count, oldest in rows:
+            sla = QUEUE_SLA_HOURS.get(queue, DEFAULT_SLA_HOURS)
+            late = session.scalar(
+                select(func.count())
+                .select_from(open_items)
+                .where(open_items.c.queue == queue, open_items.c.created_at < now - dt.timedelta(hours=sla))
+            )
+            summary.append(
+                {
+                    "queue": queue,
+                    "open": int(count),
+                    "oldest_age_seconds": int((now - oldest).total_seconds()),
+                    "sla_hours": sla,
+                    "past_sla": int(late or 0),
+                }
+            )
+        return summary
+
+
+# The field a reason code asks a human to supply (``missing_field:`` and ``invalid_field:`` name theirs).
+_FIELD_OF_REASON = {
+    "unknown_location": "location",
+    "unknown_service_code": "service_code",
+    "unknown_referrer_code": "referrer.code",
+    "unknown_payer_code": "payer_code",
+}
+
+
+def fields_to_complete(reason_codes: list[str]) -> list[str]:
+    """The referral fields that resolving an intake item with these reasons needs, in order."""
+    fields = []
+    for code in reason_codes:
+        kind, _, name = code.partition(":")
+        field = name if kind in ("missing_field", "invalid_field") else _FIELD_OF_REASON.get(code)
+        if field in KNOWN_FIELDS and field not in fields:
+            fields.append(field)
+    return fields
 
 
 def get_exception(db: Database, exception_id: str, scope: LocationScope) -> dict[str, Any]:

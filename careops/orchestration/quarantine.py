@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
@@ -101,6 +101,16 @@ def list_quarantined(db: Database, limit: int, scope: LocationScope) -> list[dic
             scope.restrict(query, IntakeItem.location_id).order_by(IntakeItem.id.desc()).limit(limit)
         )
         return [quarantined_view(item, None) for item in rows]
+
+
+def count_quarantined(db: Database, scope: LocationScope) -> int:
+    """How many payloads wait in quarantine in the caller's locations."""
+    query = scope.restrict(
+        select(func.count()).select_from(IntakeItem).where(IntakeItem.status == "quarantined"),
+        IntakeItem.location_id,
+    )
+    with db.sessions() as session:
+        return int(session.scalar(query) or 0)
 
 
 def get_quarantined(db: Database, item_id: str, reader: Principal) -> dict[str, Any]:

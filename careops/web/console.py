@@ -1,4 +1,4 @@
-"""/console: the operators' console (server-rendered, no script).
+"""/console: log in and out, cases (list, detail with its actions and timeline, reveal).
 
 Login sets a session cookie (HttpOnly, SameSite=Strict, Secure over TLS, path /console); every
 form carries a CSRF token (before login a signed token tied to a cookie, after login the
@@ -8,30 +8,36 @@ it needs ``phi:reveal`` and a reason, and is audited.
 
 from __future__ import annotations
 
-import hmac
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from careops.db import in_thread
-from careops.errors import CareopsError, Forbidden, Unauthorised
+from careops.domain.cases import CaseAction
+from careops.errors import CareopsError, Forbidden, Unauthorised, ValidationFailed
 from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.governance.oidc import OidcClient, seal, unseal
 from careops.governance.permissions import PHI_REVEAL
-from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, session_user, single_sign_on
-from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case
+from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, single_sign_on
+from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case, transition_case
 from careops.settings import Settings
+from careops.web.pages import (
+    SESSION_COOKIE,
+    TEMPLATES,
+    go,
+    member,
+    posted_form,
+    refused_page,
+    render,
+    to_login,
+)
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
-TEMPLATES = Path(__file__).parent / "templates"
-_pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-SESSION_COOKIE = "careops_session"
 LOGIN_COOKIE = "careops_login"
 OIDC_COOKIE = "careops_oidc"
 PAGE_SIZE = 50
+Reader = Annotated[ConsoleUser, Depends(member("cases:read"))]
 
 
 class ConsoleState:
@@ -51,11 +57,6 @@ def _state(request: Request) -> ConsoleState:
     return state
 
 
-def _page(template: str, status: int = 200, **context: Any) -> Response:
-    html = _pages.get_template(f"console/{template}").render(**context)
-    return Response(html, status_code=status, media_type="text/html; charset=utf-8")
-
-
 def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
@@ -64,32 +65,10 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _user(request: Request) -> ConsoleUser | None:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
-        return None
-    try:
-        return await in_thread(session_user, request.app.state.db, cookie)
-    except Unauthorised:
-        return None
-
-
-def _to_login() -> Response:
-    return RedirectResponse("/console/login", status_code=303)
-
-
-async def _form_with_csrf(request: Request, user: ConsoleUser) -> dict[str, str]:
-    form = await request.form(max_files=0, max_fields=10)
-    sent = str(form.get("csrf_token") or "")
-    if not hmac.compare_digest(sent, user.csrf_token):
-        raise Forbidden("the form was not sent from this console page; reload it and try again")
-    return {key: str(value) for key, value in form.items()}
-
-
 def _login_page(request: Request, status: int = 200, **context: Any) -> Response:
     nonce, token = _state(request).login_tokens.issue()
     sso = _state(request).oidc is not None
-    response = _page("login.html", status, title="Log in", csrf_token=token, user=None, sso=sso, **context)
+    response = render("login.html", None, status, title="Log in", csrf_token=token, sso=sso, **context)
     response.set_cookie(
         LOGIN_COOKIE, nonce, httponly=True, samesite="strict", secure=_secure(request), path="/console/login"
     )
@@ -103,7 +82,7 @@ async def stylesheet() -> Response:
 
 @router.get("")
 async def home() -> Response:
-    return RedirectResponse("/console/cases", status_code=303)
+    return go("/console/work")
 
 
 @router.get("/login")
@@ -167,7 +146,7 @@ async def oidc_login(request: Request) -> Response:
 async def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
     oidc = _state(request).oidc
     if oidc is None:
-        return _to_login()
+        return to_login()
     settings = request.app.state.settings
     try:
         nonce, verifier = unseal(request.cookies.get(OIDC_COOKIE), state, settings.secret_key)
@@ -181,7 +160,7 @@ async def oidc_callback(request: Request, code: str = "", state: str = "") -> Re
 
 
 def _logged_in(request: Request, result: LoginResult) -> Response:
-    response = RedirectResponse("/console/cases", status_code=303)
+    response = go("/console/work")
     response.set_cookie(
         SESSION_COOKIE,
         result.cookie,
@@ -195,84 +174,85 @@ def _logged_in(request: Request, result: LoginResult) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    user = await _user(request)
-    if user is None:
-        return _to_login()
-    try:
-        await _form_with_csrf(request, user)
-    except Forbidden as exc:
-        return _page("cases.html", 403, title="Cases", user=user, cases=[], problem=exc.detail)
+async def logout(request: Request, user: Annotated[ConsoleUser, Depends(member())]) -> Response:
+    await posted_form(request, user)
     await in_thread(log_out, request.app.state.db, request.cookies[SESSION_COOKIE])
-    response = _to_login()
+    response = to_login()
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response
 
 
-def _refused(user: ConsoleUser, exc: CareopsError) -> Response:
-    return _page("base.html", exc.status, title="Not available", user=user, problem=exc.detail)
-
-
 @router.get("/cases")
-async def cases(request: Request, cursor: str | None = None) -> Response:
-    user = await _user(request)
-    if user is None:
-        return _to_login()
-    if not user.principal.can("cases:read"):
-        return _refused(user, Forbidden("your roles do not include cases:read"))
+async def cases(request: Request, user: Reader, cursor: str | None = None) -> Response:
     if cursor is not None and not (len(cursor) == 32 and cursor.isalnum()):
         cursor = None
     page = await in_thread(list_cases, request.app.state.db, CaseFilter(), cursor, PAGE_SIZE, user.principal)
     masked_any = any("masked" in c or "masked" in c["patient"] for c in page["items"])
-    return _page(
+    return render(
         "cases.html",
+        user,
         title="Cases",
-        user=user,
         cases=page["items"],
         next_cursor=page["next_cursor"],
         masked_any=masked_any,
     )
 
 
-def _case_page(user: ConsoleUser, case: dict[str, Any], revealed: list[str] | None = None) -> Response:
+def _case_page(
+    user: ConsoleUser, case: dict[str, Any], revealed: list[str] | None = None, status: int = 200, **more: Any
+) -> Response:
     masked = bool(case.get("masked") or case["patient"].get("masked"))
-    return _page(
+    return render(
         "case.html",
+        user,
+        status,
         title=f"Case {case['id'][-8:]}",
-        user=user,
         case=case,
         masked=masked,
         revealed=revealed,
         can_reveal=user.principal.can(PHI_REVEAL),
+        can_act=user.principal.can("cases:transition"),
+        **more,
     )
 
 
 @router.get("/cases/{case_id}")
-async def case(request: Request, case_id: str) -> Response:
-    user = await _user(request)
-    if user is None:
-        return _to_login()
-    if not user.principal.can("cases:read"):
-        return _refused(user, Forbidden("your roles do not include cases:read"))
+async def case(request: Request, case_id: str, user: Reader) -> Response:
     try:
         view = await in_thread(get_case, request.app.state.db, case_id, user.principal)
     except CareopsError as exc:
-        return _refused(user, exc)
+        return refused_page(user, exc)
     return _case_page(user, view)
 
 
 @router.post("/cases/{case_id}/reveal")
-async def reveal(request: Request, case_id: str) -> Response:
-    user = await _user(request)
-    if user is None:
-        return _to_login()
+async def reveal(
+    request: Request, case_id: str, user: Annotated[ConsoleUser, Depends(member(PHI_REVEAL))]
+) -> Response:
+    form = await posted_form(request, user)
     try:
-        form = await _form_with_csrf(request, user)
-        if not user.principal.can(PHI_REVEAL):
-            raise Forbidden("your roles do not include phi:reveal")
         view = await in_thread(
             reveal_case, request.app.state.db, case_id, form.get("reason", ""), user.principal
         )
     except CareopsError as exc:
-        return _refused(user, exc)
+        return refused_page(user, exc)
     return _case_page(user, view, revealed=view["revealed"])
+
+
+@router.post("/cases/{case_id}/transitions")
+async def transition(
+    request: Request, case_id: str, user: Annotated[ConsoleUser, Depends(member("cases:transition"))]
+) -> Response:
+    """One of the case's allowed actions, from its button; the case page again, with what
+    happened (or why not)."""
+    form = await posted_form(request, user)
+    db = request.app.state.db
+    try:
+        action = CaseAction(form.get("action", ""))
+        await in_thread(lambda: transition_case(db, case_id, action, by=user.principal, reason_code=None))
+    except ValueError:
+        return refused_page(user, ValidationFailed("choose one of the case's actions"))
+    except CareopsError as exc:
+        view = await in_thread(get_case, db, case_id, user.principal)
+        return _case_page(user, view, status=exc.status, problem=exc.detail)
+    return go(f"/console/cases/{case_id}")

@@ -7,14 +7,17 @@ never skips."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.conftest import referral
 from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port, wait_for_health
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -27,7 +30,11 @@ def server(tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "CAREOPS_DATABASE_URL": f"sqlite:///{tmp_path / 'console.db'}"}
     cli(env, "migrate")
     cli(env, "seed", "--demo")
-    for name, role in (("cora", "intake_coordinator"), ("carl", "compliance_officer")):
+    for name, role in (
+        ("cora", "intake_coordinator"),
+        ("carl", "compliance_officer"),
+        ("ian", "integration_engineer"),
+    ):
         with_password = {**env, "CAREOPS_NEW_PASSWORD": PASSWORD}
         subprocess.run([CAREOPS, "user", "create", name, "--roles", role], env=with_password, check=True)
     port = free_port()
@@ -35,6 +42,14 @@ def server(tmp_path: Path) -> Iterator[str]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     wait_for_health(base)
+    token = cli(env, "token", "create", "--name", "partner", "--scopes", "intake:write")
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
+        incomplete = {**referral(service_code="NO-SUCH-SCAN"), "external_id": "BROWSER-EXC"}
+        assert api.post("/api/v1/referrals", json=incomplete).status_code == 202
+        broken = api.post(
+            "/api/v1/referrals", content=b'{"broken', headers={"Content-Type": "application/json"}
+        )
+        assert broken.status_code == 422
     yield base
     process.terminate()
     process.wait(30)
@@ -90,11 +105,13 @@ def test_partner_form_then_console_masking_reveal_and_logout(server: str, browse
     _log_in(coordinator, server, "cora", "not the password")
     expect(coordinator.get_by_role("alert")).to_contain_text("wrong")
     _log_in(coordinator, server, "cora")
-    expect(coordinator).to_have_url(f"{server}/console/cases")
+    expect(coordinator).to_have_url(f"{server}/console/work")
+    coordinator.get_by_role("navigation", name="Main").get_by_role("link", name="Cases").click()
     expect(coordinator.get_by_role("cell", name="Alexandra Example")).to_be_visible()  # clear for this role
 
     officer = browser.new_page()
     _log_in(officer, server, "carl")
+    officer.goto(f"{server}/console/cases")
     expect(officer.get_by_role("cell", name="A**** E****")).to_be_visible()
     officer.get_by_role("link", name=officer.locator("tbody a").first.inner_text()).click()
     expect(officer.locator("#patient-mrn")).to_have_text("***-**-SER1")
@@ -109,3 +126,31 @@ def test_partner_form_then_console_masking_reveal_and_logout(server: str, browse
     expect(officer).to_have_url(f"{server}/console/login")
     officer.goto(f"{server}/console/cases")
     expect(officer).to_have_url(f"{server}/console/login")  # the session ended
+
+
+def test_work_an_exception_into_a_case_move_it_and_give_up_a_quarantined_payload(
+    server: str, browser: Browser
+) -> None:
+    coordinator = browser.new_page()
+    _log_in(coordinator, server, "cora")
+    intake = coordinator.get_by_role("row").filter(has_text="intake")
+    expect(intake.get_by_role("cell").nth(1)).to_have_text("1")
+    intake.get_by_role("link", name="intake").click()
+    coordinator.locator("tbody a").first.click()
+    coordinator.get_by_label("service_code").fill("XRAY-CHEST")
+    coordinator.get_by_role("button", name="Resolve and create the case").click()
+    expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("ready_to_schedule")
+    coordinator.get_by_role("button", name="Schedule").click()
+    expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("scheduled")
+    expect(coordinator.locator(".timeline")).to_contain_text("case.transitioned")
+
+    engineer = browser.new_page()
+    _log_in(engineer, server, "ian")
+    engineer.get_by_role("link", name="Quarantine").first.click()
+    engineer.locator("tbody a").first.click()
+    engineer.get_by_role("button", name="Replay through its channel").click()
+    expect(engineer.get_by_role("alert")).to_contain_text("still rejected")
+    engineer.get_by_label("Why give it up?").fill("partner test message, resent correctly")
+    engineer.get_by_role("button", name="Discard").click()
+    expect(engineer).to_have_url(f"{server}/console/quarantine")
+    expect(engineer.get_by_role("cell", name="Nothing in quarantine.")).to_be_visible()

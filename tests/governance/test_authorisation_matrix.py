@@ -45,6 +45,15 @@ PAGE_ROUTES = {
     ("GET", "/console/cases"): "session cases:read",
     ("GET", "/console/cases/{case_id}"): "session cases:read",
     ("POST", "/console/cases/{case_id}/reveal"): "session phi:reveal",
+    ("POST", "/console/cases/{case_id}/transitions"): "session cases:transition",
+    ("GET", "/console/work"): "session",
+    ("GET", "/console/exceptions"): "session exceptions:read",
+    ("GET", "/console/exceptions/{exception_id}"): "session exceptions:read",
+    ("POST", "/console/exceptions/{exception_id}/resolve"): "session exceptions:resolve",
+    ("GET", "/console/quarantine"): "session quarantine:read",
+    ("GET", "/console/quarantine/{item_id}"): "session quarantine:read",
+    ("POST", "/console/quarantine/{item_id}/replay"): "session quarantine:replay",
+    ("POST", "/console/quarantine/{item_id}/discard"): "session quarantine:replay",
 }
 
 
@@ -136,7 +145,7 @@ def test_console_pages_follow_the_roles_of_the_user(
     with app_client:
         for (method, path), rule in PAGE_ROUTES.items():
             if rule.startswith("session") and method == "GET":
-                url = path.replace("{case_id}", DUMMY)
+                url = re.sub(r"\{[^}]+\}", DUMMY, path)
                 answer = app_client.request(method, url, follow_redirects=False)
                 if answer.status_code != 303 or answer.headers["location"] != "/console/login":
                     wrong.append(f"anonymous {method} {path}: {answer.status_code}")
@@ -148,7 +157,7 @@ def test_console_pages_follow_the_roles_of_the_user(
                 permission = rule.partition(" ")[2]
                 if not permission:
                     continue
-                url = path.replace("{case_id}", DUMMY)
+                url = re.sub(r"\{[^}]+\}", DUMMY, path)
                 if method == "GET":
                     status = app_client.get(url).status_code
                 else:

@@ -1,0 +1,174 @@
+"""/console work queues: my work (each queue's count, oldest age and items past their service
+level), the exception queues (filter, resolve an intake item by completing its fields) and the
+quarantine (show masked, replay, discard with a reason).
+
+Each page is one route and one template (see ``careops.web.pages``); each action posts a form
+with the session's CSRF token and answers with the page that shows its result.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from careops.db import in_thread
+from careops.errors import CareopsError, ValidationFailed
+from careops.governance.users import ConsoleUser
+from careops.integrations.inbound.replay import discard, replay
+from careops.orchestration.exception_queue import (
+    fields_to_complete,
+    get_exception,
+    list_exceptions,
+    queue_summary,
+    resolve_intake_exception,
+)
+from careops.orchestration.quarantine import count_quarantined, get_quarantined, list_quarantined
+from careops.web.pages import go, member, posted_form, refused_page, render
+
+router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
+Anyone = Annotated[ConsoleUser, Depends(member())]
+ExceptionReader = Annotated[ConsoleUser, Depends(member("exceptions:read"))]
+QuarantineReader = Annotated[ConsoleUser, Depends(member("quarantine:read"))]
+QuarantineReplayer = Annotated[ConsoleUser, Depends(member("quarantine:replay"))]
+AGES = {"": None, "1h": 3600, "4h": 4 * 3600, "1d": 86400, "7d": 7 * 86400}
+
+
+@router.get("/work")
+async def my_work(request: Request, user: Anyone) -> Response:
+    db, principal = request.app.state.db, user.principal
+    queues = await in_thread(queue_summary, db, principal.scope) if principal.can("exceptions:read") else []
+    quarantined = (
+        await in_thread(count_quarantined, db, principal.scope) if principal.can("quarantine:read") else None
+    )
+    return render("work.html", user, title="My work", queues=queues, quarantined=quarantined)
+
+
+@router.get("/exceptions")
+async def exceptions(
+    request: Request,
+    user: ExceptionReader,
+    queue: str = "intake",
+    reason: str = "",
+    age: str = "",
+    status: str = "open",
+) -> Response:
+    status = status if status in ("open", "resolved") else "open"
+    items = await in_thread(
+        lambda: list_exceptions(
+            request.app.state.db,
+            queue[:64] or None,
+            status,
+            200,
+            user.principal.scope,
+            reason=reason[:100] or None,
+            older_than_seconds=AGES.get(age),
+        )
+    )
+    filters = {"queue": queue, "reason": reason, "age": age, "status": status}
+    return render("exceptions.html", user, title="Exceptions", items=items, filters=filters, ages=list(AGES))
+
+
+async def _exception_page(
+    request: Request, user: ConsoleUser, exception_id: str, status: int = 200, **more: Any
+) -> Response:
+    try:
+        item = await in_thread(get_exception, request.app.state.db, exception_id, user.principal.scope)
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    fields = fields_to_complete(item["reason_codes"]) if item["queue"] == "intake" else []
+    can_resolve = user.principal.can("exceptions:resolve") and item["status"] == "open" and bool(fields)
+    title = f"Exception {exception_id[-8:]}"
+    return render(
+        "exception.html", user, status, title=title, item=item, fields=fields, can_resolve=can_resolve, **more
+    )
+
+
+@router.get("/exceptions/{exception_id}")
+async def exception(request: Request, exception_id: str, user: ExceptionReader) -> Response:
+    return await _exception_page(request, user, exception_id)
+
+
+@router.post("/exceptions/{exception_id}/resolve")
+async def resolve(
+    request: Request, exception_id: str, user: Annotated[ConsoleUser, Depends(member("exceptions:resolve"))]
+) -> Response:
+    """The missing fields as the form gives them; the case, created once, or the form again with
+    what is still wrong."""
+    form = await posted_form(request, user)
+    values = {name: value.strip() for name, value in form.items() if value.strip()}
+    app = request.app
+    try:
+        outcome = await in_thread(
+            lambda: resolve_intake_exception(
+                app.state.db,
+                exception_id,
+                values,
+                actor=user.principal.id,
+                settings=app.state.settings,
+                catalogue=app.state.catalogue,
+                scope=user.principal.scope,
+            )
+        )
+    except CareopsError as exc:
+        return await _exception_page(
+            request, user, exception_id, exc.status, problem=exc.detail, values=values
+        )
+    return go(f"/console/cases/{outcome['case_id']}" if outcome.get("case_id") else "/console/exceptions")
+
+
+@router.get("/quarantine")
+async def quarantine(request: Request, user: QuarantineReader) -> Response:
+    items = await in_thread(list_quarantined, request.app.state.db, 200, user.principal.scope)
+    return render("quarantine.html", user, title="Quarantine", items=items)
+
+
+async def _quarantined_page(
+    request: Request, user: ConsoleUser, item_id: str, status: int = 200, **more: Any
+) -> Response:
+    try:
+        item = await in_thread(get_quarantined, request.app.state.db, item_id, user.principal)
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    can_replay = user.principal.can("quarantine:replay")
+    title = f"Quarantined {item_id[-8:]}"
+    return render("quarantined.html", user, status, title=title, item=item, can_replay=can_replay, **more)
+
+
+@router.get("/quarantine/{item_id}")
+async def quarantined(request: Request, item_id: str, user: QuarantineReader) -> Response:
+    return await _quarantined_page(request, user, item_id)
+
+
+@router.post("/quarantine/{item_id}/replay")
+async def replay_item(request: Request, item_id: str, user: QuarantineReplayer) -> Response:
+    await posted_form(request, user)
+    inbound = request.app.state.inbound
+    try:
+        outcome = await in_thread(
+            lambda: replay(inbound, item_id, actor=user.principal.id, scope=user.principal.scope)
+        )
+    except CareopsError as exc:
+        return await _quarantined_page(request, user, item_id, exc.status, problem=exc.detail)
+    if outcome.get("case_id"):
+        return go(f"/console/cases/{outcome['case_id']}")
+    if outcome.get("exception_id"):
+        return go(f"/console/exceptions/{outcome['exception_id']}")
+    return go("/console/quarantine")
+
+
+@router.post("/quarantine/{item_id}/discard")
+async def discard_item(request: Request, item_id: str, user: QuarantineReplayer) -> Response:
+    form = await posted_form(request, user)
+    db = request.app.state.db
+    reason = form.get("reason", "").strip()[:500]
+    if not reason:
+        refusal = ValidationFailed("say why the payload is given up: it is kept with the reason")
+        return await _quarantined_page(request, user, item_id, 422, problem=refusal.detail)
+    try:
+        await in_thread(
+            lambda: discard(db, item_id, reason, actor=user.principal.id, scope=user.principal.scope)
+        )
+    except CareopsError as exc:
+        return await _quarantined_page(request, user, item_id, exc.status, problem=exc.detail)
+    return go("/console/quarantine")

@@ -1,0 +1,161 @@
+"""The console's work queues on SQLite and PostgreSQL: my work, an intake exception resolved into a
+case, a quarantined payload replayed and another discarded, a case moved through its actions;
+each as the roles allow, each form with its CSRF token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from careops.api.app import create_app
+from careops.db import Database
+from careops.domain.models import BusinessEvent, IntakeItem, ServiceCase, User
+from careops.governance.users import create_user
+from careops.orchestration.exception_queue import fields_to_complete
+from careops.settings import Settings
+from tests.conftest import referral
+from tests.governance.test_console_login import PASSWORD, _csrf, login
+
+
+@pytest.fixture
+def api(client: TestClient) -> TestClient:
+    return client
+
+
+@pytest.fixture
+def console(settings: Settings, db: Database) -> Iterator[TestClient]:
+    for name, roles in (("cora", ["intake_coordinator"]), ("ian", ["integration_engineer"])):
+        create_user(db, settings, name, PASSWORD, roles, actor="test")
+    with TestClient(create_app(settings, db), raise_server_exceptions=False) as browser:
+        yield browser
+
+
+def _as(console: TestClient, name: str) -> TestClient:
+    console.cookies.clear()
+    assert login(console, name) == 303
+    return console
+
+
+def test_my_work_counts_each_queue_and_what_is_past_its_service_level(
+    api: TestClient, console: TestClient
+) -> None:
+    for _ in range(2):
+        api.post("/api/v1/referrals", json=referral(service_code="NO-SUCH-SCAN"))
+    api.post("/api/v1/referrals", content=b'{"broken', headers={"Content-Type": "application/json"})
+    page = _as(console, "cora").get("/console/work")
+    assert page.status_code == 200
+    row = re.search(r'<a href="/console/exceptions\?queue=intake">intake</a></td><td>(\d+)</td>', page.text)
+    assert row is not None and row.group(1) == "2"
+    assert "1 refused payload waiting" in page.text
+    nav = re.findall(r'<nav aria-label="Main">(.*?)</nav>', page.text)[0]
+    assert "Exceptions" in nav and "Quarantine" in nav and "Cases" in nav
+    engineer_nav = re.findall(
+        r'<nav aria-label="Main">(.*?)</nav>', _as(console, "ian").get("/console/work").text
+    )[0]
+    assert "Cases" not in engineer_nav  # no cases:read for this role
+
+
+def test_an_intake_exception_is_resolved_into_one_case(
+    api: TestClient, console: TestClient, db: Database
+) -> None:
+    body = referral()
+    body["patient"] = {**body["patient"], "birth_date": None}  # type: ignore[dict-item]
+    answer = api.post("/api/v1/referrals", json={**body, "service_code": "NO-SUCH-SCAN"}).json()
+    exception_id = answer["exception_id"]
+    console = _as(console, "cora")
+    listed = console.get("/console/exceptions", params={"reason": "unknown_service_code"}).text
+    assert exception_id[-8:] in listed
+    assert (
+        exception_id[-8:] not in console.get("/console/exceptions", params={"reason": "unknown_payer"}).text
+    )
+    page = console.get(f"/console/exceptions/{exception_id}").text
+    assert 'name="service_code"' in page
+    token = _csrf(page)
+    still = console.post(
+        f"/console/exceptions/{exception_id}/resolve", data={"csrf_token": token, "service_code": "NOPE"}
+    )
+    assert still.status_code == 422 and 'value="NOPE"' in still.text  # what was typed stays
+    fields = {name: "1980-04-12" if "birth" in name else "XRAY-CHEST" for name in fields_to_complete(
+        ["unknown_service_code", "missing_field:patient.birth_date"])}  # fmt: skip
+    done = console.post(
+        f"/console/exceptions/{exception_id}/resolve",
+        data={"csrf_token": token, **fields},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"].startswith("/console/cases/")
+    again = console.post(f"/console/exceptions/{exception_id}/resolve", data={"csrf_token": token, **fields})
+    assert again.status_code == 409  # resolved once
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ServiceCase)) == 1
+
+
+def test_a_quarantined_payload_is_shown_masked_replayed_or_discarded(
+    api: TestClient, console: TestClient, db: Database
+) -> None:
+    broken = api.post("/api/v1/referrals", json={**referral(), "priority": "whenever"}).json()[
+        "quarantine_id"
+    ]
+    kept = api.post("/api/v1/referrals", content=b'{"x', headers={"Content-Type": "application/json"}).json()
+    console = _as(console, "cora")  # may read quarantine, not replay it
+    shown = console.get(f"/console/quarantine/{broken}").text
+    assert "Replay" not in shown and "whenever" in shown
+    assert (
+        console.post(f"/console/quarantine/{broken}/replay", data={"csrf_token": _csrf(shown)}).status_code
+        == 403
+    )
+    console = _as(console, "ian")
+    shown = console.get(f"/console/quarantine/{broken}").text
+    assert "hidden for your role" in shown and "whenever" not in shown  # raw payload masked for this role
+    token = _csrf(shown)
+    still = console.post(f"/console/quarantine/{broken}/replay", data={"csrf_token": token})
+    assert still.status_code == 422 and "still rejected" in still.text
+    no_reason = console.post(
+        f"/console/quarantine/{kept['quarantine_id']}/discard", data={"csrf_token": token}
+    )
+    assert no_reason.status_code == 422
+    gone = console.post(
+        f"/console/quarantine/{kept['quarantine_id']}/discard",
+        data={"csrf_token": token, "reason": "test message from the partner"},
+        follow_redirects=False,
+    )
+    assert gone.status_code == 303
+    with db.sessions() as session:
+        item = session.get(IntakeItem, kept["quarantine_id"])
+        assert item is not None and item.status == "discarded"
+    assert kept["quarantine_id"][-8:] not in console.get("/console/quarantine").text
+    forged = console.post(
+        f"/console/quarantine/{broken}/discard", data={"csrf_token": "x", "reason": "whatever it is"}
+    )
+    assert forged.status_code == 403
+
+
+def test_a_case_moves_through_its_actions_from_its_buttons(
+    api: TestClient, console: TestClient, db: Database
+) -> None:
+    case_id = api.post("/api/v1/referrals", json=referral()).json()["case_id"]
+    console = _as(console, "cora")
+    page = console.get(f"/console/cases/{case_id}").text
+    assert 'value="schedule"' in page and 'value="invoice"' not in page
+    token = _csrf(page)
+    moved = console.post(
+        f"/console/cases/{case_id}/transitions", data={"csrf_token": token, "action": "schedule"}
+    )
+    assert moved.status_code == 200 and "scheduled" in moved.text
+    refused = console.post(
+        f"/console/cases/{case_id}/transitions", data={"csrf_token": token, "action": "invoice"}
+    )
+    assert refused.status_code == 409 and 'role="alert"' in refused.text
+    with db.sessions() as session:
+        case = session.get(ServiceCase, case_id)
+        assert case is not None and case.status == "scheduled"
+        cora = session.scalars(select(User.id).where(User.username == "cora")).one()
+        moved_by = session.scalars(
+            select(BusinessEvent.actor).where(
+                BusinessEvent.case_id == case_id, BusinessEvent.type == "case.transitioned"
+            )
+        ).all()
+        assert moved_by == [cora]  # the refused action wrote nothing
