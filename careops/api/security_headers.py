@@ -21,10 +21,14 @@ DOCS_POLICY = (
     "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
     "frame-ancestors 'none'"
 )
-# The partner referral form and the console: their own stylesheet, post to themselves, no script.
+# The partner referral form: its own stylesheet, posts to itself, no script.
 FORM_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; "
     "frame-ancestors 'none'"
+)
+# The console: the same, and its own scripts (htmx, served by careops) fetching from careops.
+CONSOLE_POLICY = FORM_POLICY.replace(
+    "default-src 'none';", "default-src 'none'; script-src 'self'; connect-src 'self';"
 )
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),
@@ -49,7 +53,9 @@ class SecurityHeaders:
             DOCS_POLICY
             if path.startswith(_DOCS_PATHS)
             else FORM_POLICY
-            if path.startswith(("/refer/", "/console"))
+            if path.startswith("/refer/")
+            else CONSOLE_POLICY
+            if path.startswith("/console")
             else API_POLICY
         )
         extra.append((b"content-security-policy", policy.encode()))

@@ -40,6 +40,7 @@ class EventType(StrEnum):
     APPOINTMENT_CANCELLED = "appointment.cancelled"
     EXCEPTION_OPENED = "exception.opened"
     EXCEPTION_RESOLVED = "exception.resolved"
+    EXCEPTION_ASSIGNED = "exception.assigned"
     TOKEN_CREATED = "token.created"  # noqa: S105 - an event name, not a secret
     TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an event name, not a secret
     TOKEN_ROTATED = "token.rotated"  # noqa: S105 - an event name, not a secret

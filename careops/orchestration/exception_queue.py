@@ -10,7 +10,7 @@ from sqlalchemy import String, cast, func, select
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ExceptionItem, IntakeItem, utcnow
+from careops.domain.models import ExceptionItem, IntakeItem, User, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.duties import check_duties
@@ -45,9 +45,11 @@ def list_exceptions(
     *,
     reason: str | None = None,
     older_than_seconds: int | None = None,
+    assignee: str | None = None,
 ) -> list[dict[str, Any]]:
     """A queue's items, oldest first; ``reason`` keeps those with that reason code,
-    ``older_than_seconds`` those waiting longer."""
+    ``older_than_seconds`` those waiting longer, ``assignee`` those given to that user (``""``:
+    to nobody)."""
     query = scope.restrict(
         select(ExceptionItem).where(ExceptionItem.status == status), ExceptionItem.location_id
     )
@@ -55,6 +57,10 @@ def list_exceptions(
         query = query.where(ExceptionItem.queue == queue)
     if reason:  # the codes are a JSON list: its text holds each one in quotes
         query = query.where(cast(ExceptionItem.reason_codes, String).like(f'%"{_escaped(reason)}"%', "\\"))
+    if assignee is not None:
+        query = query.where(
+            ExceptionItem.assignee == assignee if assignee else ExceptionItem.assignee.is_(None)
+        )
     if older_than_seconds:
         query = query.where(ExceptionItem.created_at < utcnow() - dt.timedelta(seconds=older_than_seconds))
     with db.sessions() as session:
@@ -122,6 +128,41 @@ def fields_to_complete(reason_codes: list[str]) -> list[str]:
         if field in KNOWN_FIELDS and field not in fields:
             fields.append(field)
     return fields
+
+
+def assign_exceptions(
+    db: Database, exception_ids: list[str], assignee: str | None, *, actor: str, scope: LocationScope
+) -> int:
+    """Give open items to ``assignee`` (an active console user's name; None: back to the queue),
+    each with an ``exception.assigned`` event; items not open, not in the caller's locations or
+    already theirs are left as they are. How many changed hands."""
+    with db.transaction() as session:
+        if assignee is not None:
+            active = select(User.id).where(User.username == assignee, User.disabled_at.is_(None))
+            if session.scalar(active) is None:
+                raise ValidationFailed(
+                    "no active console user with this name",
+                    errors=[{"field": "assignee", "message": "no active console user with this name"}],
+                )
+        query = scope.restrict(
+            select(ExceptionItem).where(
+                ExceptionItem.id.in_(exception_ids[:500]), ExceptionItem.status == "open"
+            ),
+            ExceptionItem.location_id,
+        )
+        changed = [item for item in session.scalars(query.with_for_update()) if item.assignee != assignee]
+        for item in changed:
+            item.assignee = assignee
+        record_events(
+            session,
+            *(
+                Event.about_exception(
+                    EventType.EXCEPTION_ASSIGNED, item, actor=actor, payload={"assignee": assignee}
+                )
+                for item in changed
+            ),
+        )
+        return len(changed)
 
 
 def get_exception(db: Database, exception_id: str, scope: LocationScope) -> dict[str, Any]:

@@ -37,6 +37,8 @@ router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 LOGIN_COOKIE = "careops_login"
 OIDC_COOKIE = "careops_oidc"
 PAGE_SIZE = 50
+STATIC = TEMPLATES.parent / "static"
+STATIC_TYPES = {"htmx.min.js": "text/javascript; charset=utf-8", "favicon.svg": "image/svg+xml"}
 Reader = Annotated[ConsoleUser, Depends(member("cases:read"))]
 
 
@@ -78,6 +80,14 @@ def _login_page(request: Request, status: int = 200, **context: Any) -> Response
 @router.get("/console.css")
 async def stylesheet() -> Response:
     return Response((TEMPLATES / "console" / "console.css").read_text(), media_type="text/css")
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    """A vendored asset (careops/web/static/VENDORED.md), by name."""
+    if name not in STATIC_TYPES:
+        return Response("no such asset", status_code=404, media_type="text/plain")
+    return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name])
 
 
 @router.get("")

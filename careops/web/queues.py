@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from careops.db import in_thread
 from careops.errors import CareopsError, ValidationFailed
-from careops.governance.users import ConsoleUser
+from careops.governance.users import ConsoleUser, list_users
 from careops.integrations.inbound.replay import discard, replay
 from careops.orchestration.exception_queue import (
+    assign_exceptions,
     fields_to_complete,
     get_exception,
     list_exceptions,
@@ -29,8 +30,10 @@ from careops.web.pages import go, member, posted_form, refused_page, render
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 Anyone = Annotated[ConsoleUser, Depends(member())]
 ExceptionReader = Annotated[ConsoleUser, Depends(member("exceptions:read"))]
+Resolver = Annotated[ConsoleUser, Depends(member("exceptions:resolve"))]
 QuarantineReader = Annotated[ConsoleUser, Depends(member("quarantine:read"))]
 QuarantineReplayer = Annotated[ConsoleUser, Depends(member("quarantine:replay"))]
+MAX_PAGE = 200
 AGES = {"": None, "1h": 3600, "4h": 4 * 3600, "1d": 86400, "7d": 7 * 86400}
 
 
@@ -52,21 +55,63 @@ async def exceptions(
     reason: str = "",
     age: str = "",
     status: str = "open",
+    assigned: str = "",
 ) -> Response:
+    """The queue, refreshed in place every few seconds while it is open (htmx), so that new items
+    appear without a reload; checked items can be claimed or assigned together."""
     status = status if status in ("open", "resolved") else "open"
+    assignee = {"me": user.principal.name, "nobody": ""}.get(assigned)
+    db = request.app.state.db
     items = await in_thread(
         lambda: list_exceptions(
-            request.app.state.db,
+            db,
             queue[:64] or None,
             status,
-            200,
+            MAX_PAGE,
             user.principal.scope,
             reason=reason[:100] or None,
             older_than_seconds=AGES.get(age),
+            assignee=assignee,
         )
     )
-    filters = {"queue": queue, "reason": reason, "age": age, "status": status}
-    return render("exceptions.html", user, title="Exceptions", items=items, filters=filters, ages=list(AGES))
+    can_assign = user.principal.can("exceptions:resolve")
+    users = (
+        [u.username for u in await in_thread(list_users, db) if u.disabled_at is None] if can_assign else []
+    )
+    filters = {"queue": queue, "reason": reason, "age": age, "status": status, "assigned": assigned}
+    return render(
+        "exceptions.html",
+        user,
+        title="Exceptions",
+        items=items,
+        filters=filters,
+        ages=list(AGES),
+        can_assign=can_assign,
+        users=users,
+        query=request.url.query,
+    )
+
+
+@router.post("/exceptions/assign")
+async def assign(request: Request, user: Resolver) -> Response:
+    """The checked items (``item-{id}``) to the chosen user (``assignee``: a name, ``-`` for back to
+    the queue); the queue again."""
+    form = await posted_form(request, user, max_fields=MAX_PAGE + 5)
+    ids = [name.removeprefix("item-") for name in form if name.startswith("item-")]
+    chosen = form.get("assignee", "") or user.principal.name
+    try:
+        await in_thread(
+            lambda: assign_exceptions(
+                request.app.state.db,
+                ids,
+                None if chosen == "-" else chosen,
+                actor=user.principal.id,
+                scope=user.principal.scope,
+            )
+        )
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    return go(f"/console/exceptions?{form.get('back', '')}" if form.get("back") else "/console/exceptions")
 
 
 async def _exception_page(
@@ -77,7 +122,9 @@ async def _exception_page(
     except CareopsError as exc:
         return refused_page(user, exc)
     fields = fields_to_complete(item["reason_codes"]) if item["queue"] == "intake" else []
-    can_resolve = user.principal.can("exceptions:resolve") and item["status"] == "open" and bool(fields)
+    can_work = user.principal.can("exceptions:resolve") and item["status"] == "open"
+    can_resolve = can_work and bool(fields)
+    more["can_claim"] = can_work and item["assignee"] != user.principal.name
     title = f"Exception {exception_id[-8:]}"
     return render(
         "exception.html", user, status, title=title, item=item, fields=fields, can_resolve=can_resolve, **more
@@ -89,10 +136,23 @@ async def exception(request: Request, exception_id: str, user: ExceptionReader) 
     return await _exception_page(request, user, exception_id)
 
 
+@router.post("/exceptions/{exception_id}/claim")
+async def claim(request: Request, exception_id: str, user: Resolver) -> Response:
+    await posted_form(request, user)
+    db, principal = request.app.state.db, user.principal
+    try:
+        await in_thread(
+            lambda: assign_exceptions(
+                db, [exception_id], principal.name, actor=principal.id, scope=principal.scope
+            )
+        )
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    return go(f"/console/exceptions/{exception_id}")
+
+
 @router.post("/exceptions/{exception_id}/resolve")
-async def resolve(
-    request: Request, exception_id: str, user: Annotated[ConsoleUser, Depends(member("exceptions:resolve"))]
-) -> Response:
+async def resolve(request: Request, exception_id: str, user: Resolver) -> Response:
     """The missing fields as the form gives them; the case, created once, or the form again with
     what is still wrong."""
     form = await posted_form(request, user)
@@ -119,7 +179,7 @@ async def resolve(
 
 @router.get("/quarantine")
 async def quarantine(request: Request, user: QuarantineReader) -> Response:
-    items = await in_thread(list_quarantined, request.app.state.db, 200, user.principal.scope)
+    items = await in_thread(list_quarantined, request.app.state.db, MAX_PAGE, user.principal.scope)
     return render("quarantine.html", user, title="Quarantine", items=items)
 
 

@@ -43,6 +43,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     wait_for_health(base)
     token = cli(env, "token", "create", "--name", "partner", "--scopes", "intake:write")
+    (tmp_path / "partner-token").write_text(token)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
         incomplete = {**referral(service_code="NO-SUCH-SCAN"), "external_id": "BROWSER-EXC"}
         assert api.post("/api/v1/referrals", json=incomplete).status_code == 202
@@ -128,21 +129,44 @@ def test_partner_form_then_console_masking_reveal_and_logout(server: str, browse
     expect(officer).to_have_url(f"{server}/console/login")  # the session ended
 
 
+@pytest.fixture
+def partner(server: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    """The API, as the partner whose token the server fixture made."""
+    token = (tmp_path / "partner-token").read_text()
+    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {token}"}) as api:
+        yield api
+
+
 def test_work_an_exception_into_a_case_move_it_and_give_up_a_quarantined_payload(
-    server: str, browser: Browser
+    server: str, browser: Browser, partner: httpx.Client
 ) -> None:
     coordinator = browser.new_page()
+    errors: list[str] = []
+    coordinator.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
     _log_in(coordinator, server, "cora")
     intake = coordinator.get_by_role("row").filter(has_text="intake")
     expect(intake.get_by_role("cell").nth(1)).to_have_text("1")
     intake.get_by_role("link", name="intake").click()
+    rows = coordinator.locator("#rows tr")
+    expect(rows).to_have_count(1)
+    partner.post("/api/v1/referrals", json=referral(service_code="NO-SUCH-SCAN"))
+    expect(rows).to_have_count(2, timeout=15_000)  # appeared without a reload
+    rows.nth(1).get_by_role("checkbox").check()
+    coordinator.get_by_label("Give the selected items to").select_option("ian")
+    coordinator.get_by_role("button", name="Assign selected").click()
+    expect(coordinator.locator("#rows tr").nth(1)).to_contain_text("ian")
     coordinator.locator("tbody a").first.click()
+    coordinator.get_by_role("button", name="Claim").click()
+    expect(coordinator.locator("#assignee")).to_have_text("cora")
     coordinator.get_by_label("service_code").fill("XRAY-CHEST")
     coordinator.get_by_role("button", name="Resolve and create the case").click()
     expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("ready_to_schedule")
     coordinator.get_by_role("button", name="Schedule").click()
     expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("scheduled")
     expect(coordinator.locator(".timeline")).to_contain_text("case.transitioned")
+    assert errors == []  # htmx runs under the console's Content-Security-Policy without complaint
 
     engineer = browser.new_page()
     _log_in(engineer, server, "ian")

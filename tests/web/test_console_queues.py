@@ -159,3 +159,34 @@ def test_a_case_moves_through_its_actions_from_its_buttons(
             )
         ).all()
         assert moved_by == [cora]  # the refused action wrote nothing
+
+
+def test_items_are_claimed_assigned_in_bulk_and_given_back(
+    api: TestClient, console: TestClient, db: Database
+) -> None:
+    ids = [
+        api.post("/api/v1/referrals", json=referral(service_code="NO-SUCH-SCAN")).json()["exception_id"]
+        for _ in range(3)
+    ]
+    console = _as(console, "cora")
+    page = console.get(f"/console/exceptions/{ids[0]}").text
+    token = _csrf(page)
+    assert console.post(f"/console/exceptions/{ids[0]}/claim", data={"csrf_token": token}).status_code == 200
+    assert 'id="assignee">cora<' in console.get(f"/console/exceptions/{ids[0]}").text
+    mine = console.get("/console/exceptions", params={"assigned": "me"}).text
+    assert ids[0][-8:] in mine and ids[1][-8:] not in mine
+    bulk = {"csrf_token": token, "assignee": "ian", **{f"item-{i}": "on" for i in ids[1:]}}
+    assert console.post("/console/exceptions/assign", data=bulk, follow_redirects=False).status_code == 303
+    unknown = console.post("/console/exceptions/assign", data={**bulk, "assignee": "nobody-here"})
+    assert unknown.status_code == 422
+    back = {"csrf_token": token, "assignee": "-", f"item-{ids[0]}": "on"}
+    console.post("/console/exceptions/assign", data=back)
+    nobody = console.get("/console/exceptions", params={"assigned": "nobody"}).text
+    assert ids[0][-8:] in nobody and ids[1][-8:] not in nobody
+    with db.sessions() as session:
+        assigned = session.scalars(
+            select(BusinessEvent.payload)
+            .where(BusinessEvent.type == "exception.assigned")
+            .order_by(BusinessEvent.id)
+        ).all()
+    assert [p["assignee"] for p in assigned] == ["cora", "ian", "ian", None]
