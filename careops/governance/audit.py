@@ -457,6 +457,29 @@ def _hash_matches(row: Any) -> bool:
     return bool(entry_hash(entry_body(row.seq, row.prev_hash, row, canonical)) == row.hash)
 
 
+def chain_status(db: Database) -> dict[str, Any]:
+    """Where the chain stands, read cheaply (``verify`` walks it): the last sealed entry and when
+    its event happened, how many events wait to be sealed, and the last signed checkpoint."""
+    with db.engine.connect() as connection:
+        head = connection.execute(
+            select(_events.c.seq, _events.c.occurred_at)
+            .where(_events.c.seq.is_not(None))
+            .order_by(_events.c.seq.desc())
+            .limit(1)
+        ).first()
+        unsealed = connection.scalar(select(func.count()).where(_events.c.seq.is_(None))) or 0
+        checkpoint = connection.execute(
+            select(_checkpoints.c.seq, _checkpoints.c.created_at).order_by(_checkpoints.c.seq.desc()).limit(1)
+        ).first()
+    return {
+        "head_seq": head.seq if head else 0,
+        "head_at": head.occurred_at.isoformat() if head else None,
+        "unsealed": int(unsealed),
+        "checkpoint_seq": checkpoint.seq if checkpoint else None,
+        "checkpoint_at": checkpoint.created_at.isoformat() if checkpoint else None,
+    }
+
+
 def checkpoint_head(db: Database, secret_key: str) -> dict[str, Any] | None:
     """Seal what is committed, then the signed checkpoint of the chain's head (signed now if the
     worker sealed it between its periodic checkpoints); None for an empty chain."""

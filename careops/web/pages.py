@@ -50,6 +50,10 @@ NAV = (
     NavItem("Cases", "/console/cases", "cases:read"),
     NavItem("Exceptions", "/console/exceptions", "exceptions:read"),
     NavItem("Quarantine", "/console/quarantine", "quarantine:read"),
+    NavItem("API tokens", "/console/admin/tokens", "admin"),
+    NavItem("Users", "/console/admin/users", "admin"),
+    NavItem("Connectors", "/console/admin/connectors", "integrations:manage"),
+    NavItem("Audit log", "/console/admin/audit", "audit:read"),
 )
 
 

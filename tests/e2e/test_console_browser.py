@@ -34,6 +34,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         ("cora", "intake_coordinator"),
         ("carl", "compliance_officer"),
         ("ian", "integration_engineer"),
+        ("ada", "administrator"),
     ):
         with_password = {**env, "CAREOPS_NEW_PASSWORD": PASSWORD}
         subprocess.run([CAREOPS, "user", "create", name, "--roles", role], env=with_password, check=True)
@@ -178,3 +179,19 @@ def test_work_an_exception_into_a_case_move_it_and_give_up_a_quarantined_payload
     engineer.get_by_role("button", name="Discard").click()
     expect(engineer).to_have_url(f"{server}/console/quarantine")
     expect(engineer.get_by_role("cell", name="Nothing in quarantine.")).to_be_visible()
+
+
+def test_an_administrator_creates_then_revokes_a_token(server: str, browser: Browser) -> None:
+    admin = browser.new_page()
+    _log_in(admin, server, "ada")
+    admin.get_by_role("link", name="API tokens").click()
+    admin.get_by_label("Who or what will use it").fill("browser-lab")
+    admin.get_by_label("cases:read").check()
+    admin.get_by_role("button", name="Create token").click()
+    secret = admin.locator("#secret").inner_text()
+    assert secret.startswith("cop_")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(f"{server}/api/v1/cases", headers=bearer).status_code == 200
+    admin.get_by_role("button", name="Revoke browser-lab").click()
+    expect(admin.get_by_role("row").filter(has_text="browser-lab")).to_contain_text("revoked")
+    expect(admin.locator("#secret")).to_have_count(0)  # shown once only

@@ -57,6 +57,16 @@ PAGE_ROUTES = {
     ("GET", "/console/quarantine/{item_id}"): "session quarantine:read",
     ("POST", "/console/quarantine/{item_id}/replay"): "session quarantine:replay",
     ("POST", "/console/quarantine/{item_id}/discard"): "session quarantine:replay",
+    ("GET", "/console/admin/tokens"): "session admin",
+    ("POST", "/console/admin/tokens"): "session admin",
+    ("POST", "/console/admin/tokens/{token_id}/revoke"): "session admin",
+    ("POST", "/console/admin/tokens/{token_id}/rotate"): "session admin",
+    ("GET", "/console/admin/users"): "session admin",
+    ("POST", "/console/admin/users/{username}/roles"): "session admin",
+    ("POST", "/console/admin/users/{username}/disable"): "session admin",
+    ("GET", "/console/admin/connectors"): "session integrations:manage",
+    ("GET", "/console/admin/audit"): "session audit:read",
+    ("POST", "/console/admin/audit/verify"): "session audit:read",
 }
 
 
