@@ -21,6 +21,7 @@ from careops.governance.oidc import OidcClient, seal, unseal
 from careops.governance.permissions import PHI_REVEAL
 from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, single_sign_on
 from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case, transition_case
+from careops.orchestration.patient_search import PatientQuery, search_patients
 from careops.settings import Settings
 from careops.web.pages import (
     SESSION_COOKIE,
@@ -224,6 +225,31 @@ def _case_page(
         can_act=user.principal.can("cases:transition"),
         **more,
     )
+
+
+@router.get("/patients")
+async def patients(user: Reader) -> Response:
+    return render("patients.html", user, title="Patients", query=PatientQuery(), found=None)
+
+
+@router.post("/patients")
+async def patient_search(request: Request, user: Reader) -> Response:
+    """Search by MRN (exact, through its blind index), the start of a name, or a birth date. A
+    search is posted, never a query string: what it names is PHI, and URLs end up in logs."""
+    form = await posted_form(request, user)
+    query = PatientQuery(
+        form.get("mrn", "")[:64],
+        form.get("family_name", "")[:100],
+        form.get("given_name", "")[:100],
+        form.get("birth_date", "")[:10],
+    )
+    try:
+        found = await in_thread(search_patients, request.app.state.db, query, user.principal)
+    except CareopsError as exc:
+        return render(
+            "patients.html", user, exc.status, title="Patients", query=query, found=None, problem=exc.detail
+        )
+    return render("patients.html", user, title="Patients", query=query, found=found)
 
 
 @router.get("/cases/{case_id}")

@@ -48,6 +48,7 @@ class NavItem:
 NAV = (
     NavItem("My work", "/console/work", None),
     NavItem("Cases", "/console/cases", "cases:read"),
+    NavItem("Patients", "/console/patients", "cases:read"),
     NavItem("Exceptions", "/console/exceptions", "exceptions:read"),
     NavItem("Quarantine", "/console/quarantine", "quarantine:read"),
     NavItem("API tokens", "/console/admin/tokens", "admin"),

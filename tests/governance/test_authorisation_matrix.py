@@ -48,6 +48,8 @@ PAGE_ROUTES = {
     ("POST", "/console/cases/{case_id}/reveal"): "session phi:reveal",
     ("POST", "/console/cases/{case_id}/transitions"): "session cases:transition",
     ("GET", "/console/work"): "session",
+    ("GET", "/console/patients"): "session cases:read",
+    ("POST", "/console/patients"): "session cases:read",
     ("GET", "/console/exceptions"): "session exceptions:read",
     ("GET", "/console/exceptions/{exception_id}"): "session exceptions:read",
     ("POST", "/console/exceptions/{exception_id}/resolve"): "session exceptions:resolve",

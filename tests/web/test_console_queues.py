@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -190,3 +191,37 @@ def test_items_are_claimed_assigned_in_bulk_and_given_back(
             .order_by(BusinessEvent.id)
         ).all()
     assert [p["assignee"] for p in assigned] == ["cora", "ian", "ian", None]
+
+
+def test_patients_are_found_by_mrn_name_or_birth_date_masked_per_role(
+    api: TestClient, console: TestClient, db: Database, settings: Settings
+) -> None:
+    body = referral()
+    body["patient"] = {
+        **body["patient"],
+        "mrn": "MRN-FIND-77",
+        "given_name": "Zoe",
+        "family_name": "Quill_son",
+    }  # type: ignore[dict-item]
+    case_id = api.post("/api/v1/referrals", json=body).json()["case_id"]
+    api.post("/api/v1/referrals", json=referral())  # another patient
+    console = _as(console, "cora")
+    token = _csrf(console.get("/console/patients").text)
+
+    def search(**fields: str) -> Any:
+        return console.post("/console/patients", data={"csrf_token": token, **fields})
+
+    by_mrn = search(mrn="mrn-find-77").text  # case and spaces aside
+    assert "Zoe Quill_son" in by_mrn and case_id[-8:] in by_mrn and "1 patient " in by_mrn
+    assert "Zoe" in search(family_name="qUILL_").text
+    assert "No patient matches" in search(family_name="Quill%").text
+    assert "Zoe" in search(birth_date="1980-04-12", given_name="zo").text
+    bad = search(birth_date="12/04/1980")
+    assert bad.status_code == 422 and "YYYY-MM-DD" in bad.text
+    assert search().status_code == 422  # nothing to search by
+    create_user(db, settings, "sam", PASSWORD, ["scheduler"], actor="test")
+    console = _as(console, "sam")
+    token = _csrf(console.get("/console/patients").text)
+    masked = search(family_name="Quill").text
+    assert "<td>1980</td>" in masked and "1980-04-12" not in masked  # the scheduler sees the year only
+    assert "MRN-FIND-77" not in masked
