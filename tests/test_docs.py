@@ -82,3 +82,11 @@ def test_every_problem_code_is_documented_with_its_status() -> None:
         if f"| `{code}` | {status} |" not in page
     ]
     assert missing == []
+
+
+def test_every_kpi_is_documented() -> None:
+    from careops.observability.kpis import KPIS, RATES
+
+    page = text("kpis.md")
+    assert [k.name for k in KPIS if f"| `{k.name}` |" not in page] == []
+    assert [name for name, *_ in RATES if f"| `{name}`" not in page] == []

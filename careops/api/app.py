@@ -36,12 +36,12 @@ from careops.integrations.inbound.fhir_r4 import prepare_validation
 from careops.observability.logs import configure_logging
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
-from careops.web import admin, console, pages, queues, referral_form
+from careops.web import admin, console, dashboard, pages, queues, referral_form
 
 # Routers of the API (each operation declares its permission) and of the server-rendered pages
 # (the console checks its session and permissions itself; the partner form is public).
 API_MODULES = (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, metrics)
-PAGE_MODULES = (referral_form, console, queues, admin)
+PAGE_MODULES = (referral_form, console, queues, dashboard, admin)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 

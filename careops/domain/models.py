@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -462,3 +463,25 @@ class WebhookReceipt(Base):
     signature_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     connector: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class KpiRollup(Base):
+    """One KPI's tally for a day, a location and a dimension (a channel, an outcome, a status, a
+    histogram bucket ``le:<seconds>``; ``""`` for none): how many events and the sum of their
+    values. Kept current from the sealed event log (``observability.rollup``), rebuildable from it."""
+
+    __tablename__ = "kpi_rollup"
+    kpi: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    location_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(100), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class KpiCursor(Base):
+    """The last audit-chain entry (``seq``) the KPI roll-up has counted: each event counts once."""
+
+    __tablename__ = "kpi_cursor"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -34,7 +34,7 @@ PERMISSIONS: dict[str, str] = {
     "staff:reassign": "reassign staff and shifts",
     "integrations:manage": "manage connectors, webhooks and their secrets",
     "audit:read": "read and export the audit log",
-    "metrics:read": "read the Prometheus metrics",
+    "metrics:read": "read the Prometheus metrics and the KPI dashboard",
     PHI_REVEAL: "reveal masked PHI of one record, with a stated reason (audited)",
     PHI_READ: "see PHI in clear without revealing (integrations that pass records on; audited)",
     ADMIN: "every permission except phi:read; manage users and roles",

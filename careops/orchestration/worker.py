@@ -1,4 +1,5 @@
-"""The worker: DBOS Transact, the outbox dispatcher and the audit sealer, in one asyncio loop."""
+"""The worker: DBOS Transact, the outbox dispatcher, the audit sealer and the KPI roll-up, in one
+asyncio loop."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from careops.db import Database
 from careops.governance.audit import SEAL_BATCH, Sealer
 from careops.governance.keys import load_field_keys
 from careops.observability.logs import get_logger
+from careops.observability.rollup import BATCH, roll_up
 from careops.orchestration import workflows
 from careops.orchestration.dispatcher import Dispatcher
 from careops.settings import Settings
@@ -50,6 +52,20 @@ async def seal_continuously(sealer: Sealer, interval: float, stop: asyncio.Event
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
+async def roll_up_continuously(db: Database, interval: float, stop: asyncio.Event) -> None:
+    """Count newly sealed events into the KPI roll-ups until ``stop``; a failed round is logged
+    and tried again (it changed nothing: each round is one transaction)."""
+    while not stop.is_set():
+        try:
+            counted = await asyncio.to_thread(roll_up, db)
+        except Exception:
+            log.exception("kpi.roll_up_failed")
+            counted = 0
+        if counted < BATCH:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 class Listening(Protocol):
     """A network listener started on the worker's loop (an ``asyncio.Server`` or the like)."""
 
@@ -76,6 +92,7 @@ async def run_worker(
     tasks = [
         asyncio.create_task(Dispatcher(db, settings).run(stop)),
         asyncio.create_task(seal_continuously(sealer, settings.audit_seal_interval_seconds, stop)),
+        asyncio.create_task(roll_up_continuously(db, settings.audit_seal_interval_seconds, stop)),
     ]
     log.info("worker.started", executor=settings.executor_id, pid=os.getpid())
     try:

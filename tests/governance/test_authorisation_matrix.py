@@ -48,6 +48,8 @@ PAGE_ROUTES = {
     ("POST", "/console/cases/{case_id}/reveal"): "session phi:reveal",
     ("POST", "/console/cases/{case_id}/transitions"): "session cases:transition",
     ("GET", "/console/work"): "session",
+    ("GET", "/console/dashboard"): "session metrics:read",
+    ("GET", "/console/dashboard.csv"): "session metrics:read",
     ("GET", "/console/patients"): "session cases:read",
     ("POST", "/console/patients"): "session cases:read",
     ("GET", "/console/exceptions"): "session exceptions:read",
