@@ -1,34 +1,75 @@
-"""/metrics: Prometheus exposition of the process's (or, under several workers, all workers') metrics.
+"""/metrics: Prometheus exposition of the process's (or, under several workers, all workers')
+metrics, and the exception queues as they stand.
 
-Labels carry channel names only, never PHI or free text. Needs a token with ``metrics:read``.
+Technical failures and process failures are apart: the channel series (``careops_channel_*``:
+received, accepted, rejected, quarantined, latency) count what arrived and what could not be
+taken; the queue gauges (``careops_queue_*``: open items, the oldest one's age, items past their
+service level, per queue) are the work waiting for a human, read from the database at each scrape
+(one grouped query). Labels carry channel and queue names only, never PHI or free text. Needs a
+token with ``metrics:read``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
-from careops.api.deps import require
+from careops.api.deps import DbDep, require
+from careops.db import Database, in_thread
 from careops.governance.principal import Principal
+from careops.governance.scoping import EVERYWHERE
+from careops.orchestration.exception_queue import queue_summary
 
 router = APIRouter(tags=["metrics"])
 
 
+class QueueCollector(Collector):
+    """The exception queues of every location, as gauges."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        summary = queue_summary(self.db, EVERYWHERE)
+        families = {
+            "open": GaugeMetricFamily("careops_queue_open_items", "Open exception items", labels=["queue"]),
+            "oldest_age_seconds": GaugeMetricFamily(
+                "careops_queue_oldest_age_seconds", "Age of the oldest open item", labels=["queue"]
+            ),
+            "past_sla": GaugeMetricFamily(
+                "careops_queue_past_sla_items", "Open items past the queue's service level", labels=["queue"]
+            ),
+        }
+        for queue in summary:
+            for key, family in families.items():
+                family.add_metric([queue["queue"]], queue[key])
+        yield from families.values()
+
+
 @router.get(
     "/metrics",
-    summary="Prometheus metrics (per channel: received, accepted, rejected, ...)",
+    summary="Prometheus metrics (per channel: received, accepted, rejected, ...; per queue: open, past SLA)",
     response_class=Response,
     responses={
         "200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     },
 )
-def metrics(_: Annotated[Principal, Depends(require("metrics:read"))]) -> Response:
+async def metrics(db: DbDep, _: Annotated[Principal, Depends(require("metrics:read"))]) -> Response:
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    queues = CollectorRegistry(auto_describe=False)
+    queues.register(QueueCollector(db))
+
+    def exposition() -> bytes:
+        return generate_latest(registry) + generate_latest(queues)
+
+    return Response(await in_thread(exposition), media_type=CONTENT_TYPE_LATEST)

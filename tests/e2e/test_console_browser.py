@@ -71,8 +71,10 @@ def chromium() -> str:
     return shutil.which("chromium") or CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
+    """A browser for one test (Playwright's sync API holds an event loop while it runs: kept for
+    the whole session, it would stop the later tests' asyncio.run)."""
     executable = chromium()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -195,3 +197,48 @@ def test_an_administrator_creates_then_revokes_a_token(server: str, browser: Bro
     admin.get_by_role("button", name="Revoke browser-lab").click()
     expect(admin.get_by_role("row").filter(has_text="browser-lab")).to_contain_text("revoked")
     expect(admin.locator("#secret")).to_have_count(0)  # shown once only
+
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+# With CAREOPS_SCREENSHOTS=1 the accessibility test also refreshes the screenshots docs/console.md shows.
+SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+
+
+def _serious_violations(page: Page) -> list[str]:
+    """What axe-core finds on the page, serious or critical only."""
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{page.url}: {v['id']} ({v['impact']}) {v['help']}: {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_every_console_page_passes_axe_without_serious_violations(
+    server: str, browser: Browser, partner: httpx.Client, tmp_path: Path
+) -> None:
+    shots = SCREENSHOTS if os.environ.get("CAREOPS_SCREENSHOTS") == "1" else tmp_path
+    assert partner.post("/api/v1/referrals", json=referral()).status_code == 201  # a case to open
+    context = browser.new_context()
+    context.add_init_script(path=str(AXE))  # through the browser, not the page: the CSP stays as it is
+    page = context.new_page()
+    found: list[str] = []
+    page.goto(f"{server}/console/login")
+    found += _serious_violations(page)
+    page.goto(f"{server}/refer/north")
+    found += _serious_violations(page)
+    _log_in(page, server, "ada")
+    for path in (
+        "/console/work", "/console/dashboard", "/console/cases", "/console/patients", "/console/exceptions",
+        "/console/quarantine", "/console/admin/tokens", "/console/admin/users", "/console/admin/connectors",
+        "/console/admin/audit",
+    ):  # fmt: skip
+        page.goto(f"{server}{path}")
+        found += _serious_violations(page)
+        page.screenshot(path=shots / f"{path.rsplit('/', 1)[1]}.png", full_page=True)
+        if path in ("/console/exceptions", "/console/quarantine", "/console/cases"):
+            page.locator("tbody a").first.click()  # the first item's own page
+            found += _serious_violations(page)
+            page.screenshot(path=shots / f"{path.rsplit('/', 1)[1]}-item.png", full_page=True)
+    assert found == []
+    assert (shots / "dashboard.png").stat().st_size > 10_000
