@@ -29,7 +29,7 @@ from careops.cli.common import (
     settings_with,
 )
 from careops.cli.identity import role_app, token_app, user_app
-from careops.cli.kpis import kpi_app
+from careops.cli.kpis import events_app, kpi_app
 from careops.cli.security import audit_app, connector_app, keys_app
 from careops.db import Database
 from careops.errors import CareopsError
@@ -52,6 +52,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(connector_app, name="connector")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kpi_app, name="kpi")
+app.add_typer(events_app, name="events")
 app.add_typer(intake_app, name="intake")
 quarantine_app = typer.Typer(
     help="Inspect, replay and discard rejected payloads kept in quarantine.", no_args_is_help=True

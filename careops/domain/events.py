@@ -61,6 +61,7 @@ class EventType(StrEnum):
     PHI_READ = "phi.read"
     CASES_EXPORTED = "cases.exported"
     KPIS_EXPORTED = "kpis.exported"
+    EVENTS_EXPORTED = "events.exported"
     CONNECTOR_CREATED = "connector.created"
     CONNECTOR_SECRET_ROTATED = "connector.secret_rotated"  # noqa: S105 - an event name, not a secret
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from careops.db import in_thread
 from careops.errors import CareopsError
 from careops.governance.users import ConsoleUser
-from careops.orchestration.dashboard import PERIODS, dashboard, export_rows
+from careops.orchestration.dashboard import PERIODS, dashboard, export_rows, process_flow
 from careops.web.pages import member, refused_page, render
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
@@ -49,3 +49,18 @@ async def kpi_export(request: Request, user: Manager, days: int = 7, location: s
     writer.writerows(rows)
     headers = {"Content-Disposition": f'attachment; filename="careops-kpis-{days}d.csv"'}
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@router.get("/flow")
+async def flow(request: Request, user: Manager, days: int = 30, location: str = "") -> Response:
+    """The directly-follows graph of a location's cases: where work goes next, and how long it waits."""
+    days = _period(days)
+    try:
+        graph = await in_thread(
+            process_flow, request.app.state.db, user.principal, days, location[:64] or None
+        )
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    return render(
+        "flow.html", user, title="Process flow", graph=graph, days=days, location=location, periods=PERIODS
+    )

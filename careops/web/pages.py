@@ -48,6 +48,7 @@ class NavItem:
 NAV = (
     NavItem("My work", "/console/work", None),
     NavItem("Dashboard", "/console/dashboard", "metrics:read"),
+    NavItem("Process flow", "/console/flow", "metrics:read"),
     NavItem("Cases", "/console/cases", "cases:read"),
     NavItem("Patients", "/console/patients", "cases:read"),
     NavItem("Exceptions", "/console/exceptions", "exceptions:read"),

@@ -229,15 +229,20 @@ def test_every_console_page_passes_axe_without_serious_violations(
     found += _serious_violations(page)
     _log_in(page, server, "ada")
     for path in (
-        "/console/work", "/console/dashboard", "/console/cases", "/console/patients", "/console/exceptions",
+        "/console/work", "/console/dashboard", "/console/flow", "/console/cases", "/console/patients",
+        "/console/exceptions",
         "/console/quarantine", "/console/admin/tokens", "/console/admin/users", "/console/admin/connectors",
         "/console/admin/audit",
     ):  # fmt: skip
         page.goto(f"{server}{path}")
+        page.wait_for_load_state()
         found += _serious_violations(page)
         page.screenshot(path=shots / f"{path.rsplit('/', 1)[1]}.png", full_page=True)
         if path in ("/console/exceptions", "/console/quarantine", "/console/cases"):
+            listed = page.url
             page.locator("tbody a").first.click()  # the first item's own page
+            page.wait_for_url(lambda url, listed=listed: url != listed)
+            page.wait_for_load_state()
             found += _serious_violations(page)
             page.screenshot(path=shots / f"{path.rsplit('/', 1)[1]}-item.png", full_page=True)
     assert found == []

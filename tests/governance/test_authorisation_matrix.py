@@ -50,6 +50,7 @@ PAGE_ROUTES = {
     ("GET", "/console/work"): "session",
     ("GET", "/console/dashboard"): "session metrics:read",
     ("GET", "/console/dashboard.csv"): "session metrics:read",
+    ("GET", "/console/flow"): "session metrics:read",
     ("GET", "/console/patients"): "session cases:read",
     ("POST", "/console/patients"): "session cases:read",
     ("GET", "/console/exceptions"): "session exceptions:read",
