@@ -166,12 +166,23 @@ def assign_exceptions(
 
 
 def get_exception(db: Database, exception_id: str, scope: LocationScope) -> dict[str, Any]:
+    """The item, with ``next_id``: the open item of its queue that has waited next longest."""
     with db.sessions() as session:
         item = session.get(ExceptionItem, exception_id)
         if item is None:
             raise NotFound("no exception item with this id")
         scope.check(item.location_id, "exception item")
-        return exception_view(item)
+        after = scope.restrict(
+            select(ExceptionItem.id).where(
+                ExceptionItem.queue == item.queue,
+                ExceptionItem.status == "open",
+                (ExceptionItem.created_at > item.created_at)
+                | ((ExceptionItem.created_at == item.created_at) & (ExceptionItem.id > item.id)),
+            ),
+            ExceptionItem.location_id,
+        )
+        next_id = session.scalar(after.order_by(ExceptionItem.created_at, ExceptionItem.id).limit(1))
+        return {**exception_view(item), "next_id": next_id}
 
 
 def _merge(original: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def test_a_known_user_signs_in_with_the_provider_and_gets_their_careops_roles(
     create_user(db, settings, "olivia", None, ["scheduler"], actor="test")
     assert "Log in with your organisation" in console.get("/console/login").text
     answer = _sign_in(console)
-    assert answer.status_code == 303 and answer.headers["location"] == "/console/cases"
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/work"
     page = console.get("/console/cases")
     assert page.status_code == 200 and "olivia (scheduler)" in page.text
 

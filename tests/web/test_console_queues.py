@@ -171,6 +171,8 @@ def test_items_are_claimed_assigned_in_bulk_and_given_back(
     ]
     console = _as(console, "cora")
     page = console.get(f"/console/exceptions/{ids[0]}").text
+    assert f'href="/console/exceptions/{ids[1]}" accesskey="n" id="next"' in page  # the next one waiting
+    assert 'id="next"' not in console.get(f"/console/exceptions/{ids[2]}").text  # the last one
     token = _csrf(page)
     assert console.post(f"/console/exceptions/{ids[0]}/claim", data={"csrf_token": token}).status_code == 200
     assert 'id="assignee">cora<' in console.get(f"/console/exceptions/{ids[0]}").text
