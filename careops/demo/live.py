@@ -62,7 +62,13 @@ def _panel(counts: dict[str, int], stats: TrafficStats, url: str) -> Table:
     return table
 
 
-DEMO_USERS = {"coordinator": "intake_coordinator", "compliance": "compliance_officer"}
+DEMO_USERS = {
+    "coordinator": "intake_coordinator",
+    "compliance": "compliance_officer",
+    "manager": "operations_manager",
+    "engineer": "integration_engineer",
+    "admin": "administrator",
+}
 
 
 def run_demo(*, directory: Path, port: int, rate: float, duration: float, console: Console) -> None:
@@ -106,8 +112,9 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     console.print(f"demo token (all scopes): [bold]{token}[/bold]")
     console.print(f'try: curl -H "Authorization: Bearer {token}" {base_url}/api/v1/cases')
     console.print(
-        f"console: {base_url}/console — log in as {' or '.join(DEMO_USERS)} with password "
-        f"[bold]{password}[/bold] (what PHI is masked, and who may reveal it, differs by role)"
+        f"console: {base_url}/console — log in as {', '.join(DEMO_USERS)} with password "
+        f"[bold]{password}[/bold] (each sees what their role allows: queues, dashboards, administration; "
+        "what PHI is masked, and who may reveal it, differs by role)"
     )
     stats = TrafficStats()
     deadline = time.monotonic() + duration if duration > 0 else None
