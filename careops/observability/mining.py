@@ -46,9 +46,10 @@ def steps(
     until: dt.datetime | None = None,
     location: str | None = None,
     locations: frozenset[str] | None = None,
+    case_ids: list[str] | None = None,
 ) -> Iterator[Step]:
     """The business events of cases, case by case, each case's in time order; ``location`` is a
-    slug, ``locations`` the ids a reader may see (None: all)."""
+    slug, ``locations`` the ids a reader may see (None: all), ``case_ids`` the only cases wanted."""
     with db.engine.connect() as connection:
         slugs = dict(connection.execute(select(Location.id, Location.slug)).all())
         query = select(_events).where(_events.c.case_id.is_not(None))
@@ -61,6 +62,8 @@ def steps(
             query = query.where(_events.c.location_id.in_(ids))
         if locations is not None:
             query = query.where(_events.c.location_id.in_(locations))
+        if case_ids is not None:
+            query = query.where(_events.c.case_id.in_(case_ids))
         query = query.order_by(_events.c.case_id, _events.c.occurred_at, _events.c.id)
         for row in connection.execution_options(yield_per=5000).execute(query):
             yield Step(

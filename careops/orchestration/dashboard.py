@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import Location
+from careops.domain.models import Location, ServiceCase
 from careops.errors import NotFound
 from careops.governance.principal import Principal
 from careops.observability.mining import Step, directly_follows, steps
@@ -66,12 +66,13 @@ def export_rows(db: Database, reader: Principal, days: int, location: str | None
 
 
 NODE_HEIGHT, NODE_GAP, NODE_WIDTH = 28, 22, 230
+FLOW_CASES = 2000  # the newest cases of the period the flow is drawn from
 
 
 def process_flow(db: Database, reader: Principal, days: int, location: str | None) -> dict[str, Any]:
-    """The directly-follows graph of the cases in the reader's locations over the last ``days``
-    days, laid out for drawing: activities top to bottom in the order cases usually meet them,
-    each arc with its count and median wait."""
+    """The directly-follows graph of the newest ``FLOW_CASES`` cases created in the reader's
+    locations over the last ``days`` days, laid out for drawing: activities top to bottom in the
+    order cases usually meet them, each arc with its count and median wait."""
     with db.sessions() as session:
         places = [
             slug
@@ -81,7 +82,16 @@ def process_flow(db: Database, reader: Principal, days: int, location: str | Non
     if location is not None and location not in places:
         raise NotFound("no location with this name among yours")
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    trace = list(steps(db, since, None, location, reader.scope.ids))
+    with db.sessions() as session:  # the newest cases of the period: a bounded read on any volume
+        newest = reader.scope.restrict(
+            select(ServiceCase.id).where(ServiceCase.created_at >= since), ServiceCase.location_id
+        )
+        if location is not None:
+            newest = newest.join(Location, Location.id == ServiceCase.location_id).where(
+                Location.slug == location
+            )
+        case_ids = list(session.scalars(newest.order_by(ServiceCase.created_at.desc()).limit(FLOW_CASES)))
+    trace = list(steps(db, locations=reader.scope.ids, case_ids=case_ids))
     activities, arcs = directly_follows(trace)
     order = _usual_order(trace)
     rows = {name: n for n, name in enumerate(sorted(activities, key=lambda a: (order.get(a, 0.0), a)))}
@@ -103,6 +113,7 @@ def process_flow(db: Database, reader: Principal, days: int, location: str | Non
         "arcs": drawn,
         "height": height,
         "cases": cases,
+        "limit": FLOW_CASES,
         "locations": places,
         "node_width": NODE_WIDTH,
     }
