@@ -66,7 +66,7 @@ def test_schemathesis_finds_no_failure(
                 env={**env, "SCHEMATHESIS_HOOKS": "tests.api.contract.hooks",
                      "CAREOPS_CONTRACT_CONNECTOR": "contract-partner", "CAREOPS_CONTRACT_SECRET": secret,
                      "PYTHONPATH": str(Path(__file__).parents[2])},
-                capture_output=True, text=True, timeout=900, check=False,
+                capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path,
             )  # fmt: skip
             healthy = httpx.get(f"{base}/readyz", timeout=10).status_code
             paths = httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]
