@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -78,8 +79,9 @@ DEFAULT_SLA_HOURS = 8.0
 
 
 def queue_summary(db: Database, scope: LocationScope) -> list[dict[str, Any]]:
-    """Each queue with open items in the caller's locations: how many, the oldest one's age in
-    seconds and how many are past the queue's service level (``QUEUE_SLA_HOURS``)."""
+    """Each queue with open items in the caller's locations: how many, the oldest one's age, the
+    median and 90th-percentile ages (seconds), and how many are past the queue's service level
+    (``QUEUE_SLA_HOURS``)."""
     now = utcnow()
     open_items = scope.restrict(
         select(ExceptionItem).where(ExceptionItem.status == "open"),
@@ -98,11 +100,23 @@ def queue_summary(db: Database, scope: LocationScope) -> list[dict[str, Any]]:
                 .select_from(open_items)
                 .where(open_items.c.queue == queue, open_items.c.created_at < now - dt.timedelta(hours=sla))
             )
+            ages = {}
+            for name, share in (("p50_age_seconds", 0.5), ("p90_age_seconds", 0.9)):
+                rank = max(0, math.ceil(share * count) - 1)  # youngest first: the age at that rank
+                at = session.scalar(
+                    select(open_items.c.created_at)
+                    .where(open_items.c.queue == queue)
+                    .order_by(open_items.c.created_at.desc())
+                    .offset(rank)
+                    .limit(1)
+                )
+                ages[name] = int((now - at).total_seconds()) if at is not None else 0
             summary.append(
                 {
                     "queue": queue,
                     "open": int(count),
                     "oldest_age_seconds": int((now - oldest).total_seconds()),
+                    **ages,
                     "sla_hours": sla,
                     "past_sla": int(late or 0),
                 }

@@ -8,6 +8,7 @@ business event in the audit log like any other.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -19,7 +20,7 @@ from careops.governance.permissions import ADMIN, PERMISSIONS
 from careops.governance.roles import roles as shipped_and_custom_roles
 from careops.governance.signing import list_connectors
 from careops.governance.tokens import create_token, list_tokens, location_slugs, revoke_token, rotate_token
-from careops.governance.users import ConsoleUser, disable_user, list_users, set_roles
+from careops.governance.users import ConsoleUser, create_user, disable_user, list_users, set_roles
 from careops.web.pages import go, member, posted_form, refused_page, render
 
 router = APIRouter(prefix="/console/admin", tags=["console"], include_in_schema=False)
@@ -101,12 +102,48 @@ async def _users_page(request: Request, user: ConsoleUser, status: int = 200, **
     db = request.app.state.db
     users = await in_thread(list_users, db)
     roles = await in_thread(shipped_and_custom_roles, db)
-    return render("admin_users.html", user, status, title="Users", users=users, roles=sorted(roles), **more)
+    slugs = await in_thread(location_slugs, db)
+    return render(
+        "admin_users.html", user, status, title="Users", users=users, roles=sorted(roles), slugs=slugs, **more
+    )
 
 
 @router.get("/users")
 async def users(request: Request, user: Admin) -> Response:
     return await _users_page(request, user)
+
+
+@router.post("/users")
+async def new_user(request: Request, user: Admin) -> Response:
+    """A console user with a first password made here and shown once (give it to them by a safe
+    channel; they change it with ``careops user set-password``)."""
+    form = await posted_form(request, user)
+    roles = [name.removeprefix("role-") for name in form if name.startswith("role-")]
+    locations = [name.removeprefix("location-") for name in form if name.startswith("location-")]
+    username = form.get("username", "").strip()[:100]
+    password = first_password()
+    app = request.app
+    try:
+        created = await in_thread(
+            lambda: create_user(
+                app.state.db,
+                app.state.settings,
+                username,
+                password,
+                roles,
+                actor=user.principal.id,
+                display_name=form.get("display_name", "").strip()[:200] or None,
+                locations=locations or None,
+            )
+        )
+    except CareopsError as exc:
+        return await _users_page(request, user, exc.status, problem=exc.detail)
+    return await _users_page(request, user, 201, password=password, created=created.username)
+
+
+def first_password() -> str:
+    """Four groups of random letters and digits: long, and nothing anyone could guess."""
+    return "-".join(secrets.token_urlsafe(6) for _ in range(4))
 
 
 @router.post("/users/{username}/roles")

@@ -67,6 +67,7 @@ PAGE_ROUTES = {
     ("POST", "/console/admin/tokens/{token_id}/revoke"): "session admin",
     ("POST", "/console/admin/tokens/{token_id}/rotate"): "session admin",
     ("GET", "/console/admin/users"): "session admin",
+    ("POST", "/console/admin/users"): "session admin",
     ("POST", "/console/admin/users/{username}/roles"): "session admin",
     ("POST", "/console/admin/users/{username}/disable"): "session admin",
     ("GET", "/console/admin/connectors"): "session integrations:manage",

@@ -101,3 +101,21 @@ def test_connectors_and_the_audit_chain_are_shown_and_verified(
     assert login(console, "carl") == 303  # a compliance officer reads the audit page, not the tokens
     assert console.get("/console/admin/audit").status_code == 200
     assert console.get("/console/admin/tokens").status_code == 403
+
+
+def test_a_user_is_created_with_a_first_password_shown_once(console: TestClient, db: Database) -> None:
+    token = _csrf(console.get("/console/admin/users").text)
+    form = {"csrf_token": token, "username": "Nia", "display_name": "Nia Okafor", "role-scheduler": "on"}
+    created = console.post("/console/admin/users", data={**form, "location-north": "on"})
+    assert created.status_code == 201
+    password = _secret(created.text)
+    assert password not in console.get("/console/admin/users").text  # shown once
+    taken = console.post("/console/admin/users", data=form)
+    assert taken.status_code == 409 and "taken" in taken.text
+    no_role = console.post("/console/admin/users", data={**form, "username": "x", "role-nope": "on"})
+    assert no_role.status_code == 422
+    console.cookies.clear()
+    assert login(console, "nia", password) == 303
+    with db.sessions() as session:
+        nia = session.scalars(select(User).where(User.username == "nia")).one()
+        assert nia.roles == ["scheduler"] and nia.locations is not None and len(nia.locations) == 1

@@ -227,3 +227,28 @@ def test_patients_are_found_by_mrn_name_or_birth_date_masked_per_role(
     masked = search(family_name="Quill").text
     assert "<td>1980</td>" in masked and "1980-04-12" not in masked  # the scheduler sees the year only
     assert "MRN-FIND-77" not in masked
+
+
+def test_queue_ages_are_measured_at_their_median_and_90th_percentile(api: TestClient, db: Database) -> None:
+    import datetime as dt
+
+    from careops.domain.models import ExceptionItem, utcnow
+    from careops.governance.scoping import EVERYWHERE
+    from careops.orchestration.exception_queue import queue_summary
+
+    ids = [
+        api.post("/api/v1/referrals", json=referral(service_code="NO-SUCH-SCAN")).json()["exception_id"]
+        for _ in range(10)
+    ]
+    now = utcnow()
+    with db.transaction() as session:  # waits of 0.5, 1.5, … 9.5 hours
+        for hours, exception_id in enumerate(ids, start=1):
+            item = session.get(ExceptionItem, exception_id)
+            assert item is not None
+            item.created_at = now - dt.timedelta(hours=hours - 0.5)
+    [intake] = [q for q in queue_summary(db, EVERYWHERE) if q["queue"] == "intake"]
+    hour = 3600
+    assert intake["open"] == 10 and intake["past_sla"] == 6  # over 4 h: 4.5 h … 9.5 h
+    assert 4.5 * hour <= intake["p50_age_seconds"] < 4.5 * hour + 60  # the 5th youngest of 10
+    assert 8.5 * hour <= intake["p90_age_seconds"] < 8.5 * hour + 60  # the 9th
+    assert 9.5 * hour <= intake["oldest_age_seconds"] < 9.5 * hour + 60
