@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, BeforeValidator, Field
 
 from careops.api.contract import answers
-from careops.api.deps import PLAIN_TEXT, DbDep, RecordId, require
+from careops.api.deps import DbDep, RecordId, require
 from careops.db import in_thread
 from careops.domain.cases import CaseAction, CaseStatus
+from careops.domain.models import ID_PATTERN, PLAIN_TEXT
 from careops.governance.principal import Principal
 from careops.orchestration.cases import (
     EXPORT_COLUMNS,
@@ -80,7 +81,7 @@ async def cases(
     db: DbDep,
     principal: Reader,
     filters: Filters,
-    cursor: str | None = Query(None, pattern=r"^[0-9a-f]{32}$"),
+    cursor: str | None = Query(None, pattern=ID_PATTERN),
     limit: int = Query(50, ge=1, le=200),
 ) -> dict[str, Any]:
     return await in_thread(list_cases, db, filters, cursor, limit, principal)

@@ -7,12 +7,14 @@ CPU, bench/RESULTS.md). The caller's token is looked up in a cache; a miss reads
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
 from careops.db import Database
+from careops.domain.models import ID_PATTERN
 from careops.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorised, ValidationFailed
 from careops.governance.abuse import RateLimiter
 from careops.governance.principal import Principal
@@ -99,13 +101,18 @@ def optional_header(request: Request, name: str, max_length: int) -> str | None:
     return value
 
 
+# A key or id sent in a header: printable ASCII, not blank (also what the OpenAPI document says).
+HEADER_VALUE = "^[ -~]*[!-~][ -~]*$"
+_HEADER_VALUE = re.compile(HEADER_VALUE)
+
+
 def header_problem(value: str, max_length: int) -> str | None:
     """Why a header's value is no usable key or id, or None."""
     if not value.strip():
         return "must not be empty"
     if len(value) > max_length:
         return f"at most {max_length} characters"
-    if not value.isascii() or not value.isprintable():
+    if not _HEADER_VALUE.match(value):
         return "printable ASCII characters only"
     return None
 
@@ -134,11 +141,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return raw
 
 
-# A record's id in a path (``new_id``): anything else names no record, and could not even be
-# looked up as it stands (PostgreSQL refuses a NUL in a string).
-RecordId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="A record id (32 hex digits)")]
-# Free text in a query (a location slug, a service code): no control characters.
-PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+RecordId = Annotated[str, Path(pattern=ID_PATTERN, description="A record id (32 hex digits)")]
 
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from careops.api.contract import answers
-from careops.api.deps import PLAIN_TEXT, DbDep, RecordId, SettingsDep, require
+from careops.api.deps import DbDep, RecordId, SettingsDep, require
 from careops.db import in_thread
+from careops.domain.models import PLAIN_TEXT
 from careops.governance.principal import Principal
 from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
 

@@ -5,7 +5,8 @@ Technical failures and process failures are apart: the channel series (``careops
 received, accepted, rejected, quarantined, latency) count what arrived and what could not be
 taken; the queue gauges (``careops_queue_*``: open items, the oldest one's age, items past their
 service level, per queue) are the work waiting for a human, read from the database at each scrape
-(one grouped query). Labels carry channel and queue names only, never PHI or free text. Needs a
+(``queue_summary``: one grouped query, and two indexed look-ups a queue for its median and 90th
+percentile ages). Labels carry channel and queue names only, never PHI or free text. Needs a
 token with ``metrics:read``.
 """
 

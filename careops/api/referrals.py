@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from careops.api.contract import answers
-from careops.api.deps import OversizedBody, authorise, check_address, optional_header, read_body
+from careops.api.deps import HEADER_VALUE, OversizedBody, authorise, check_address, optional_header, read_body
 from careops.api.problems import problem
 from careops.db import Database, in_thread
 from careops.domain.referrals import ReferralIn
@@ -25,7 +25,6 @@ INTAKE_SCOPE = "intake:write"
 
 _REFERRAL_SCHEMA = ReferralIn.model_json_schema(ref_template="#/components/schemas/{model}")
 _DEFS = _REFERRAL_SCHEMA.pop("$defs", {})
-_HEADER_VALUE = "^[ -~]*[!-~][ -~]*$"  # printable ASCII, not blank (deps.header_problem)
 _OPENAPI_BODY: dict[str, Any] = {
     "x-required-scope": INTAKE_SCOPE,
     "parameters": [
@@ -33,14 +32,14 @@ _OPENAPI_BODY: dict[str, Any] = {
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _HEADER_VALUE},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": HEADER_VALUE},
             "description": "Retrying with the same key and body replays the first answer.",
         },
         {
             "name": "X-Correlation-Id",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _HEADER_VALUE},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": HEADER_VALUE},
             "description": "Carried into the business events of this referral.",
         },
     ],

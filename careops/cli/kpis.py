@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from careops.cli.common import err, progress_bars, ready_database
+from careops.cli.common import cli_actor, err, fail, progress_bars, ready_database
 from careops.settings import get_settings
 
 kpi_app = typer.Typer(
@@ -84,9 +84,9 @@ def events_export(
 ) -> None:
     """One trace per case: its business events in time order (types, ids, times, locations,
     actors; never payloads). The export is audited as ``events.exported``."""
-    from careops.cli.common import cli_actor, fail
-    from careops.domain.events import Event, EventType, record_events
-    from careops.observability.mining import FORMATS, steps, write_csv, write_ocel, write_xes
+    from rich.progress import Progress
+
+    from careops.observability.mining import FORMATS, export
 
     if format_ not in FORMATS:
         fail(f"--format is one of {', '.join(FORMATS)}")
@@ -100,21 +100,13 @@ def events_export(
     except ValueError:
         fail("--from and --to are dates: YYYY-MM-DD")
     db = ready_database(get_settings(), field_keys=False)
-    with progress_bars() as report:
-        report(f"exporting events ({format_})", 0, 0)
-        trace = steps(db, since, until, location)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(f"exporting events ({format_})", total=None)
         try:
-            if format_ == "csv":
-                with output.open("w", newline="") as out:
-                    count = write_csv(trace, out)
-            else:
-                count = (write_xes if format_ == "xes" else write_ocel)(trace, output)
-        except RuntimeError as exc:
+            count = export(
+                db, format_, output, actor=cli_actor(), since=since, until=until, location=location,
+                progress=lambda done: bar.update(task, completed=done),
+            )  # fmt: skip
+        except RuntimeError as exc:  # XES or OCEL without the mining extra
             fail(str(exc))
-    payload = {"events": count, "format": format_, "from": from_, "to": to, "location": location}
-    with db.transaction() as session:
-        actor = cli_actor()
-        record_events(
-            session, Event(EventType.EVENTS_EXPORTED, "principal", actor, actor=actor, payload=payload)
-        )
     err.print(f"{count} events written to {output}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,18 +31,35 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from careops.domain.encryption import EncryptedBytes, EncryptedJSON, EncryptedText
 from careops.domain.phi import PhiCategory, phi
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+_Record = TypeVar("_Record")
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def new_id() -> str:
     """48 bits of milliseconds then 80 random bits, as hex: unique and ordered by creation."""
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+# What ``new_id`` makes: any other text names no record (and may not even be storable: a NUL).
+ID_PATTERN = "^[0-9a-f]{32}$"
+_ID = re.compile(ID_PATTERN)
+# Text from a URL (a slug, a code, a name): no control characters.
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+
+
+def is_id(text: str) -> bool:
+    return _ID.match(text) is not None
+
+
+def find(session: Session, model: type[_Record], id_: str, *, for_update: bool = False) -> _Record | None:
+    """The record with this id, or None; text that is no id is not even sent to the database."""
+    return session.get(model, id_, with_for_update=for_update) if is_id(id_) else None
 
 
 def utcnow() -> dt.datetime:

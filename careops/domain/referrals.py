@@ -14,8 +14,11 @@ from typing import Annotated, Literal
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Text = Annotated[str, StringConstraints(max_length=200)]
-Code = Annotated[str, StringConstraints(max_length=64)]
+# No field of a referral holds a NUL: nobody writes one, and PostgreSQL cannot store it.
+WITHOUT_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(max_length=200, pattern=WITHOUT_NUL)]
+Code = Annotated[str, StringConstraints(max_length=64, pattern=WITHOUT_NUL)]
+Name = Annotated[str, StringConstraints(max_length=100, pattern=WITHOUT_NUL)]  # the patient's columns
 
 ALWAYS_REQUIRED = ("location", "service_code", "patient.given_name", "patient.family_name")
 PRIORITIES = ("routine", "urgent", "stat")
@@ -24,8 +27,8 @@ PRIORITIES = ("routine", "urgent", "stat")
 class PatientIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mrn: Code | None = Field(None, description="Medical record number at the referring organisation.")
-    given_name: Text | None = None
-    family_name: Text | None = None
+    given_name: Name | None = None
+    family_name: Name | None = None
     birth_date: Code | None = Field(None, description="ISO 8601, YYYYMMDD, DD.MM.YYYY or DD/MM/YYYY.")
     sex: Literal["female", "male", "other", "unknown"] | None = None
     phone: Code | None = Field(None, description="Any common format; stored as E.164.")
@@ -73,7 +76,7 @@ class ReferralIn(BaseModel):
     payer_code: Code | None = None
     member_id: Code | None = None
     external_id: Code | None = Field(None, description="The sender's own reference.")
-    clinical_notes: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+    clinical_notes: Annotated[str, StringConstraints(max_length=20_000, pattern=WITHOUT_NUL)] | None = None
 
 
 class NormalisedReferral(BaseModel):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, joinedload
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, allowed_actions, transition
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import BusinessEvent, Location, Patient, Service, ServiceCase
+from careops.domain.models import BusinessEvent, Location, Patient, Service, ServiceCase, find
 from careops.domain.phi import phi_fields
 from careops.errors import NotFound
 from careops.governance.masking import CLEAR, MaskingPolicy
@@ -78,7 +78,7 @@ def event_view(event: BusinessEvent) -> dict[str, Any]:
 
 
 def _load(session: Session, case_id: str, scope: LocationScope) -> ServiceCase:
-    case = session.get(ServiceCase, case_id)
+    case = find(session, ServiceCase, case_id)
     if case is None:
         raise NotFound("no case with this id")
     scope.check(case.location_id, "case")

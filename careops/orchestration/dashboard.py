@@ -15,6 +15,7 @@ from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Location, ServiceCase
 from careops.errors import NotFound
 from careops.governance.principal import Principal
+from careops.governance.scoping import LocationScope
 from careops.observability.mining import Step, directly_follows, steps
 from careops.observability.rollup import report
 from careops.orchestration.exception_queue import queue_summary
@@ -22,28 +23,43 @@ from careops.orchestration.exception_queue import queue_summary
 PERIODS = (7, 30, 90)
 
 
+def _places(db: Database, reader: Principal, location: str | None) -> tuple[list[str], frozenset[str] | None]:
+    """The slugs of the reader's locations, and the location ids asked for: ``location``'s (a
+    slug among the reader's, else 404), or every one the reader sees (None: all)."""
+    with db.sessions() as session:
+        ids = {
+            slug: id_
+            for slug, id_ in session.execute(select(Location.slug, Location.id).order_by(Location.slug))
+            if reader.scope.allows(id_)
+        }
+    if location is None:
+        return list(ids), reader.scope.ids
+    if location not in ids:
+        raise NotFound("no location with this name among yours")
+    return list(ids), frozenset({ids[location]})
+
+
+def _kpis(db: Database, reader: Principal, days: int, location: str | None) -> dict[str, Any]:
+    places, chosen = _places(db, reader, location)
+    today = dt.datetime.now(dt.UTC).date()
+    return {
+        **report(db, chosen, today - dt.timedelta(days=days - 1), today),
+        "locations": places,
+        "chosen": chosen,
+    }
+
+
 def dashboard(db: Database, reader: Principal, days: int, location: str | None) -> dict[str, Any]:
     """The last ``days`` days (UTC, today included) at ``location`` (a slug; None: every location
-    the reader sees)."""
-    with db.sessions() as session:
-        places = {
-            row.slug: row.id
-            for row in session.execute(select(Location.slug, Location.id).order_by(Location.slug))
-            if reader.scope.allows(row.id)
-        }
-    if location is not None and location not in places:
-        raise NotFound("no location with this name among yours")
-    chosen = frozenset({places[location]}) if location else reader.scope.ids
-    today = dt.datetime.now(dt.UTC).date()
-    data = report(db, chosen, today - dt.timedelta(days=days - 1), today)
-    data["locations"] = list(places)
-    data["queues"] = queue_summary(db, reader.scope)
+    the reader sees), and the queues there as they stand."""
+    data = _kpis(db, reader, days, location)
+    data["queues"] = queue_summary(db, LocationScope(data["chosen"]))
     return data
 
 
 def export_rows(db: Database, reader: Principal, days: int, location: str | None) -> list[dict[str, Any]]:
-    """The dashboard as rows (kpi, dimension, day, value); a day of "" is the period's total."""
-    data = dashboard(db, reader, days, location)
+    """The dashboard's KPIs as rows (kpi, dimension, day, value); a day of "" is the period's total."""
+    data = _kpis(db, reader, days, location)
     rows: list[dict[str, Any]] = []
     for name, entry in data["kpis"].items():
         for dimension, count in entry["by_dimension"].items():
@@ -73,39 +89,25 @@ def process_flow(db: Database, reader: Principal, days: int, location: str | Non
     """The directly-follows graph of the newest ``FLOW_CASES`` cases created in the reader's
     locations over the last ``days`` days, laid out for drawing: activities top to bottom in the
     order cases usually meet them, each arc with its count and median wait."""
-    with db.sessions() as session:
-        places = [
-            slug
-            for slug, id_ in session.execute(select(Location.slug, Location.id))
-            if reader.scope.allows(id_)
-        ]
-    if location is not None and location not in places:
-        raise NotFound("no location with this name among yours")
+    places, chosen = _places(db, reader, location)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     with db.sessions() as session:  # the newest cases of the period: a bounded read on any volume
-        newest = reader.scope.restrict(
+        newest = LocationScope(chosen).restrict(
             select(ServiceCase.id).where(ServiceCase.created_at >= since), ServiceCase.location_id
         )
-        if location is not None:
-            newest = newest.join(Location, Location.id == ServiceCase.location_id).where(
-                Location.slug == location
-            )
         case_ids = list(session.scalars(newest.order_by(ServiceCase.created_at.desc()).limit(FLOW_CASES)))
-    trace = list(steps(db, locations=reader.scope.ids, case_ids=case_ids))
+    trace = list(steps(db, case_ids=case_ids))
     activities, arcs = directly_follows(trace)
     order = _usual_order(trace)
-    rows = {name: n for n, name in enumerate(sorted(activities, key=lambda a: (order.get(a, 0.0), a)))}
-    nodes = [
-        {"name": name, "count": activities[name], "y": 10 + row * (NODE_HEIGHT + NODE_GAP)}
-        for name, row in rows.items()
-    ]
-    top = max((arc.count for arc in arcs), default=1)
+    ranked = sorted(activities, key=lambda a: (order.get(a, 0.0), a))
+    tops = {name: 10 + row * (NODE_HEIGHT + NODE_GAP) for row, name in enumerate(ranked)}
+    nodes = [{"name": name, "count": activities[name], "y": top} for name, top in tops.items()]
+    widest = max((arc.count for arc in arcs), default=1)
     drawn = []
     for n, arc in enumerate(arcs):
-        y1 = 10 + rows[arc.source] * (NODE_HEIGHT + NODE_GAP) + NODE_HEIGHT // 2
-        y2 = 10 + rows[arc.target] * (NODE_HEIGHT + NODE_GAP) + NODE_HEIGHT // 2
+        y1, y2 = tops[arc.source] + NODE_HEIGHT // 2, tops[arc.target] + NODE_HEIGHT // 2
         bend = NODE_WIDTH + 30 + 18 * (n % 12) + abs(y2 - y1) // 4
-        drawn.append({"arc": arc, "y1": y1, "y2": y2, "bend": bend, "width": 1 + 5 * arc.count / top})
+        drawn.append({"arc": arc, "y1": y1, "y2": y2, "bend": bend, "width": 1 + 5 * arc.count / widest})
     height = 20 + len(nodes) * (NODE_HEIGHT + NODE_GAP)
     cases = len({step.case_id for step in trace})
     return {

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.models import Document, IntakeItem
+from careops.domain.models import Document, IntakeItem, find
 from careops.domain.phi import PhiCategory, phi_fields
 from careops.errors import Forbidden, NotFound
 from careops.governance.masking import MaskingPolicy
@@ -34,7 +34,7 @@ def _view(document: Document, masking: MaskingPolicy) -> dict[str, Any]:
 
 def list_documents(db: Database, item_id: str, reader: Principal) -> list[dict[str, Any]]:
     with db.sessions() as session:
-        item = session.get(IntakeItem, item_id)
+        item = find(session, IntakeItem, item_id)
         if item is None:
             raise NotFound("no intake item with this id")
         reader.scope.check(item.location_id, "intake item")
@@ -48,7 +48,7 @@ def get_document(db: Database, document_id: str, reader: Principal) -> tuple[Doc
     """A document with its content and extracted text (404 outside the reader's locations), for a
     reader whose policy shows attachments in clear; audited as ``phi.read``."""
     with db.sessions() as session:
-        document = session.get(Document, document_id)
+        document = find(session, Document, document_id)
         item = session.get(IntakeItem, document.intake_item_id) if document else None
         if document is None or item is None:
             raise NotFound("no document with this id")

@@ -7,11 +7,11 @@ import math
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, case, cast, func, select
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ExceptionItem, IntakeItem, User, utcnow
+from careops.domain.models import ExceptionItem, IntakeItem, User, find, is_id, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.duties import check_duties
@@ -57,7 +57,7 @@ def list_exceptions(
     if queue:
         query = query.where(ExceptionItem.queue == queue)
     if reason:  # the codes are a JSON list: its text holds each one in quotes
-        query = query.where(cast(ExceptionItem.reason_codes, String).like(f'%"{_escaped(reason)}"%', "\\"))
+        query = query.where(cast(ExceptionItem.reason_codes, String).contains(f'"{reason}"', autoescape=True))
     if assignee is not None:
         query = query.where(
             ExceptionItem.assignee == assignee if assignee else ExceptionItem.assignee.is_(None)
@@ -67,10 +67,6 @@ def list_exceptions(
     with db.sessions() as session:
         rows = session.scalars(query.order_by(ExceptionItem.created_at, ExceptionItem.id).limit(limit)).all()
         return [exception_view(r) for r in rows]
-
-
-def _escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace('"', "")
 
 
 # How long an item may wait in its queue before it is past its service level, in hours.
@@ -87,19 +83,19 @@ def queue_summary(db: Database, scope: LocationScope) -> list[dict[str, Any]]:
         select(ExceptionItem).where(ExceptionItem.status == "open"),
         ExceptionItem.location_id,
     ).subquery()
-    query = select(open_items.c.queue, func.count(), func.min(open_items.c.created_at)).group_by(
+    due = case(  # when an item of each queue passes its service level, if it was received before
+        {queue: now - dt.timedelta(hours=hours) for queue, hours in QUEUE_SLA_HOURS.items()},
+        value=open_items.c.queue,
+        else_=now - dt.timedelta(hours=DEFAULT_SLA_HOURS),
+    )
+    late = func.sum(case((open_items.c.created_at < due, 1), else_=0))
+    query = select(open_items.c.queue, func.count(), func.min(open_items.c.created_at), late).group_by(
         open_items.c.queue
     )
     with db.sessions() as session:
         rows = session.execute(query.order_by(open_items.c.queue)).all()
         summary = []
-        for queue, count, oldest in rows:
-            sla = QUEUE_SLA_HOURS.get(queue, DEFAULT_SLA_HOURS)
-            late = session.scalar(
-                select(func.count())
-                .select_from(open_items)
-                .where(open_items.c.queue == queue, open_items.c.created_at < now - dt.timedelta(hours=sla))
-            )
+        for queue, count, oldest, past_sla in rows:
             ages = {}
             for name, share in (("p50_age_seconds", 0.5), ("p90_age_seconds", 0.9)):
                 rank = max(0, math.ceil(share * count) - 1)  # youngest first: the age at that rank
@@ -117,8 +113,8 @@ def queue_summary(db: Database, scope: LocationScope) -> list[dict[str, Any]]:
                     "open": int(count),
                     "oldest_age_seconds": int((now - oldest).total_seconds()),
                     **ages,
-                    "sla_hours": sla,
-                    "past_sla": int(late or 0),
+                    "sla_hours": QUEUE_SLA_HOURS.get(queue, DEFAULT_SLA_HOURS),
+                    "past_sla": int(past_sla or 0),
                 }
             )
         return summary
@@ -160,7 +156,8 @@ def assign_exceptions(
                 )
         query = scope.restrict(
             select(ExceptionItem).where(
-                ExceptionItem.id.in_(exception_ids[:500]), ExceptionItem.status == "open"
+                ExceptionItem.id.in_([i for i in exception_ids[:500] if is_id(i)]),
+                ExceptionItem.status == "open",
             ),
             ExceptionItem.location_id,
         )
@@ -182,7 +179,7 @@ def assign_exceptions(
 def get_exception(db: Database, exception_id: str, scope: LocationScope) -> dict[str, Any]:
     """The item, with ``next_id``: the open item of its queue that has waited next longest."""
     with db.sessions() as session:
-        item = session.get(ExceptionItem, exception_id)
+        item = find(session, ExceptionItem, exception_id)
         if item is None:
             raise NotFound("no exception item with this id")
         scope.check(item.location_id, "exception item")
@@ -233,7 +230,7 @@ def resolve_intake_exception(
     A caller bound to some locations can only resolve their items, into cases at their locations.
     """
     with db.transaction() as session:
-        item = session.get(ExceptionItem, exception_id, with_for_update=True)
+        item = find(session, ExceptionItem, exception_id, for_update=True)
         if item is None:
             raise NotFound("no exception item with this id")
         scope.check(item.location_id, "exception item")

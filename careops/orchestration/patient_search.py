@@ -36,8 +36,7 @@ class PatientQuery:
 
 
 def _prefix(column: Any, text: str) -> Any:
-    escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return func.lower(column).like(f"{escaped}%", escape="\\")
+    return func.lower(column).startswith(text.strip().lower(), autoescape=True)
 
 
 def search_patients(db: Database, query: PatientQuery, reader: Principal) -> list[dict[str, Any]]:

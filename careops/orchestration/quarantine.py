@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import IntakeItem, new_id, utcnow
+from careops.domain.models import IntakeItem, find, new_id, utcnow
 from careops.domain.phi import phi_fields
 from careops.errors import CareopsError, Conflict, NotFound
 from careops.governance.masking import MaskingPolicy
@@ -116,7 +116,7 @@ def count_quarantined(db: Database, scope: LocationScope) -> int:
 def get_quarantined(db: Database, item_id: str, reader: Principal) -> dict[str, Any]:
     """A quarantined payload, its body masked by the reader's policy (a read in clear is audited)."""
     with db.sessions() as session:
-        item = session.get(IntakeItem, item_id)
+        item = find(session, IntakeItem, item_id)
         if item is None or item.status != "quarantined":
             raise NotFound("no quarantined payload with this id")
         reader.scope.check(item.location_id, "quarantined payload")
@@ -129,7 +129,7 @@ def get_quarantined(db: Database, item_id: str, reader: Principal) -> dict[str, 
 def quarantined_payload(db: Database, item_id: str, scope: LocationScope) -> tuple[str, bytes, str | None]:
     """The channel, payload and content type of a quarantined item, for a replay."""
     with db.sessions() as session:
-        item = session.get(IntakeItem, item_id)
+        item = find(session, IntakeItem, item_id)
         if item is None:
             raise NotFound("no quarantined payload with this id")
         scope.check(item.location_id, "quarantined payload")

@@ -39,29 +39,19 @@ def launch_dbos(settings: Settings, db: Database) -> None:
     DBOS.launch()
 
 
-async def seal_continuously(sealer: Sealer, interval: float, stop: asyncio.Event) -> None:
-    """Seal new events into the audit chain until ``stop``; a failed round is logged and retried."""
+async def repeat(
+    work: Callable[[], int], batch: int, interval: float, stop: asyncio.Event, failed: str
+) -> None:
+    """Run ``work`` (which does up to ``batch`` things and says how many) in a thread until
+    ``stop``: again at once after a full batch, else after ``interval``. A failed round is logged
+    as ``failed`` and tried again (each round is one transaction: it changed nothing)."""
     while not stop.is_set():
         try:
-            sealed = await asyncio.to_thread(sealer.seal_once)
+            done = await asyncio.to_thread(work)
         except Exception:
-            log.exception("audit.seal_failed")
-            sealed = 0
-        if sealed < SEAL_BATCH:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-
-
-async def roll_up_continuously(db: Database, interval: float, stop: asyncio.Event) -> None:
-    """Count newly sealed events into the KPI roll-ups until ``stop``; a failed round is logged
-    and tried again (it changed nothing: each round is one transaction)."""
-    while not stop.is_set():
-        try:
-            counted = await asyncio.to_thread(roll_up, db)
-        except Exception:
-            log.exception("kpi.roll_up_failed")
-            counted = 0
-        if counted < BATCH:
+            log.exception(failed)
+            done = 0
+        if done < batch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
@@ -89,10 +79,11 @@ async def run_worker(
     servers = [server for listen in listeners for server in await listen(db)]
     stop = asyncio.Event()
     sealer = Sealer(db, settings.secret_key, settings.audit_checkpoint_seconds)
+    interval = settings.audit_seal_interval_seconds  # the roll-up counts what the sealer sealed
     tasks = [
         asyncio.create_task(Dispatcher(db, settings).run(stop)),
-        asyncio.create_task(seal_continuously(sealer, settings.audit_seal_interval_seconds, stop)),
-        asyncio.create_task(roll_up_continuously(db, settings.audit_seal_interval_seconds, stop)),
+        asyncio.create_task(repeat(sealer.seal_once, SEAL_BATCH, interval, stop, "audit.seal_failed")),
+        asyncio.create_task(repeat(lambda: roll_up(db), BATCH, interval, stop, "kpi.roll_up_failed")),
     ]
     log.info("worker.started", executor=settings.executor_id, pid=os.getpid())
     try:

@@ -21,7 +21,7 @@ from careops.governance.roles import roles as shipped_and_custom_roles
 from careops.governance.signing import list_connectors
 from careops.governance.tokens import create_token, list_tokens, location_slugs, revoke_token, rotate_token
 from careops.governance.users import ConsoleUser, create_user, disable_user, list_users, set_roles
-from careops.web.pages import go, member, posted_form, refused_page, render
+from careops.web.pages import PathText, go, member, posted_form, refused_page, render
 
 router = APIRouter(prefix="/console/admin", tags=["console"], include_in_schema=False)
 Admin = Annotated[ConsoleUser, Depends(member(ADMIN))]
@@ -79,14 +79,14 @@ async def new_token(request: Request, user: Admin) -> Response:
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def revoke(request: Request, token_id: str, user: Admin) -> Response:
+async def revoke(request: Request, token_id: PathText, user: Admin) -> Response:
     await posted_form(request, user)
     await in_thread(lambda: revoke_token(request.app.state.db, token_id, actor=user.principal.id))
     return go("/console/admin/tokens")
 
 
 @router.post("/tokens/{token_id}/rotate")
-async def rotate(request: Request, token_id: str, user: Admin) -> Response:
+async def rotate(request: Request, token_id: PathText, user: Admin) -> Response:
     """A new secret, shown once; the old one keeps working for a day while it is rolled out."""
     await posted_form(request, user)
     try:
@@ -147,7 +147,7 @@ def first_password() -> str:
 
 
 @router.post("/users/{username}/roles")
-async def user_roles(request: Request, username: str, user: Admin) -> Response:
+async def user_roles(request: Request, username: PathText, user: Admin) -> Response:
     """Replace the user's roles (their open sessions end); nobody changes their own."""
     form = await posted_form(request, user)
     roles = [name.removeprefix("role-") for name in form if name.startswith("role-")]
@@ -162,7 +162,7 @@ async def user_roles(request: Request, username: str, user: Admin) -> Response:
 
 
 @router.post("/users/{username}/disable")
-async def disable(request: Request, username: str, user: Admin) -> Response:
+async def disable(request: Request, username: PathText, user: Admin) -> Response:
     await posted_form(request, user)
     if username == user.principal.name:
         return await _users_page(request, user, 409, problem="you cannot disable yourself")

@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse
 
 from careops.db import in_thread
 from careops.domain.cases import CaseAction
+from careops.domain.models import is_id
 from careops.errors import CareopsError, Forbidden, Unauthorised, ValidationFailed
 from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.governance.oidc import OidcClient, seal, unseal
@@ -195,7 +196,7 @@ async def logout(request: Request, user: Annotated[ConsoleUser, Depends(member()
 
 @router.get("/cases")
 async def cases(request: Request, user: Reader, cursor: str | None = None) -> Response:
-    if cursor is not None and not (len(cursor) == 32 and cursor.isalnum()):
+    if cursor is not None and not is_id(cursor):
         cursor = None
     page = await in_thread(list_cases, request.app.state.db, CaseFilter(), cursor, PAGE_SIZE, user.principal)
     masked_any = any("masked" in c or "masked" in c["patient"] for c in page["items"])

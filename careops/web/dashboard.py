@@ -13,7 +13,7 @@ from careops.db import in_thread
 from careops.errors import CareopsError
 from careops.governance.users import ConsoleUser
 from careops.orchestration.dashboard import PERIODS, dashboard, export_rows, process_flow
-from careops.web.pages import member, refused_page, render
+from careops.web.pages import QueryText, member, refused_page, render
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 Manager = Annotated[ConsoleUser, Depends(member("metrics:read"))]
@@ -24,10 +24,10 @@ def _period(days: int) -> int:
 
 
 @router.get("/dashboard")
-async def kpi_dashboard(request: Request, user: Manager, days: int = 7, location: str = "") -> Response:
+async def kpi_dashboard(request: Request, user: Manager, days: int = 7, location: QueryText = "") -> Response:
     days = _period(days)
     try:
-        data = await in_thread(dashboard, request.app.state.db, user.principal, days, location[:64] or None)
+        data = await in_thread(dashboard, request.app.state.db, user.principal, days, location or None)
     except CareopsError as exc:
         return refused_page(user, exc)
     return render(
@@ -36,11 +36,11 @@ async def kpi_dashboard(request: Request, user: Manager, days: int = 7, location
 
 
 @router.get("/dashboard.csv")
-async def kpi_export(request: Request, user: Manager, days: int = 7, location: str = "") -> Response:
+async def kpi_export(request: Request, user: Manager, days: int = 7, location: QueryText = "") -> Response:
     """The dashboard's numbers as CSV (no patient data in them); the export is audited."""
     days = _period(days)
     try:
-        rows = await in_thread(export_rows, request.app.state.db, user.principal, days, location[:64] or None)
+        rows = await in_thread(export_rows, request.app.state.db, user.principal, days, location or None)
     except CareopsError as exc:
         return refused_page(user, exc)
     out = io.StringIO()
@@ -52,13 +52,11 @@ async def kpi_export(request: Request, user: Manager, days: int = 7, location: s
 
 
 @router.get("/flow")
-async def flow(request: Request, user: Manager, days: int = 30, location: str = "") -> Response:
+async def flow(request: Request, user: Manager, days: int = 30, location: QueryText = "") -> Response:
     """The directly-follows graph of a location's cases: where work goes next, and how long it waits."""
     days = _period(days)
     try:
-        graph = await in_thread(
-            process_flow, request.app.state.db, user.principal, days, location[:64] or None
-        )
+        graph = await in_thread(process_flow, request.app.state.db, user.principal, days, location or None)
     except CareopsError as exc:
         return refused_page(user, exc)
     return render(

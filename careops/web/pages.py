@@ -1,6 +1,8 @@
 """What every console page is made with: the signed-in user (``member``), the CSRF-checked form
-(``posted_form``), the navigation the user's roles allow (``NAV``) and the rendered template
-(``render``).
+(``posted_form``, which also refuses a NUL), text taken from the URL (``QueryText``,
+``PathText``: no control characters), the navigation the user's roles allow (``NAV``) and the
+rendered template (``render``; ``templates`` is the one Jinja environment, the partner form's
+too).
 
 A page is one route, one template and one line in the authorisation matrix
 (tests/governance/test_authorisation_matrix.py)::
@@ -23,19 +25,21 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+import fastapi
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from careops.db import in_thread
-from careops.errors import CareopsError, Forbidden, Unauthorised
+from careops.domain.models import PLAIN_TEXT
+from careops.errors import CareopsError, Forbidden, Unauthorised, ValidationFailed
 from careops.governance.users import ConsoleUser, session_user
 
 TEMPLATES = Path(__file__).parent / "templates"
 SESSION_COOKIE = "careops_session"
-_templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+templates = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,11 @@ class Refusal(Exception):
         self.response = response
 
 
+# Text a page takes from its URL (a filter, a slug, a name): bounded, with no control characters.
+QueryText = Annotated[str, Query(max_length=100, pattern=PLAIN_TEXT)]
+PathText = Annotated[str, fastapi.Path(max_length=100, pattern=PLAIN_TEXT)]
+
+
 def install(app: FastAPI) -> None:
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
@@ -79,7 +88,7 @@ def install(app: FastAPI) -> None:
 def render(template: str, user: ConsoleUser | None, status: int = 200, **context: Any) -> Response:
     """The template under templates/console, with the user and the navigation their roles allow."""
     nav = [item for item in NAV if user and (item.permission is None or user.principal.can(item.permission))]
-    html = _templates.get_template(f"console/{template}").render(user=user, nav=nav, **context)
+    html = templates.get_template(f"console/{template}").render(user=user, nav=nav, **context)
     return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
 
@@ -114,7 +123,6 @@ def member(permission: str | None = None) -> Callable[[Request], Awaitable[Conso
             raise Refusal(refused_page(user, Forbidden(f"your roles do not include {permission}")))
         return user
 
-    check.required_permission = permission  # type: ignore[attr-defined]
     return check
 
 
@@ -125,7 +133,10 @@ async def posted_form(request: Request, user: ConsoleUser, max_fields: int = 40)
     if not hmac.compare_digest(sent, user.csrf_token):
         detail = "the form was not sent from this console page; reload it and try again"
         raise Refusal(refused_page(user, Forbidden(detail)))
-    return {key: str(value) for key, value in form.items() if key != "csrf_token"}
+    fields = {key: str(value) for key, value in form.items() if key != "csrf_token"}
+    if any("\x00" in text for field in fields.items() for text in field):
+        raise Refusal(refused_page(user, ValidationFailed("the form holds a NUL character: retype it")))
+    return fields
 
 
 def go(url: str) -> Response:

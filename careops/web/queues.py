@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from careops.db import in_thread
-from careops.errors import CareopsError, ValidationFailed
+from careops.errors import CareopsError
 from careops.governance.users import ConsoleUser, list_users
 from careops.integrations.inbound.replay import discard, replay
 from careops.orchestration.exception_queue import (
@@ -25,7 +25,7 @@ from careops.orchestration.exception_queue import (
     resolve_intake_exception,
 )
 from careops.orchestration.quarantine import count_quarantined, get_quarantined, list_quarantined
-from careops.web.pages import go, member, posted_form, refused_page, render
+from careops.web.pages import QueryText, go, member, posted_form, refused_page, render
 
 router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 Anyone = Annotated[ConsoleUser, Depends(member())]
@@ -51,11 +51,11 @@ async def my_work(request: Request, user: Anyone) -> Response:
 async def exceptions(
     request: Request,
     user: ExceptionReader,
-    queue: str = "intake",
-    reason: str = "",
-    age: str = "",
-    status: str = "open",
-    assigned: str = "",
+    queue: QueryText = "intake",
+    reason: QueryText = "",
+    age: QueryText = "",
+    status: QueryText = "open",
+    assigned: QueryText = "",
 ) -> Response:
     """The queue, refreshed in place every few seconds while it is open (htmx), so that new items
     appear without a reload; checked items can be claimed or assigned together."""
@@ -65,11 +65,11 @@ async def exceptions(
     items = await in_thread(
         lambda: list_exceptions(
             db,
-            queue[:64] or None,
+            queue or None,
             status,
             MAX_PAGE,
             user.principal.scope,
-            reason=reason[:100] or None,
+            reason=reason or None,
             older_than_seconds=AGES.get(age),
             assignee=assignee,
         )
@@ -221,10 +221,7 @@ async def replay_item(request: Request, item_id: str, user: QuarantineReplayer) 
 async def discard_item(request: Request, item_id: str, user: QuarantineReplayer) -> Response:
     form = await posted_form(request, user)
     db = request.app.state.db
-    reason = form.get("reason", "").strip()[:500]
-    if not reason:
-        refusal = ValidationFailed("say why the payload is given up: it is kept with the reason")
-        return await _quarantined_page(request, user, item_id, 422, problem=refusal.detail)
+    reason = form.get("reason", "")
     try:
         await in_thread(
             lambda: discard(db, item_id, reason, actor=user.principal.id, scope=user.principal.scope)

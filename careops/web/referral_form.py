@@ -6,11 +6,9 @@ the web form channel, render what it says (inline messages, or the reference num
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -19,10 +17,9 @@ from careops.errors import Forbidden
 from careops.integrations.inbound.document_text import extract_text
 from careops.integrations.inbound.webform import FIELDS, FormRejected, WebForm, check_upload
 from careops.orchestration.intake import Attachment
+from careops.web.pages import TEMPLATES, templates
 
 router = APIRouter(prefix="/refer", tags=["partner form"], include_in_schema=False)
-TEMPLATES = Path(__file__).parent / "templates"
-_pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 COOKIE = "careops_form"
 LABELS = {
     "patient.given_name": "Given name",
@@ -47,7 +44,7 @@ def _page(status: int, **context: Any) -> Response:
     context.setdefault("title", "Refer a patient")
     context.setdefault("errors", {})
     context.setdefault("values", {})
-    html = _pages.get_template("refer.html").render(labels=LABELS, **context)
+    html = templates.get_template("refer.html").render(labels=LABELS, **context)
     return Response(html, status_code=status, media_type="text/html; charset=utf-8")
 
 

@@ -210,3 +210,22 @@ def test_every_api_route_needs_a_token(client: TestClient) -> None:
     assert client.get("/api/v1/cases", headers={"Authorization": "Bearer cop_nope"}).status_code == 401
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_a_nul_in_any_field_is_422_and_the_body_kept_not_a_500(client: TestClient, db: Database) -> None:
+    body = referral()
+    body["patient"] = {**body["patient"], "given_name": "Al\u0000ex"}  # type: ignore[dict-item]
+    response = client.post("/api/v1/referrals", json=body)
+    assert response.status_code == 422  # PostgreSQL cannot store a NUL: it was a 500 there
+    assert response.json()["errors"][0]["field"] == "patient.given_name"
+    with db.sessions() as session:
+        kept = session.get(IntakeItem, response.json()["quarantine_id"])
+        assert kept is not None and kept.status == "quarantined"
+
+
+def test_a_name_longer_than_the_patient_record_holds_is_422_not_a_500(client: TestClient) -> None:
+    body = referral()
+    body["patient"] = {**body["patient"], "family_name": "é" * 101}  # type: ignore[dict-item]
+    response = client.post("/api/v1/referrals", json=body)  # PostgreSQL refused it: a 500 there
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "patient.family_name"

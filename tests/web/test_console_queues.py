@@ -252,3 +252,23 @@ def test_queue_ages_are_measured_at_their_median_and_90th_percentile(api: TestCl
     assert 4.5 * hour <= intake["p50_age_seconds"] < 4.5 * hour + 60  # the 5th youngest of 10
     assert 8.5 * hour <= intake["p90_age_seconds"] < 8.5 * hour + 60  # the 9th
     assert 9.5 * hour <= intake["oldest_age_seconds"] < 9.5 * hour + 60
+
+
+def test_a_url_or_form_holding_a_nul_is_refused_not_a_500(api: TestClient, console: TestClient) -> None:
+    console = _as(console, "cora")
+    for url in (
+        "/console/cases/%00",
+        "/console/exceptions/%00",
+        "/console/quarantine/%00",
+        "/console/cases/nope",
+    ):
+        assert console.get(url).status_code == 404, url  # names no record
+    for url in (
+        "/console/exceptions?queue=%00",
+        "/console/exceptions?reason=a%00b",
+        "/console/dashboard?location=%00",
+    ):
+        assert console.get(url).status_code in (403, 422), url
+    token = _csrf(console.get("/console/patients").text)
+    searched = console.post("/console/patients", data={"csrf_token": token, "family_name": "Ex\x00"})
+    assert searched.status_code == 422 and "NUL" in searched.text

@@ -87,6 +87,16 @@ def test_missing_and_wrong_fields_are_shown_inline_and_nothing_is_written(
         assert session.scalar(select(func.count()).select_from(IntakeItem)) == 0
 
 
+def test_a_field_holding_a_nul_is_asked_again_not_a_500(client: TestClient, db: Database) -> None:
+    client = anonymous(client)
+    csrf = token(client.get("/refer/north").text)
+    sent = client.post("/refer/north", data={**GOOD, "patient.family_name": "Do\x00e", "csrf_token": csrf})
+    assert sent.status_code == 422 and 'id="patient-family_name-error"' in sent.text
+    assert "please retype it" in sent.text
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(IntakeItem)) == 0
+
+
 def test_a_post_without_the_page_token_is_refused(client: TestClient, db: Database) -> None:
     client = anonymous(client)
     client.get("/refer/north")

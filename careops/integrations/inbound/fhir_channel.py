@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,7 +19,7 @@ from pydantic_core import to_json
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
+from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase, find
 from careops.errors import Forbidden
 from careops.governance.phi_access import record_phi_read
 from careops.governance.principal import Principal
@@ -34,7 +33,6 @@ from careops.orchestration.quarantine import quarantine
 from careops.settings import Settings
 
 PRINCIPAL = "fhir"
-_ITEM_ID = re.compile(r"[0-9a-f]{32}")  # a ServiceRequest's id here is its intake item's
 _TASK_STATUS = {
     "received": "accepted",
     "validated": "accepted",
@@ -283,10 +281,8 @@ class FhirChannel:
         return {"resourceType": "Bundle", "type": "searchset", "total": 1, "entry": [{"resource": resource}]}
 
     def _item(self, service_request_id: str, scope: LocationScope) -> IntakeItem:
-        if not _ITEM_ID.fullmatch(service_request_id):  # names nothing here (and may not be storable)
-            raise fhir_r4.FhirError(404, "not-found", "no ServiceRequest with this id")
         with self.db.sessions() as session:
-            item = session.get(IntakeItem, service_request_id)
+            item = find(session, IntakeItem, service_request_id)
         hidden = item is not None and item.location_id is not None and not scope.allows(item.location_id)
         if item is None or item.channel != "fhir" or hidden:
             raise fhir_r4.FhirError(404, "not-found", "no ServiceRequest with this id")

@@ -45,6 +45,8 @@ FRAME_SECONDS = 30.0
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _READ_SIZE = 64 * 1024
+# What may stand between frames (not bytes.strip()'s default: that takes the start block, VT, too).
+_BETWEEN_FRAMES = b"\r\n\t "
 log = get_logger("careops.mllp")
 
 
@@ -79,12 +81,12 @@ def read_frames(recv: Callable[[int, bool], bytes], max_bytes: int) -> Iterator[
         if head is not None:
             del buffer[:-1]  # the last byte may be the first half of the end block
         try:
-            chunk = recv(_READ_SIZE, head is not None or bool(buffer.strip()))
+            chunk = recv(_READ_SIZE, head is not None or bool(buffer.strip(_BETWEEN_FRAMES)))
         except TimeoutError:
             chunk = b""
         if not chunk:
             rest = head if head is not None else bytes(buffer)
-            if rest.strip():
+            if rest.strip(_BETWEEN_FRAMES):
                 yield Frame(rest, oversized=head is not None, complete=False)
             return
         buffer += chunk
@@ -92,7 +94,7 @@ def read_frames(recv: Callable[[int, bool], bytes], max_bytes: int) -> Iterator[
 
 def answer(channel: Hl7Channel, received: Frame, max_bytes: int) -> Hl7Result | None:
     """The ACK for one frame (None for a frame cut off by the peer: kept, but nobody to answer)."""
-    data = received.data.lstrip(b"\r\n\t ")
+    data = received.data.lstrip(_BETWEEN_FRAMES)
     if not received.complete:
         detail = "the connection closed or stalled inside a frame"
         channel.refuse(data, "mllp", "mllp:incomplete_frame", detail)

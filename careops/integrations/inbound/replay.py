@@ -58,6 +58,10 @@ def replay(inbound: Inbound, item_id: str, *, actor: str, scope: LocationScope) 
 
 def discard(db: Database, item_id: str, reason: str, *, actor: str, scope: LocationScope) -> dict[str, Any]:
     """Give up on a quarantined payload, saying why (kept, and audited, but no longer listed)."""
+    reason = " ".join(reason.split())
+    if not reason:
+        message = "say why the payload is given up: it is kept with the reason"
+        raise ValidationFailed(message, errors=[{"field": "reason", "message": message}])
     quarantined_payload(db, item_id, scope)
     settle(db, item_id, status="discarded", actor=actor, payload={"reason": reason[:500]})
     return {"quarantine_id": item_id, "status": "discarded"}

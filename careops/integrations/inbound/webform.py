@@ -14,8 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from careops.db import Database
-from careops.domain.referrals import PRIORITIES, PatientIn, ReferralIn, ReferrerIn
+from careops.domain.referrals import PRIORITIES, ReferralIn
 from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.integrations.inbound.channel_metrics import measured
 from careops.orchestration.intake import (
@@ -118,7 +120,12 @@ class WebForm:
             if not self.limiter.allow(client):
                 detail = "too many referrals from this address in a minute; please wait and try again"
                 raise FormRejected(429, detail)
-            referral_in = _referral(location, values)
+            try:
+                referral_in = _referral(location, values)
+            except ValidationError as exc:  # e.g. a NUL pasted into a field: nothing is written
+                return FormOutcome(
+                    errors={".".join(map(str, e["loc"])): _unreadable(e) for e in exc.errors()}
+                )
             evaluation = evaluate(self.catalogue.get(self.db), referral_in, self.settings)
             errors = {
                 _REASON_FIELD.get(reason, reason.partition(":")[2]): _message(reason)
@@ -148,22 +155,25 @@ def _referral(location: str, values: dict[str, str]) -> ReferralIn:
         return value[:limit] or None
 
     priority = get("priority")
-    return ReferralIn(
-        location=location,
-        service_code=get("service_code", 64),
-        priority=priority if priority in PRIORITIES else None,
-        patient=PatientIn(
-            mrn=get("patient.mrn", 64),
-            given_name=get("patient.given_name"),
-            family_name=get("patient.family_name"),
-            birth_date=get("patient.birth_date", 64),
-            phone=get("patient.phone", 64),
-            email=get("patient.email"),
-        ),
-        referrer=ReferrerIn(code=get("referrer.code", 64), name=get("referrer.name")),
-        payer_code=get("payer_code", 64),
-        member_id=get("member_id", 64),
-        clinical_notes=(values.get("clinical_notes") or "")[:20_000] or None,
+    # Validated as one document, so that an error names the form's field (``patient.family_name``).
+    return ReferralIn.model_validate(
+        {
+            "location": location,
+            "service_code": get("service_code", 64),
+            "priority": priority if priority in PRIORITIES else None,
+            "patient": {
+                "mrn": get("patient.mrn", 64),
+                "given_name": get("patient.given_name"),
+                "family_name": get("patient.family_name"),
+                "birth_date": get("patient.birth_date", 64),
+                "phone": get("patient.phone", 64),
+                "email": get("patient.email"),
+            },
+            "referrer": {"code": get("referrer.code", 64), "name": get("referrer.name")},
+            "payer_code": get("payer_code", 64),
+            "member_id": get("member_id", 64),
+            "clinical_notes": (values.get("clinical_notes") or "")[:20_000] or None,
+        }
     )
 
 
@@ -173,6 +183,12 @@ def _raw(values: dict[str, str], upload: Attachment | None) -> bytes:
     if upload is not None:
         kept["upload"] = f"{upload.filename} ({upload.content_type}, {len(upload.content)} bytes)"
     return json.dumps(kept, ensure_ascii=False, sort_keys=True).encode()
+
+
+def _unreadable(error: Any) -> str:
+    if error["type"] == "string_too_long":
+        return f"At most {error['ctx']['max_length']} characters, please."
+    return "This cannot be read; please retype it."
 
 
 def _message(reason: str) -> str:
