@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         None,
         description="Location for HL7/FHIR/email intake from an unmapped facility (else: exception queue).",
     )
+    otlp_traces_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); unset: no tracing.",
+    )
     mllp_host: str = Field("127.0.0.1", description="Interface the MLLP listener binds to.")
     mllp_port: int | None = Field(
         None, description="Start the HL7 MLLP listener on this port (worker process)."

@@ -26,6 +26,7 @@ from careops.api import (
     referrals,
 )
 from careops.api.deps import ApiLimits
+from careops.api.request_tracing import RequestTracing
 from careops.api.security_headers import SecurityHeaders
 from careops.db import DATABASE_THREADS, Database
 from careops.errors import ConfigurationError
@@ -34,6 +35,7 @@ from careops.governance.tokens import TokenVerifier
 from careops.integrations.inbound.channels import Inbound
 from careops.integrations.inbound.fhir_r4 import prepare_validation
 from careops.observability.logs import configure_logging
+from careops.observability.tracing import configure_tracing
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
 from careops.web import admin, console, dashboard, pages, queues, referral_form
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     problems.install(app)
     pages.install(app)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestTracing)
     routers = [module.router for module in API_MODULES]
     for router in [*routers, *(module.router for module in PAGE_MODULES)]:
         app.include_router(router)
@@ -115,4 +118,6 @@ def create_served_app() -> FastAPI:
     read now (serve passes its options through the environment; with one worker this runs in the
     same process, after the cached settings were read)."""
     configure_logging()
-    return create_app(Settings())
+    settings = Settings()
+    configure_tracing(settings.otlp_traces_endpoint)
+    return create_app(settings)

@@ -1,13 +1,14 @@
 """/metrics: Prometheus exposition of the process's (or, under several workers, all workers')
-metrics, and the exception queues as they stand.
+metrics, and the queues as they stand.
 
 Technical failures and process failures are apart: the channel series (``careops_channel_*``:
 received, accepted, rejected, quarantined, latency) count what arrived and what could not be
-taken; the queue gauges (``careops_queue_*``: open items, the oldest one's age, items past their
-service level, per queue) are the work waiting for a human, read from the database at each scrape
-(``queue_summary``: one grouped query, and two indexed look-ups a queue for its median and 90th
-percentile ages). Labels carry channel and queue names only, never PHI or free text. Needs a
-token with ``metrics:read``.
+taken, and the outbox gauges (``careops_outbox_*``: backlog, retrying, dead letters, the oldest
+waiting row's age, per destination) the follow-ups the worker could not start; the queue gauges
+(``careops_queue_*``: open items, the oldest one's age, items past their service level, per
+queue) are the work waiting for a human. Gauges are read from the database at each scrape
+(``queue_summary``, ``outbox_summary``: grouped queries on indexes). Labels carry channel, queue
+and destination names only, never PHI or free text. Needs a token with ``metrics:read``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from careops.api.deps import DbDep, require
 from careops.db import Database, in_thread
 from careops.governance.principal import Principal
 from careops.governance.scoping import EVERYWHERE
+from careops.orchestration.dispatcher import outbox_summary
 from careops.orchestration.exception_queue import queue_summary
 
 router = APIRouter(tags=["metrics"])
@@ -54,6 +56,39 @@ class QueueCollector(Collector):
         yield from families.values()
 
 
+class OutboxCollector(Collector):
+    """Follow-ups waiting, retrying and dead per destination (technical failures), as gauges."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            "backlog": GaugeMetricFamily(
+                "careops_outbox_backlog", "Follow-ups not yet started", labels=["destination"]
+            ),
+            "retrying": GaugeMetricFamily(
+                "careops_outbox_retrying",
+                "Follow-ups waiting again after a failed start",
+                labels=["destination"],
+            ),
+            "dead": GaugeMetricFamily(
+                "careops_outbox_dead_letters",
+                "Follow-ups given up after repeated failures",
+                labels=["destination"],
+            ),
+            "oldest_age_seconds": GaugeMetricFamily(
+                "careops_outbox_oldest_age_seconds",
+                "Age of the oldest waiting follow-up",
+                labels=["destination"],
+            ),
+        }
+        for state in outbox_summary(self.db):
+            for key, family in families.items():
+                family.add_metric([state.destination], getattr(state, key))
+        yield from families.values()
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics (per channel: received, accepted, rejected, ...; per queue: open, past SLA)",
@@ -69,6 +104,7 @@ async def metrics(db: DbDep, _: Annotated[Principal, Depends(require("metrics:re
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     queues = CollectorRegistry(auto_describe=False)
     queues.register(QueueCollector(db))
+    queues.register(OutboxCollector(db))
 
     def exposition() -> bytes:
         return generate_latest(registry) + generate_latest(queues)

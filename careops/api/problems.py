@@ -10,9 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from careops.api.deps import header_problem
 from careops.errors import CareopsError, ValidationFailed
 from careops.observability.logs import get_logger
+from careops.observability.tracing import current_correlation_id
 
 PROBLEM_TYPE_BASE = "https://careops.dev/problems/"
 # Codes of answers the framework gives (no route, no such method), besides CareopsError's own.
@@ -23,8 +23,7 @@ log = get_logger("careops.api")
 
 
 def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
-    sent = request.headers.get("x-correlation-id")
-    correlation_id = sent if sent is not None and header_problem(sent, 64) is None else uuid.uuid4().hex
+    correlation_id = current_correlation_id() or uuid.uuid4().hex
     body = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy import BindParameter, Table, TextClause, bindparam, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -75,6 +76,7 @@ class FollowUp(StrEnum):
 _events = Base.metadata.tables[BusinessEvent.__tablename__]
 _outbox = Base.metadata.tables[OutboxMessage.__tablename__]
 _OUTBOX_INSERT = insert(_outbox)
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
 # The columns an event is written with, in order (also what the audit chain exports).
@@ -110,13 +112,23 @@ def _with_outbox(rows: int, follow_ups: int) -> Tail:
     sql, parameters = _event_values(rows)
     wanted = ", ".join(f"(:f_type_{j}, :f_subject_{j}, :f_destination_{j})" for j in range(follow_ups))
     final = (
-        f"INSERT INTO {_outbox.name} (event_id, destination, status, attempts, created_at) "  # noqa: S608 - constants; values are bound
-        "SELECT e.id, f.destination, 'pending', 0, :outbox_created_at FROM e "
+        f"INSERT INTO {_outbox.name} (event_id, destination, status, attempts, created_at, trace_parent) "  # noqa: S608 - constants; values are bound
+        "SELECT e.id, f.destination, 'pending', 0, :outbox_created_at, :outbox_trace_parent FROM e "
         f"JOIN (VALUES {wanted}) AS f (type, subject_id, destination) "
         "ON f.type = e.type AND f.subject_id = e.subject_id"
     )
     created_at = bindparam("outbox_created_at", type_=_outbox.c.created_at.type)
-    return Tail((f"e AS ({sql} RETURNING id, type, subject_id)",), final, (*parameters, created_at))
+    trace_parent = bindparam("outbox_trace_parent", type_=_outbox.c.trace_parent.type)
+    return Tail(
+        (f"e AS ({sql} RETURNING id, type, subject_id)",), final, (*parameters, created_at, trace_parent)
+    )
+
+
+def _trace_parent() -> str | None:
+    """The W3C traceparent of the current span, if one is recorded (see observability/tracing.py)."""
+    carrier: dict[str, str] = {}
+    _TRACE_CONTEXT.inject(carrier)
+    return carrier.get("traceparent")
 
 
 @dataclass(frozen=True)
@@ -205,6 +217,7 @@ def record_events(
     if len(waiting) != sum(1 for e in events if e.follow_ups):
         raise ValueError("events with follow-ups must differ in type or subject within one call")
     params = row_parameters(rows)
+    trace_parent = _trace_parent()
     if connection.dialect.name == "postgresql":
         wanted = [(key, str(f)) for key, follow_ups in waiting.items() for f in follow_ups]
         for j, ((event_type, subject_id), destination) in enumerate(wanted):
@@ -213,13 +226,21 @@ def record_events(
                 f"f_subject_{j}": subject_id,
                 f"f_destination_{j}": destination,
             }
-        then = (_with_outbox(len(rows), len(wanted)), {**params, "outbox_created_at": now})
+        outbox_params = {"outbox_created_at": now, "outbox_trace_parent": trace_parent}
+        then = (_with_outbox(len(rows), len(wanted)), {**params, **outbox_params})
         insert_together(connection, together, then)
         return
     insert_together(connection, together)
     returned = run(connection, _insert_returning(len(rows)), params).fetchall()
     outbox = [
-        {"event_id": event_id, "destination": str(f), "status": "pending", "attempts": 0, "created_at": now}
+        {
+            "event_id": event_id,
+            "destination": str(f),
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "trace_parent": trace_parent,
+        }
         for event_id, event_type, subject_id in returned
         for f in waiting.get((event_type, subject_id), ())
     ]

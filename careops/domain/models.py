@@ -376,6 +376,8 @@ class OutboxMessage(Base):
     # The durable workflow this row was handed to, fixed at its first claim so that a re-claim
     # after a crash starts the same workflow (a no-op) rather than another.
     workflow_id: Mapped[str | None] = mapped_column(String(64))
+    # The W3C traceparent of the work that wrote the row (when traced): its dispatch joins that trace.
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
 
 
 class ApiToken(Base):

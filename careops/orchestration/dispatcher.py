@@ -16,12 +16,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from dbos import DBOS, SetWorkflowID
-from sqlalchemy import case, or_, select, update
+from dbos import DBOS, PropagateOtelContext, SetWorkflowID
+from opentelemetry.trace import StatusCode
+from sqlalchemy import case, func, or_, select, update
 
 from careops.db import Database
 from careops.domain.events import FollowUp
 from careops.domain.models import Base, BusinessEvent, OutboxMessage, utcnow
+from careops.observability import tracing
 from careops.orchestration.workflows import await_triage
 from careops.settings import Settings
 
@@ -35,6 +37,7 @@ class ClaimedFollowUp:
     outbox_id: int
     destination: str
     workflow_id: str
+    trace_parent: str | None = None
 
 
 def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
@@ -45,7 +48,13 @@ def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
     now = utcnow()
     with db.writer() as connection:
         rows = connection.execute(
-            select(_outbox.c.id, _outbox.c.destination, _outbox.c.event_id, _outbox.c.workflow_id)
+            select(
+                _outbox.c.id,
+                _outbox.c.destination,
+                _outbox.c.event_id,
+                _outbox.c.workflow_id,
+                _outbox.c.trace_parent,
+            )
             .where(
                 or_(
                     _outbox.c.status == "pending",
@@ -63,6 +72,7 @@ def claim(db: Database, worker: str, batch_size: int) -> list[ClaimedFollowUp]:
                 row.destination,
                 row.workflow_id
                 or new_workflows.setdefault(row.destination, f"{row.destination}:{row.event_id}"),
+                row.trace_parent,
             )
             for row in rows
         ]
@@ -130,6 +140,45 @@ def settle(db: Database, outcomes: dict[int, str | None]) -> None:
                 )
 
 
+@dataclass(frozen=True)
+class OutboxState:
+    """Follow-ups of one destination not yet done: technical trouble when they pile up or die."""
+
+    destination: str
+    backlog: int  # pending or claimed
+    retrying: int  # pending again after a failed start
+    dead: int  # given up after MAX_ATTEMPTS: dead letters, for an engineer to replay
+    oldest_age_seconds: float  # of the oldest waiting row
+
+
+def outbox_summary(db: Database) -> list[OutboxState]:
+    """One grouped query on the outbox's status index (done rows are not read)."""
+    waiting = ("pending", "claimed")
+    with db.sessions() as session:
+        rows = session.execute(
+            select(
+                _outbox.c.destination,
+                func.count().filter(_outbox.c.status.in_(waiting)),
+                func.count().filter((_outbox.c.status == "pending") & (_outbox.c.attempts > 0)),
+                func.count().filter(_outbox.c.status == "dead"),
+                func.min(_outbox.c.created_at).filter(_outbox.c.status.in_(waiting)),
+            )
+            .where(_outbox.c.status.in_([*waiting, "dead"]))
+            .group_by(_outbox.c.destination)
+        ).all()
+    now = utcnow()
+    return [
+        OutboxState(
+            destination,
+            backlog,
+            retrying,
+            dead,
+            (now - oldest).total_seconds() if oldest is not None else 0.0,
+        )
+        for destination, backlog, retrying, dead, oldest in rows
+    ]
+
+
 class Dispatcher:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
@@ -164,12 +213,29 @@ class Dispatcher:
         return len(claimed)
 
     async def _handle(self, key: tuple[str, str], batch: list[ClaimedFollowUp]) -> str | None:
+        """Start one batch's workflow, in a span on the trace of the batch's first event (linked to
+        the others'); the workflow's own spans (DBOS's) join that trace, also after a restart."""
         destination, workflow_id = key
+        with tracing.span(
+            "outbox.dispatch",
+            parent=tracing.parent_from(batch[0].trace_parent),
+            links=[f.trace_parent for f in batch[1:]],
+            destination=destination,
+            workflow_id=workflow_id,
+            follow_ups=len(batch),
+        ) as current:
+            error = await self._start(destination, workflow_id)
+            if error is not None:
+                current.set_status(StatusCode.ERROR, error)
+            return error
+
+    async def _start(self, destination: str, workflow_id: str) -> str | None:
         handler = self.handlers.get(destination)
         if handler is None:
             return f"unknown destination {destination}"
         try:
-            await handler(workflow_id)
+            with PropagateOtelContext():
+                await handler(workflow_id)
         except Exception as exc:
             return type(exc).__name__
         return None

@@ -38,6 +38,8 @@ from careops.domain.reference import Catalogue, LocationRef, ReferencedRecords
 from careops.domain.referrals import NormalisedReferral, ReferralIn, missing_fields, normalise
 from careops.errors import DuplicateRequest, Forbidden, WriteConflict
 from careops.governance.scoping import EVERYWHERE, LocationScope
+from careops.observability import tracing
+from careops.observability.tracing import current_correlation_id
 from careops.orchestration.quarantine import stored_payload
 from careops.settings import Settings
 
@@ -123,7 +125,7 @@ class IntakeRequest:
     @property
     def context(self) -> dict[str, Any]:
         """Who and which conversation the request's events are recorded under."""
-        return {"actor": self.principal_id, "correlation_id": self.correlation_id}
+        return {"actor": self.principal_id, "correlation_id": self.correlation_id or current_correlation_id()}
 
 
 class CatalogueCache:
@@ -188,16 +190,22 @@ def answer_once(db: Database, request: IntakeRequest, write: Callable[[], Intake
     requests registering the same new patient at once) is a race that a fresh transaction sees
     settled: ``write()`` runs again, and after ``WRITE_ATTEMPTS`` the caller gets a 409 to retry.
     """
-    for _ in range(WRITE_ATTEMPTS):
-        try:
-            return write()
-        except IntegrityError:
-            if request.idempotency_key is not None:
-                with db.engine.connect() as connection:
-                    earlier = _earlier_answer(connection, request)
-                if earlier is not None:
-                    return earlier
-    raise WriteConflict("the referral clashed with concurrent writes; send it again")
+    with tracing.span("intake.transaction", channel=request.channel) as current:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            current.set_attribute("attempts", attempt)
+            try:
+                answer = write()
+            except IntegrityError:
+                if request.idempotency_key is not None:
+                    with db.engine.connect() as connection:
+                        answer_before = _earlier_answer(connection, request)
+                    if answer_before is not None:
+                        current.set_attribute("outcome", "answered_before")
+                        return answer_before
+            else:
+                current.set_attributes({"outcome": str(answer.body["outcome"]), "status": answer.status_code})
+                return answer
+        raise WriteConflict("the referral clashed with concurrent writes; send it again")
 
 
 def _earlier_answer(connection: Connection, request: IntakeRequest) -> IntakeAnswer | None:

@@ -14,6 +14,7 @@ from dbos import DBOS
 from careops.db import Database
 from careops.governance.audit import SEAL_BATCH, Sealer
 from careops.governance.keys import load_field_keys
+from careops.observability import tracing
 from careops.observability.logs import get_logger
 from careops.observability.rollup import BATCH, roll_up
 from careops.orchestration import workflows
@@ -27,6 +28,7 @@ log = get_logger("careops.worker")
 def launch_dbos(settings: Settings, db: Database) -> None:
     """Configure and launch DBOS; pending workflows of this executor resume now."""
     workflows.context.db = db
+    tracing.configure_tracing(settings.otlp_traces_endpoint)
     DBOS(
         config={
             "name": "careops",
@@ -34,6 +36,8 @@ def launch_dbos(settings: Settings, db: Database) -> None:
             "executor_id": settings.executor_id,
             "application_version": APPLICATION_VERSION,
             "log_level": "ERROR",
+            # Workflow and step spans, on the trace the dispatcher hands over (when traced).
+            "enable_otlp": tracing.tracing_enabled(),
         }
     )
     DBOS.launch()
@@ -96,3 +100,4 @@ async def run_worker(
             server.close()
         DBOS.destroy(workflow_completion_timeout_sec=0)
         db.dispose()
+        tracing.flush_spans()

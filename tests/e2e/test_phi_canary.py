@@ -1,7 +1,8 @@
 """The PHI canary: unmistakable patient data goes in through every channel of a real `careops
 serve` (HTTP workers, embedded worker, MLLP, SMTP), valid and broken, beside the demo's traffic;
-then every log line, the metrics, every error body, every answer and export for a caller not
-entitled to PHI in clear, and the audit export are scanned for it. Zero hits allowed. A caller
+then every log line, the metrics, every span a real OTLP collector received, every error body,
+every answer and export for a caller not entitled to PHI in clear, and the audit export are
+scanned for it. Zero hits allowed. A caller
 entitled to PHI does see it (the control that proves the canary was stored and the scan finds it).
 """
 
@@ -24,6 +25,7 @@ import pytest
 from careops.demo.live import DEMO_MIX
 from careops.demo.traffic import TrafficStats, simulate
 from careops.integrations.inbound.mllp import frame
+from tests.e2e.otlp import Collector, otlp_receiver
 from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port, wait_for_health
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -99,15 +101,31 @@ def _hits(text: str | bytes) -> int:
     return text.upper().count(CANARY)
 
 
-def test_no_phi_in_logs_metrics_errors_masked_answers_or_exports(database_url: str, tmp_path: Path) -> None:
+def test_no_phi_in_logs_metrics_spans_errors_masked_answers_or_exports(
+    database_url: str, tmp_path: Path
+) -> None:
+    with otlp_receiver() as collector:
+        _canary_run(database_url, tmp_path, collector)
+
+
+def traced_demo(database_url: str, collector: Collector) -> dict[str, str]:
+    """The environment of a migrated demo database whose triage deadline passes within a second,
+    GHH's messages going to north, and spans going to ``collector`` five times a second."""
     env = {
         **os.environ,
         "CAREOPS_DATABASE_URL": database_url,
         "CAREOPS_TRIAGE_TIMEOUT_SECONDS": "1",
         "CAREOPS_FACILITY_LOCATIONS": '{"GHH": "north"}',
+        "CAREOPS_OTLP_TRACES_ENDPOINT": collector.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     cli(env, "migrate")
     cli(env, "seed", "--demo")
+    return env
+
+
+def _canary_run(database_url: str, tmp_path: Path, collector: Collector) -> None:
+    env = traced_demo(database_url, collector)
     masked = cli(env, "token", "create", "--name", "ops", "--all-scopes")  # admin, but no phi:read
     entitled = cli(env, "token", "create", "--name", "engine", "--scopes", "cases:read,phi:read")
     port, mllp, smtp = free_port(), free_port(), free_port()
@@ -148,6 +166,9 @@ def test_no_phi_in_logs_metrics_errors_masked_answers_or_exports(database_url: s
     assert _hits(export.read_text()) == 0 and export.stat().st_size > 0
     logs = log_path.read_text()
     assert [line for line in logs.splitlines() if _hits(line)] == []
+    spans = collector.spans
+    assert {"intake.transaction", "MLLP message", "open_triage_overdue"} <= {s.name for s in spans}
+    assert [span.raw for span in spans if _hits(span.raw)] == []
 
 
 def _traffic(base: str, token: str, mllp: int, smtp: int) -> tuple[list[str], list[str]]:

@@ -1,5 +1,6 @@
-"""/metrics keeps technical and process failures apart (channel series, queue gauges), without PHI;
-the shipped alert rules and Grafana dashboard name only metrics careops exposes."""
+"""/metrics keeps technical and process failures apart (channel series and outbox gauges against
+queue gauges), without PHI; the shipped alert rules and Grafana dashboard name only metrics
+careops exposes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 
 import yaml
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from careops.db import Database
+from careops.domain.models import OutboxMessage
 from tests.conftest import referral
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -29,6 +33,20 @@ def test_queues_are_gauges_beside_the_channel_counters_and_carry_no_phi(client: 
     assert re.search(r'careops_queue_past_sla_items\{queue="intake"\} 0\.0', text)
     assert "careops_channel_quarantined_total" in text
     assert "Example" not in text and "MRN-" not in text  # the referral's patient is nowhere
+
+
+def test_follow_ups_waiting_and_dead_are_technical_gauges_per_destination(
+    client: TestClient, db: Database
+) -> None:
+    assert client.post("/api/v1/referrals", json=referral()).status_code == 201  # a case: a follow-up
+    waiting = client.get("/metrics").text
+    assert re.search(r'careops_outbox_backlog\{destination="workflow.await_triage"\} 1\.0', waiting)
+    assert re.search(r'careops_outbox_dead_letters\{destination="workflow.await_triage"\} 0\.0', waiting)
+    with db.transaction() as session:
+        session.execute(update(OutboxMessage).values(status="dead", attempts=20, last_error="ConnectError"))
+    dead = client.get("/metrics").text
+    assert re.search(r'careops_outbox_backlog\{destination="workflow.await_triage"\} 0\.0', dead)
+    assert re.search(r'careops_outbox_dead_letters\{destination="workflow.await_triage"\} 1\.0', dead)
 
 
 def _metric_names(expression: str) -> set[str]:

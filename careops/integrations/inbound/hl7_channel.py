@@ -21,6 +21,7 @@ from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.integrations.inbound import hl7v2
 from careops.integrations.inbound.channel_metrics import measured
 from careops.integrations.inbound.facilities import location_for
+from careops.observability import tracing
 from careops.orchestration.intake import CatalogueCache, IntakeAnswer, IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
 from careops.orchestration.registrations import AppointmentNotice, record_appointment, record_patient
@@ -94,6 +95,7 @@ class Hl7Channel:
 
     def _apply(self, message: hl7v2.Hl7Message, actor: str, scope: LocationScope) -> IntakeAnswer:
         header = message.header
+        tracing.bind_correlation(header.control_id[:64])  # HL7 messages are correlated by MSH-10
         request = IntakeRequest(
             raw=message.text.encode(),
             content_type=CONTENT_TYPE,

@@ -28,9 +28,12 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from careops.accepting import accept_by_load
 from careops.errors import ConfigurationError
 from careops.integrations.inbound.hl7_channel import Hl7Channel, Hl7Result
+from careops.observability import tracing
 from careops.observability.logs import get_logger
 
 # Set by ``shared_listener`` in ``careops serve`` for its HTTP workers: where each gets the
@@ -150,7 +153,9 @@ class _Service:
                     return connection.recv(size)
 
                 for received in read_frames(receive, self.max_bytes):
-                    result = answer(self.channel, received, self.max_bytes)
+                    with tracing.span("MLLP message", kind=SpanKind.SERVER):
+                        tracing.bind_correlation(None)  # until the message's MSH-10 is read
+                        result = answer(self.channel, received, self.max_bytes)
                     if result is None:
                         break
                     connection.sendall(frame(result.ack.encode()))
