@@ -92,6 +92,17 @@ KPIS: tuple[Kpi, ...] = (
         lambda e, _: _one(_OUTCOMES[e.type]),
     ),
     Kpi(
+        "intake_channel_outcome",
+        "Intake outcomes, by channel",
+        "The outcomes of `intake_outcome`, each under the channel its item came on: "
+        "`hl7/case`, `email/exception`, … (`unknown/…` for events recorded before careops 0.1 named "
+        "the channel of `referral.incomplete`).",
+        tuple(_OUTCOMES),
+        "count",
+        "channel/outcome",
+        lambda e, _: _one(f"{e.payload.get('channel') or 'unknown'}/{_OUTCOMES[e.type]}"),
+    ),
+    Kpi(
         "quarantine_reason",
         "Quarantined, by reason",
         "Every `referral.quarantined`, by its first reason code (technical failures: unreadable or "

@@ -245,7 +245,7 @@ def _accept(
     context = request.context
     case_row = exception_row = None
     if evaluation.reasons:
-        answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, context)
+        answer, exception_row = intake_exception(item_id, location_id, evaluation.reasons, request)
     else:
         answer, case_row = case_or_link(connection, item_id, evaluation, settings, context, request.channel)
     item_row = intake_item_row(request, item_id, answer, evaluation.reasons, normalised, location_id)
@@ -332,7 +332,7 @@ def intake_item_row(
 
 
 def intake_exception(
-    item_id: str, location_id: str | None, reasons: list[str], context: dict[str, Any]
+    item_id: str, location_id: str | None, reasons: list[str], request: IntakeRequest
 ) -> tuple[IntakeAnswer, dict[str, Any]]:
     """The answer for an incomplete referral and the exception item row to insert after its item."""
     exception_id = new_id()
@@ -350,8 +350,8 @@ def intake_exception(
         subject_type="intake_item",
         subject_id=item_id,
         location_id=location_id,
-        payload={"exception_id": exception_id, "reason_codes": reasons},
-        **context,
+        payload={"exception_id": exception_id, "reason_codes": reasons, "channel": request.channel},
+        **request.context,
     )
     body = {
         "outcome": "exception",

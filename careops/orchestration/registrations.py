@@ -75,7 +75,7 @@ def record_patient(
             item_id = new_id()
             context = request.context
             if reasons or place is None:  # (no place is always a reason: the check is for mypy)
-                answer, exception_row = intake_exception(item_id, place_id, reasons, context)
+                answer, exception_row = intake_exception(item_id, place_id, reasons, request)
                 row = intake_item_row(request, item_id, answer, reasons, normalised, place_id)
                 insert_item(connection, row, exception_row)
             else:
@@ -120,13 +120,11 @@ def record_appointment(
         with db.transaction() as session:
             connection = session.connection()
             item_id = new_id()
-            context = request.context
             case = _appointment_case(session, patient_in, notice, place, snapshot.services)
             if case is None:
-                answer, exception_row = intake_exception(
-                    item_id, place_id, ["unmatched_appointment"], context
-                )
-                row = intake_item_row(request, item_id, answer, ["unmatched_appointment"], normalised, None)
+                reasons = ["unmatched_appointment"]
+                answer, exception_row = intake_exception(item_id, place_id, reasons, request)
+                row = intake_item_row(request, item_id, answer, reasons, normalised, None)
                 insert_item(connection, row, exception_row)
                 record_events(connection, received_event(request, item_id, place_id), *answer.events)
                 return answer

@@ -29,10 +29,14 @@ def _event(
 
 SEQUENCE = [
     _event(1, "referral.received", 0, channel="api"),
-    _event(2, "case.created", 0, intake_item_id="i1", status="ready_to_schedule"),
+    _event(2, "case.created", 0, intake_item_id="i1", status="ready_to_schedule", channel="api"),
     _event(3, "referral.received", 1, channel="hl7"),
     _event(
-        4, "referral.incomplete", 1, reason_codes=["missing_field:patient.birth_date", "unknown_payer_code"]
+        4,
+        "referral.incomplete",
+        1,
+        reason_codes=["missing_field:patient.birth_date", "unknown_payer_code"],
+        channel="hl7",
     ),
     _event(5, "referral.received", 2, channel="hl7"),
     _event(6, "referral.duplicate_detected", 2, channel="hl7"),
@@ -59,6 +63,13 @@ def _counts(kpi: str) -> dict[str, float]:
 def test_each_kpi_on_a_constructed_sequence_matches_the_hand_count() -> None:
     assert _counts("intake_volume") == {"api": 1, "hl7": 2}
     assert _counts("intake_outcome") == {"case": 2, "exception": 1, "duplicate": 1, "quarantined": 1}
+    assert _counts("intake_channel_outcome") == {
+        "api/case": 1,
+        "hl7/exception": 1,
+        "hl7/duplicate": 1,
+        "api/quarantined": 1,
+        "unknown/case": 1,  # recorded without its channel
+    }
     assert _counts("quarantine_reason") == {"validation_failed": 1}
     assert _counts("exception_reason") == {"missing_field:patient.birth_date": 1, "unknown_payer_code": 1}
     assert _counts("triage_overdue") == {"": 1}
@@ -120,6 +131,11 @@ def test_the_incremental_roll_up_equals_a_rebuild_and_the_report_reads_it(db: Da
     kpis, rates = data["kpis"], data["rates"]
     assert kpis["intake_volume"]["by_dimension"] == {"api": 4}
     assert kpis["intake_outcome"]["by_dimension"] == {"case": 4, "exception": 1, "quarantined": 1}
+    assert kpis["intake_channel_outcome"]["by_dimension"] == {
+        "api/case": 4,
+        "api/exception": 1,
+        "api/quarantined": 1,
+    }
     assert kpis["intake_volume"]["daily"][-1] == (today, 4)
     assert rates["exception_rate"]["value"] == pytest.approx(1 / 4)
     assert rates["quarantine_rate"]["value"] == pytest.approx(1 / 5)
