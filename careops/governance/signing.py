@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ TIMESTAMP_HEADER = "x-careops-timestamp"
 SIGNATURE_HEADER = "x-careops-signature"
 SIGNED = "(signed webhook)"  # what a signed route declares instead of a permission
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a recognisable prefix, not a secret
+CONNECTOR_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # it is part of the inbound webhook's URL
 _receipts = Base.metadata.tables[WebhookReceipt.__tablename__]
 
 
@@ -103,6 +105,10 @@ def create_connector(
 ) -> str:
     """A connector and its first secret (returned once; stored encrypted). An outbound connector
     ``sees_as`` a role: what it is sent is masked as for that role (default: the partial policy)."""
+    if not CONNECTOR_NAME.fullmatch(name):
+        raise ValidationFailed(
+            "a connector's name is 1 to 64 letters, digits, '-' or '_' (it is part of its URL)"
+        )
     if direction not in ("inbound", "outbound"):
         raise ValidationFailed("direction is inbound or outbound")
     if direction == "outbound" and not (url or "").startswith(("https://", "http://")):

@@ -1,5 +1,6 @@
 """/console/admin: API tokens (create with a one-time display, revoke, rotate), users and their
-roles (set, disable), connectors, and the audit chain's status with ``verify`` on demand.
+roles (set, disable), connectors (create and rotate, the secret shown once), and the audit
+chain's status with ``verify`` on demand.
 
 Every change is the same service call the CLI makes, with the user as the actor, so it is a
 business event in the audit log like any other.
@@ -18,7 +19,7 @@ from careops.errors import CareopsError, ValidationFailed
 from careops.governance.audit import chain_status, verify
 from careops.governance.permissions import ADMIN, PERMISSIONS
 from careops.governance.roles import roles as shipped_and_custom_roles
-from careops.governance.signing import list_connectors
+from careops.governance.signing import create_connector, list_connectors, rotate_secret
 from careops.governance.tokens import create_token, list_tokens, location_slugs, revoke_token, rotate_token
 from careops.governance.users import ConsoleUser, create_user, disable_user, list_users, set_roles
 from careops.web.pages import PathText, go, member, posted_form, refused_page, render
@@ -173,12 +174,63 @@ async def disable(request: Request, username: PathText, user: Admin) -> Response
     return go("/console/admin/users")
 
 
+Integrator = Annotated[ConsoleUser, Depends(member("integrations:manage"))]
+
+
+async def _connectors_page(request: Request, user: ConsoleUser, status: int = 200, **more: Any) -> Response:
+    db = request.app.state.db
+    rows = await in_thread(list_connectors, db)
+    roles = await in_thread(shipped_and_custom_roles, db)
+    return render(
+        "admin_connectors.html",
+        user,
+        status,
+        title="Connectors",
+        connectors=rows,
+        roles=sorted(roles),
+        **more,
+    )
+
+
 @router.get("/connectors")
-async def connectors(
-    request: Request, user: Annotated[ConsoleUser, Depends(member("integrations:manage"))]
-) -> Response:
-    rows = await in_thread(list_connectors, request.app.state.db)
-    return render("admin_connectors.html", user, title="Connectors", connectors=rows)
+async def connectors(request: Request, user: Integrator) -> Response:
+    return await _connectors_page(request, user)
+
+
+@router.post("/connectors")
+async def new_connector(request: Request, user: Integrator) -> Response:
+    """Create a connector; its first signing secret is on this answer only."""
+    form = await posted_form(request, user)
+    name = form.get("name", "").strip()
+    url = form.get("url", "").strip() or None
+    sees_as = form.get("sees_as") or None
+    try:
+        secret = await in_thread(
+            lambda: create_connector(
+                request.app.state.db,
+                name,
+                form.get("direction", ""),
+                url,
+                actor=user.principal.id,
+                sees_as=sees_as,
+            )
+        )
+    except CareopsError as exc:
+        return await _connectors_page(request, user, exc.status, problem=exc.detail)
+    return await _connectors_page(request, user, 201, secret=secret, shown=name)
+
+
+@router.post("/connectors/{name}/rotate")
+async def rotate_connector(request: Request, name: PathText, user: Integrator) -> Response:
+    """A new signing secret, shown once; the old ones keep working for a day while it is rolled out."""
+    await posted_form(request, user)
+    try:
+        secret = await in_thread(
+            lambda: rotate_secret(request.app.state.db, name, ROTATION_OVERLAP, actor=user.principal.id)
+        )
+    except CareopsError as exc:
+        return await _connectors_page(request, user, exc.status, problem=exc.detail)
+    return await _connectors_page(request, user, 201, secret=secret, shown=name)
 
 
 AuditReader = Annotated[ConsoleUser, Depends(member("audit:read"))]

@@ -71,6 +71,8 @@ PAGE_ROUTES = {
     ("POST", "/console/admin/users/{username}/roles"): "session admin",
     ("POST", "/console/admin/users/{username}/disable"): "session admin",
     ("GET", "/console/admin/connectors"): "session integrations:manage",
+    ("POST", "/console/admin/connectors"): "session integrations:manage",
+    ("POST", "/console/admin/connectors/{name}/rotate"): "session integrations:manage",
     ("GET", "/console/admin/audit"): "session audit:read",
     ("POST", "/console/admin/audit/verify"): "session audit:read",
 }

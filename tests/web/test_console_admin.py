@@ -1,9 +1,11 @@
 """The console's administration on SQLite and PostgreSQL: API tokens created (the secret shown
 once, then working), rotated and revoked; a user's roles set and a user disabled; connectors
-listed; the audit chain's status and a verify on demand. Each change is an audited event."""
+created and their secrets rotated (each secret shown once, then signing); the audit chain's
+status and a verify on demand. Each change is an audited event."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -15,9 +17,10 @@ from careops.api.app import create_app
 from careops.db import Database
 from careops.domain.models import BusinessEvent, User
 from careops.governance.audit import seal_all
-from careops.governance.signing import create_connector
+from careops.governance.signing import create_connector, signed_headers
 from careops.governance.users import create_user
 from careops.settings import Settings
+from tests.conftest import referral
 from tests.governance.test_console_login import PASSWORD, _csrf, login
 
 
@@ -101,6 +104,48 @@ def test_connectors_and_the_audit_chain_are_shown_and_verified(
     assert login(console, "carl") == 303  # a compliance officer reads the audit page, not the tokens
     assert console.get("/console/admin/audit").status_code == 200
     assert console.get("/console/admin/tokens").status_code == 403
+
+
+def test_a_connector_is_created_and_rotated_with_its_secret_shown_once_then_signing(
+    console: TestClient, db: Database
+) -> None:
+    page = console.get("/console/admin/connectors").text
+    form = {
+        "csrf_token": _csrf(page),
+        "name": "lab-partner",
+        "direction": "inbound",
+        "url": "",
+        "sees_as": "",
+    }
+    created = console.post("/console/admin/connectors", data=form)
+    assert created.status_code == 201
+    secret = _secret(created.text)
+    assert secret.startswith("whsec_") and "lab-partner" in created.text
+    assert secret not in console.get("/console/admin/connectors").text  # shown once
+    body = json.dumps(referral()).encode()
+    signed = console.post(
+        "/api/v1/webhooks/lab-partner/referrals",
+        content=body,
+        headers={"Content-Type": "application/json", **signed_headers([secret], body)},
+    )
+    assert signed.status_code == 201, signed.text
+    rotated = console.post(
+        "/console/admin/connectors/lab-partner/rotate", data={"csrf_token": form["csrf_token"]}
+    )
+    assert rotated.status_code == 201 and _secret(rotated.text) != secret
+    again = console.post("/console/admin/connectors", data=form)
+    assert again.status_code == 409 and "exists" in again.text
+    bad = console.post("/console/admin/connectors", data={**form, "name": "no spaces/please"})
+    assert bad.status_code == 422 and "letters, digits" in bad.text
+    outbound = console.post(
+        "/console/admin/connectors", data={**form, "name": "odoo", "direction": "outbound"}
+    )
+    assert outbound.status_code == 422 and "URL" in outbound.text
+    with db.sessions() as session:
+        kinds = session.scalars(
+            select(BusinessEvent.type).where(BusinessEvent.subject_id == "lab-partner")
+        ).all()
+    assert sorted(kinds) == ["connector.created", "connector.secret_rotated"]
 
 
 def test_a_user_is_created_with_a_first_password_shown_once(console: TestClient, db: Database) -> None:
