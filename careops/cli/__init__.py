@@ -87,17 +87,56 @@ def migrate() -> None:
 
 
 @app.command()
-def seed(demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organisation.")] = False) -> None:
+def seed(
+    demo: Annotated[bool, typer.Option("--demo", help="Seed the demo organisation.")] = False,
+    volume: Annotated[
+        int,
+        typer.Option(
+            "--volume",
+            min=0,
+            help="Also add this many cases of a year's work to the demo organisation (with their "
+            "patients, intake items and about ten events each; sealed and counted into the KPIs), "
+            "for measuring at scale.",
+        ),
+    ] = 0,
+) -> None:
     """Load reference data. `--demo` adds 3 locations, services, payers and referrers."""
     from careops.demo.seed import seed_demo
 
-    if not demo:
-        fail("nothing to seed: pass --demo")
-    db = ready_database(get_settings(), field_keys=False)
+    if not demo and not volume:
+        fail("nothing to seed: pass --demo (and --volume CASES for volume data)")
+    settings = get_settings()
+    db = ready_database(settings, field_keys=volume > 0)
     created = seed_demo(db)
+    if volume:
+        _seed_volume(db, settings, volume)
     err.print(
         "demo organisation created" if created else "demo organisation already present; nothing changed"
     )
+
+
+def _seed_volume(db: Database, settings: Settings, cases: int) -> None:
+    from careops.demo.volume import seed_volume
+    from careops.governance.audit import seal
+    from careops.observability.rollup import roll_up
+
+    with progress_bars() as report:
+        done = 0
+
+        def written(chunk: int) -> None:
+            nonlocal done
+            done += chunk
+            report("cases written", done, cases)
+
+        events = seed_volume(db, cases, written)
+        sealed = counted = 0
+        while batch := seal(db, settings.secret_key):
+            sealed += batch
+            report("events sealed into the audit chain", sealed, events)
+        while batch := roll_up(db):
+            counted += batch
+            report("events counted into the KPIs", counted, events)
+    err.print(f"{cases:,} cases and {events:,} events added, sealed and counted")
 
 
 def _announce_listeners(settings: Settings) -> None:
