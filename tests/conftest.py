@@ -79,13 +79,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
+def empty_db(settings: Settings) -> Iterator[Database]:
+    """A migrated database with nothing in it (not even the demo's reference events)."""
     upgrade(settings.database_url)
     database = Database(settings.database_url)
     load_field_keys(database, settings)
-    seed_demo(database)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def db(empty_db: Database) -> Database:
+    """A migrated database with the demo organisation (its master data, and their events)."""
+    seed_demo(empty_db)
+    return empty_db
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from careops.api import (
     metrics,
     problems,
     quarantine,
+    reference,
     referrals,
 )
 from careops.api.deps import ApiLimits
@@ -39,11 +40,12 @@ from careops.observability.tracing import configure_tracing
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
 from careops.web import admin, console, dashboard, pages, queues, referral_form
+from careops.web import reference as reference_pages
 
 # Routers of the API (each operation declares its permission) and of the server-rendered pages
 # (the console checks its session and permissions itself; the partner form is public).
-API_MODULES = (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, metrics)
-PAGE_MODULES = (referral_form, console, queues, dashboard, admin)
+API_MODULES = (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, reference, metrics)
+PAGE_MODULES = (referral_form, console, queues, dashboard, admin, reference_pages)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 

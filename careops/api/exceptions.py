@@ -13,6 +13,7 @@ from careops.db import in_thread
 from careops.domain.models import PLAIN_TEXT
 from careops.governance.principal import Principal
 from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
+from careops.orchestration.mappings import waiting_codes
 
 router = APIRouter(prefix="/api/v1/exceptions", tags=["exceptions"])
 
@@ -72,3 +73,15 @@ async def resolve(
             scope=principal.scope,
         )
     )
+
+
+@router.get(
+    "/{exception_id}/suggestions",
+    summary="The unknown codes an item waits on, each with likely targets and their confidence",
+    responses=answers(404),
+)
+async def suggestions(
+    db: DbDep, exception_id: RecordId, principal: Annotated[Principal, Depends(require("exceptions:read"))]
+) -> dict[str, Any]:
+    codes = await in_thread(waiting_codes, db, exception_id, principal.scope)
+    return {"codes": [{**code, "suggestions": [vars(s) for s in code["suggestions"]]} for code in codes]}

@@ -30,6 +30,7 @@ from careops.cli.common import (
 )
 from careops.cli.identity import role_app, token_app, user_app
 from careops.cli.kpis import events_app, kpi_app
+from careops.cli.reference import reference_app
 from careops.cli.security import audit_app, connector_app, keys_app
 from careops.db import Database
 from careops.errors import CareopsError
@@ -50,6 +51,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(role_app, name="role")
 app.add_typer(keys_app, name="keys")
 app.add_typer(connector_app, name="connector")
+app.add_typer(reference_app, name="reference")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kpi_app, name="kpi")
 app.add_typer(events_app, name="events")

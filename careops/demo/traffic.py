@@ -61,10 +61,10 @@ class ReferralFactory:
 
     def valid(self) -> dict[str, object]:
         r = self.random
-        code, _, _, _, _ = r.choice(SERVICES)
-        payer = r.choice(PAYERS)[0]
+        code = r.choice(SERVICES)
+        payer = r.choice(PAYERS)
         return {
-            "location": r.choice(LOCATIONS)[0],
+            "location": r.choice(LOCATIONS),
             "service_code": code if r.random() < 0.8 else code.lower().replace("-", " "),
             "priority": r.choice(["routine", "routine", "routine", "urgent", "stat"]),
             "patient": {
@@ -75,7 +75,7 @@ class ReferralFactory:
                 "sex": r.choice(["female", "male"]),
                 "phone": f"+44 7700 9{r.randint(0, 99999):05d}",
             },
-            "referrer": {"code": r.choice(REFERRERS)[0]},
+            "referrer": {"code": r.choice(REFERRERS)},
             "payer_code": payer,
             "member_id": f"{r.randint(100, 999)} {r.randint(100, 999)} {r.randint(1000, 9999)}",
             "external_id": f"EXT-{uuid.uuid4().hex[:10]}",

@@ -5,8 +5,9 @@ Each case comes with its intake item and ten business events (received, validate
 triaged, the transitions of its life so far, then PHI reads); 2% of intake items wait in the
 exception queue instead and 1% sit in quarantine (with one or two events each). Patients (one per
 two cases, names from a small list with a number) have their MRN encrypted and blind-indexed as
-intake would. Rows go in with multi-row INSERTs, a chunk a transaction; the events are then sealed into the audit chain and
-the KPIs rebuilt from them, as the worker would have done. Each run adds as many again.
+intake would. Rows go in with multi-row INSERTs, a chunk a transaction; the events are then sealed
+into the audit chain and counted into the KPIs, as the worker would have done. Each run adds as
+many again.
 """
 
 from __future__ import annotations

@@ -64,6 +64,9 @@ class EventType(StrEnum):
     KPIS_EXPORTED = "kpis.exported"
     EVENTS_EXPORTED = "events.exported"
     CONNECTOR_CREATED = "connector.created"
+    REFERENCE_ADDED = "reference.added"
+    REFERENCE_CHANGED = "reference.changed"
+    REFERENCE_RETIRED = "reference.retired"
     CONNECTOR_SECRET_ROTATED = "connector.secret_rotated"  # noqa: S105 - an event name, not a secret
 
 

@@ -104,6 +104,10 @@ class Location(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Groups of locations (a region, a line of business) that workflow overlays name.
+    groups: Mapped[list[str]] = mapped_column(default=list)
+    # Master data in use is retired, never deleted: intake no longer resolves it.
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Patient(Base):
@@ -141,6 +145,8 @@ class Referrer(Base):
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))
     code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
+    organisation: Mapped[str | None] = mapped_column(String(200))  # the referring organisation
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Payer(Base):
@@ -151,6 +157,8 @@ class Payer(Base):
     code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     requires_authorisation: Mapped[bool] = mapped_column(Boolean, default=False)
+    category: Mapped[str | None] = mapped_column(String(64))  # public, private, self-pay, ...
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Service(Base):
@@ -165,6 +173,51 @@ class Service(Base):
     aliases: Mapped[list[str]] = mapped_column(default=list)
     required_fields: Mapped[list[str]] = mapped_column(default=list)
     requires_authorisation: Mapped[bool] = mapped_column(Boolean, default=False)
+    duration_minutes: Mapped[int | None] = mapped_column(Integer)
+    resources: Mapped[list[str]] = mapped_column(default=list)  # kinds of resource it books
+    # Per payer code: whether that payer needs authorisation (overrides requires_authorisation).
+    authorisation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prices: Mapped[dict[str, Any]] = mapped_column(default=dict)  # payer code -> price
+    materials: Mapped[dict[str, Any]] = mapped_column(default=dict)  # bill of materials: item -> quantity
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class CodeMapping(Base):
+    """A sender's code for one of careops' records: ``sender`` (an HL7 ``APP|FACILITY`` or facility,
+    a FHIR client, an email domain; ``*`` for every sender) calls ``target`` (a location slug, a
+    service, referrer or payer code) ``code``. Retired, never deleted; a new version replaces one."""
+
+    __tablename__ = "code_mapping"
+    __table_args__ = (
+        Index(
+            "ux_code_mapping_live",
+            "sender",
+            "kind",
+            "code",
+            unique=True,
+            postgresql_where=text("retired_at IS NULL"),
+            sqlite_where=text("retired_at IS NULL"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sender: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class FieldOwner(Base):
+    """Which system owns a field of a kind of master data (careops, erp, ehr, ...): an import or a
+    connector from another source does not overwrite it, it opens an exception item instead."""
+
+    __tablename__ = "field_owner"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    field: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
 
 
 class IntakeItem(Base):

@@ -70,6 +70,11 @@ class ReferralIn(BaseModel):
     )
     location: Code | None = Field(None, description="Location slug, e.g. `north`.")
     service_code: Code | None = Field(None, description="Service code or alias from the catalogue.")
+    service_text: Annotated[str, StringConstraints(max_length=200, pattern=WITHOUT_NUL)] | None = Field(
+        None,
+        description="The sender's name of the service (HL7 OBR-4.2, FHIR display or text): careops "
+        "suggests a mapping from it when the code is unknown.",
+    )
     priority: Literal["routine", "urgent", "stat"] | None = None
     patient: PatientIn = Field(default_factory=PatientIn)
     referrer: ReferrerIn = Field(default_factory=ReferrerIn)

@@ -33,6 +33,9 @@ PERMISSIONS: dict[str, str] = {
     "inventory:adjust": "adjust stock and replenishment",
     "staff:reassign": "reassign staff and shifts",
     "integrations:manage": "manage connectors, webhooks and their secrets",
+    "reference:read": "read master data (locations, services, payers, referrers) and code mappings",
+    "reference:write": "change master data: add, edit, retire, import files, field owners",
+    "mappings:write": "map a sender's codes onto master data (and release what waited on them)",
     "audit:read": "read and export the audit log",
     "metrics:read": "read the Prometheus metrics and the KPI dashboard",
     PHI_REVEAL: "reveal masked PHI of one record, with a stated reason (audited)",
@@ -79,7 +82,8 @@ def _role(description: str, permissions: str, mask: Masking) -> RoleSpec:
 SHIPPED_ROLES: dict[str, RoleSpec] = {
     "intake_coordinator": _role(
         "works the intake and exception queues",
-        "intake:write cases:read cases:transition exceptions:read exceptions:resolve quarantine:read",
+        "intake:write cases:read cases:transition exceptions:read exceptions:resolve quarantine:read "
+        "reference:read mappings:write",
         masking(C, C, C, C, P, C, C),
     ),
     "scheduler": _role(
@@ -105,12 +109,13 @@ SHIPPED_ROLES: dict[str, RoleSpec] = {
     ),
     "operations_manager": _role(
         "dashboards and queues across the organisation",
-        "cases:read exceptions:read metrics:read",
+        "cases:read exceptions:read metrics:read reference:read",
         masking(P, P, H, H, H, H, H),
     ),
     "integration_engineer": _role(
         "connectors, tokens, quarantine and replay",
-        "integrations:manage quarantine:read quarantine:replay exceptions:read metrics:read",
+        "integrations:manage quarantine:read quarantine:replay exceptions:read metrics:read "
+        "reference:read reference:write mappings:write",
         masking(P, P, P, P, P, H, H),
     ),
     "compliance_officer": _role(

@@ -141,6 +141,17 @@ KPIS: tuple[Kpi, ...] = (
         lambda e, _: _one("") if e.payload.get("queue") == "triage" else [],
     ),
     Kpi(
+        "mapping_suggestions",
+        "Mapping suggestions taken",
+        "Each code mapping saved by hand (`reference.added` or `reference.changed` of a mapping with a "
+        "`suggestion`): `accepted` (the first suggestion was saved), `overridden` (another target), "
+        "`none` (nothing was suggested).",
+        ("reference.added", "reference.changed"),
+        "count",
+        "suggestion",
+        lambda e, _: _one(str(e.payload["suggestion"])) if "suggestion" in e.payload else [],
+    ),
+    Kpi(
         "case_status",
         "Case status funnel",
         "Cases entering each status: the status of each `case.created`, the `to` of each "

@@ -246,7 +246,7 @@ def resolve_intake_exception(
             referral_in = ReferralIn.model_validate(_merge(intake.normalised, fields))
         except ValidationError as exc:
             raise ValidationFailed.from_errors(exc.errors()) from exc
-        evaluation = evaluate(catalogue.get(db), referral_in, settings)
+        evaluation = evaluate(catalogue.get(db), referral_in, settings, intake.sender)
         if evaluation.reasons:
             raise ValidationFailed("the referral is still incomplete", reason_codes=evaluation.reasons)
         check_location(scope, evaluation.references.location)

@@ -136,6 +136,10 @@ class CatalogueCache:
         self._catalogue: Catalogue | None = None
         self._loaded_at = 0.0
 
+    def invalidate(self) -> None:
+        """Reload at the next ``get`` (after this process changed reference data or mappings)."""
+        self._catalogue = None
+
     def get(self, db: Database) -> Catalogue:
         now = time.monotonic()
         if self._catalogue is None or now - self._loaded_at >= self._ttl:
@@ -144,12 +148,15 @@ class CatalogueCache:
         return self._catalogue
 
 
-def evaluate(catalogue: Catalogue, referral_in: ReferralIn, settings: Settings) -> Evaluation:
-    """Normalise, resolve codes against the catalogue and list every reason it is not yet a case."""
+def evaluate(
+    catalogue: Catalogue, referral_in: ReferralIn, settings: Settings, sender: str | None = None
+) -> Evaluation:
+    """Normalise, resolve codes against the catalogue (and ``sender``'s code mappings) and list
+    every reason it is not yet a case."""
     referral = normalise(
         referral_in, phone_region=settings.default_phone_region, date_order=settings.date_order
     )
-    references = catalogue.resolve(referral)
+    references = catalogue.resolve(referral, sender)
     required = list(references.service.required_fields) if references.service else []
     reasons = [*references.unknown_codes(referral), *referral.problems, *missing_fields(referral, required)]
     return Evaluation(referral, references, reasons)
@@ -170,7 +177,7 @@ def accept_referral(
 ) -> IntakeAnswer:
     """Turn a parsed referral into a case, a duplicate link or an exception item, exactly once."""
     # Pure work happens before the transaction, so that SQLite's write lock is held for writes only.
-    evaluation = evaluate(catalogue.get(db), referral_in, settings)
+    evaluation = evaluate(catalogue.get(db), referral_in, settings, request.sender)
     check_location(request.scope, evaluation.references.location)
     normalised = referral_in.model_dump(mode="json", exclude_none=True)
 
@@ -412,9 +419,7 @@ def case_or_link(
             **context,
         )
         return IntakeAnswer(200, _case_body("duplicate", case_id, case_status, item_id), [linked]), None
-    needs_authorisation = refs.service.requires_authorisation and (
-        refs.payer is None or refs.payer.requires_authorisation
-    )
+    needs_authorisation = refs.service.needs_authorisation(refs.payer)
     case_id = new_id()
     status = str(CaseStatus.AWAITING_AUTHORISATION if needs_authorisation else CaseStatus.READY_TO_SCHEDULE)
     case_row = {

@@ -59,6 +59,7 @@ NAV = (
     NavItem("Quarantine", "/console/quarantine", "quarantine:read"),
     NavItem("API tokens", "/console/admin/tokens", "admin"),
     NavItem("Users", "/console/admin/users", "admin"),
+    NavItem("Reference data", "/console/admin/reference", "reference:read"),
     NavItem("Connectors", "/console/admin/connectors", "integrations:manage"),
     NavItem("Audit log", "/console/admin/audit", "audit:read"),
 )

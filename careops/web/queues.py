@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
 
 from careops.db import in_thread
+from careops.domain.master_data import MappingRecord
 from careops.errors import CareopsError
 from careops.governance.users import ConsoleUser, list_users
 from careops.integrations.inbound.replay import discard, replay
@@ -24,6 +26,7 @@ from careops.orchestration.exception_queue import (
     queue_summary,
     resolve_intake_exception,
 )
+from careops.orchestration.mappings import save_mapping, waiting_codes
 from careops.orchestration.quarantine import count_quarantined, get_quarantined, list_quarantined
 from careops.web.pages import QueryText, go, member, posted_form, refused_page, render
 
@@ -31,6 +34,7 @@ router = APIRouter(prefix="/console", tags=["console"], include_in_schema=False)
 Anyone = Annotated[ConsoleUser, Depends(member())]
 ExceptionReader = Annotated[ConsoleUser, Depends(member("exceptions:read"))]
 Resolver = Annotated[ConsoleUser, Depends(member("exceptions:resolve"))]
+Mapper = Annotated[ConsoleUser, Depends(member("mappings:write"))]
 QuarantineReader = Annotated[ConsoleUser, Depends(member("quarantine:read"))]
 QuarantineReplayer = Annotated[ConsoleUser, Depends(member("quarantine:replay"))]
 MAX_PAGE = 200
@@ -125,6 +129,11 @@ async def _exception_page(
     can_work = user.principal.can("exceptions:resolve") and item["status"] == "open"
     can_resolve = can_work and bool(fields)
     more["can_claim"] = can_work and item["assignee"] != user.principal.name
+    if item["queue"] == "intake" and item["status"] == "open":
+        more["codes"] = await in_thread(
+            waiting_codes, request.app.state.db, exception_id, user.principal.scope
+        )
+        more["can_map"] = user.principal.can("mappings:write")
     title = f"Exception {exception_id[-8:]}"
     return render(
         "exception.html", user, status, title=title, item=item, fields=fields, can_resolve=can_resolve, **more
@@ -175,6 +184,45 @@ async def resolve(request: Request, exception_id: str, user: Resolver) -> Respon
             request, user, exception_id, exc.status, problem=exc.detail, values=values
         )
     return go(f"/console/cases/{outcome['case_id']}" if outcome.get("case_id") else "/console/exceptions")
+
+
+@router.post("/exceptions/{exception_id}/map")
+async def map_code(request: Request, exception_id: str, user: Mapper) -> Response:
+    """Save the mapping of one unknown code the item waits on; every item waiting on it (this one
+    included) is re-evaluated. To the case when this item became one, else back to the item."""
+    form = await posted_form(request, user)
+    app = request.app
+    try:
+        record = MappingRecord.model_validate(
+            {name: form.get(name, "").strip() for name in ("sender", "kind", "code", "target")}
+        )
+    except ValidationError as exc:
+        fields = ", ".join(str(error["loc"][0]) for error in exc.errors())
+        return await _exception_page(
+            request, user, exception_id, 422, problem=f"check the mapping's {fields}"
+        )
+    try:
+        released = await in_thread(
+            lambda: save_mapping(
+                app.state.db,
+                app.state.settings,
+                app.state.catalogue,
+                record,
+                actor=user.principal.id,
+                suggested=form.get("suggested") or None,
+            )
+        )
+        item = await in_thread(get_exception, app.state.db, exception_id, user.principal.scope)
+    except CareopsError as exc:
+        return await _exception_page(request, user, exception_id, exc.status, problem=exc.detail)
+    if item["status"] == "resolved" and item["case_id"]:
+        return go(f"/console/cases/{item['case_id']}")
+    notice = (
+        f"Mapped {record.code} to {record.target} for {record.sender}: "
+        f"{len(released.cases)} waiting item(s) became cases, "
+        f"{released.still_waiting} still wait on something else."
+    )
+    return await _exception_page(request, user, exception_id, notice=notice)
 
 
 @router.get("/quarantine")

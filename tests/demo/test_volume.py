@@ -52,7 +52,9 @@ def test_seed_volume_writes_sealed_counted_data_the_console_can_read(
     assert items["incomplete"] == open_items > 0 and items["quarantined"] > 0
     assert CASES * 9 <= events <= CASES * 10 and unsealed == 0
     assert all(is_id(case.id) for case in cases), ID_PATTERN
-    assert len(cases) / 2 <= len({case.patient_id for case in cases}) < len(cases) * 0.6  # two cases a patient
+    assert (
+        len(cases) / 2 <= len({case.patient_id for case in cases}) < len(cases) * 0.6
+    )  # two cases a patient
     assert verify(db, settings.secret_key).ok
     today = dt.datetime.now(dt.UTC).date()
     kpis = report(db, None, today - dt.timedelta(days=365), today)["kpis"]

@@ -17,6 +17,12 @@ _items = Base.metadata.tables[IntakeItem.__tablename__]
 _documents = Base.metadata.tables[Document.__tablename__]
 
 
+@pytest.fixture
+def db(empty_db: Database) -> Database:
+    """No demo organisation: the event log starts empty."""
+    return empty_db
+
+
 def event(event_type: EventType, subject_id: str, *follow_ups: FollowUp) -> Event:
     return Event(event_type, subject_type="case", subject_id=subject_id, actor="test", follow_ups=follow_ups)
 

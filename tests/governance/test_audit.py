@@ -28,6 +28,12 @@ from careops.settings import Settings
 KEY = "k" * 40
 
 
+@pytest.fixture
+def db(empty_db: Database) -> Database:
+    """No demo organisation: the event log starts empty."""
+    return empty_db
+
+
 def write_events(db: Database, count: int, subject: str = "s") -> None:
     with db.writer() as connection:
         record_events(

@@ -73,9 +73,18 @@ PAGE_ROUTES = {
     ("GET", "/console/admin/connectors"): "session integrations:manage",
     ("POST", "/console/admin/connectors"): "session integrations:manage",
     ("POST", "/console/admin/connectors/{name}/rotate"): "session integrations:manage",
+    ("GET", "/console/admin/reference"): "session reference:read",
+    ("GET", "/console/admin/reference/{kind}/edit"): "session reference:write",
+    ("POST", "/console/admin/reference/{kind}/edit"): "session reference:write",
+    ("POST", "/console/admin/reference/{kind}/retire"): "session reference:write",
+    ("POST", "/console/exceptions/{exception_id}/map"): "session mappings:write",
     ("GET", "/console/admin/audit"): "session audit:read",
     ("POST", "/console/admin/audit/verify"): "session audit:read",
 }
+
+
+# Master data is the organisation's, not a location's: every reader sees all of it.
+ORGANISATION_WIDE = "/api/v1/reference/"
 
 
 def _operations(schema: dict[str, Any]) -> list[tuple[str, str, str | None]]:
@@ -232,7 +241,7 @@ def test_no_list_or_detail_route_shows_another_locations_records(client: TestCli
     north = {"Authorization": f"Bearer {secret}"}
     leaks: list[str] = []
     for method, path, _ in _operations(client.app.openapi()):  # type: ignore[attr-defined]
-        if method != "GET" or path in OPEN_ROUTES:
+        if method != "GET" or path in OPEN_ROUTES or path.startswith(ORGANISATION_WIDE):
             continue
         names = re.findall(r"\{([^}]+)\}", path)
         if not names:  # a list: none of central's ids may appear

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from careops.db import Database
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase, find
+from careops.domain.referrals import normalise_code
 from careops.errors import Forbidden
 from careops.governance.phi_access import record_phi_read
 from careops.governance.principal import Principal
@@ -218,8 +219,13 @@ class FhirChannel:
         resource = entry.resource
         snapshot = self.catalogue.get(self.db)
         location = location_for(fhir_r4.location_names(resource, bundle), self.settings, snapshot.locations)
+        requester = (resource.get("requester") or {}).get("display")
         known = {code for (_, code) in snapshot.services}
-        referral = fhir_r4.referral(resource, bundle, location, known)
+
+        def known_service(code: str) -> bool:
+            return normalise_code(code) in known or snapshot.mapped("service", code, requester) is not None
+
+        referral = fhir_r4.referral(resource, bundle, location, known_service)
         # Kept as received: elements in the order sent (a resend is the same bytes, the same digest).
         raw = to_json(_collection(resource, drawn_on))
         conditional_key = _conditional_key(if_none_exist, None if entry.alone else entry.path)
@@ -232,7 +238,7 @@ class FhirChannel:
             content_key=None if conditional_key else "fhir",
             correlation_id=referral.external_id,
             scope=scope,
-            sender=(resource.get("requester") or {}).get("display") or referral.referrer.code,
+            sender=requester or referral.referrer.code,
             conditional=conditional_key is not None,
             attachments=_documents(drawn_on),
         )

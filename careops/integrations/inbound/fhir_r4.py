@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn, normalise_code
+from careops.domain.referrals import PatientIn, ReferralIn, ReferrerIn
 from careops.integrations.inbound import fhir_precheck
 
 FHIR_JSON = "application/fhir+json"
@@ -463,23 +464,34 @@ def _place_of(node: dict[str, Any], target: str, path: str) -> str | None:
 
 
 def referral(
-    request: dict[str, Any], bundle: Bundle, location: str | None, known_service: set[str] | None = None
+    request: dict[str, Any],
+    bundle: Bundle,
+    location: str | None,
+    known_service: Callable[[str], bool] | None = None,
 ) -> ReferralIn:
-    """A ServiceRequest (with what it references) as a referral for ``location``."""
+    """A ServiceRequest (with what it references) as a referral for ``location``: the service is
+    the first of its codes, ``system|code`` pairs and text that ``known_service`` knows (a code of
+    the catalogue or of the sender's mappings), else its first ``system|code`` pair (what a
+    mapping then names), else its first code or text."""
     patient_resource = bundle.resolve(request.get("subject"), request)
-    codes = [c.get("code") for c in (request.get("code") or {}).get("coding", []) if c.get("code")]
+    codings = [c for c in (request.get("code") or {}).get("coding", []) if c.get("code")]
+    codes = [c["code"] for c in codings]
+    qualified = [f"{c['system']}|{c['code']}" for c in codings if c.get("system")]
     text = (request.get("code") or {}).get("text")
-    candidates = [*codes, *([text] if text else [])]
-    service = next((c for c in candidates if known_service and normalise_code(c) in known_service), None)
-    service = service or (candidates[0] if candidates else None)
+    pairs = [q for q in qualified if len(q) <= 64]
+    candidates = [*codes, *pairs, *([text] if text else [])]
+    service = next((c for c in candidates if known_service and known_service(c)), None)
+    service = service or next(iter([*pairs, *candidates]), None)
     coverages = (bundle.resolve(ref, request) for ref in request.get("insurance", []))
     coverage = next((found for found in coverages if found), None)
     notes = [n.get("text", "") for n in request.get("note", [])] + [
         r.get("text", "") for r in request.get("reasonCode", [])
     ]
+    names = [c.get("display") for c in codings if c.get("display")] + ([text] if text else [])
     return ReferralIn(
         location=location,
         service_code=service[:64] if service else None,
+        service_text=names[0][:200] if names else None,
         priority=_PRIORITY.get(str(request.get("priority", "routine"))),
         patient=patient(patient_resource) if patient_resource else PatientIn(),
         referrer=_referrer(bundle.resolve(request.get("requester"), request), bundle),

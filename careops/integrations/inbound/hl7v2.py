@@ -456,6 +456,7 @@ def referral(message: Hl7Message, location: str | None, phone_region: str) -> Re
     rf1, obr, orc = message.first("RF1"), message.first("OBR"), message.first("ORC")
     pr1 = message.first("PR1")
     service = value(obr, 4, 1) or value(pr1, 3, 1)
+    service_text = value(obr, 4, 2) if value(obr, 4, 1) else value(pr1, 3, 2)
     priority = _PRIORITY.get(
         (value(rf1, 2) or value(orc, 7, 6) or value(obr, 27, 6) or value(obr, 5))[:1].upper()
     )
@@ -464,6 +465,7 @@ def referral(message: Hl7Message, location: str | None, phone_region: str) -> Re
     return ReferralIn(
         location=location,
         service_code=service[:64] or None,
+        service_text=service_text[:200] or None,
         priority=priority,
         patient=patient(message, phone_region),
         referrer=_referrer(message),

@@ -1,0 +1,161 @@
+"""The kinds of master data an organisation governs, each as a record schema and the table it lives in.
+
+A kind's record is what a reference file holds for one entry and what the API takes and gives: a
+key (a location's slug, a code) and its fields, validated strictly. Records in use are retired,
+never deleted. The operations capabilities add their kinds (resources, staff, items, suppliers,
+price lists) here, and get import, export, diff, mappings and field ownership with them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from careops.domain.models import Base, CodeMapping, FieldOwner, Location, Payer, Referrer, Service
+
+KeyText = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+]
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Word = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+REQUIRABLE = (
+    "patient.birth_date",
+    "patient.mrn",
+    "patient.phone",
+    "patient.email",
+    "patient.sex",
+    "referrer.code",
+    "payer_code",
+    "member_id",
+    "priority",
+    "clinical_notes",
+)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class LocationRecord(Record):
+    slug: Slug
+    name: Name
+    timezone: str = "UTC"
+    groups: list[Slug] = Field(default_factory=list, max_length=50)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value != "UTC" and value not in _zones():
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/London)")
+        return value
+
+
+class ServiceRecord(Record):
+    code: KeyText
+    name: Name
+    aliases: list[Word] = Field(default_factory=list, max_length=100)
+    required_fields: list[Literal[REQUIRABLE]] = Field(default_factory=list)  # type: ignore[valid-type]
+    requires_authorisation: bool = False
+    duration_minutes: int | None = Field(None, ge=1, le=24 * 60)
+    resources: list[Word] = Field(default_factory=list, max_length=20)
+    authorisation: dict[KeyText, bool] = Field(default_factory=dict, description="payer code -> needs it")
+    prices: dict[KeyText, float] = Field(default_factory=dict, description="payer code -> price")
+    materials: dict[KeyText, float] = Field(default_factory=dict, description="item code -> quantity")
+
+    @field_validator("prices", "materials")
+    @classmethod
+    def _not_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(amount < 0 for amount in value.values()):
+            raise ValueError("amounts are 0 or more")
+        return value
+
+    @field_validator("authorisation", "prices", "materials", mode="after")
+    @classmethod
+    def _by_key(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """In key order, whatever order the database keeps them in (exports are stable)."""
+        return dict(sorted(value.items()))
+
+
+class PayerRecord(Record):
+    code: KeyText
+    name: Name
+    category: Word | None = None
+    requires_authorisation: bool = False
+
+
+class ReferrerRecord(Record):
+    code: KeyText
+    name: Name
+    organisation: Name | None = None
+
+
+MAPPED_KINDS = ("location", "service", "referrer", "payer")
+
+
+class MappingRecord(Record):
+    """``sender`` calls ``target`` (a careops location slug, service, referrer or payer code) ``code``."""
+
+    sender: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    kind: Literal["location", "service", "referrer", "payer"]
+    code: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    target: KeyText
+
+
+class FieldOwnerRecord(Record):
+    kind: Literal["location", "service", "payer", "referrer"]
+    field: Word
+    owner: Word
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of master data: its name in files (plural), its record schema and table, and its key."""
+
+    name: str
+    record: type[Record]
+    model: type[Base]
+    key: tuple[str, ...]
+    retirable: bool = True
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.record.model_fields)
+
+    def key_of(self, record: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(record[k]) for k in self.key)
+
+    def record_of(self, row: Any, *, exclude_defaults: bool = False) -> dict[str, Any]:
+        """A row as its record (an export leaves out the fields at their default)."""
+        record = self.record.model_validate({name: getattr(row, name) for name in self.fields})
+        return record.model_dump(exclude_defaults=exclude_defaults)
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("locations", LocationRecord, Location, ("slug",)),
+        Kind("services", ServiceRecord, Service, ("code",)),
+        Kind("payers", PayerRecord, Payer, ("code",)),
+        Kind("referrers", ReferrerRecord, Referrer, ("code",)),
+        Kind("mappings", MappingRecord, CodeMapping, ("sender", "kind", "code")),
+        Kind("field_owners", FieldOwnerRecord, FieldOwner, ("kind", "field"), retirable=False),
+    )
+}
+# The singular a mapping or an ownership names, to the kind.
+SINGULAR = {"location": "locations", "service": "services", "payer": "payers", "referrer": "referrers"}
+
+
+def ownable_fields(kind: str) -> tuple[str, ...]:
+    """The fields of ``kind`` (singular) that a field owner may own (all but the key)."""
+    spec = KINDS[SINGULAR[kind]]
+    return tuple(f for f in spec.fields if f not in spec.key)
+
+
+@functools.cache
+def _zones() -> set[str]:
+    return available_timezones()
