@@ -287,6 +287,7 @@ class _Chunk:
             service=service_code,
             status=str(CaseStatus.READY_TO_SCHEDULE),
             channel=channel,
+            received_at=received.isoformat(),
         )
         at = received + dt.timedelta(minutes=rng.randrange(5, 240))
         self._event("case.triaged", at, subject, case, urgency=case["priority"])

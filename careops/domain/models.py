@@ -123,6 +123,8 @@ class Patient(Base):
             postgresql_where=text("mrn IS NULL"),
             sqlite_where=text("mrn IS NULL"),
         ),
+        # Patient search by the start of a family name (a range on it: see patient_search).
+        Index("ix_patient_family_lower", text("lower(family_name)")),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisation.id"))

@@ -31,7 +31,7 @@ class LoggedEvent:
 
 
 # What an event adds: (dimension, value) pairs; the context holds when each intake item was
-# received (for durations from receipt).
+# received, for durations from receipt of events that do not carry it.
 Tally = Callable[[LoggedEvent, Mapping[str, dt.datetime]], list[tuple[str, float]]]
 
 
@@ -63,7 +63,14 @@ _OUTCOMES = {
 
 
 def _receipt_to_case(event: LoggedEvent, received: Mapping[str, dt.datetime]) -> list[tuple[str, float]]:
-    at = received.get(str(event.payload.get("intake_item_id")))
+    """From ``received_at`` on the event (or, for events written before it was, the intake item's
+    ``referral.received``) to the event."""
+    stamped = event.payload.get("received_at")
+    at = (
+        dt.datetime.fromisoformat(stamped)
+        if stamped
+        else received.get(str(event.payload.get("intake_item_id")))
+    )
     if at is None:  # a case without a logged receipt (e.g. from a migration): nothing to time
         return []
     seconds = max(0.0, (event.occurred_at - at).total_seconds())

@@ -63,11 +63,12 @@ def _position(connection: Connection) -> int:
 
 
 def _received(connection: Connection, events: list[LoggedEvent]) -> dict[str, dt.datetime]:
-    """When each intake item whose case was created in ``events`` was received."""
+    """When each intake item whose case was created in ``events`` was received, for the events
+    that do not say so themselves (written before ``case.created`` carried ``received_at``)."""
     items = {
         str(e.payload["intake_item_id"])
         for e in events
-        if e.type == "case.created" and "intake_item_id" in e.payload
+        if e.type == "case.created" and "intake_item_id" in e.payload and "received_at" not in e.payload
     }
     if not items:
         return {}

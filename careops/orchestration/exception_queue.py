@@ -252,7 +252,9 @@ def resolve_intake_exception(
         check_location(scope, evaluation.references.location)
         context = {"actor": actor, "correlation_id": None}
         connection = session.connection()
-        answer, case_row = case_or_link(connection, intake.id, evaluation, settings, context, intake.channel)
+        answer, case_row = case_or_link(
+            connection, intake.id, evaluation, settings, context, intake.channel, intake.received_at
+        )
         insert_case(connection, case_row)
         intake.normalised = referral_in.model_dump(mode="json", exclude_none=True)
         intake.status = answer.item_status

@@ -383,8 +383,13 @@ def case_or_link(
     settings: Settings,
     context: dict[str, Any],
     channel: str,
+    received_at: dt.datetime | None = None,
 ) -> tuple[IntakeAnswer, dict[str, Any] | None]:
     """Register the patient, then link to a duplicate case or decide on a new one.
+
+    ``received_at``: when the intake item arrived, if not now (a case made when its exception
+    item is resolved); ``case.created`` carries it, so the time from receipt to case is read from
+    the event itself.
 
     The answer, with the events it implies for the caller to record with its own, and the case row
     to write (``insert_case``; None for a link) once whatever else had to be read was read.
@@ -452,6 +457,7 @@ def case_or_link(
                 "service": refs.service.code,
                 "status": status,
                 "channel": channel,
+                "received_at": (received_at or now).isoformat(),
             },
             follow_ups=(FollowUp.AWAIT_TRIAGE,),
             **about_case,

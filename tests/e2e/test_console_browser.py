@@ -183,6 +183,29 @@ def test_work_an_exception_into_a_case_move_it_and_give_up_a_quarantined_payload
     expect(engineer.get_by_role("cell", name="Nothing in quarantine.")).to_be_visible()
 
 
+def test_a_coordinator_maps_an_unknown_code_and_the_item_becomes_a_case(
+    server: str, browser: Browser, partner: httpx.Client
+) -> None:
+    local = {**referral(service_code="LOCAL-CXR-PA"), "service_text": "Chest X-ray PA view"}
+    assert partner.post("/api/v1/referrals", json=local).status_code == 202
+    coordinator = browser.new_page()
+    _log_in(coordinator, server, "cora")
+    coordinator.goto(f"{server}/console/exceptions?reason=unknown_service_code")
+    coordinator.locator("#rows a").last.click()
+    section = coordinator.locator("section.mapping")
+    expect(section).to_contain_text("LOCAL-CXR-PA")
+    expect(section.locator("ol.suggestions li").first).to_contain_text("XRAY-CHEST")
+    expect(coordinator.get_by_label("careops service it stands for")).to_have_value("XRAY-CHEST")
+    coordinator.get_by_role("button", name="Map it for this and every later message").click()
+    expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("ready_to_schedule")
+    again = partner.post("/api/v1/referrals", json={**referral(service_code="local-cxr-pa")})
+    assert again.status_code == 201  # a later referral with the code goes straight to a case
+    admin = browser.new_page()
+    _log_in(admin, server, "ian")
+    admin.goto(f"{server}/console/admin/reference?kind=mappings")
+    expect(admin.locator("tbody")).to_contain_text("LOCAL-CXR-PA")
+
+
 def test_an_administrator_creates_then_revokes_a_token(server: str, browser: Browser) -> None:
     admin = browser.new_page()
     _log_in(admin, server, "ada")
@@ -232,7 +255,7 @@ def test_every_console_page_passes_axe_without_serious_violations(
         "/console/work", "/console/dashboard", "/console/flow", "/console/cases", "/console/patients",
         "/console/exceptions",
         "/console/quarantine", "/console/admin/tokens", "/console/admin/users", "/console/admin/connectors",
-        "/console/admin/audit",
+        "/console/admin/audit", "/console/admin/reference",
     ):  # fmt: skip
         page.goto(f"{server}{path}")
         page.wait_for_load_state()

@@ -174,3 +174,17 @@ def test_the_dashboard_shows_the_kpis_and_exports_them_audited(
     client.cookies.clear()
     assert login(client, "sam") == 303
     assert client.get("/console/dashboard").status_code == 403
+
+
+def test_receipt_to_case_reads_the_receipt_from_the_event_itself() -> None:
+    """``case.created`` names when its item arrived: no look-up of the log (which grows)."""
+    created = _event(
+        1,
+        "case.created",
+        90,
+        intake_item_id="not-in-the-log",
+        status="ready_to_schedule",
+        received_at=(T0 + dt.timedelta(minutes=30)).isoformat(),
+    )
+    added = tally([created], {})
+    assert added[("receipt_to_case_seconds", T0.date(), "loc-n", "")] == [1, 3600.0]
