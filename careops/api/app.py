@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from careops import __version__
 from careops.api import (
+    appointments,
     cases,
     contract,
     documents,
@@ -44,7 +45,19 @@ from careops.web import reference as reference_pages
 
 # Routers of the API (each operation declares its permission) and of the server-rendered pages
 # (the console checks its session and permissions itself; the partner form is public).
-API_MODULES = (health, referrals, hl7, fhir, cases, exceptions, documents, quarantine, reference, metrics)
+API_MODULES = (
+    health,
+    referrals,
+    hl7,
+    fhir,
+    cases,
+    appointments,
+    exceptions,
+    documents,
+    quarantine,
+    reference,
+    metrics,
+)
 PAGE_MODULES = (referral_form, console, queues, dashboard, admin, reference_pages)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 

@@ -31,6 +31,7 @@ class CaseAction(StrEnum):
     MARK_READY = "mark_ready"
     AUTHORISE = "authorise"
     SCHEDULE = "schedule"
+    UNSCHEDULE = "unschedule"
     COMPLETE = "complete"
     MARK_BILLING_READY = "mark_billing_ready"
     INVOICE = "invoice"
@@ -49,12 +50,16 @@ _FORWARD: dict[tuple[CaseStatus, CaseAction], CaseStatus] = {
     (S.VALIDATED, A.MARK_READY): S.READY_TO_SCHEDULE,
     (S.AWAITING_AUTHORISATION, A.AUTHORISE): S.READY_TO_SCHEDULE,
     (S.READY_TO_SCHEDULE, A.SCHEDULE): S.SCHEDULED,
+    (S.SCHEDULED, A.UNSCHEDULE): S.READY_TO_SCHEDULE,
     (S.SCHEDULED, A.COMPLETE): S.COMPLETED,
     (S.COMPLETED, A.MARK_BILLING_READY): S.BILLING_READY,
     (S.BILLING_READY, A.INVOICE): S.INVOICED,
     (S.INVOICED, A.CLOSE): S.CLOSED,
 }
 TERMINAL = frozenset({S.CLOSED, S.CANCELLED})
+# Actions only an appointment takes (booking, cancelling or missing it, completing it): a case is
+# not scheduled or completed by hand.
+BY_APPOINTMENT = frozenset({A.SCHEDULE, A.UNSCHEDULE, A.COMPLETE})
 HOLDABLE = frozenset(s for s in CaseStatus if s not in TERMINAL and s is not S.ON_HOLD)
 TRANSITIONS: dict[tuple[CaseStatus, CaseAction], CaseStatus] = {
     **_FORWARD,

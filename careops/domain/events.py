@@ -39,6 +39,8 @@ class EventType(StrEnum):
     APPOINTMENT_BOOKED = "appointment.booked"
     APPOINTMENT_MODIFIED = "appointment.modified"
     APPOINTMENT_CANCELLED = "appointment.cancelled"
+    APPOINTMENT_NO_SHOW = "appointment.no_show"
+    APPOINTMENT_COMPLETED = "appointment.completed"
     EXCEPTION_OPENED = "exception.opened"
     EXCEPTION_RESOLVED = "exception.resolved"
     EXCEPTION_ASSIGNED = "exception.assigned"

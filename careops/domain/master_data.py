@@ -15,7 +15,16 @@ from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from careops.domain.models import Base, CodeMapping, FieldOwner, Location, Payer, Referrer, Service
+from careops.domain.models import (
+    Base,
+    CodeMapping,
+    FieldOwner,
+    Location,
+    Payer,
+    Referrer,
+    Resource,
+    Service,
+)
 
 KeyText = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -94,6 +103,31 @@ class ReferrerRecord(Record):
     organisation: Name | None = None
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Span = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")]
+
+
+class ResourceRecord(Record):
+    """A room, device or member of staff at a location, the kinds of resource it is (what a
+    service's ``resources`` name) and its working hours per weekday (location time)."""
+
+    code: KeyText
+    location: Slug
+    name: Name
+    kinds: list[Word] = Field(default_factory=list, max_length=20)
+    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[Span]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("hours")
+    @classmethod
+    def _spans_in_order(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for day, spans in value.items():
+            if any(span[:5] >= span[6:] for span in spans):
+                raise ValueError(f"{day}: each span ends after it starts (08:00-18:00)")
+        return {day: value[day] for day in WEEKDAYS if day in value}
+
+
 MAPPED_KINDS = ("location", "service", "referrer", "payer")
 
 
@@ -107,7 +141,7 @@ class MappingRecord(Record):
 
 
 class FieldOwnerRecord(Record):
-    kind: Literal["location", "service", "payer", "referrer"]
+    kind: Literal["location", "service", "payer", "referrer", "resource"]
     field: Word
     owner: Word
 
@@ -142,12 +176,19 @@ KINDS: dict[str, Kind] = {
         Kind("services", ServiceRecord, Service, ("code",)),
         Kind("payers", PayerRecord, Payer, ("code",)),
         Kind("referrers", ReferrerRecord, Referrer, ("code",)),
+        Kind("resources", ResourceRecord, Resource, ("code",)),
         Kind("mappings", MappingRecord, CodeMapping, ("sender", "kind", "code")),
         Kind("field_owners", FieldOwnerRecord, FieldOwner, ("kind", "field"), retirable=False),
     )
 }
 # The singular a mapping or an ownership names, to the kind.
-SINGULAR = {"location": "locations", "service": "services", "payer": "payers", "referrer": "referrers"}
+SINGULAR = {
+    "location": "locations",
+    "service": "services",
+    "payer": "payers",
+    "referrer": "referrers",
+    "resource": "resources",
+}
 
 
 def ownable_fields(kind: str) -> tuple[str, ...]:

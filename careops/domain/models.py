@@ -184,6 +184,51 @@ class Service(Base):
     retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
+class Resource(Base):
+    """Something an appointment books at a location: a room, a device (an MRI scanner), a member of
+    staff. ``kinds`` say what it is for (the kinds a service's ``resources`` name); ``hours`` its
+    working hours per weekday (``{"mon": ["08:00-12:00", "13:00-18:00"], ...}``, in the
+    location's time zone)."""
+
+    __tablename__ = "resource"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    location: Mapped[str] = mapped_column(String(64))  # the location's slug
+    name: Mapped[str] = mapped_column(String(200))
+    kinds: Mapped[list[str]] = mapped_column(default=list)
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    retired_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class Appointment(Base):
+    """A case's appointment: when, where, with which resources, and where it stands
+    (proposed, confirmed, cancelled, no_show, completed)."""
+
+    __tablename__ = "appointment"
+    __table_args__ = (Index("ix_appointment_location_start", "location_id", "starts_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("service_case.id"), index=True)
+    location_id: Mapped[str] = mapped_column(ForeignKey("location.id"))
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
+    starts_at: Mapped[dt.datetime] = mapped_column()
+    ends_at: Mapped[dt.datetime] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16))
+    resource_codes: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ResourceBooking(Base):
+    """One slot (``SLOT_MINUTES`` long) of a resource taken by an appointment. The primary key is
+    the invariant: no resource is booked twice for the same slot, on SQLite as on PostgreSQL,
+    whatever the process or the race."""
+
+    __tablename__ = "resource_booking"
+    resource_id: Mapped[str] = mapped_column(ForeignKey("resource.id"), primary_key=True)
+    slot_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    appointment_id: Mapped[str] = mapped_column(ForeignKey("appointment.id"), index=True)
+
+
 class CodeMapping(Base):
     """A sender's code for one of careops' records: ``sender`` (an HL7 ``APP|FACILITY`` or facility,
     a FHIR client, an email domain; ``*`` for every sender) calls ``target`` (a location slug, a

@@ -97,6 +97,8 @@ def redact(_: Any, __: str, event: EventDict) -> EventDict:
     for key, value in list(event.items()):
         if key.lower() in SENSITIVE_KEYS:
             event[key] = REDACTED
+        elif key == "correlation_id" and isinstance(value, str) and _SAFE_ARGUMENT.match(value):
+            continue  # careops's own (hex) ids stay whole; a caller's other text is scrubbed
         elif isinstance(value, str) and key != "exception":
             event[key] = scrub(value)
     return event

@@ -10,15 +10,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from careops.db import Database
-from careops.domain.cases import CaseAction, CaseStatus, allowed_actions, transition
+from careops.domain.cases import BY_APPOINTMENT, CaseAction, CaseStatus, allowed_actions, transition
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import BusinessEvent, Location, Patient, Service, ServiceCase, find
+from careops.domain.models import Appointment, BusinessEvent, Location, Patient, Service, ServiceCase, find
 from careops.domain.phi import phi_fields
-from careops.errors import NotFound
+from careops.errors import Conflict, InvalidTransition, NotFound
 from careops.governance.masking import CLEAR, MaskingPolicy
 from careops.governance.phi_access import checked_reason, record_phi_read, record_reveal
 from careops.governance.principal import Principal
 from careops.governance.scoping import LocationScope
+from careops.orchestration.scheduling import appointment_view
 
 MAX_PAGE = 200
 
@@ -61,7 +62,9 @@ def case_summary(case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
     summary = masking.project(case, CASE_KEYS, CASE_PHI)
     summary["created_at"] = case.created_at.isoformat()
     summary["updated_at"] = case.updated_at.isoformat()
-    summary["allowed_actions"] = [str(a) for a in allowed_actions(CaseStatus(case.status))]
+    summary["allowed_actions"] = [
+        str(a) for a in allowed_actions(CaseStatus(case.status)) if a not in BY_APPOINTMENT
+    ]
     summary["patient"] = patient_view(case.patient, masking)
     return summary
 
@@ -98,7 +101,14 @@ def _detail(session: Session, case: ServiceCase, masking: MaskingPolicy) -> dict
     events = session.scalars(
         select(BusinessEvent).where(BusinessEvent.case_id == case.id).order_by(BusinessEvent.id)
     ).all()
-    return {**case_summary(case, masking), "timeline": [event_view(e) for e in events]}
+    appointments = session.scalars(
+        select(Appointment).where(Appointment.case_id == case.id).order_by(Appointment.starts_at)
+    ).all()
+    return {
+        **case_summary(case, masking),
+        "timeline": [event_view(e) for e in events],
+        "appointments": [appointment_view(a) for a in appointments],
+    }
 
 
 def reveal_case(db: Database, case_id: str, reason: str, reader: Principal) -> dict[str, Any]:
@@ -180,9 +190,20 @@ def export_cases(db: Database, filters: CaseFilter, reader: Principal, limit: in
 def transition_case(
     db: Database, case_id: str, action: CaseAction, *, by: Principal, reason_code: str | None
 ) -> dict[str, Any]:
+    """Move a case by hand; scheduling and completing go through its appointment instead."""
+    if action in BY_APPOINTMENT:
+        raise Conflict(
+            f"a case is not moved by {action} by hand: book, cancel or complete its appointment "
+            "(POST /api/v1/appointments, /api/v1/appointments/{id}/cancel|no_show|complete)",
+            allowed=[],
+        )
     with db.transaction() as session:
         case = _load(session, case_id, by.scope)
-        transition(session, case, action, actor=by.id, reason_code=reason_code)
+        try:
+            transition(session, case, action, actor=by.id, reason_code=reason_code)
+        except InvalidTransition as exc:  # name only what may be done by hand
+            exc.extra["allowed"] = [a for a in exc.extra.get("allowed", []) if a not in BY_APPOINTMENT]
+            raise
         return case_summary(case, by.masking)
 
 

@@ -26,11 +26,20 @@ from sqlalchemy.orm import Session
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.master_data import KINDS, SINGULAR, Kind
-from careops.domain.models import CodeMapping, ExceptionItem, FieldOwner, Organisation, new_id, utcnow
+from careops.domain.models import (
+    CodeMapping,
+    ExceptionItem,
+    FieldOwner,
+    Location,
+    Organisation,
+    new_id,
+    utcnow,
+)
 from careops.errors import NotFound, ValidationFailed
 
 MASTER_DATA_QUEUE = "master_data"
 CSV_LIST_SEPARATOR = ";"
+CSV_INNER_SEPARATOR = "|"  # a list inside a mapping's value
 EVENT_BATCH = 1_000
 _TRUE, _FALSE = {"true", "yes", "1", "y"}, {"false", "no", "0", "n", ""}
 
@@ -172,7 +181,8 @@ def _read_csv(read: ReferenceFile, text: str, name: str) -> None:
 
 def record_from_cells(kind: Kind, row: dict[str, str | None]) -> dict[str, Any]:
     """CSV cells (or a console form's fields) as the record's types: lists split on ';', mappings as
-    'KEY=VALUE;...', booleans as true/false (yes/no, 1/0); an empty cell is the field's default."""
+    'KEY=VALUE;...' (a list in a value split on '|'), booleans as true/false (yes/no, 1/0); an empty
+    cell is the field's default."""
     record: dict[str, Any] = {}
     for name, cell in row.items():
         if name is None or cell is None:
@@ -183,9 +193,13 @@ def record_from_cells(kind: Kind, row: dict[str, str | None]) -> dict[str, Any]:
             record[name] = [part.strip() for part in text.split(CSV_LIST_SEPARATOR) if part.strip()]
         elif annotation.startswith("dict"):
             pairs = [part.split("=", 1) for part in text.split(CSV_LIST_SEPARATOR) if part.strip()]
-            record[name] = {pair[0].strip(): pair[1].strip() if len(pair) == 2 else "" for pair in pairs}
+            cells = {pair[0].strip(): pair[1].strip() if len(pair) == 2 else "" for pair in pairs}
             if "bool" in annotation:
-                record[name] = {k: v.lower() in _TRUE for k, v in record[name].items()}
+                record[name] = {k: v.lower() in _TRUE for k, v in cells.items()}
+            elif "list" in annotation:  # hours: mon=08:00-12:00|13:00-18:00
+                record[name] = {k: [p for p in v.split(CSV_INNER_SEPARATOR) if p] for k, v in cells.items()}
+            else:
+                record[name] = cells
         elif annotation == "bool":
             lowered = text.lower()
             record[name] = lowered in _TRUE if lowered in _TRUE | _FALSE else text
@@ -392,14 +406,23 @@ def _write(session: Session, kind: Kind, change: Change, row: Any, organisation_
         row.retired_at = utcnow()
         return str(row.id)
     assert change.record is not None
+    if kind.name == "resources":
+        _check_location(session, change.record["location"])
     if row is None:
-        row = model(id=new_id(), organisation_id=organisation_id, **change.record)
+        owned = {"organisation_id": organisation_id} if hasattr(model, "organisation_id") else {}
+        row = model(id=new_id(), **owned, **change.record)
         session.add(row)
         return str(row.id)
     for name in change.fields:
         setattr(row, name, change.record[name])
     row.retired_at = None
     return str(row.id)
+
+
+def _check_location(session: Session, slug: str) -> None:
+    found = session.scalars(select(Location.id).where(Location.slug == slug, Location.retired_at.is_(None)))
+    if found.first() is None:
+        raise ValidationFailed(f"no live location {slug!r} for the resource", errors=[{"field": "location"}])
 
 
 def _write_mapping(session: Session, change: Change, row: CodeMapping | None, actor: str) -> str:
@@ -531,7 +554,10 @@ def cell(value: Any) -> str:
     if isinstance(value, list):
         return CSV_LIST_SEPARATOR.join(str(v) for v in value)
     if isinstance(value, dict):
-        return CSV_LIST_SEPARATOR.join(f"{k}={cell(v)}" for k, v in sorted(value.items()))
+        return CSV_LIST_SEPARATOR.join(
+            f"{k}={CSV_INNER_SEPARATOR.join(map(str, v)) if isinstance(v, list) else cell(v)}"
+            for k, v in value.items()
+        )
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():

@@ -16,13 +16,14 @@ from fastapi.responses import RedirectResponse
 from careops.db import in_thread
 from careops.domain.cases import CaseAction
 from careops.domain.models import is_id
-from careops.errors import CareopsError, Forbidden, Unauthorised, ValidationFailed
+from careops.errors import CareopsError, Conflict, Forbidden, Unauthorised, ValidationFailed
 from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.governance.oidc import OidcClient, seal, unseal
 from careops.governance.permissions import PHI_REVEAL
 from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, single_sign_on
 from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case, transition_case
 from careops.orchestration.patient_search import PatientQuery, search_patients
+from careops.orchestration.scheduling import ENDINGS, book, end_appointment, first_free
 from careops.settings import Settings
 from careops.web.pages import (
     SESSION_COOKIE,
@@ -42,6 +43,7 @@ PAGE_SIZE = 50
 STATIC = TEMPLATES.parent / "static"
 STATIC_TYPES = {"htmx.min.js": "text/javascript; charset=utf-8", "favicon.svg": "image/svg+xml"}
 Reader = Annotated[ConsoleUser, Depends(member("cases:read"))]
+Scheduler = Annotated[ConsoleUser, Depends(member("cases:transition"))]
 
 
 class ConsoleState:
@@ -274,6 +276,43 @@ async def reveal(
     except CareopsError as exc:
         return refused_page(user, exc)
     return _case_page(user, view, revealed=view["revealed"])
+
+
+@router.post("/cases/{case_id}/book")
+async def book_first_free(request: Request, case_id: str, user: Scheduler) -> Response:
+    """Book the earliest slot in the next two weeks with every resource the service needs."""
+    await posted_form(request, user)
+    db = request.app.state.db
+    try:
+        slot = await in_thread(first_free, db, case_id, user.principal.scope)
+        if slot is None:
+            raise Conflict("no free slot with every resource the service needs in the next 14 days")
+        await in_thread(
+            lambda: book(db, case_id, slot.starts_at, actor=user.principal.id, scope=user.principal.scope)
+        )
+    except CareopsError as exc:
+        view = await in_thread(get_case, db, case_id, user.principal)
+        return _case_page(user, view, status=exc.status, problem=exc.detail)
+    return go(f"/console/cases/{case_id}")
+
+
+@router.post("/appointments/{appointment_id}/{ending}")
+async def end(request: Request, appointment_id: str, ending: str, user: Scheduler) -> Response:
+    """Complete, record a no-show or cancel an appointment (with the reason given); to its case."""
+    form = await posted_form(request, user)
+    if ending not in ENDINGS:
+        return refused_page(user, ValidationFailed("complete, no_show or cancel"))
+    db = request.app.state.db
+    try:
+        done = await in_thread(
+            lambda: end_appointment(
+                db, appointment_id, ending, actor=user.principal.id, scope=user.principal.scope,
+                reason=form.get("reason", "")[:500],
+            )
+        )  # fmt: skip
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    return go(f"/console/cases/{done['case_id']}")
 
 
 @router.post("/cases/{case_id}/transitions")

@@ -51,14 +51,18 @@ def test_filters_by_status_location_service_and_time(client: TestClient) -> None
 
 def test_transition_writes_an_event_and_a_forbidden_one_lists_the_allowed(client: TestClient) -> None:
     case_id = make_cases(client, 1)[0]
-    moved = client.post(f"/api/v1/cases/{case_id}/transitions", json={"action": "schedule"})
-    assert moved.status_code == 200 and moved.json()["status"] == "scheduled"
+    moved = client.post(f"/api/v1/cases/{case_id}/transitions", json={"action": "hold"})
+    assert moved.status_code == 200 and moved.json()["status"] == "on_hold"
     refused = client.post(f"/api/v1/cases/{case_id}/transitions", json={"action": "invoice"})
     assert refused.status_code == 409
-    assert refused.json()["allowed"] == ["complete", "hold", "cancel"]
+    assert refused.json()["allowed"] == ["resume", "cancel"]
     timeline = client.get(f"/api/v1/cases/{case_id}").json()["timeline"]
     assert timeline[-1]["type"] == "case.transitioned"
-    assert timeline[-1]["payload"] == {"from": "ready_to_schedule", "to": "scheduled", "action": "schedule"}
+    assert timeline[-1]["payload"] == {"from": "ready_to_schedule", "to": "on_hold", "action": "hold"}
+    client.post(f"/api/v1/cases/{case_id}/transitions", json={"action": "resume"})
+    by_hand = client.post(f"/api/v1/cases/{case_id}/transitions", json={"action": "schedule"})
+    assert by_hand.status_code == 409 and "appointment" in by_hand.json()["detail"]
+    assert "schedule" not in client.get(f"/api/v1/cases/{case_id}").json()["allowed_actions"]
 
 
 def test_unknown_case_is_404_problem(client: TestClient) -> None:

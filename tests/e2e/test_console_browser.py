@@ -166,9 +166,11 @@ def test_work_an_exception_into_a_case_move_it_and_give_up_a_quarantined_payload
     coordinator.get_by_label("service_code").fill("XRAY-CHEST")
     coordinator.get_by_role("button", name="Resolve and create the case").click()
     expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("ready_to_schedule")
-    coordinator.get_by_role("button", name="Schedule").click()
+    coordinator.get_by_role("button", name="Book the first free slot").click()
     expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("scheduled")
-    expect(coordinator.locator(".timeline")).to_contain_text("case.transitioned")
+    expect(coordinator.locator(".timeline")).to_contain_text("appointment.booked")
+    coordinator.get_by_role("button", name=re.compile("^Complete the appointment")).click()
+    expect(coordinator.get_by_role("heading", name=re.compile("^Case"))).to_contain_text("completed")
     assert errors == []  # htmx runs under the console's Content-Security-Policy without complaint
 
     engineer = browser.new_page()

@@ -21,6 +21,7 @@ from careops.observability.mining import Step, directly_follows, steps, write_cs
 from careops.settings import Settings
 from tests.conftest import referral
 from tests.governance.test_console_login import PASSWORD, login
+from tests.orchestration.test_scheduling import next_monday
 
 T0 = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
 CAREOPS = str(Path(sys.executable).parent / "careops")
@@ -48,10 +49,13 @@ def test_the_directly_follows_graph_counts_each_arc_and_its_median_wait() -> Non
 
 
 def _cases(client: TestClient, db: Database) -> int:
+    monday = next_monday(9)
     for n in range(3):
         case_id = client.post("/api/v1/referrals", json=referral()).json()["case_id"]
         if n:
-            client.post(f"/api/v1/cases/{case_id}/transitions", json={"action": "schedule"})
+            start = (monday + dt.timedelta(minutes=15 * n)).isoformat()
+            booked = client.post("/api/v1/appointments", json={"case_id": case_id, "starts_at": start})
+            assert booked.status_code == 201, booked.text
     with db.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(ServiceCase)) or 0)
 

@@ -132,12 +132,12 @@ def test_unreadable_yaml_and_unknown_kinds_are_named(db: Database, tmp_path: Pat
 
 def test_export_then_import_is_the_identity_in_yaml_and_csv(db: Database, tmp_path: Path) -> None:
     document = export_records(
-        db, ["locations", "services", "payers", "referrers", "mappings", "field_owners"]
+        db, ["locations", "services", "payers", "referrers", "resources", "mappings", "field_owners"]
     )
     path = _file(tmp_path, to_yaml(document), "export.yaml")
     assert read_reference_file(path).problems == []
     assert diff(db, read_reference_file(path)) == []
-    for kind in ("locations", "services", "payers", "referrers"):
+    for kind in ("locations", "services", "payers", "referrers", "resources"):
         csv_path = _file(tmp_path, to_csv(kind, document[kind]), f"{kind}.csv")
         read = read_reference_file(csv_path)
         assert read.problems == [] and len(read.entries) == len(document[kind])

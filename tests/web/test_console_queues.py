@@ -140,12 +140,14 @@ def test_a_case_moves_through_its_actions_from_its_buttons(
     case_id = api.post("/api/v1/referrals", json=referral()).json()["case_id"]
     console = _as(console, "cora")
     page = console.get(f"/console/cases/{case_id}").text
-    assert 'value="schedule"' in page and 'value="invoice"' not in page
-    token = _csrf(page)
-    moved = console.post(
-        f"/console/cases/{case_id}/transitions", data={"csrf_token": token, "action": "schedule"}
+    assert (
+        "Book the first free slot" in page
+        and 'value="schedule"' not in page
+        and 'value="invoice"' not in page
     )
-    assert moved.status_code == 200 and "scheduled" in moved.text
+    token = _csrf(page)
+    moved = console.post(f"/console/cases/{case_id}/book", data={"csrf_token": token})
+    assert moved.status_code == 200 and "scheduled" in moved.text and "NORTH-XR-1" in moved.text
     refused = console.post(
         f"/console/cases/{case_id}/transitions", data={"csrf_token": token, "action": "invoice"}
     )
