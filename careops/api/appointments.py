@@ -13,8 +13,7 @@ from careops.api.deps import DbDep, RecordId, require
 from careops.db import in_thread
 from careops.domain.models import ID_PATTERN, PLAIN_TEXT
 from careops.governance.principal import Principal
-from careops.orchestration.cases import get_case
-from careops.orchestration.scheduling import availability, book, case_appointments, end_appointment
+from careops.orchestration.scheduling import availability, book, end_appointment
 
 router = APIRouter(prefix="/api/v1", tags=["scheduling"])
 Reader = Annotated[Principal, Depends(require("cases:read"))]
@@ -34,9 +33,7 @@ class EndingIn(BaseModel):
 @router.get(
     "/availability",
     summary="Bookable starts for a service at a location, each with the resources it would take",
-    responses=answers(
-        404, 422, s422="The window is empty, longer than 31 days, or a resource kind is missing."
-    ),
+    responses=answers(404),
 )
 async def slots(
     db: DbDep,
@@ -44,10 +41,10 @@ async def slots(
     service: Code,
     location: Code,
     start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    end: Annotated[AwareDatetime, Query(alias="to", description="At most 31 days after `from`.")],
     limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
-    found = await in_thread(availability, db, service, location, start, end, principal.scope, limit)
+    offer = await in_thread(availability, db, service, location, start, end, principal.scope, limit)
     return {
         "slots": [
             {
@@ -55,17 +52,10 @@ async def slots(
                 "ends_at": s.ends_at.isoformat(),
                 "resources": list(s.resources),
             }
-            for s in found
-        ]
+            for s in offer.slots
+        ],
+        "unavailable": offer.unavailable,
     }
-
-
-@router.get("/appointments", summary="A case's appointments, earliest first")
-async def appointments(
-    db: DbDep, principal: Reader, case_id: Annotated[str, Query(pattern=ID_PATTERN)]
-) -> dict[str, Any]:
-    await in_thread(get_case, db, case_id, principal)  # 404 outside the caller's locations
-    return {"items": await in_thread(case_appointments, db, case_id)}
 
 
 @router.post(

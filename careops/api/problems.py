@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
 
 from careops.errors import CareopsError, ValidationFailed
 from careops.observability.logs import get_logger
@@ -39,6 +41,28 @@ def problem(status: int, code: str, title: str, detail: str, request: Request, *
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method served at the request's path (a path that two routes share, one per method,
+    answers a 405 listing both, where the router names only the first's)."""
+    scope = {**request.scope, "method": ""}
+    matching = [route for route in _routes(request.app.routes) if route.matches(scope)[0] is not Match.NONE]
+    if not matching:
+        return []
+    # The routes of the path the router took (the first to match), not of a wider template
+    # (``/fhir/r4/{type}``) that the same URL also fits.
+    return sorted({m for route in matching if route.path == matching[0].path for m in route.methods or ()})
+
+
+def _routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+    """The routes, those of included routers too (FastAPI includes a router as one route)."""
+    for route in routes:
+        if isinstance(route, Route):
+            yield route
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CareopsError)
     async def careops_error(request: Request, exc: CareopsError) -> JSONResponse:
@@ -57,7 +81,9 @@ def install(app: FastAPI) -> None:
             return await careops_error(request, ValidationFailed.from_errors(unreadable))
         code = FRAMEWORK_CODES.get(exc.status_code, HTTP_ERROR)
         answer = problem(exc.status_code, code, str(exc.detail), str(exc.detail), request)
-        answer.headers.update(exc.headers or {})  # e.g. the Allow of a 405
+        answer.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            answer.headers["Allow"] = ", ".join(allowed_methods(request))
         return answer
 
     @app.exception_handler(Exception)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 
 from careops.domain.models import (
     Base,
@@ -26,9 +26,29 @@ from careops.domain.models import (
     Service,
 )
 
-KeyText = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-]
+
+@functools.cache
+def _zones() -> set[str]:
+    return available_timezones()
+
+
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+KeyText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=KEY_PATTERN)]
+
+
+def by_key(value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema for a mapping keyed by codes (``patternProperties``: what generators and
+    validators of the contract read, where ``propertyNames`` is not)."""
+    return {
+        "type": "object",
+        "patternProperties": {KEY_PATTERN: value},
+        "additionalProperties": False,
+        "maxProperties": 200,
+    }
+
+
+ByPayer = Annotated[dict[KeyText, bool], WithJsonSchema(by_key({"type": "boolean"}))]
+Amounts = Annotated[dict[KeyText, float], WithJsonSchema(by_key({"type": "number", "minimum": 0}))]
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Word = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -47,13 +67,15 @@ REQUIRABLE = (
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    """Strict: a string is no number and no yes/no (files' and forms' cells are converted first)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class LocationRecord(Record):
     slug: Slug
     name: Name
-    timezone: str = "UTC"
+    timezone: Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(_zones() | {"UTC"})})] = "UTC"
     groups: list[Slug] = Field(default_factory=list, max_length=50)
 
     @field_validator("timezone")
@@ -72,9 +94,9 @@ class ServiceRecord(Record):
     requires_authorisation: bool = False
     duration_minutes: int | None = Field(None, ge=1, le=24 * 60)
     resources: list[Word] = Field(default_factory=list, max_length=20)
-    authorisation: dict[KeyText, bool] = Field(default_factory=dict, description="payer code -> needs it")
-    prices: dict[KeyText, float] = Field(default_factory=dict, description="payer code -> price")
-    materials: dict[KeyText, float] = Field(default_factory=dict, description="item code -> quantity")
+    authorisation: ByPayer = Field(default_factory=dict, description="payer code -> needs it")
+    prices: Amounts = Field(default_factory=dict, description="payer code -> price")
+    materials: Amounts = Field(default_factory=dict, description="item code -> quantity")
 
     @field_validator("prices", "materials")
     @classmethod
@@ -104,7 +126,8 @@ class ReferrerRecord(Record):
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Span = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")]
+SPAN = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$"
+Span = Annotated[str, StringConstraints(pattern=SPAN)]
 
 
 class ResourceRecord(Record):
@@ -115,16 +138,22 @@ class ResourceRecord(Record):
     location: Slug
     name: Name
     kinds: list[Word] = Field(default_factory=list, max_length=20)
-    hours: dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[Span]] = Field(
-        default_factory=dict
-    )
+    hours: Annotated[
+        dict[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], list[Span]],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "properties": {
+                    day: {"type": "array", "items": {"type": "string", "pattern": SPAN}} for day in WEEKDAYS
+                },
+                "additionalProperties": False,
+            }
+        ),
+    ] = Field(default_factory=dict, description="A span that does not end after it starts covers nothing.")
 
     @field_validator("hours")
     @classmethod
-    def _spans_in_order(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for day, spans in value.items():
-            if any(span[:5] >= span[6:] for span in spans):
-                raise ValueError(f"{day}: each span ends after it starts (08:00-18:00)")
+    def _in_week_order(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         return {day: value[day] for day in WEEKDAYS if day in value}
 
 
@@ -195,8 +224,3 @@ def ownable_fields(kind: str) -> tuple[str, ...]:
     """The fields of ``kind`` (singular) that a field owner may own (all but the key)."""
     spec = KINDS[SINGULAR[kind]]
     return tuple(f for f in spec.fields if f not in spec.key)
-
-
-@functools.cache
-def _zones() -> set[str]:
-    return available_timezones()

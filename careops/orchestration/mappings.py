@@ -36,7 +36,7 @@ from careops.domain.models import (
     utcnow,
 )
 from careops.domain.reference import mapping_key, senders
-from careops.errors import CareopsError, NotFound, ValidationFailed
+from careops.errors import CareopsError, Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.orchestration.exception_queue import resolve_intake_exception
 from careops.orchestration.intake import INTAKE_QUEUE, CatalogueCache
@@ -140,10 +140,7 @@ def save_mapping(
     ``suggested``: the suggestion the person saw first, if any; whether they took it is recorded.
     """
     if not _target_exists(db, record.kind, record.target):
-        raise ValidationFailed(
-            f"no live {record.kind} {record.target!r} to map onto",
-            errors=[{"field": "target", "message": f"not a live {record.kind}"}],
-        )
+        raise Conflict(f"no live {record.kind} {record.target!r} to map onto")
     with db.transaction() as session:
         live = session.scalars(
             select(CodeMapping)

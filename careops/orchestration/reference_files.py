@@ -16,7 +16,8 @@ import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ from careops.domain.models import (
     new_id,
     utcnow,
 )
-from careops.errors import NotFound, ValidationFailed
+from careops.errors import Conflict, NotFound, ValidationFailed
 
 MASTER_DATA_QUEUE = "master_data"
 CSV_LIST_SEPARATOR = ";"
@@ -181,31 +182,51 @@ def _read_csv(read: ReferenceFile, text: str, name: str) -> None:
 
 def record_from_cells(kind: Kind, row: dict[str, str | None]) -> dict[str, Any]:
     """CSV cells (or a console form's fields) as the record's types: lists split on ';', mappings as
-    'KEY=VALUE;...' (a list in a value split on '|'), booleans as true/false (yes/no, 1/0); an empty
-    cell is the field's default."""
+    'KEY=VALUE;...' (a list inside a value split on '|'), numbers, booleans as true/false (yes/no,
+    1/0); an empty cell is the field's default. A cell that is not what its field wants is passed
+    on as it is, for validation to name."""
     record: dict[str, Any] = {}
-    for name, cell in row.items():
-        if name is None or cell is None:
+    for name, text in row.items():
+        if name is None or text is None or name not in kind.record.model_fields:
             continue
-        annotation = str(kind.record.model_fields[name].annotation)
-        text = cell.strip()
-        if annotation.startswith("list"):
+        shape, inner = _shape(kind.record.model_fields[name].annotation)
+        text = text.strip()
+        if shape == "list":
             record[name] = [part.strip() for part in text.split(CSV_LIST_SEPARATOR) if part.strip()]
-        elif annotation.startswith("dict"):
+        elif shape == "dict":
             pairs = [part.split("=", 1) for part in text.split(CSV_LIST_SEPARATOR) if part.strip()]
-            cells = {pair[0].strip(): pair[1].strip() if len(pair) == 2 else "" for pair in pairs}
-            if "bool" in annotation:
-                record[name] = {k: v.lower() in _TRUE for k, v in cells.items()}
-            elif "list" in annotation:  # hours: mon=08:00-12:00|13:00-18:00
-                record[name] = {k: [p for p in v.split(CSV_INNER_SEPARATOR) if p] for k, v in cells.items()}
-            else:
-                record[name] = cells
-        elif annotation == "bool":
-            lowered = text.lower()
-            record[name] = lowered in _TRUE if lowered in _TRUE | _FALSE else text
+            record[name] = {p[0].strip(): _scalar(inner, p[1].strip() if len(p) == 2 else "") for p in pairs}
         elif text:
-            record[name] = text
+            record[name] = _scalar(shape, text)
     return record
+
+
+def _shape(annotation: Any) -> tuple[Any, Any]:
+    """("list", None), ("dict", the values' shape) or a scalar type, through Annotated and Optional."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _shape(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return _shape(next(a for a in get_args(annotation) if a is not type(None)))
+    if origin is list:
+        return "list", None
+    if origin is dict:
+        return "dict", _shape(get_args(annotation)[1])[0]
+    return annotation, None
+
+
+def _scalar(shape: Any, text: str) -> Any:
+    if shape == "list":  # in a mapping's value: mon=08:00-12:00|13:00-18:00
+        return [part for part in text.split(CSV_INNER_SEPARATOR) if part]
+    if shape is bool:
+        lowered = text.lower()
+        return lowered in _TRUE if lowered in _TRUE | _FALSE else text
+    if shape in (int, float):
+        try:
+            return shape(text)
+        except ValueError:
+            return text
+    return text
 
 
 def _validated(read: ReferenceFile, kind: Kind, raw: Any, line: int, where: str) -> None:
@@ -298,7 +319,8 @@ def apply_file(
 ) -> Applied:
     """Apply ``read`` in one transaction (nothing at all if it has problems)."""
     if read.problems:
-        raise ValidationFailed("the file has errors; nothing was changed", errors=read.problems[:100])
+        errors = [{"field": "file", "message": problem} for problem in read.problems[:100]]
+        raise ValidationFailed("the file has errors; nothing was changed", errors=errors)
     with db.transaction() as session:
         live = {name: _live_rows(session, KINDS[name]) for name in read.kinds}
         changes = _diff(read, live)
@@ -422,7 +444,7 @@ def _write(session: Session, kind: Kind, change: Change, row: Any, organisation_
 def _check_location(session: Session, slug: str) -> None:
     found = session.scalars(select(Location.id).where(Location.slug == slug, Location.retired_at.is_(None)))
     if found.first() is None:
-        raise ValidationFailed(f"no live location {slug!r} for the resource", errors=[{"field": "location"}])
+        raise Conflict(f"no live location {slug!r} for the resource")
 
 
 def _write_mapping(session: Session, change: Change, row: CodeMapping | None, actor: str) -> str:

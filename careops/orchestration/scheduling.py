@@ -90,7 +90,9 @@ def _within_hours(resource: Resource, start: dt.datetime, end: dt.datetime, zone
     return any(span[:5] <= begin and finish < span[6:] for span in spans)
 
 
-def _need(session: Session, location_slug: str, service_code: str, scope: LocationScope) -> _Need:
+def _place(
+    session: Session, location_slug: str, service_code: str, scope: LocationScope
+) -> tuple[Location, Service]:
     location = session.scalars(
         select(Location).where(Location.slug == location_slug, Location.retired_at.is_(None))
     ).first()
@@ -105,7 +107,7 @@ def _need(session: Session, location_slug: str, service_code: str, scope: Locati
     ).first()
     if service is None:
         raise NotFound(f"no live service {service_code!r}")
-    return _need_for(session, location, service)
+    return location, service
 
 
 def _need_for(session: Session, location: Location, service: Service) -> _Need:
@@ -159,6 +161,12 @@ def _fit(need: _Need, start: dt.datetime, taken: set[tuple[str, dt.datetime]]) -
     return chosen
 
 
+@dataclass(frozen=True)
+class Offer:
+    slots: list[Slot]
+    unavailable: str | None = None  # why there can be none (a resource kind the location lacks)
+
+
 def availability(
     db: Database,
     service_code: str,
@@ -167,23 +175,26 @@ def availability(
     end: dt.datetime,
     scope: LocationScope,
     limit: int = 50,
-) -> list[Slot]:
-    """Bookable starts (every ``OFFER_EVERY_MINUTES``) in ``[start, end)`` for the service at the
-    location, each with the resources it would take; at most ``limit``."""
-    if end <= start or end - start > MAX_WINDOW:
-        raise ValidationFailed("from must be before to, at most 31 days apart")
+) -> Offer:
+    """Bookable starts (every ``OFFER_EVERY_MINUTES``) in ``[start, end)`` (at most ``MAX_WINDOW``
+    of it) for the service at the location, each with the resources it would take; at most
+    ``limit``."""
+    end = min(end, start + MAX_WINDOW)
     with db.sessions() as session:
-        need = _need(session, location_slug, service_code, scope)
+        location, service = _place(session, location_slug, service_code, scope)
+        try:
+            need = _need_for(session, location, service)
+        except ValidationFailed as exc:
+            return Offer([], exc.detail)
         taken = _taken(session, need, start, end + need.duration)
-    first = _round_up(max(start, utcnow()), OFFER_EVERY_MINUTES)
     found: list[Slot] = []
-    at = first
+    at = _round_up(max(start, utcnow()), OFFER_EVERY_MINUTES)
     while at + need.duration <= end and len(found) < limit:
         chosen = _fit(need, at, taken)
         if chosen is not None:
             found.append(Slot(at, at + need.duration, tuple(r.code for r in chosen)))
         at += dt.timedelta(minutes=OFFER_EVERY_MINUTES)
-    return found
+    return Offer(found)
 
 
 def _round_up(moment: dt.datetime, minutes: int) -> dt.datetime:
@@ -305,14 +316,6 @@ def end_appointment(
         return appointment_view(appointment)
 
 
-def case_appointments(db: Database, case_id: str) -> list[dict[str, Any]]:
-    with db.sessions() as session:
-        rows = session.scalars(
-            select(Appointment).where(Appointment.case_id == case_id).order_by(Appointment.starts_at)
-        )
-        return [appointment_view(a) for a in rows]
-
-
 def first_free(db: Database, case_id: str, scope: LocationScope, days: int = 14) -> Slot | None:
     """The earliest bookable slot for the case's service at its location in the next ``days``."""
     with db.sessions() as session:
@@ -324,5 +327,5 @@ def first_free(db: Database, case_id: str, scope: LocationScope, days: int = 14)
         assert location is not None and service is not None
         slug, code = location.slug, service.code
     now = utcnow()
-    found = availability(db, code, slug, now, now + dt.timedelta(days=days), scope, limit=1)
+    found = availability(db, code, slug, now, now + dt.timedelta(days=days), scope, limit=1).slots
     return found[0] if found else None

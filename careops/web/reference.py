@@ -28,7 +28,7 @@ from careops.web.pages import QueryText, go, member, posted_form, refused_page, 
 router = APIRouter(prefix="/console/admin/reference", tags=["console"], include_in_schema=False)
 Reader = Annotated[ConsoleUser, Depends(member("reference:read"))]
 Writer = Annotated[ConsoleUser, Depends(member("reference:write"))]
-EDITABLE = ("locations", "services", "payers", "referrers")
+EDITABLE = ("locations", "services", "payers", "referrers", "resources")
 PAGE = 50
 
 

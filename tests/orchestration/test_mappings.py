@@ -14,7 +14,7 @@ from sqlalchemy import select
 from careops.db import Database
 from careops.domain.master_data import MappingRecord
 from careops.domain.models import BusinessEvent, ExceptionItem
-from careops.errors import ValidationFailed
+from careops.errors import Conflict
 from careops.integrations.inbound.fhir_channel import FhirChannel
 from careops.integrations.inbound.hl7_channel import Hl7Channel
 from careops.orchestration.intake import CatalogueCache
@@ -114,7 +114,7 @@ def test_a_fhir_system_and_code_pair_maps_for_every_sender(db: Database, setting
 
 def test_a_mapping_onto_nothing_live_is_refused(db: Database, settings: Settings) -> None:
     record = MappingRecord(sender="GHH", kind="service", code="X1", target="NO-SUCH")
-    with pytest.raises(ValidationFailed, match="no live service 'NO-SUCH'"):
+    with pytest.raises(Conflict, match="no live service 'NO-SUCH'"):
         save_mapping(db, settings, CatalogueCache(0), record, actor="coordinator")
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from careops.db import Database
 from careops.domain.models import Appointment, BusinessEvent, ServiceCase
-from careops.errors import Conflict
+from careops.errors import Conflict, NotFound
 from careops.governance.scoping import EVERYWHERE
 from careops.orchestration.scheduling import availability, book, end_appointment
 from tests.conftest import referral
@@ -52,9 +52,8 @@ def _status(db: Database, case_id: str) -> str:
 
 def test_availability_offers_starts_within_hours_with_free_resources(db: Database) -> None:
     monday = next_monday(0)
-    slots = availability(
-        db, "XRAY-CHEST", "north", monday, monday + dt.timedelta(days=7), EVERYWHERE, limit=500
-    )
+    week = monday + dt.timedelta(days=7)
+    slots = availability(db, "XRAY-CHEST", "north", monday, week, EVERYWHERE, limit=500).slots
     assert slots, "a week of a demo location has room for a chest X-ray"
     for slot in slots:
         local = slot.starts_at.astimezone(LONDON)
@@ -65,8 +64,13 @@ def test_availability_offers_starts_within_hours_with_free_resources(db: Databas
         )
         assert slot.resources == ("NORTH-XR-1", "NORTH-RAD-1")
         assert slot.ends_at - slot.starts_at == dt.timedelta(minutes=10)
-    with pytest.raises(Exception, match="no location 'nowhere'"):
+    with pytest.raises(NotFound, match="no location 'nowhere'"):
         availability(db, "XRAY-CHEST", "nowhere", monday, monday + dt.timedelta(days=1), EVERYWHERE)
+    at_south = availability(db, "XRAY-CHEST", "south", monday, monday + dt.timedelta(days=1), EVERYWHERE)
+    assert (
+        at_south.slots == []
+        and at_south.unavailable == "south has no x-ray-room, radiographer for XRAY-CHEST"
+    )
 
 
 def test_a_case_is_scheduled_by_booking_and_moves_with_its_appointment(

@@ -17,7 +17,8 @@ from careops.domain.models import BusinessEvent, Payer, Service
 from careops.governance.users import create_user
 from careops.settings import Settings
 from tests.conftest import referral
-from tests.governance.test_console_login import PASSWORD, _csrf, login
+from tests.governance.test_console_login import PASSWORD, _csrf
+from tests.web.test_console_queues import _as
 
 
 @pytest.fixture
@@ -30,12 +31,6 @@ def console(settings: Settings, db: Database) -> Iterator[TestClient]:
         create_user(db, settings, name, PASSWORD, roles, actor="test")
     with TestClient(create_app(settings, db), raise_server_exceptions=False) as browser:
         yield browser
-
-
-def _as(console: TestClient, name: str) -> TestClient:
-    console.cookies.clear()
-    assert login(console, name) == 303
-    return console
 
 
 def test_records_are_searched_edited_added_and_retired(console: TestClient, db: Database) -> None:
