@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from careops.db import Database
 from careops.domain.cases import CaseStatus
@@ -323,6 +323,9 @@ def seed_volume(db: Database, cases: int, progress: Callable[[int], None] = lamb
                     connection.execute(insert(_tables[model]), rows)
         written += len(chunk.events)
         progress(end - start)
+    if db.engine.dialect.name == "postgresql":  # as a bulk load should: plans fit the new sizes
+        with db.engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     return written
 
 

@@ -52,7 +52,17 @@ def steps(
     slug, ``case_ids`` the only cases wanted."""
     with db.engine.connect() as connection:
         slugs = dict(connection.execute(select(Location.id, Location.slug)).all())
-        query = select(_events).where(_events.c.case_id.is_not(None))
+        columns = (
+            "id",
+            "case_id",
+            "type",
+            "occurred_at",
+            "location_id",
+            "actor",
+            "subject_type",
+            "subject_id",
+        )
+        query = select(*(_events.c[name] for name in columns)).where(_events.c.case_id.is_not(None))
         if since is not None:
             query = query.where(_events.c.occurred_at >= since)
         if until is not None:

@@ -95,7 +95,8 @@ def process_flow(db: Database, reader: Principal, days: int, location: str | Non
         newest = LocationScope(chosen).restrict(
             select(ServiceCase.id).where(ServiceCase.created_at >= since), ServiceCase.location_id
         )
-        case_ids = list(session.scalars(newest.order_by(ServiceCase.created_at.desc()).limit(FLOW_CASES)))
+        # Ids begin with their creation time (``new_id``): the newest by id, read backwards on the key.
+        case_ids = list(session.scalars(newest.order_by(ServiceCase.id.desc()).limit(FLOW_CASES)))
     trace = list(steps(db, case_ids=case_ids))
     activities, arcs = directly_follows(trace)
     order = _usual_order(trace)
