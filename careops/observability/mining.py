@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import select
 
@@ -30,8 +30,9 @@ FORMATS = ("csv", "xes", "ocel")
 OBJECT_TYPES = {"intake_item": "intake item", "exception": "exception item", "case": "case"}
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
+    """One event of a case's trace (a tuple: tens of thousands are made for one page)."""
+
     case_id: str
     activity: str
     at: dt.datetime
