@@ -163,13 +163,13 @@ def _p(values: list[float], q: int) -> float:
     return quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
-def run(url: str, requests: int, rounds: int) -> list[tuple[str, ...]]:
+def run(url: str, requests: int, rounds: int, only: str = "") -> list[tuple[str, ...]]:
     settings = Settings(database_url=url, token_cache_seconds=5, login_attempts_per_minute=1000)
     db = Database(url)
     load_field_keys(db, settings)
     with contextlib.suppress(Conflict):  # made by an earlier run on this database
         create_user(db, settings, "bench", PASSWORD, sorted(SHIPPED_ROLES), actor="bench")
-    pages = _pages(db)
+    pages = [page for page in _pages(db) if only in page.name]
     captured = Captured()
     event.listen(Engine, "before_cursor_execute", captured)
     port = free_port()
@@ -227,10 +227,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the database this run made")
+    parser.add_argument("--only", default="", help="only the pages whose names hold this text")
     args = parser.parse_args()
     url = args.database or _seed(args.cases)
     try:
-        rows = run(url, args.requests, args.rounds)
+        rows = run(url, args.requests, args.rounds, args.only)
     finally:
         if not args.database and not args.keep:
             drop_database(url)

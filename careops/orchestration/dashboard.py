@@ -82,7 +82,7 @@ def export_rows(db: Database, reader: Principal, days: int, location: str | None
 
 
 NODE_HEIGHT, NODE_GAP, NODE_WIDTH = 28, 22, 230
-FLOW_CASES = 1000  # the newest cases of the period the flow is drawn from
+FLOW_CASES = 500  # the newest cases of the period the flow is drawn from
 
 
 def process_flow(db: Database, reader: Principal, days: int, location: str | None) -> dict[str, Any]:
