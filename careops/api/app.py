@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from careops import __version__
 from careops.api import (
     appointments,
+    authorisations,
     cases,
     contract,
     documents,
@@ -52,6 +53,7 @@ API_MODULES = (
     fhir,
     cases,
     appointments,
+    authorisations,
     exceptions,
     documents,
     quarantine,

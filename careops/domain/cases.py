@@ -57,9 +57,9 @@ _FORWARD: dict[tuple[CaseStatus, CaseAction], CaseStatus] = {
     (S.INVOICED, A.CLOSE): S.CLOSED,
 }
 TERMINAL = frozenset({S.CLOSED, S.CANCELLED})
-# Actions only an appointment takes (booking, cancelling or missing it, completing it): a case is
-# not scheduled or completed by hand.
-BY_APPOINTMENT = frozenset({A.SCHEDULE, A.UNSCHEDULE, A.COMPLETE})
+# Actions only a record takes: an appointment (booked, cancelled or missed, completed) or an
+# approved prior authorisation. A case is not scheduled, completed or authorised by hand.
+BY_RECORD = frozenset({A.SCHEDULE, A.UNSCHEDULE, A.COMPLETE, A.AUTHORISE})
 HOLDABLE = frozenset(s for s in CaseStatus if s not in TERMINAL and s is not S.ON_HOLD)
 TRANSITIONS: dict[tuple[CaseStatus, CaseAction], CaseStatus] = {
     **_FORWARD,

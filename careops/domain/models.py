@@ -218,6 +218,27 @@ class Appointment(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class PriorAuthorisation(Base):
+    """A payer's prior authorisation for a case's service: requested, then approved (with its
+    number, units and validity) or denied. A case waiting for one leaves ``awaiting_authorisation``
+    only when one is approved."""
+
+    __tablename__ = "prior_authorisation"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("service_case.id"), index=True)
+    payer_id: Mapped[str | None] = mapped_column(ForeignKey("payer.id"))
+    service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
+    status: Mapped[str] = mapped_column(String(16))  # requested, approved, denied
+    requested_units: Mapped[int] = mapped_column(Integer, default=1)
+    approved_units: Mapped[int | None] = mapped_column(Integer)
+    number: Mapped[str | None] = mapped_column(String(64))
+    valid_from: Mapped[dt.date | None] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class ResourceBooking(Base):
     """One slot (``SLOT_MINUTES`` long) of a resource taken by an appointment. The primary key is
     the invariant: no resource is booked twice for the same slot, on SQLite as on PostgreSQL,

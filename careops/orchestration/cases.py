@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from careops.db import Database
-from careops.domain.cases import BY_APPOINTMENT, CaseAction, CaseStatus, allowed_actions, transition
+from careops.domain.cases import BY_RECORD, CaseAction, CaseStatus, allowed_actions, transition
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Appointment, BusinessEvent, Location, Patient, Service, ServiceCase, find
 from careops.domain.phi import phi_fields
@@ -19,6 +19,7 @@ from careops.governance.masking import CLEAR, MaskingPolicy
 from careops.governance.phi_access import checked_reason, record_phi_read, record_reveal
 from careops.governance.principal import Principal
 from careops.governance.scoping import LocationScope
+from careops.orchestration.authorisations import case_authorisations
 from careops.orchestration.scheduling import appointment_view
 
 MAX_PAGE = 200
@@ -63,7 +64,7 @@ def case_summary(case: ServiceCase, masking: MaskingPolicy) -> dict[str, Any]:
     summary["created_at"] = case.created_at.isoformat()
     summary["updated_at"] = case.updated_at.isoformat()
     summary["allowed_actions"] = [
-        str(a) for a in allowed_actions(CaseStatus(case.status)) if a not in BY_APPOINTMENT
+        str(a) for a in allowed_actions(CaseStatus(case.status)) if a not in BY_RECORD
     ]
     summary["patient"] = patient_view(case.patient, masking)
     return summary
@@ -108,6 +109,7 @@ def _detail(session: Session, case: ServiceCase, masking: MaskingPolicy) -> dict
         **case_summary(case, masking),
         "timeline": [event_view(e) for e in events],
         "appointments": [appointment_view(a) for a in appointments],
+        "authorisations": case_authorisations(session, case.id),
     }
 
 
@@ -191,10 +193,11 @@ def transition_case(
     db: Database, case_id: str, action: CaseAction, *, by: Principal, reason_code: str | None
 ) -> dict[str, Any]:
     """Move a case by hand; scheduling and completing go through its appointment instead."""
-    if action in BY_APPOINTMENT:
+    if action in BY_RECORD:
         raise Conflict(
             f"a case is not moved by {action} by hand: book, cancel or complete its appointment "
-            "(POST /api/v1/appointments, /api/v1/appointments/{id}/cancel|no_show|complete)",
+            "(POST /api/v1/appointments, /api/v1/appointments/{id}/cancel|no_show|complete), or "
+            "record its prior authorisation (POST /api/v1/cases/{id}/authorisations)",
             allowed=[],
         )
     with db.transaction() as session:
@@ -202,7 +205,7 @@ def transition_case(
         try:
             transition(session, case, action, actor=by.id, reason_code=reason_code)
         except InvalidTransition as exc:  # name only what may be done by hand
-            exc.extra["allowed"] = [a for a in exc.extra.get("allowed", []) if a not in BY_APPOINTMENT]
+            exc.extra["allowed"] = [a for a in exc.extra.get("allowed", []) if a not in BY_RECORD]
             raise
         return case_summary(case, by.masking)
 

@@ -39,6 +39,7 @@ from careops.domain.models import (
 )
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
+from careops.orchestration.authorisations import check_validity
 
 SLOT_MINUTES = 5
 OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
@@ -260,6 +261,7 @@ def book(
             session.execute(insert(_bookings), rows)
             transition(session, case, CaseAction.SCHEDULE, actor=actor, reason_code="appointment_booked")
             record_events(session, _event(EventType.APPOINTMENT_BOOKED, appointment, case, actor))
+            check_validity(session, case, starts_at.astimezone(ZoneInfo(location.timezone or "UTC")).date())
             return appointment_view(appointment)
     except IntegrityError as exc:
         raise Conflict("the slot was taken by another booking a moment ago; choose another") from exc

@@ -8,6 +8,7 @@ it needs ``phi:reveal`` and a reason, and is audited.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -21,6 +22,7 @@ from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.governance.oidc import OidcClient, seal, unseal
 from careops.governance.permissions import PHI_REVEAL
 from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, single_sign_on
+from careops.orchestration.authorisations import decide_authorisation, request_authorisation
 from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case, transition_case
 from careops.orchestration.patient_search import PatientQuery, search_patients
 from careops.orchestration.scheduling import ENDINGS, book, end_appointment, first_free
@@ -226,6 +228,7 @@ def _case_page(
         revealed=revealed,
         can_reveal=user.principal.can(PHI_REVEAL),
         can_act=user.principal.can("cases:transition"),
+        can_decide=user.principal.can("approvals:decide"),
         **more,
     )
 
@@ -313,6 +316,62 @@ async def end(request: Request, appointment_id: str, ending: str, user: Schedule
     except CareopsError as exc:
         return refused_page(user, exc)
     return go(f"/console/cases/{done['case_id']}")
+
+
+@router.post("/cases/{case_id}/authorisations")
+async def request_authorisation_page(request: Request, case_id: str, user: Scheduler) -> Response:
+    """Request the case's prior authorisation from its payer."""
+    form = await posted_form(request, user)
+    db = request.app.state.db
+    try:
+        units = int(form.get("units") or 1)
+        await in_thread(
+            lambda: request_authorisation(
+                db, case_id, units, actor=user.principal.id, scope=user.principal.scope
+            )
+        )
+    except ValueError:
+        return refused_page(user, ValidationFailed("units: a whole number from 1 to 1000"))
+    except CareopsError as exc:
+        view = await in_thread(get_case, db, case_id, user.principal)
+        return _case_page(user, view, status=exc.status, problem=exc.detail)
+    return go(f"/console/cases/{case_id}")
+
+
+@router.post("/authorisations/{authorisation_id}/{decision}")
+async def decide_authorisation_page(
+    request: Request,
+    authorisation_id: str,
+    decision: str,
+    user: Annotated[ConsoleUser, Depends(member("approvals:decide"))],
+) -> Response:
+    """The payer's answer, as the form gives it (an approval's number, start and days valid)."""
+    form = await posted_form(request, user)
+    db = request.app.state.db
+    try:
+        if decision not in ("approve", "deny"):
+            raise ValidationFailed("approve or deny")
+        approval: dict[str, Any] = {}
+        if decision == "approve":
+            start = dt.date.fromisoformat(form.get("valid_from", ""))
+            days = int(form.get("valid_days", "0"))
+            if not 1 <= days <= 3660:
+                raise ValidationFailed("valid for 1 to 3,660 days")
+            approval = {"number": form.get("number", "").strip()[:64], "valid_from": start,
+                        "valid_to": start + dt.timedelta(days=days - 1)}  # fmt: skip
+        decided = await in_thread(
+            lambda: decide_authorisation(
+                db, authorisation_id, approved=decision == "approve", actor=user.principal.id,
+                scope=user.principal.scope, **approval,
+            )
+        )  # fmt: skip
+    except ValueError:
+        return refused_page(
+            user, ValidationFailed("the validity's start as YYYY-MM-DD and its days as a number")
+        )
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    return go(f"/console/cases/{decided['case_id']}")
 
 
 @router.post("/cases/{case_id}/transitions")

@@ -79,6 +79,8 @@ PAGE_ROUTES = {
     ("POST", "/console/admin/reference/{kind}/retire"): "session reference:write",
     ("POST", "/console/exceptions/{exception_id}/map"): "session mappings:write",
     ("POST", "/console/cases/{case_id}/book"): "session cases:transition",
+    ("POST", "/console/cases/{case_id}/authorisations"): "session cases:transition",
+    ("POST", "/console/authorisations/{authorisation_id}/{decision}"): "session approvals:decide",
     ("POST", "/console/appointments/{appointment_id}/{ending}"): "session cases:transition",
     ("GET", "/console/admin/audit"): "session audit:read",
     ("POST", "/console/admin/audit/verify"): "session audit:read",

@@ -205,7 +205,10 @@ def test_registration_then_appointment_schedules_the_case(hl7_client: TestClient
         assert session.scalar(select(func.count()).select_from(Patient)) == 1
         case = session.scalars(select(ServiceCase)).one()
     # CT head needs authorisation with no payer given: book only once it is ready to schedule.
-    hl7_client.post(f"/api/v1/cases/{case.id}/transitions", json={"action": "authorise"})
+    requested = hl7_client.post(f"/api/v1/cases/{case.id}/authorisations", json={"units": 1})
+    approval = {"number": "AUTH-1", "valid_from": "2021-10-01", "valid_days": 365}
+    approved = hl7_client.post(f"/api/v1/authorisations/{requested.json()['id']}/approve", json=approval)
+    assert approved.status_code == 200, approved.text
     booked = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "SIU-S12-01.hl7").read_bytes(), headers=HL7)
     assert msa(booked.text)[0] == "AA"
     assert case.id in msa(booked.text)[2]

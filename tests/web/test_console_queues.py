@@ -1,9 +1,11 @@
 """The console's work queues on SQLite and PostgreSQL: my work, an intake exception resolved into a
-case, a quarantined payload replayed and another discarded, a case moved through its actions;
-each as the roles allow, each form with its CSRF token."""
+case, a quarantined payload replayed and another discarded, a case moved through its actions and
+its prior authorisation requested and approved; each as the roles allow, each form with its CSRF
+token."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -274,3 +276,36 @@ def test_a_url_or_form_holding_a_nul_is_refused_not_a_500(api: TestClient, conso
     token = _csrf(console.get("/console/patients").text)
     searched = console.post("/console/patients", data={"csrf_token": token, "family_name": "Ex\x00"})
     assert searched.status_code == 422 and "NUL" in searched.text
+
+
+def test_a_coordinator_requests_and_a_reviewer_approves(
+    client: TestClient, console: TestClient, db: Database, settings: Settings
+) -> None:
+    create_user(db, settings, "rita", PASSWORD, ["authorisation_reviewer"], actor="test")
+    case_id = client.post(
+        "/api/v1/referrals", json=referral(service_code="MRI-KNEE", payer_code="AXA")
+    ).json()["case_id"]
+    coordinator = _as(console, "cora")
+    page = coordinator.get(f"/console/cases/{case_id}").text
+    assert "Request the authorisation" in page and "Book the first free slot" not in page
+    requested = coordinator.post(
+        f"/console/cases/{case_id}/authorisations", data={"csrf_token": _csrf(page), "units": "1"}
+    )
+    assert requested.status_code == 200 and "requested" in requested.text
+    authorisation_id = client.get(f"/api/v1/cases/{case_id}").json()["authorisations"][0]["id"]
+    approval = {
+        "csrf_token": _csrf(requested.text),
+        "number": "AXA-9",
+        "valid_from": dt.date.today().isoformat(),
+        "valid_days": "90",
+    }
+    assert (
+        coordinator.post(f"/console/authorisations/{authorisation_id}/approve", data=approval).status_code
+        == 403
+    )
+    reviewer = _as(console, "rita")
+    page = reviewer.get(f"/console/cases/{case_id}").text
+    decided = reviewer.post(
+        f"/console/authorisations/{authorisation_id}/approve", data={**approval, "csrf_token": _csrf(page)}
+    )
+    assert decided.status_code == 200 and "ready_to_schedule" in decided.text and "AXA-9" in decided.text

@@ -1,0 +1,159 @@
+"""Prior authorisations: a case waiting for one (``awaiting_authorisation``) gets it requested from
+its payer, and leaves that status only when one is approved; a denial leaves it waiting (request
+again, or cancel the case). Booking an appointment after the approval's validity opens an exception
+item for a person to renew it. Each step writes its event in the transaction of the change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careops.db import Database
+from careops.domain.cases import CaseAction, CaseStatus, transition
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import ExceptionItem, PriorAuthorisation, ServiceCase, find, new_id, utcnow
+from careops.errors import Conflict, NotFound, ValidationFailed
+from careops.governance.scoping import LocationScope
+
+AUTHORISATION_QUEUE = "authorisation"
+EXPIRES_BEFORE_APPOINTMENT = "authorisation_expires_before_appointment"
+
+
+def authorisation_view(record: PriorAuthorisation) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "case_id": record.case_id,
+        "status": record.status,
+        "requested_units": record.requested_units,
+        "approved_units": record.approved_units,
+        "number": record.number,
+        "valid_from": record.valid_from.isoformat() if record.valid_from else None,
+        "valid_to": record.valid_to.isoformat() if record.valid_to else None,
+    }
+
+
+def _event(kind: EventType, record: PriorAuthorisation, case: ServiceCase, actor: str, **more: Any) -> Event:
+    return Event(
+        kind,
+        subject_type="authorisation",
+        subject_id=record.id,
+        case_id=case.id,
+        location_id=case.location_id,
+        actor=actor,
+        payload={"authorisation_id": record.id, "status": record.status, **more},
+    )
+
+
+def request_authorisation(
+    db: Database, case_id: str, units: int, *, actor: str, scope: LocationScope
+) -> dict[str, Any]:
+    """Ask the case's payer for an authorisation of its service (one open request at a time)."""
+    if not 1 <= units <= 1000:
+        raise ValidationFailed("units: 1 to 1000")
+    with db.transaction() as session:
+        case = find(session, ServiceCase, case_id, for_update=True)
+        if case is None or not scope.allows(case.location_id):
+            raise NotFound("no case with this id")
+        if case.status != CaseStatus.AWAITING_AUTHORISATION:
+            raise Conflict(f"the case is {case.status}, not awaiting_authorisation", case_status=case.status)
+        open_request = session.scalars(
+            select(PriorAuthorisation.id).where(
+                PriorAuthorisation.case_id == case.id, PriorAuthorisation.status == "requested"
+            )
+        ).first()
+        if open_request is not None:
+            raise Conflict(
+                "an authorisation of this case is already requested", authorisation_id=open_request
+            )
+        record = PriorAuthorisation(
+            id=new_id(),
+            case_id=case.id,
+            payer_id=case.payer_id,
+            service_id=case.service_id,
+            status="requested",
+            requested_units=units,
+        )
+        session.add(record)
+        session.flush()
+        record_events(session, _event(EventType.AUTHORISATION_REQUESTED, record, case, actor, units=units))
+        return authorisation_view(record)
+
+
+def decide_authorisation(
+    db: Database,
+    authorisation_id: str,
+    *,
+    approved: bool,
+    actor: str,
+    scope: LocationScope,
+    number: str | None = None,
+    valid_from: dt.date | None = None,
+    valid_to: dt.date | None = None,
+    units: int | None = None,
+) -> dict[str, Any]:
+    """Record the payer's answer. An approval needs its number and validity, and moves the case to
+    ``ready_to_schedule``; a denial leaves the case waiting."""
+    if approved and (not number or valid_from is None or valid_to is None or valid_to < valid_from):
+        raise ValidationFailed(
+            "an approval names its number, and a validity whose end is not before its start"
+        )
+    with db.transaction() as session:
+        record = find(session, PriorAuthorisation, authorisation_id, for_update=True)
+        case = session.get(ServiceCase, record.case_id) if record is not None else None
+        if record is None or case is None or not scope.allows(case.location_id):
+            raise NotFound("no authorisation with this id")
+        if record.status != "requested":
+            raise Conflict(f"the authorisation is {record.status}", authorisation_status=record.status)
+        record.status = "approved" if approved else "denied"
+        record.decided_by = actor[:100]
+        record.updated_at = utcnow()
+        if approved:
+            record.number, record.valid_from, record.valid_to = number, valid_from, valid_to
+            record.approved_units = units or record.requested_units
+            if case.status == CaseStatus.AWAITING_AUTHORISATION:
+                transition(
+                    session, case, CaseAction.AUTHORISE, actor=actor, reason_code="authorisation_approved"
+                )
+        kind = EventType.AUTHORISATION_APPROVED if approved else EventType.AUTHORISATION_DENIED
+        record_events(session, _event(kind, record, case, actor))
+        return authorisation_view(record)
+
+
+def check_validity(session: Session, case: ServiceCase, on: dt.date) -> None:
+    """In the caller's transaction: an exception item when the case's approved authorisation is
+    no longer valid on ``on`` (its appointment's date), for a person to renew it."""
+    valid_to = session.scalars(
+        select(PriorAuthorisation.valid_to)
+        .where(PriorAuthorisation.case_id == case.id, PriorAuthorisation.status == "approved")
+        .order_by(PriorAuthorisation.valid_to.desc())
+    ).first()
+    if valid_to is None or valid_to >= on:
+        return
+    item = ExceptionItem(
+        id=new_id(),
+        queue=AUTHORISATION_QUEUE,
+        reason_codes=[EXPIRES_BEFORE_APPOINTMENT],
+        case_id=case.id,
+        location_id=case.location_id,
+        dedupe_key=f"{EXPIRES_BEFORE_APPOINTMENT}:{case.id}:{on.isoformat()}",
+        created_at=utcnow(),
+    )
+    session.add(item)
+    session.flush()
+    payload = {"queue": AUTHORISATION_QUEUE, "reason_codes": [EXPIRES_BEFORE_APPOINTMENT]}
+    record_events(
+        session, Event.about_exception(EventType.EXCEPTION_OPENED, item, actor="scheduling", payload=payload)
+    )
+
+
+def case_authorisations(session: Session, case_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(PriorAuthorisation)
+        .where(PriorAuthorisation.case_id == case_id)
+        .order_by(PriorAuthorisation.created_at)
+    )
+    return [authorisation_view(r) for r in rows]
