@@ -175,6 +175,28 @@ class Event:
         )
 
     @classmethod
+    def about_case_record(
+        cls,
+        event_type: EventType,
+        subject_type: str,
+        subject_id: str,
+        case: ServiceCase,
+        *,
+        actor: str,
+        payload: dict[str, Any],
+    ) -> Event:
+        """An event about a record of a case (an appointment, an authorisation), on its timeline."""
+        return cls(
+            event_type,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            case_id=case.id,
+            location_id=case.location_id,
+            actor=actor,
+            payload=payload,
+        )
+
+    @classmethod
     def about_exception(
         cls, event_type: EventType, item: ExceptionItem, *, actor: str, payload: dict[str, Any]
     ) -> Event:

@@ -37,15 +37,8 @@ def authorisation_view(record: PriorAuthorisation) -> dict[str, Any]:
 
 
 def _event(kind: EventType, record: PriorAuthorisation, case: ServiceCase, actor: str, **more: Any) -> Event:
-    return Event(
-        kind,
-        subject_type="authorisation",
-        subject_id=record.id,
-        case_id=case.id,
-        location_id=case.location_id,
-        actor=actor,
-        payload={"authorisation_id": record.id, "status": record.status, **more},
-    )
+    payload = {"authorisation_id": record.id, "status": record.status, **more}
+    return Event.about_case_record(kind, "authorisation", record.id, case, actor=actor, payload=payload)
 
 
 def request_authorisation(

@@ -268,20 +268,13 @@ def book(
 
 
 def _event(kind: EventType, appointment: Appointment, case: ServiceCase, actor: str, **more: Any) -> Event:
-    return Event(
-        kind,
-        subject_type="appointment",
-        subject_id=appointment.id,
-        case_id=case.id,
-        location_id=case.location_id,
-        actor=actor,
-        payload={
-            "appointment_id": appointment.id,
-            "starts_at": appointment.starts_at.isoformat(),
-            "resources": list(appointment.resource_codes),
-            **more,
-        },
-    )
+    payload = {
+        "appointment_id": appointment.id,
+        "starts_at": appointment.starts_at.isoformat(),
+        "resources": list(appointment.resource_codes),
+        **more,
+    }
+    return Event.about_case_record(kind, "appointment", appointment.id, case, actor=actor, payload=payload)
 
 
 # What each ending of an appointment does: its new status, the case's action, the event.
