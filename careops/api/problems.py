@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,20 +24,23 @@ INTERNAL_ERROR = "internal_error"  # a bug: logged with its traceback, never sho
 log = get_logger("careops.api")
 
 
-def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
-    correlation_id = current_correlation_id() or uuid.uuid4().hex
-    body = {
+def problem(
+    status: int, code: str, title: str, detail: str, request: Request, extra: Mapping[str, Any] | None = None
+) -> JSONResponse:
+    """The problem answer; ``extra`` adds members (an error's ``allowed``, ``reason_codes``, …) but
+    never replaces the standard ones."""
+    body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
         "status": status,
         "detail": detail,
         "code": code,
-        "correlation_id": correlation_id,
-        **extra,
+        "correlation_id": current_correlation_id() or uuid.uuid4().hex,
     }
+    body |= {key: value for key, value in (extra or {}).items() if key not in body}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if "retry_after" in extra:
-        headers = {"Retry-After": str(extra["retry_after"])}
+    if "retry_after" in body:
+        headers = {"Retry-After": str(body["retry_after"])}
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -68,7 +71,7 @@ def install(app: FastAPI) -> None:
     async def careops_error(request: Request, exc: CareopsError) -> JSONResponse:
         if exc.status >= 500:
             log.error("request.failed", code=exc.code)
-        return problem(exc.status, exc.code, exc.title, exc.detail, request, **exc.extra)
+        return problem(exc.status, exc.code, exc.title, exc.detail, request, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

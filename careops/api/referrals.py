@@ -156,6 +156,5 @@ async def _reject(
         error.title,
         error.detail,
         request,
-        **error.extra,
-        quarantine_id=quarantine_id,
+        {**error.extra, "quarantine_id": quarantine_id},
     )

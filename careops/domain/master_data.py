@@ -157,9 +157,6 @@ class ResourceRecord(Record):
         return {day: value[day] for day in WEEKDAYS if day in value}
 
 
-MAPPED_KINDS = ("location", "service", "referrer", "payer")
-
-
 class MappingRecord(Record):
     """``sender`` calls ``target`` (a careops location slug, service, referrer or payer code) ``code``."""
 
@@ -218,9 +215,3 @@ SINGULAR = {
     "referrer": "referrers",
     "resource": "resources",
 }
-
-
-def ownable_fields(kind: str) -> tuple[str, ...]:
-    """The fields of ``kind`` (singular) that a field owner may own (all but the key)."""
-    spec = KINDS[SINGULAR[kind]]
-    return tuple(f for f in spec.fields if f not in spec.key)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import structlog
 from opentelemetry import trace
@@ -88,10 +87,6 @@ def parent_from(trace_parent: str | None) -> Context | None:
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
-def parent_from_headers(headers: Mapping[str, str]) -> Context | None:
-    return parent_from(headers.get("traceparent"))
-
-
 @contextmanager
 def span(
     name: str,
@@ -126,10 +121,3 @@ def span(
 def _linked(trace_parent: str | None) -> SpanContext | None:
     context = parent_from(trace_parent)
     return None if context is None else trace.get_current_span(context).get_span_context()
-
-
-def set_attributes(**attributes: Any) -> None:
-    """Add attributes (ids, codes, counts; never PHI) to the current span."""
-    current = trace.get_current_span()
-    if current.is_recording():
-        current.set_attributes(attributes)

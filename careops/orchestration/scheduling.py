@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, transition
 from careops.domain.events import Event, EventType, record_events
+from careops.domain.master_data import WEEKDAYS
 from careops.domain.models import (
     Appointment,
     Base,
@@ -45,7 +46,6 @@ SLOT_MINUTES = 5
 OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
 DEFAULT_DURATION_MINUTES = 30
 MAX_WINDOW = dt.timedelta(days=31)
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _bookings = Base.metadata.tables[ResourceBooking.__tablename__]
 
 
