@@ -15,6 +15,7 @@ from careops import __version__
 from careops.api import (
     appointments,
     authorisations,
+    billing,
     cases,
     contract,
     documents,
@@ -27,6 +28,7 @@ from careops.api import (
     quarantine,
     reference,
     referrals,
+    results,
 )
 from careops.api.deps import ApiLimits
 from careops.api.request_tracing import RequestTracing
@@ -54,6 +56,8 @@ API_MODULES = (
     cases,
     appointments,
     authorisations,
+    results,
+    billing,
     exceptions,
     documents,
     quarantine,

@@ -12,7 +12,12 @@ from careops.api.deps import DbDep, RecordId, SettingsDep, require
 from careops.db import in_thread
 from careops.domain.models import PLAIN_TEXT
 from careops.governance.principal import Principal
-from careops.orchestration.exception_queue import get_exception, list_exceptions, resolve_intake_exception
+from careops.orchestration.exception_queue import (
+    close_exception,
+    get_exception,
+    list_exceptions,
+    resolve_intake_exception,
+)
 from careops.orchestration.mappings import waiting_codes
 
 router = APIRouter(prefix="/api/v1/exceptions", tags=["exceptions"])
@@ -72,6 +77,28 @@ async def resolve(
             catalogue=request.app.state.catalogue,
             scope=principal.scope,
         )
+    )
+
+
+class CloseIn(BaseModel):
+    outcome: str = Field(
+        min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$", description="What was done, e.g. `merged`."
+    )
+
+
+@router.post(
+    "/{exception_id}/close",
+    summary="Close an item of a queue other than intake once it has been dealt with",
+    responses=answers(404, 409, s409="The item is already resolved, or is an intake item (resolve it)."),
+)
+async def close(
+    db: DbDep,
+    exception_id: RecordId,
+    body: CloseIn,
+    principal: Annotated[Principal, Depends(require("exceptions:resolve"))],
+) -> dict[str, Any]:
+    return await in_thread(
+        lambda: close_exception(db, exception_id, body.outcome, actor=principal.id, scope=principal.scope)
     )
 
 

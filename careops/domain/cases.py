@@ -57,9 +57,10 @@ _FORWARD: dict[tuple[CaseStatus, CaseAction], CaseStatus] = {
     (S.INVOICED, A.CLOSE): S.CLOSED,
 }
 TERMINAL = frozenset({S.CLOSED, S.CANCELLED})
-# Actions only a record takes: an appointment (booked, cancelled or missed, completed) or an
-# approved prior authorisation. A case is not scheduled, completed or authorised by hand.
-BY_RECORD = frozenset({A.SCHEDULE, A.UNSCHEDULE, A.COMPLETE, A.AUTHORISE})
+# Actions only a record takes: an appointment (booked, cancelled or missed, completed), an
+# approved prior authorisation, a passed billing checklist, an invoice sent. A case is not
+# scheduled, completed, authorised, made billing-ready or invoiced by hand.
+BY_RECORD = frozenset({A.SCHEDULE, A.UNSCHEDULE, A.COMPLETE, A.AUTHORISE, A.MARK_BILLING_READY, A.INVOICE})
 HOLDABLE = frozenset(s for s in CaseStatus if s not in TERMINAL and s is not S.ON_HOLD)
 TRANSITIONS: dict[tuple[CaseStatus, CaseAction], CaseStatus] = {
     **_FORWARD,

@@ -52,6 +52,12 @@ Amounts = Annotated[dict[KeyText, float], WithJsonSchema(by_key({"type": "number
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Word = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# What a billing checklist may name (``orchestration.billing`` checks them).
+CHECKS = ("signed_report", "referral_letter", "procedure_code", "diagnosis_code", "authorisation")
+Checklist = Annotated[
+    list[Literal["signed_report", "referral_letter", "procedure_code", "diagnosis_code", "authorisation"]],
+    Field(max_length=5, description="what an invoice needs: " + ", ".join(CHECKS)),
+]
 REQUIRABLE = (
     "patient.birth_date",
     "patient.mrn",
@@ -97,6 +103,11 @@ class ServiceRecord(Record):
     authorisation: ByPayer = Field(default_factory=dict, description="payer code -> needs it")
     prices: Amounts = Field(default_factory=dict, description="payer code -> price")
     materials: Amounts = Field(default_factory=dict, description="item code -> quantity")
+    procedure_code: Annotated[str, StringConstraints(pattern=r"^(\d{4}[0-9FTU]|[A-V]\d{4})$")] | None = Field(
+        None, description="CPT or HCPCS code an invoice bills"
+    )
+    requires_result: bool = Field(False, description="completed only once its result is received")
+    billing_checklist: Checklist = Field(default_factory=list)
 
     @field_validator("prices", "materials")
     @classmethod
@@ -117,6 +128,7 @@ class PayerRecord(Record):
     name: Name
     category: Word | None = None
     requires_authorisation: bool = False
+    billing_checklist: Checklist = Field(default_factory=list)
 
 
 class ReferrerRecord(Record):

@@ -87,7 +87,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSONType, list[str]: JSONType}
+    type_annotation_map = {
+        dt.datetime: UTCDateTime,
+        dict[str, Any]: JSONType,
+        list[str]: JSONType,
+        list[dict[str, Any]]: JSONType,
+    }
 
 
 class Organisation(Base):
@@ -160,6 +165,8 @@ class Payer(Base):
     name: Mapped[str] = mapped_column(String(200))
     requires_authorisation: Mapped[bool] = mapped_column(Boolean, default=False)
     category: Mapped[str | None] = mapped_column(String(64))  # public, private, self-pay, ...
+    # What this payer's invoices need besides the service's own (``master_data.CHECKS``).
+    billing_checklist: Mapped[list[str]] = mapped_column(default=list)
     retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
@@ -181,6 +188,10 @@ class Service(Base):
     authorisation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prices: Mapped[dict[str, Any]] = mapped_column(default=dict)  # payer code -> price
     materials: Mapped[dict[str, Any]] = mapped_column(default=dict)  # bill of materials: item -> quantity
+    procedure_code: Mapped[str | None] = mapped_column(String(16))  # CPT or HCPCS, what is billed
+    requires_result: Mapped[bool] = mapped_column(Boolean, default=False)  # complete only with a result
+    # What an invoice for this service needs (``master_data.CHECKS``), for every payer.
+    billing_checklist: Mapped[list[str]] = mapped_column(default=list)
     retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
@@ -214,6 +225,10 @@ class Appointment(Base):
     ends_at: Mapped[dt.datetime] = mapped_column()
     status: Mapped[str] = mapped_column(String(16))
     resource_codes: Mapped[list[str]] = mapped_column(default=list)
+    # Booked in another system (an HL7 SIU feed): its id there (SCH-2 filler, else SCH-1 placer).
+    # Such an appointment takes none of careops' resources: the other system owns them.
+    source: Mapped[str] = mapped_column(String(16), default="careops")
+    external_id: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -352,6 +367,10 @@ class ServiceCase(Base):
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     status: Mapped[str] = mapped_column(String(32))
     held_from: Mapped[str | None] = mapped_column(String(32))
+    # The sender's order or referral number (HL7 ORC-2 / OBR-2 / RF1-6, FHIR identifier): what
+    # results, charges and referral updates name the case by.
+    order_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    diagnosis_codes: Mapped[list[str]] = mapped_column(default=list)  # ICD-10-CM, from referral and charges
     patient: Mapped[Patient] = relationship(Patient, lazy="select", viewonly=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -374,7 +393,59 @@ class Document(Base):
     text: Mapped[str | None] = mapped_column(
         EncryptedText("document.text"), info=phi(PhiCategory.CLINICAL_NOTE)
     )
+    kind: Mapped[str] = mapped_column(String(16), default="attachment")  # attachment | report
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Result(Base):
+    """A result or report (HL7 ORU^R01, FHIR DiagnosticReport) and the case it was matched to; an
+    unmatched one (``case_id`` empty) waits in the results queue for a person to match it."""
+
+    __tablename__ = "result"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("service_case.id"), index=True)
+    intake_item_id: Mapped[str] = mapped_column(ForeignKey("intake_item.id"))
+    document_id: Mapped[str | None] = mapped_column(ForeignKey("document.id"))
+    location_id: Mapped[str | None] = mapped_column(ForeignKey("location.id"))
+    order_number: Mapped[str | None] = mapped_column(String(64))
+    service_code: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # final | preliminary | corrected | cancelled
+    matched_by: Mapped[str | None] = mapped_column(String(16))  # order_number | patient | person
+    observed_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CaseCharge(Base):
+    """A charge another system posted for a case (HL7 DFT^P03 FT1): billing input."""
+
+    __tablename__ = "case_charge"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("service_case.id"), index=True)
+    intake_item_id: Mapped[str] = mapped_column(ForeignKey("intake_item.id"))
+    code: Mapped[str] = mapped_column(String(64))  # the transaction / procedure code
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    amount: Mapped[float | None] = mapped_column(Float)
+    currency: Mapped[str | None] = mapped_column(String(8))
+    diagnosis_codes: Mapped[list[str]] = mapped_column(default=list)
+    posted_on: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class InvoiceRequest(Base):
+    """An invoice asked of billing for a billable case: its lines (from the payer's price list),
+    requested, approved, sent (with the billing system's reference), paid or rejected."""
+
+    __tablename__ = "invoice_request"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    case_id: Mapped[str] = mapped_column(ForeignKey("service_case.id"), index=True)
+    location_id: Mapped[str] = mapped_column(ForeignKey("location.id"))
+    payer_id: Mapped[str | None] = mapped_column(ForeignKey("payer.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    lines: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    total: Mapped[float] = mapped_column(Float)
+    external_reference: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Task(Base):

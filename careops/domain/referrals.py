@@ -82,6 +82,9 @@ class ReferralIn(BaseModel):
     member_id: Code | None = None
     external_id: Code | None = Field(None, description="The sender's own reference.")
     clinical_notes: Annotated[str, StringConstraints(max_length=20_000, pattern=WITHOUT_NUL)] | None = None
+    diagnosis_codes: list[Code] = Field(
+        default_factory=list, max_length=20, description="Diagnosis codes (ICD-10-CM), e.g. `M25.561`."
+    )
 
 
 class NormalisedReferral(BaseModel):
@@ -99,6 +102,7 @@ class NormalisedReferral(BaseModel):
     payer_code: str | None
     member_id: str | None
     external_id: str | None
+    diagnosis_codes: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list, description="invalid_field:... reason codes")
 
     def value(self, field: str) -> object:
@@ -233,6 +237,9 @@ def normalise(
         payer_code=normalise_code(referral.payer_code),
         member_id=clean_text(referral.member_id),
         external_id=clean_text(referral.external_id),
+        diagnosis_codes=list(
+            dict.fromkeys(c for c in ((clean_text(c) or "").upper() for c in referral.diagnosis_codes) if c)
+        ),
         problems=problems,
     )
 

@@ -29,7 +29,7 @@ PERMISSIONS: dict[str, str] = {
     "quarantine:read": "read quarantined payloads",
     "quarantine:replay": "replay or discard quarantined payloads",
     "approvals:decide": "decide approvals (never one's own request)",
-    "billing:approve": "approve invoices",
+    "billing:approve": "check billing readiness, request, approve, send and settle invoices",
     "inventory:adjust": "adjust stock and replenishment",
     "staff:reassign": "reassign staff and shifts",
     "integrations:manage": "manage connectors, webhooks and their secrets",
@@ -98,7 +98,7 @@ SHIPPED_ROLES: dict[str, RoleSpec] = {
     ),
     "finance": _role(
         "billing readiness, invoice approval, discrepancies",
-        "cases:read billing:approve",
+        "cases:read billing:approve exceptions:read exceptions:resolve",
         masking(C, P, P, P, C, H, H),
     ),
     "procurement": _role(

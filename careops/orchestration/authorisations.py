@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from careops.db import Database
 from careops.domain.cases import CaseAction, CaseStatus, transition
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ExceptionItem, PriorAuthorisation, ServiceCase, find, new_id, utcnow
+from careops.domain.models import PriorAuthorisation, ServiceCase, find, new_id, utcnow
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
+from careops.orchestration.exception_queue import open_exception
 
 AUTHORISATION_QUEUE = "authorisation"
 EXPIRES_BEFORE_APPOINTMENT = "authorisation_expires_before_appointment"
@@ -126,20 +127,13 @@ def check_validity(session: Session, case: ServiceCase, on: dt.date) -> None:
     ).first()
     if valid_to is None or valid_to >= on:
         return
-    item = ExceptionItem(
-        id=new_id(),
-        queue=AUTHORISATION_QUEUE,
-        reason_codes=[EXPIRES_BEFORE_APPOINTMENT],
-        case_id=case.id,
-        location_id=case.location_id,
+    open_exception(
+        session,
+        AUTHORISATION_QUEUE,
+        [EXPIRES_BEFORE_APPOINTMENT],
+        actor="scheduling",
+        case=case,
         dedupe_key=f"{EXPIRES_BEFORE_APPOINTMENT}:{case.id}:{on.isoformat()}",
-        created_at=utcnow(),
-    )
-    session.add(item)
-    session.flush()
-    payload = {"queue": AUTHORISATION_QUEUE, "reason_codes": [EXPIRES_BEFORE_APPOINTMENT]}
-    record_events(
-        session, Event.about_exception(EventType.EXCEPTION_OPENED, item, actor="scheduling", payload=payload)
     )
 
 

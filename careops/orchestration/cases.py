@@ -20,6 +20,8 @@ from careops.governance.phi_access import checked_reason, record_phi_read, recor
 from careops.governance.principal import Principal
 from careops.governance.scoping import LocationScope
 from careops.orchestration.authorisations import case_authorisations
+from careops.orchestration.billing import case_invoices
+from careops.orchestration.results import case_results
 from careops.orchestration.scheduling import appointment_view
 
 MAX_PAGE = 200
@@ -110,6 +112,9 @@ def _detail(session: Session, case: ServiceCase, masking: MaskingPolicy) -> dict
         "timeline": [event_view(e) for e in events],
         "appointments": [appointment_view(a) for a in appointments],
         "authorisations": case_authorisations(session, case.id),
+        "results": case_results(session, case.id),
+        "invoices": case_invoices(session, case.id),
+        "diagnosis_codes": list(case.diagnosis_codes),
     }
 
 
@@ -196,8 +201,10 @@ def transition_case(
     if action in BY_RECORD:
         raise Conflict(
             f"a case is not moved by {action} by hand: book, cancel or complete its appointment "
-            "(POST /api/v1/appointments, /api/v1/appointments/{id}/cancel|no_show|complete), or "
-            "record its prior authorisation (POST /api/v1/cases/{id}/authorisations)",
+            "(POST /api/v1/appointments, /api/v1/appointments/{id}/cancel|no_show|complete), "
+            "record its prior authorisation (POST /api/v1/cases/{id}/authorisations), check its "
+            "billing readiness (POST /api/v1/cases/{id}/billing-readiness) or send its invoice "
+            "(POST /api/v1/invoices/{id}/send)",
             allowed=[],
         )
     with db.transaction() as session:

@@ -8,16 +8,100 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import String, case, cast, func, select
+from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ExceptionItem, IntakeItem, User, find, is_id, utcnow
+from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase, User, find, is_id, new_id, utcnow
 from careops.domain.referrals import KNOWN_FIELDS, ReferralIn
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.duties import check_duties
 from careops.governance.scoping import LocationScope
-from careops.orchestration.intake import CatalogueCache, case_or_link, check_location, evaluate, insert_case
+from careops.orchestration.intake import (
+    INTAKE_QUEUE,
+    CatalogueCache,
+    case_or_link,
+    check_location,
+    evaluate,
+    insert_case,
+)
 from careops.settings import Settings
+
+
+def open_exception(
+    session: Session,
+    queue: str,
+    reasons: list[str],
+    *,
+    actor: str,
+    case: ServiceCase | None = None,
+    location_id: str | None = None,
+    intake_item_id: str | None = None,
+    dedupe_key: str | None = None,
+) -> ExceptionItem:
+    """In the caller's transaction: an open item in ``queue`` for a person, and ``exception.opened``.
+
+    With a ``dedupe_key`` an item still open under it is reused (its reasons replaced) rather
+    than a second one opened.
+    """
+    if dedupe_key is not None:
+        existing = session.scalars(
+            select(ExceptionItem).where(ExceptionItem.dedupe_key == dedupe_key).with_for_update()
+        ).first()
+        if existing is not None and existing.status == "open":
+            existing.reason_codes = reasons
+            return existing
+        if existing is not None:
+            existing.dedupe_key = None  # a resolved item gives its key to the new one
+            session.flush()
+    item = ExceptionItem(
+        id=new_id(),
+        queue=queue,
+        status="open",
+        reason_codes=reasons,
+        case_id=case.id if case else None,
+        location_id=case.location_id if case else location_id,
+        intake_item_id=intake_item_id,
+        dedupe_key=dedupe_key,
+        created_at=utcnow(),
+    )
+    session.add(item)
+    session.flush()
+    payload = {"queue": queue, "reason_codes": reasons}
+    record_events(
+        session, Event.about_exception(EventType.EXCEPTION_OPENED, item, actor=actor, payload=payload)
+    )
+    return item
+
+
+def close_exception_item(session: Session, item: ExceptionItem, outcome: str, *, actor: str) -> None:
+    """In the caller's transaction: mark an open item resolved with ``outcome`` and record it."""
+    item.status = "resolved"
+    item.resolved_at = utcnow()
+    item.resolution = {"outcome": outcome}
+    record_events(
+        session,
+        Event.about_exception(EventType.EXCEPTION_RESOLVED, item, actor=actor, payload={"outcome": outcome}),
+    )
+
+
+def close_exception(
+    db: Database, exception_id: str, outcome: str, *, actor: str, scope: LocationScope
+) -> dict[str, Any]:
+    """Close an item of a queue other than intake (those are resolved by completing the referral)
+    once a person has dealt with it: a merge confirmed in the patient index, an authorisation
+    renewed, a cancellation followed up."""
+    with db.transaction() as session:
+        item = find(session, ExceptionItem, exception_id, for_update=True)
+        if item is None:
+            raise NotFound("no exception item with this id")
+        scope.check(item.location_id, "exception item")
+        if item.status != "open":
+            raise Conflict("this exception item is already resolved", case_id=item.case_id)
+        if item.queue == INTAKE_QUEUE:
+            raise Conflict("an intake item is resolved by completing its referral (POST …/resolve)")
+        close_exception_item(session, item, outcome, actor=actor)
+        return exception_view(item)
 
 
 def exception_view(item: ExceptionItem) -> dict[str, Any]:

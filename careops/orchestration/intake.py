@@ -57,6 +57,10 @@ _ITEM_STATUS = {
     "exception": "incomplete",
     "patient_recorded": "accepted",
     "appointment_recorded": "accepted",
+    "result_recorded": "accepted",
+    "charges_recorded": "accepted",
+    "referral_updated": "accepted",
+    "recorded": "recorded",
 }
 
 
@@ -339,13 +343,18 @@ def intake_item_row(
 
 
 def intake_exception(
-    item_id: str, location_id: str | None, reasons: list[str], request: IntakeRequest
+    item_id: str,
+    location_id: str | None,
+    reasons: list[str],
+    request: IntakeRequest,
+    queue: str = INTAKE_QUEUE,
 ) -> tuple[IntakeAnswer, dict[str, Any]]:
-    """The answer for an incomplete referral and the exception item row to insert after its item."""
+    """The answer for an incomplete referral (or a message that matched nothing) and the
+    exception item row to insert after its item, in ``queue``."""
     exception_id = new_id()
     row = {
         "id": exception_id,
-        "queue": INTAKE_QUEUE,
+        "queue": queue,
         "status": "open",
         "reason_codes": reasons,
         "intake_item_id": item_id,
@@ -439,6 +448,8 @@ def case_or_link(
         "priority": referral.priority,
         "status": status,
         "held_from": None,
+        "order_number": referral.external_id[:64] if referral.external_id else None,
+        "diagnosis_codes": referral.diagnosis_codes,
         "created_at": now,
         "updated_at": now,
     }

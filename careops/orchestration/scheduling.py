@@ -6,7 +6,8 @@ radiographer), free and within working hours for the whole of its duration. Book
 resources' slots (``SLOT_MINUTES`` each) in ``resource_booking``, whose primary key is the
 invariant: a slot already taken fails the insert, so two bookings racing for it end with one
 appointment and one 409, on SQLite and PostgreSQL alike. A case is scheduled only by booking,
-completed only by completing its appointment, and goes back to ``ready_to_schedule`` when the
+completed by completing its appointment (and, when its service needs one, receiving its result),
+and goes back to ``ready_to_schedule`` when the
 appointment is cancelled or missed; each step writes its event in the same transaction.
 """
 
@@ -41,6 +42,8 @@ from careops.domain.models import (
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.authorisations import check_validity
+from careops.orchestration.billing import check_readiness
+from careops.orchestration.results import awaiting_result
 
 SLOT_MINUTES = 5
 OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
@@ -214,6 +217,8 @@ def appointment_view(appointment: Appointment) -> dict[str, Any]:
         "ends_at": appointment.ends_at.isoformat(),
         "status": appointment.status,
         "resources": list(appointment.resource_codes),
+        "source": appointment.source,
+        "external_id": appointment.external_id,
     }
 
 
@@ -260,14 +265,16 @@ def book(
             ]
             session.execute(insert(_bookings), rows)
             transition(session, case, CaseAction.SCHEDULE, actor=actor, reason_code="appointment_booked")
-            record_events(session, _event(EventType.APPOINTMENT_BOOKED, appointment, case, actor))
+            record_events(session, appointment_event(EventType.APPOINTMENT_BOOKED, appointment, case, actor))
             check_validity(session, case, starts_at.astimezone(ZoneInfo(location.timezone or "UTC")).date())
             return appointment_view(appointment)
     except IntegrityError as exc:
         raise Conflict("the slot was taken by another booking a moment ago; choose another") from exc
 
 
-def _event(kind: EventType, appointment: Appointment, case: ServiceCase, actor: str, **more: Any) -> Event:
+def appointment_event(
+    kind: EventType, appointment: Appointment, case: ServiceCase, actor: str, **more: Any
+) -> Event:
     payload = {
         "appointment_id": appointment.id,
         "starts_at": appointment.starts_at.isoformat(),
@@ -304,10 +311,15 @@ def end_appointment(
         appointment.updated_at = utcnow()
         if release:
             session.execute(delete(_bookings).where(_bookings.c.appointment_id == appointment.id))
+        more: dict[str, Any] = {"reason": reason[:500]} if reason else {}
         if case.status == CaseStatus.SCHEDULED:
-            transition(session, case, action, actor=actor, reason_code=f"appointment_{status}")
-        more = {"reason": reason[:500]} if reason else {}
-        record_events(session, _event(event_type, appointment, case, actor, **more))
+            if action is CaseAction.COMPLETE and awaiting_result(session, case):
+                more["awaiting_result"] = True  # completed when its result comes
+            else:
+                transition(session, case, action, actor=actor, reason_code=f"appointment_{status}")
+        record_events(session, appointment_event(event_type, appointment, case, actor, **more))
+        if case.status == CaseStatus.COMPLETED:
+            check_readiness(session, case, actor=actor)
         return appointment_view(appointment)
 
 

@@ -131,10 +131,11 @@ def test_unsupported_and_malformed_messages_are_refused_and_kept(
     hl7_client: TestClient, hl7_db: Database
 ) -> None:
     unsupported = hl7_client.post(
-        "/api/v1/hl7", content=(SAMPLES / "ORU-R01-01.hl7").read_bytes(), headers=HL7
+        "/api/v1/hl7", content=(SAMPLES / "VXU-V04-01.hl7").read_bytes(), headers=HL7
     )
     assert unsupported.status_code == 200
     assert msa(unsupported.text)[0] == "AR"
+    assert "immunisation update: not held by careops" in msa(unsupported.text)[2]
     assert "ERR|" in unsupported.text
     garbage = hl7_client.post("/api/v1/hl7", content=b"\x00\xffnot hl7", headers=HL7)
     assert msa(garbage.text)[0] == "AR", garbage.text
@@ -215,10 +216,17 @@ def test_registration_then_appointment_schedules_the_case(hl7_client: TestClient
     timeline = hl7_client.get(f"/api/v1/cases/{case.id}").json()
     assert timeline["status"] == "scheduled"
     assert "appointment.booked" in {event["type"] for event in timeline["timeline"]}
+    [appointment] = timeline["appointments"]
+    assert (appointment["source"], appointment["external_id"], appointment["status"]) == (
+        "hl7",
+        "36996",
+        "confirmed",
+    )
     cancelled = hl7_client.post("/api/v1/hl7", content=(SAMPLES / "SIU-S15-01.hl7").read_bytes(), headers=HL7)
     assert msa(cancelled.text)[0] == "AA"
-    queue = hl7_client.get("/api/v1/exceptions", params={"queue": "scheduling"}).json()["items"]
-    assert [item["reason_codes"] for item in queue] == [["appointment_cancelled"]]
+    after = hl7_client.get(f"/api/v1/cases/{case.id}").json()
+    assert after["status"] == "ready_to_schedule"  # free to be booked again
+    assert [a["status"] for a in after["appointments"]] == ["cancelled"]
 
 
 async def _exchange(port: int, payloads: list[bytes]) -> list[str]:
@@ -261,12 +269,15 @@ def test_mllp_over_a_real_socket_with_concurrent_connections(
 
     runs = asyncio.run(scenario())
     codes = [msa(ack)[0] for ack in runs[0] + runs[1]]
-    assert codes.count("AA") == 16 and codes.count("AR") == 14
+    # Only the immunisation, pharmacy and problem-list samples are refused (their disposition).
+    assert codes.count("AA") == 27 and codes.count("AR") == 3
     assert [msa(ack)[0] for ack in runs[2] + runs[3]] == ["AR"] * 8
     assert msa(runs[4][0])[0] == "AA"
     totals = counts(hl7_db)
-    # Conservation: every message is an item: accepted, incomplete (exception), or quarantined.
-    assert totals.get("quarantined") == 14 + 8
+    # Conservation: every message is an item: accepted, recorded, incomplete (exception), or
+    # quarantined.
+    assert totals.get("quarantined") == 3 + 8
+    assert totals.get("recorded") == 2  # MDM^T02 and BAR^P01
     assert sum(v for k, v in totals.items() if k not in ("cases", "exceptions")) == 30 + 8
 
 

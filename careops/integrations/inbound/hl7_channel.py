@@ -1,10 +1,11 @@
 """The HL7 v2 channel: one message in, one ACK out, whatever the transport (MLLP or HTTP).
 
-Referrals and orders (REF^I12, ORM^O01, OMG^O19, OML^O21) go through the same intake as
-``POST /api/v1/referrals``; registrations (ADT^A04/A08/A31) and external appointments
-(SIU^S12/S14/S15) through ``registrations``. The sender, its message control id (MSH-10) and the
-message's digest (without MSH-7) are the idempotency key, across transports: a message sent
-again, its time stamp renewed or not, gets ``AA`` again and changes nothing.
+What each message type does is ``hl7v2.DISPOSITIONS``: referrals and orders go through the same
+intake as ``POST /api/v1/referrals``; registrations, merges, appointments, results, charges and
+referral updates through their orchestration modules; some types are only recorded. The sender,
+its message control id (MSH-10) and the message's digest (without MSH-7) are the idempotency key,
+across transports: a message sent again, its time stamp renewed or not, gets ``AA`` again and
+changes nothing.
 Whatever cannot be read or mapped is kept whole in quarantine and answered ``AE`` or ``AR``.
 """
 
@@ -22,9 +23,13 @@ from careops.integrations.inbound import hl7v2
 from careops.integrations.inbound.channel_metrics import measured
 from careops.integrations.inbound.facilities import location_for
 from careops.observability import tracing
+from careops.orchestration.charges import Charge, record_charges
+from careops.orchestration.external_appointments import AppointmentNotice, record_appointment
 from careops.orchestration.intake import CatalogueCache, IntakeAnswer, IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
-from careops.orchestration.registrations import AppointmentNotice, record_appointment, record_patient
+from careops.orchestration.referral_updates import cancel_referral, modify_referral
+from careops.orchestration.registrations import record_message, record_patient, request_merge
+from careops.orchestration.results import ResultNotice, record_result
 from careops.settings import Settings
 
 CONTENT_TYPE = "application/hl7-v2"
@@ -110,22 +115,67 @@ class Hl7Channel:
         slugs = self.catalogue.get(self.db).locations
         location = location_for(hl7v2.facilities(message), self.settings, slugs)
         kind, region = header.kind, self.settings.default_phone_region
-        if kind in hl7v2.REFERRAL_TYPES:
+        handler = hl7v2.DISPOSITIONS[kind].handler
+        if handler == "referral":
             return accept_referral(
                 self.db, request, hl7v2.referral(message, location, region), self.settings, self.catalogue
             )
+        if handler == "record":
+            return record_message(self.db, request, location, self.catalogue)
         patient = hl7v2.patient(message, region)
-        if kind in hl7v2.PATIENT_TYPES:
+        orders = hl7v2.order_numbers(message)
+        if handler == "patient":
             return record_patient(
                 self.db, request, patient, location, hl7v2.PATIENT_TYPES[kind], self.settings, self.catalogue
             )
+        if handler == "merge":
+            prior = hl7v2.merged_identifier(message)
+            return request_merge(self.db, request, patient, prior, location, self.catalogue)
+        if handler == "result":
+            report = hl7v2.result(message)
+            found = ResultNotice(
+                report.order_numbers, report.service_code, report.status, report.observed_at, report.text
+            )
+            return record_result(self.db, request, patient, location, found, self.catalogue)
+        if handler == "charges":
+            lines = [
+                Charge(**{**line.__dict__, "diagnosis_codes": tuple(line.diagnosis_codes)})
+                for line in hl7v2.charges(message)
+            ]
+            diagnoses = hl7v2.diagnosis_codes(message)
+            return record_charges(
+                self.db, request, patient, location, orders, lines, diagnoses, self.catalogue
+            )
+        if handler in ("referral_update", "referral_cancel"):
+            referral = hl7v2.referral(message, location, region)
+            if handler == "referral_cancel":
+                return cancel_referral(
+                    self.db, request, patient, location, orders, referral.service_code, self.catalogue
+                )
+            return modify_referral(
+                self.db,
+                request,
+                patient,
+                location,
+                orders,
+                referral.service_code,
+                referral.priority,
+                referral.diagnosis_codes,
+                self.catalogue,
+            )
         appointment = hl7v2.appointment(message, region)
+        if appointment.start is None and appointment.event in ("booked", "rescheduled"):
+            raise hl7v2.Hl7Rejected(
+                "AE", hl7v2.REQUIRED_FIELD_MISSING, "AIS-4 / TQ1-7 (appointment start) is empty", ("AIS", 4)
+            )
         notice = AppointmentNotice(
             appointment.event,
             appointment.service_code,
             appointment.start,
+            appointment.minutes,
             appointment.placer_id,
             appointment.filler_id,
+            orders,
         )
         return record_appointment(self.db, request, patient, location, notice, self.catalogue)
 
@@ -152,6 +202,6 @@ def _summary(answer: IntakeAnswer) -> str:
     outcome = body["outcome"]
     if outcome == "exception":
         return f"queued for review: {', '.join(body['reason_codes'])}"[:80]
-    if outcome in ("case_created", "duplicate", "appointment_recorded"):
+    if "case_id" in body:
         return f"{outcome.replace('_', ' ')}: case {body['case_id']}"
     return f"{outcome.replace('_', ' ')}: {body.get('patient_id', body['intake_item_id'])}"

@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -41,10 +41,74 @@ SUPPORTED_VERSIONS = frozenset(
         "2.9",
     }
 )
-REFERRAL_TYPES = frozenset({"REF^I12", "ORM^O01", "OMG^O19", "OML^O21"})
-PATIENT_TYPES = {"ADT^A04": "registered", "ADT^A08": "updated", "ADT^A31": "updated"}
-APPOINTMENT_TYPES = {"SIU^S12": "booked", "SIU^S14": "modified", "SIU^S15": "cancelled"}
-SUPPORTED_TYPES = REFERRAL_TYPES | PATIENT_TYPES.keys() | APPOINTMENT_TYPES.keys()
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What careops does with one message type: ``process`` it (``handler`` names how), only
+    ``record`` it (kept as an intake item and acknowledged, nothing else changes) or ``reject`` it
+    with ``AR``. Every type not in ``DISPOSITIONS`` is rejected too."""
+
+    action: Literal["process", "record", "reject"]
+    handler: str
+    meaning: str
+
+
+def _siu(event: str) -> Disposition:
+    return Disposition("process", "appointment", f"appointment {event}")
+
+
+# The one table of what each HL7 message type does (documented in docs/channels.md).
+DISPOSITIONS: dict[str, Disposition] = {
+    "REF^I12": Disposition("process", "referral", "new referral: a case, or an exception item"),
+    "ORM^O01": Disposition("process", "referral", "new order: a case, or an exception item"),
+    "OMG^O19": Disposition("process", "referral", "new order: a case, or an exception item"),
+    "OML^O21": Disposition("process", "referral", "new laboratory order: a case, or an exception item"),
+    "REF^I13": Disposition("process", "referral_update", "referral modified: priority and diagnoses"),
+    "REF^I14": Disposition("process", "referral_cancel", "referral cancelled: the case is cancelled"),
+    "REF^I15": Disposition("record", "record", "referral status query: recorded; answer from the API"),
+    "ADT^A01": Disposition("process", "patient", "admission: patient registered or updated"),
+    "ADT^A04": Disposition("process", "patient", "registration: patient registered or updated"),
+    "ADT^A05": Disposition("process", "patient", "pre-admission: patient registered or updated"),
+    "ADT^A28": Disposition("process", "patient", "person added: patient registered or updated"),
+    "ADT^A08": Disposition("process", "patient", "patient information updated"),
+    "ADT^A31": Disposition("process", "patient", "person information updated"),
+    "ADT^A40": Disposition("process", "merge", "merge: an exception item for a person to confirm"),
+    "SIU^S12": _siu("booked"),
+    "SIU^S13": _siu("rescheduled"),
+    "SIU^S14": _siu("modified"),
+    "SIU^S15": _siu("cancelled"),
+    "SIU^S16": _siu("discontinued (as cancelled)"),
+    "SIU^S17": _siu("deleted (as cancelled)"),
+    "SIU^S26": _siu("missed (no-show)"),
+    **{
+        f"SIU^S{n}": Disposition("record", "record", "appointment service or resource change: recorded")
+        for n in range(18, 26)
+    },
+    "ORU^R01": Disposition("process", "result", "result or report: matched to its case, else an exception"),
+    "DFT^P03": Disposition("process", "charges", "charges: billing input on the case, else an exception"),
+    "MDM^T02": Disposition("record", "record", "document notification: recorded"),
+    "BAR^P01": Disposition("record", "record", "billing account added: recorded"),
+    "VXU^V04": Disposition("reject", "", "immunisation update: not held by careops"),
+    "RDE^O11": Disposition("reject", "", "pharmacy order: not held by careops"),
+    "PPR^PC1": Disposition("reject", "", "problem list: not held by careops"),
+}
+REFERRAL_TYPES = frozenset(kind for kind, d in DISPOSITIONS.items() if d.handler == "referral")
+PATIENT_TYPES = {
+    **dict.fromkeys(("ADT^A01", "ADT^A04", "ADT^A05", "ADT^A28"), "registered"),
+    **dict.fromkeys(("ADT^A08", "ADT^A31"), "updated"),
+}
+APPOINTMENT_TYPES = {
+    "SIU^S12": "booked",
+    "SIU^S13": "rescheduled",
+    "SIU^S14": "modified",
+    "SIU^S15": "cancelled",
+    "SIU^S16": "cancelled",
+    "SIU^S17": "cancelled",
+    "SIU^S26": "no_show",
+}
+SUPPORTED_TYPES = frozenset(kind for kind, d in DISPOSITIONS.items() if d.action != "reject")
+_RESULT_STATUS = {"F": "final", "C": "corrected", "X": "cancelled"}  # others: preliminary
 
 # HL7 table 0357, message error condition codes
 REQUIRED_FIELD_MISSING = ("101", "Required field missing")
@@ -258,8 +322,7 @@ class Appointment:
     filler_id: str | None
     placer_id: str | None
     start: str | None
-    location: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    minutes: int | None = None
 
 
 def decode(raw: bytes) -> str:
@@ -362,6 +425,11 @@ def parse(raw: bytes) -> Hl7Message:
     if header.version not in SUPPORTED_VERSIONS:
         raise Hl7Rejected(
             "AR", UNSUPPORTED_VERSION, f"HL7 version {header.version!r} is not supported", ("MSH", 12)
+        )
+    disposition = DISPOSITIONS.get(header.kind)
+    if disposition is not None and disposition.action == "reject":
+        raise Hl7Rejected(
+            "AR", UNSUPPORTED_MESSAGE_TYPE, f"message type {header.kind} ({disposition.meaning})", ("MSH", 9)
         )
     if header.kind not in SUPPORTED_TYPES:
         known_type = any(kind.startswith(f"{header.message_type}^") for kind in SUPPORTED_TYPES)
@@ -473,6 +541,7 @@ def referral(message: Hl7Message, location: str | None, phone_region: str) -> Re
         member_id=(value(insurance, 36) or value(insurance, 49, 1))[:64] or None,
         external_id=external[:64],
         clinical_notes=_notes(message) or None,
+        diagnosis_codes=diagnosis_codes(message)[:20],
     )
 
 
@@ -519,6 +588,7 @@ def appointment(message: Hl7Message, phone_region: str) -> Appointment:
     ais, tq1 = message.first("AIS"), message.first("TQ1")
     start = value(ais, 4) or value(tq1, 7) or value(sch, 11, 4)
     return Appointment(
+        minutes=_minutes(value(ais, 7) or value(sch, 9), value(ais, 8, 1) or value(sch, 10, 1)),
         event=APPOINTMENT_TYPES[message.header.kind],
         patient=patient(message, phone_region),
         service_code=(value(ais, 3, 1) or value(sch, 7, 1))[:64] or None,
@@ -526,6 +596,139 @@ def appointment(message: Hl7Message, phone_region: str) -> Appointment:
         placer_id=placer[:64] or None,
         start=_timestamp(start),
     )
+
+
+def _minutes(duration: str, units: str) -> int | None:
+    """An appointment's length from its duration and units (minutes unless hours or seconds)."""
+    if not duration.isdigit():
+        return None
+    scale = {"h": 60, "hr": 60, "hour": 60, "hours": 60, "s": 1 / 60, "sec": 1 / 60}.get(units.lower(), 1)
+    minutes = int(int(duration) * scale)
+    return minutes if 0 < minutes <= 24 * 60 else None
+
+
+def order_numbers(message: Hl7Message) -> tuple[str, ...]:
+    """The placer and filler order or referral numbers a message names, most specific first."""
+    found = []
+    for segment, position in (
+        ("ORC", 2),
+        ("ORC", 3),
+        ("OBR", 2),
+        ("OBR", 3),
+        ("RF1", 6),
+        ("RF1", 11),
+        ("FT1", 23),
+        ("SCH", 26),
+        ("SCH", 27),
+    ):
+        for seen in message.segments(segment):
+            number = value(seen, position, 1)[:64]
+            if number and number not in found:
+                found.append(number)
+    return tuple(found)
+
+
+def diagnosis_codes(message: Hl7Message) -> list[str]:
+    """DG1-3 codes, in order, once each."""
+    codes = [value(dg1, 3, 1).upper()[:64] for dg1 in message.segments("DG1")]
+    return list(dict.fromkeys(code for code in codes if code))
+
+
+@dataclass
+class ResultReport:
+    """What an ORU^R01 says: the orders it answers, the service, its status and its text."""
+
+    order_numbers: tuple[str, ...]
+    service_code: str | None
+    status: str
+    observed_at: str | None
+    text: str
+
+
+def result(message: Hl7Message) -> ResultReport:
+    """ORU^R01: the first OBR's order and status, every OBX and NTE as the report's text."""
+    obr = message.first("OBR")
+    if obr is None:
+        raise Hl7Rejected("AE", SEGMENT_SEQUENCE_ERROR, "the message has no OBR segment", ("OBR", 0))
+    lines = []
+    for segment in message.all_segments:
+        if segment.name == "OBX":
+            name = value(segment, 3, 2) or value(segment, 3, 1)
+            reading = " ".join(
+                part for part in (value(segment, 5, 1), value(segment, 6, 1), value(segment, 8, 1)) if part
+            )
+            lines.append(f"{name}: {reading}".strip(": "))
+        elif segment.name == "NTE" and value(segment, 3):
+            lines.append(value(segment, 3))
+    return ResultReport(
+        order_numbers=order_numbers(message),
+        service_code=value(obr, 4, 1)[:64] or None,
+        status=_RESULT_STATUS.get(value(obr, 25)[:1].upper(), "preliminary"),
+        observed_at=_timestamp(value(obr, 7)),
+        text="\n".join(lines)[:100_000],
+    )
+
+
+@dataclass
+class ChargeLine:
+    code: str
+    quantity: int
+    amount: float | None
+    currency: str | None
+    diagnosis_codes: list[str]
+    posted_on: str | None
+
+
+def charges(message: Hl7Message) -> list[ChargeLine]:
+    """DFT^P03's FT1 segments: procedure code (FT1-25, else the transaction code FT1-7), quantity
+    (FT1-10), extended amount (FT1-11, else FT1-12 times the quantity), diagnoses (FT1-19)."""
+    lines = []
+    for ft1 in message.segments("FT1"):
+        code = (value(ft1, 25, 1) or value(ft1, 7, 1))[:64]
+        if not code:
+            raise Hl7Rejected("AE", REQUIRED_FIELD_MISSING, "FT1-7 (transaction code) is empty", ("FT1", 7))
+        quantity_text = value(ft1, 10)
+        quantity = int(quantity_text) if quantity_text.isdigit() and 0 < int(quantity_text) < 10_000 else 1
+        amount = _number(value(ft1, 11, 1))
+        unit = _number(value(ft1, 12, 1))
+        if amount is None and unit is not None:
+            amount = unit * quantity
+        diagnoses = [value(ft1, 19, 1, repetition=r).upper()[:64] for r in range(1, repetitions(ft1, 19) + 1)]
+        posted = value(ft1, 4)
+        lines.append(
+            ChargeLine(
+                code=code,
+                quantity=quantity,
+                amount=amount,
+                currency=(value(ft1, 11, 1, 2) or value(ft1, 12, 1, 2))[:8] or None,
+                diagnosis_codes=[code for code in diagnoses if code],
+                posted_on=f"{posted[:4]}-{posted[4:6]}-{posted[6:8]}"
+                if re.fullmatch(r"\d{8}.*", posted)
+                else None,
+            )
+        )
+    if not lines:
+        raise Hl7Rejected("AE", SEGMENT_SEQUENCE_ERROR, "the message has no FT1 segment", ("FT1", 0))
+    return lines
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if 0 <= number < 1e9 else None
+
+
+def merged_identifier(message: Hl7Message) -> str:
+    """ADT^A40's MRG-1: the identifier of the record to merge into the one PID names."""
+    mrg = message.first("MRG")
+    prior = value(mrg, 1, 1)
+    if not prior:
+        raise Hl7Rejected(
+            "AE", REQUIRED_FIELD_MISSING, "MRG-1 (prior patient identifier) is empty", ("MRG", 1)
+        )
+    return prior[:64]
 
 
 def _timestamp(hl7_time: str) -> str | None:
