@@ -90,3 +90,15 @@ def test_every_kpi_is_documented() -> None:
     page = text("kpis.md")
     assert [k.name for k in KPIS if f"| `{k.name}` |" not in page] == []
     assert [name for name, *_ in RATES if f"| `{name}`" not in page] == []
+
+
+def test_every_hl7_message_type_has_its_disposition_documented() -> None:
+    from careops.integrations.inbound.hl7v2 import DISPOSITIONS
+
+    table = [line for line in text("channels.md").splitlines() if line.startswith("| ")]
+    for kind, disposition in DISPOSITIONS.items():
+        message_type, trigger = kind.split("^")
+        rows = [
+            line for line in table if message_type in line.split("|")[1] and trigger[1:] in line.split("|")[1]
+        ]
+        assert any(f"| {disposition.action} |" in row for row in rows), kind

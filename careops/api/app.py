@@ -43,7 +43,7 @@ from careops.observability.logs import configure_logging
 from careops.observability.tracing import configure_tracing
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
-from careops.web import admin, console, dashboard, pages, queues, referral_form
+from careops.web import admin, console, dashboard, operations, pages, queues, referral_form
 from careops.web import reference as reference_pages
 
 # Routers of the API (each operation declares its permission) and of the server-rendered pages
@@ -64,7 +64,7 @@ API_MODULES = (
     reference,
     metrics,
 )
-PAGE_MODULES = (referral_form, console, queues, dashboard, admin, reference_pages)
+PAGE_MODULES = (referral_form, console, queues, operations, dashboard, admin, reference_pages)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 

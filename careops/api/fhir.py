@@ -139,6 +139,23 @@ async def post_service_request(request: Request) -> Response:
     return _answer(answer.status, answer.body, answer.location)
 
 
+@router.post(
+    "/DiagnosticReport",
+    summary="A result or report: kept on the case it names, else waiting for a person",
+    openapi_extra=_scope("intake:write", "DiagnosticReport"),
+    response_class=Response,
+    responses=_CREATED,
+)
+async def post_diagnostic_report(request: Request) -> Response:
+    incoming = await _incoming(request)
+    if isinstance(incoming, Response):
+        return incoming
+    principal, raw = incoming
+    channel: FhirChannel = request.app.state.inbound.fhir
+    answer = await in_thread(channel.report, raw, principal.id, principal.scope)
+    return _answer(answer.status, answer.body, answer.location)
+
+
 @router.get(
     "/ServiceRequest/{service_request_id}",
     summary="Read a referral",

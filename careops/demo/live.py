@@ -18,6 +18,8 @@ from sqlalchemy import func, select
 
 from careops.api.app import create_app
 from careops.db import Database
+from careops.demo.downstream import Downstream
+from careops.demo.downstream import run as run_downstream
 from careops.demo.seed import seed_demo
 from careops.demo.traffic import Mix, TrafficStats, simulate
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
@@ -25,11 +27,15 @@ from careops.governance.keys import load_field_keys
 from careops.governance.permissions import ADMIN
 from careops.governance.tokens import create_token
 from careops.governance.users import create_user
+from careops.integrations.inbound.hl7_channel import Hl7Channel
 from careops.migrate import upgrade
+from careops.orchestration.intake import CatalogueCache
 from careops.orchestration.worker import run_worker
 from careops.settings import Settings
 
 DEMO_MIX = Mix(incomplete=0.07, duplicate=0.03, malformed=0.03)
+# The case statuses the panel counts after intake (the downstream simulation moves cases there).
+DOWNSTREAM = ("scheduled", "completed", "billing_ready")
 
 
 def _counts(db: Database) -> dict[str, int]:
@@ -45,15 +51,23 @@ def _counts(db: Database) -> dict[str, int]:
                 select(func.count()).select_from(IntakeItem).where(IntakeItem.status == "quarantined")
             )
             or 0,
+            **{
+                status: session.scalar(
+                    select(func.count()).select_from(ServiceCase).where(ServiceCase.status == status)
+                )
+                or 0
+                for status in DOWNSTREAM
+            },
         }
 
 
 def _panel(counts: dict[str, int], stats: TrafficStats, url: str) -> Table:
     table = Table(title=f"careops demo — {url}  (Ctrl-C stops)", show_header=True)
-    for column in ("received", "cases", "exceptions", "quarantined", "posted", "p50 ms", "p95 ms", "errors"):
+    counted = ("received", "cases", "exceptions", "quarantined", *DOWNSTREAM)
+    for column in (*(c.replace("_", " ") for c in counted), "posted", "p50 ms", "p95 ms", "errors"):
         table.add_column(column, justify="right")
     table.add_row(
-        *(str(counts[k]) for k in ("received", "cases", "exceptions", "quarantined")),
+        *(str(counts[k]) for k in counted),
         str(stats.sent),
         f"{stats.percentile(0.5):.1f}",
         f"{stats.percentile(0.95):.1f}",
@@ -64,6 +78,8 @@ def _panel(counts: dict[str, int], stats: TrafficStats, url: str) -> Table:
 
 DEMO_USERS = {
     "coordinator": "intake_coordinator",
+    "scheduler": "scheduler",
+    "finance": "finance",
     "compliance": "compliance_officer",
     "manager": "operations_manager",
     "engineer": "integration_engineer",
@@ -128,7 +144,12 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
         ),
         daemon=True,
     )
+    downstream = Downstream(db, Hl7Channel(db, settings, CatalogueCache(5)))
+    follow_through = threading.Thread(
+        target=lambda: run_downstream(downstream, finished, stop.wait), name="downstream", daemon=True
+    )
     traffic.start()
+    follow_through.start()
     try:
         with Live(_panel(_counts(db), stats, base_url), console=console, refresh_per_second=2) as live:
             while not finished():
@@ -139,6 +160,7 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     finally:
         stop.set()
         traffic.join(5)
+        follow_through.join(5)
         server.should_exit = True
         for thread in threads:
             thread.join(10)

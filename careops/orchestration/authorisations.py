@@ -144,3 +144,28 @@ def case_authorisations(session: Session, case_id: str) -> list[dict[str, Any]]:
         .order_by(PriorAuthorisation.created_at)
     )
     return [authorisation_view(r) for r in rows]
+
+
+def expiring(
+    db: Database, within_days: int, scope: LocationScope, today: dt.date | None = None
+) -> list[dict[str, Any]]:
+    """Approved authorisations of open cases whose validity ends in the next ``within_days`` days
+    (or has ended while the case is still not billed), soonest first."""
+    today = today or utcnow().date()
+    with db.sessions() as session:
+        rows = session.execute(
+            select(PriorAuthorisation, ServiceCase.status, ServiceCase.location_id)
+            .join(ServiceCase, ServiceCase.id == PriorAuthorisation.case_id)
+            .where(
+                PriorAuthorisation.status == "approved",
+                PriorAuthorisation.valid_to <= today + dt.timedelta(days=within_days),
+                ServiceCase.status.in_(("ready_to_schedule", "scheduled", "on_hold")),
+            )
+            .order_by(PriorAuthorisation.valid_to)
+            .limit(500)
+        ).all()
+        return [
+            {**authorisation_view(record), "case_status": status, "days_left": (record.valid_to - today).days}
+            for record, status, location_id in rows
+            if record.valid_to is not None and scope.allows(location_id)
+        ]

@@ -290,3 +290,28 @@ def case_invoices(session: Session, case_id: str) -> list[dict[str, Any]]:
         select(InvoiceRequest).where(InvoiceRequest.case_id == case_id).order_by(InvoiceRequest.created_at)
     )
     return [invoice_view(r) for r in rows]
+
+
+def blocked_cases(db: Database, scope: LocationScope, limit: int = 200) -> list[dict[str, Any]]:
+    """Completed cases the billing check holds back: their open finance items, oldest first."""
+    with db.sessions() as session:
+        rows = session.execute(
+            select(ExceptionItem, ServiceCase.status, Service.code)
+            .join(ServiceCase, ServiceCase.id == ExceptionItem.case_id)
+            .join(Service, Service.id == ServiceCase.service_id)
+            .where(ExceptionItem.queue == FINANCE_QUEUE, ExceptionItem.status == "open")
+            .order_by(ExceptionItem.created_at)
+            .limit(limit)
+        ).all()
+        return [
+            {
+                "exception_id": item.id,
+                "case_id": item.case_id,
+                "case_status": status,
+                "service": code,
+                "discrepancies": list(item.reason_codes),
+                "since": item.created_at.isoformat(),
+            }
+            for item, status, code in rows
+            if scope.allows(item.location_id)
+        ]

@@ -57,6 +57,7 @@ CASE_KEYS = (
     "referrer_id",
     "payer_id",
     "member_id",
+    "order_number",
 )
 
 

@@ -85,6 +85,17 @@ def close_exception_item(session: Session, item: ExceptionItem, outcome: str, *,
     )
 
 
+def _open_item(session: Session, exception_id: str, scope: LocationScope) -> ExceptionItem:
+    """The item, locked, if it is open and at the caller's locations (404, 409 otherwise)."""
+    item = find(session, ExceptionItem, exception_id, for_update=True)
+    if item is None:
+        raise NotFound("no exception item with this id")
+    scope.check(item.location_id, "exception item")
+    if item.status != "open":
+        raise Conflict("this exception item is already resolved", case_id=item.case_id)
+    return item
+
+
 def close_exception(
     db: Database, exception_id: str, outcome: str, *, actor: str, scope: LocationScope
 ) -> dict[str, Any]:
@@ -92,12 +103,7 @@ def close_exception(
     once a person has dealt with it: a merge confirmed in the patient index, an authorisation
     renewed, a cancellation followed up."""
     with db.transaction() as session:
-        item = find(session, ExceptionItem, exception_id, for_update=True)
-        if item is None:
-            raise NotFound("no exception item with this id")
-        scope.check(item.location_id, "exception item")
-        if item.status != "open":
-            raise Conflict("this exception item is already resolved", case_id=item.case_id)
+        item = _open_item(session, exception_id, scope)
         if item.queue == INTAKE_QUEUE:
             raise Conflict("an intake item is resolved by completing its referral (POST …/resolve)")
         close_exception_item(session, item, outcome, actor=actor)
@@ -314,12 +320,7 @@ def resolve_intake_exception(
     A caller bound to some locations can only resolve their items, into cases at their locations.
     """
     with db.transaction() as session:
-        item = find(session, ExceptionItem, exception_id, for_update=True)
-        if item is None:
-            raise NotFound("no exception item with this id")
-        scope.check(item.location_id, "exception item")
-        if item.status != "open":
-            raise Conflict("this exception item is already resolved", case_id=item.case_id)
+        item = _open_item(session, exception_id, scope)
         intake = session.get(IntakeItem, item.intake_item_id) if item.intake_item_id else None
         if intake is None or intake.normalised is None:
             raise Conflict("this exception item has no referral to complete")

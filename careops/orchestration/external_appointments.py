@@ -3,7 +3,8 @@
 Such an appointment (``source`` ``hl7``) is found again by the other system's id (SCH-2 filler,
 else SCH-1 placer). It takes none of careops' resources: the other system owns its rooms and
 staff. Booking one schedules a case that is ready to schedule; a cancellation, deletion or missed
-appointment frees the case again (``ready_to_schedule``); each writes its appointment event.
+appointment frees the case again (``ready_to_schedule``) unless another appointment still holds it;
+each writes its appointment event.
 """
 
 from __future__ import annotations
@@ -129,3 +130,11 @@ def _apply(session: Session, case: ServiceCase, notice: AppointmentNotice, actor
         if case.status == CaseStatus.READY_TO_SCHEDULE:
             transition(session, case, CaseAction.SCHEDULE, actor=actor, reason_code="external_appointment")
     return existing
+
+
+def _other_booking(session: Session, case: ServiceCase, appointment: Appointment) -> bool:
+    """Whether the case has another confirmed appointment (then it stays scheduled)."""
+    query = select(Appointment.id).where(Appointment.case_id == case.id, Appointment.status == "confirmed")
+    if appointment.id is not None:
+        query = query.where(Appointment.id != appointment.id)
+    return session.scalars(query.limit(1)).first() is not None

@@ -111,6 +111,15 @@ def record_patient(
     return answer_once(db, request, write)
 
 
+def _place(
+    locations: dict[str, LocationRef], slug: str | None, request: IntakeRequest
+) -> tuple[LocationRef | None, str | None]:
+    """The location a message names (None if unknown) and its id, if the caller may write there."""
+    place = locations.get(slug or "")
+    check_location(request.scope, place)
+    return place, place.id if place else None
+
+
 def apply_to_case(
     db: Database,
     request: IntakeRequest,
@@ -127,9 +136,7 @@ def apply_to_case(
 
     ``after`` runs last, once the records ``apply`` made are written (e.g. completing the case)."""
     snapshot = catalogue.get(db)
-    place = snapshot.locations.get(message.location or "")
-    check_location(request.scope, place)
-    place_id = place.id if place else None
+    place, place_id = _place(snapshot.locations, message.location, request)
 
     def write() -> IntakeAnswer:
         with db.transaction() as session:
@@ -220,9 +227,7 @@ def record_message(
     db: Database, request: IntakeRequest, location: str | None, catalogue: CatalogueCache
 ) -> IntakeAnswer:
     """Keep a message careops only records (its disposition is ``record``) and acknowledge it."""
-    place = catalogue.get(db).locations.get(location or "")
-    check_location(request.scope, place)
-    place_id = place.id if place else None
+    _, place_id = _place(catalogue.get(db).locations, location, request)
 
     def write() -> IntakeAnswer:
         with db.transaction() as session:
@@ -246,9 +251,7 @@ def request_merge(
 ) -> IntakeAnswer:
     """ADT^A40: never merged by itself; a person confirms it from the ``patients`` queue, where
     the item names both identifiers (kept on the intake item, not in the event)."""
-    place = catalogue.get(db).locations.get(location or "")
-    check_location(request.scope, place)
-    place_id = place.id if place else None
+    _, place_id = _place(catalogue.get(db).locations, location, request)
     normalised = {"patient": patient_in.model_dump(exclude_none=True), "merge_from": prior_identifier}
 
     def write() -> IntakeAnswer:

@@ -336,3 +336,51 @@ def first_free(db: Database, case_id: str, scope: LocationScope, days: int = 14)
     now = utcnow()
     found = availability(db, code, slug, now, now + dt.timedelta(days=days), scope, limit=1).slots
     return found[0] if found else None
+
+
+def board(
+    db: Database, location_slug: str, first_day: dt.date, days: int, scope: LocationScope
+) -> dict[str, Any]:
+    """A location's appointments from ``first_day`` for ``days`` days (its local days), per
+    resource: each live resource with the appointments that take it, and those booked elsewhere
+    (HL7) that take none, in start order."""
+    with db.sessions() as session:
+        location = session.scalars(select(Location).where(Location.slug == location_slug)).first()
+        if location is None or not scope.allows(location.id):
+            raise NotFound(f"no location {location_slug!r} among yours")
+        zone = ZoneInfo(location.timezone or "UTC")
+        start = dt.datetime.combine(first_day, dt.time(), zone).astimezone(dt.UTC)
+        end = dt.datetime.combine(first_day + dt.timedelta(days=days), dt.time(), zone).astimezone(dt.UTC)
+        resources = session.scalars(
+            select(Resource)
+            .where(Resource.location == location.slug, Resource.retired_at.is_(None))
+            .order_by(Resource.code)
+        ).all()
+        appointments = session.scalars(
+            select(Appointment)
+            .where(
+                Appointment.location_id == location.id,
+                Appointment.starts_at >= start,
+                Appointment.starts_at < end,
+                Appointment.status.in_(("confirmed", "completed", "no_show")),
+            )
+            .order_by(Appointment.starts_at)
+        ).all()
+        views = [appointment_view(a) for a in appointments]
+        rows = [
+            {
+                "code": r.code,
+                "name": r.name,
+                "kinds": list(r.kinds),
+                "appointments": [v for v in views if r.code in v["resources"]],
+            }
+            for r in resources
+        ]
+        return {
+            "location": location.slug,
+            "timezone": location.timezone or "UTC",
+            "from": first_day.isoformat(),
+            "days": days,
+            "resources": rows,
+            "elsewhere": [v for v in views if not v["resources"]],
+        }

@@ -229,6 +229,7 @@ def _case_page(
         can_reveal=user.principal.can(PHI_REVEAL),
         can_act=user.principal.can("cases:transition"),
         can_decide=user.principal.can("approvals:decide"),
+        can_bill=user.principal.can("billing:approve"),
         **more,
     )
 

@@ -256,3 +256,39 @@ def test_external_appointments_are_rescheduled_and_missed_on_their_records(clien
     assert after["status"] == "ready_to_schedule"
     assert [a["status"] for a in after["appointments"]] == ["no_show"]
     assert ack(client, message("SIU^S12", "SCH|P-2|F-2", pid(mrn), "RGS|1", "AIS|1||XRAY-CHEST"))[0] == "AE"
+
+
+def diagnostic_report(order: str, mrn: str, status: str = "final") -> dict[str, Any]:
+    return {
+        "resourceType": "DiagnosticReport",
+        "status": status,
+        "contained": [
+            {
+                "resourceType": "Patient",
+                "id": "p",
+                "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": mrn}],
+            }
+        ],
+        "basedOn": [{"identifier": {"value": order}}],
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "73721"}]},
+        "subject": {"reference": "#p"},
+        "effectiveDateTime": "2026-12-07T10:00:00Z",
+        "conclusion": "Small joint effusion, no tear.",
+    }
+
+
+def test_a_fhir_diagnostic_report_is_a_result_like_an_oru(client: TestClient) -> None:
+    case_id, order, mrn = booked_case(client, diagnosis_codes=["M25.561"])
+    fhir = {"Content-Type": "application/fhir+json"}
+    created = client.post("/fhir/r4/DiagnosticReport", json=diagnostic_report(order, mrn), headers=fhir)
+    assert created.status_code == 201, created.text
+    assert case_id in created.json()["issue"][0]["diagnostics"]
+    assert case(client, case_id)["status"] == "billing_ready"
+    again = client.post("/fhir/r4/DiagnosticReport", json=diagnostic_report(order, mrn), headers=fhir)
+    assert again.status_code == 200  # the same report again changes nothing
+    assert len(case(client, case_id)["results"]) == 1
+    lost = client.post("/fhir/r4/DiagnosticReport", json=diagnostic_report("NO-ORDER", "MRN-X"), headers=fhir)
+    assert lost.status_code == 201 and "no case matches" in lost.json()["issue"][0]["diagnostics"]
+    invalid = {k: v for k, v in diagnostic_report(order, mrn).items() if k != "code"}  # code is required
+    refused = client.post("/fhir/r4/DiagnosticReport", json=invalid, headers=fhir)
+    assert refused.status_code in (400, 422) and "quarantine" in refused.text

@@ -19,7 +19,7 @@ from pydantic_core import to_json
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase, find
+from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase, find, is_id
 from careops.domain.referrals import normalise_code
 from careops.errors import Forbidden
 from careops.governance.phi_access import record_phi_read
@@ -31,6 +31,7 @@ from careops.integrations.inbound.document_text import extract_text
 from careops.integrations.inbound.facilities import location_for
 from careops.orchestration.intake import Attachment, CatalogueCache, IntakeRequest, accept_referral
 from careops.orchestration.quarantine import quarantine
+from careops.orchestration.results import ResultNotice, record_result
 from careops.settings import Settings
 
 PRINCIPAL = "fhir"
@@ -77,6 +78,51 @@ class FhirChannel:
         """``POST /`` with a transaction or batch Bundle: its response Bundle, or an error."""
         return self._measured(raw, actor, lambda: self._bundle(raw, scope))
 
+    def report(self, raw: bytes, actor: str, scope: LocationScope = EVERYWHERE) -> FhirAnswer:
+        """``POST /DiagnosticReport``: a result, kept on its case or waiting for a person (201 both)."""
+        return self._measured(raw, actor, lambda: self._report(raw, scope))
+
+    def _report(self, raw: bytes, scope: LocationScope) -> FhirAnswer:
+        resource = fhir_r4.parse_json(raw)
+        if resource.get("resourceType") != "DiagnosticReport":
+            raise fhir_r4.FhirError(400, "invalid", "this endpoint takes a DiagnosticReport", "resourceType")
+        fhir_r4.validate(resource, "DiagnosticReport", fhir_r4.may_hold_null(raw))
+        report = fhir_r4.diagnostic_report(resource, self._order_number)
+        slugs = self.catalogue.get(self.db).locations
+        names = [str((resource.get("performer") or [{}])[0].get("display") or "")]
+        location = location_for([n for n in names if n], self.settings, slugs)
+        request = IntakeRequest(
+            raw=raw,
+            content_type=fhir_r4.FHIR_JSON,
+            channel="fhir",
+            principal_id=PRINCIPAL,
+            content_key="fhir-report",
+            scope=scope,
+        )
+        notice = ResultNotice(
+            report.order_numbers, report.service_code, report.status, report.observed_at, report.text
+        )
+        try:
+            answer = record_result(self.db, request, report.patient, location, notice, self.catalogue)
+        except Forbidden as exc:
+            raise fhir_r4.FhirError(403, "forbidden", exc.detail, "DiagnosticReport") from exc
+        item_id = answer.body["intake_item_id"]
+        text = (
+            f"result kept on case {answer.body['case_id']}"
+            if "case_id" in answer.body
+            else (f"no case matches: waiting for a person ({', '.join(answer.body.get('reason_codes', []))})")
+        )
+        body = {**_informational(text), "id": item_id}
+        # A report sent again is answered as before and changes nothing (its earlier answer has no events).
+        return FhirAnswer(201 if answer.events else 200, body, f"DiagnosticReport/{item_id}")
+
+    def _order_number(self, service_request_id: str) -> str | None:
+        """The order number of the case a ServiceRequest received here became, if any."""
+        with self.db.sessions() as session:
+            item = session.get(IntakeItem, service_request_id) if is_id(service_request_id) else None
+            case = session.get(ServiceCase, item.case_id) if item is not None and item.case_id else None
+            return case.order_number if case is not None else None
+
     def other(self, raw: bytes, resource_type: str, actor: str) -> FhirAnswer:
         """``POST /{type}`` for a type careops does not take: 400 naming what is invalid in it,
         else 404 not-supported; kept in quarantine either way."""
@@ -91,6 +137,8 @@ class FhirChannel:
         """Replay: a quarantined resource or Bundle through the channel again (FhirError if refused,
         or if an entry of a batch still is)."""
         document = fhir_r4.parse_json(raw)
+        if document.get("resourceType") == "DiagnosticReport":
+            return self._report(raw, scope)
         if document.get("resourceType") != "Bundle":
             return self._create(raw, None, scope)
         answer = self._bundle(raw, scope)

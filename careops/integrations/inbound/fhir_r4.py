@@ -533,6 +533,68 @@ def _medical_record_number(resource: dict[str, Any]) -> str | None:
     return str(chosen["value"])[:64] if chosen else None
 
 
+# DiagnosticReport.status to a result's status.
+_REPORT_STATUS = {"final": "final", "amended": "corrected", "corrected": "corrected", "appended": "corrected",
+                  "cancelled": "cancelled", "entered-in-error": "cancelled"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Report:
+    """A DiagnosticReport as a result: its patient, the orders it answers, service, status, text."""
+
+    patient: PatientIn
+    order_numbers: tuple[str, ...]
+    service_code: str | None
+    status: str
+    observed_at: str | None
+    text: str
+
+
+def diagnostic_report(resource: dict[str, Any], order_of: Callable[[str], str | None]) -> Report:
+    """Read a (validated) DiagnosticReport. Its patient is a contained Patient the subject points to,
+    else the subject's identifier as MRN; its orders are ``basedOn`` identifiers and, through
+    ``order_of``, the order numbers of the ServiceRequests it references here."""
+    subject = resource.get("subject") or {}
+    contained = {
+        f"#{c.get('id')}": c for c in resource.get("contained") or [] if c.get("resourceType") == "Patient"
+    }
+    if subject.get("reference") in contained:
+        found = patient(contained[subject["reference"]])
+    else:
+        mrn = (subject.get("identifier") or {}).get("value")
+        found = PatientIn(mrn=str(mrn)[:64] if mrn else None)
+    if not found.mrn:
+        raise FhirError(
+            422, "required", "the report's subject names no patient identifier", "DiagnosticReport.subject"
+        )
+    orders: list[str] = []
+    for based_on in resource.get("basedOn") or []:
+        number = (based_on.get("identifier") or {}).get("value")
+        reference = str(based_on.get("reference") or "")
+        if not number and reference.startswith("ServiceRequest/"):
+            number = order_of(reference.removeprefix("ServiceRequest/"))
+        if number and str(number)[:64] not in orders:
+            orders.append(str(number)[:64])
+    codings = (resource.get("code") or {}).get("coding") or []
+    lines = [resource.get("conclusion") or ""]
+    for form in resource.get("presentedForm") or []:
+        if str(form.get("contentType", "")).startswith("text/") and form.get("data"):
+            try:
+                lines.append(base64.b64decode(form["data"]).decode("utf-8", errors="replace"))
+            except ValueError:
+                raise FhirError(
+                    400, "invalid", "presentedForm.data is not base64", "DiagnosticReport.presentedForm"
+                ) from None
+    return Report(
+        patient=found,
+        order_numbers=tuple(orders),
+        service_code=str(codings[0].get("code"))[:64] if codings and codings[0].get("code") else None,
+        status=_REPORT_STATUS.get(str(resource.get("status")), "preliminary"),
+        observed_at=resource.get("effectiveDateTime") or resource.get("issued"),
+        text="\n".join(line for line in lines if line)[:100_000],
+    )
+
+
 def _first_identifier(resource: dict[str, Any] | None) -> str | None:
     if not resource:
         return None
@@ -644,6 +706,12 @@ def capability_statement(version: str) -> dict[str, Any]:
                         "interaction": [{"code": "create"}, {"code": "read"}],
                         "conditionalCreate": True,
                         "documentation": "A referral: becomes a case, an exception item or a duplicate link.",
+                    },
+                    {
+                        "type": "DiagnosticReport",
+                        "interaction": [{"code": "create"}],
+                        "documentation": "A result: matched to its case by basedOn, else by patient and "
+                        "service; an unmatched one waits for a person.",
                     },
                     {
                         "type": "Task",

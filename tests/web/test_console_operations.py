@@ -1,0 +1,108 @@
+"""The console's pages after intake on SQLite and PostgreSQL: the appointment board, availability
+search, authorisations expiring, results waiting for a case (matched from the page), and cases
+held back from billing, checked and invoiced from the case page; each as the roles allow."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from careops.api.app import create_app
+from careops.db import Database
+from careops.governance.users import create_user
+from careops.settings import Settings
+from tests.conftest import referral
+from tests.governance.test_console_login import PASSWORD, _csrf, login
+from tests.orchestration.test_results_and_billing import ack, booked_case, result_message
+from tests.orchestration.test_scheduling import next_monday
+
+
+@pytest.fixture
+def console(settings: Settings, db: Database) -> Iterator[TestClient]:
+    for name, roles in (("sam", ["scheduler"]), ("fin", ["finance"])):
+        create_user(db, settings, name, PASSWORD, roles, actor="test")
+    with TestClient(create_app(settings, db), raise_server_exceptions=False) as browser:
+        yield browser
+
+
+def _as(console: TestClient, name: str) -> TestClient:
+    console.cookies.clear()
+    assert login(console, name) == 303
+    return console
+
+
+def test_the_board_and_availability_show_a_location_s_day(client: TestClient, console: TestClient) -> None:
+    case_id, _, _ = booked_case(client, diagnosis_codes=["M25.561"])
+    day = client.get(f"/api/v1/cases/{case_id}").json()["appointments"][0]["starts_at"][:10]
+    board = _as(console, "sam").get("/console/board", params={"location": "north", "day": day})
+    assert board.status_code == 200
+    assert "NORTH-MRI-1" in board.text and f'href="/console/cases/{case_id}"' in board.text
+    assert console.get("/console/board", params={"location": "nowhere"}).status_code == 404
+    monday = next_monday(0).date().isoformat()
+    found = console.get(
+        "/console/availability", params={"service": "XRAY-CHEST", "location": "north", "day": monday}
+    )
+    assert found.status_code == 200 and "NORTH-XR-1, NORTH-RAD-1" in found.text
+    lacking = console.get("/console/availability", params={"service": "XRAY-CHEST", "location": "south"})
+    assert "south has no x-ray-room, radiographer" in lacking.text
+    assert console.get("/console/billing").status_code == 403  # a scheduler does not bill
+
+
+def test_an_unmatched_result_is_matched_and_the_case_billed_from_the_console(
+    client: TestClient, console: TestClient
+) -> None:
+    case_id, _, _ = booked_case(client, diagnosis_codes=["M25.561"])
+    assert ack(client, result_message("NO-SUCH-ORDER", "MRN-NOBODY"))[0] == "AA"
+    page = _as(console, "sam").get("/console/results")
+    assert page.status_code == 200 and "NO-SUCH" not in page.text  # ids and codes only
+    result_id = client.get("/api/v1/results", params={"unmatched": "true"}).json()["items"][0]["id"]
+    matched = console.post(
+        f"/console/results/{result_id}/match",
+        data={"csrf_token": _csrf(page.text), "case_id": case_id},
+        follow_redirects=False,
+    )
+    assert matched.status_code == 303 and matched.headers["location"] == f"/console/cases/{case_id}"
+    assert "Every result is on its case." in console.get("/console/results").text
+    case_page = _as(console, "fin").get(f"/console/cases/{case_id}")
+    assert "Request the invoice" in case_page.text and "M25.561" in case_page.text
+    token = _csrf(case_page.text)
+    requested = console.post(
+        f"/console/cases/{case_id}/invoices", data={"csrf_token": token}, follow_redirects=False
+    )
+    assert requested.status_code == 303
+    invoice_id = client.get(f"/api/v1/cases/{case_id}").json()["invoices"][0]["id"]
+    for step, data in (("approve", {}), ("send", {"external_reference": "INV-9"})):
+        moved = console.post(f"/console/invoices/{invoice_id}/{step}", data={"csrf_token": token, **data})
+        assert moved.status_code == 200
+    after = client.get(f"/api/v1/cases/{case_id}").json()
+    assert after["status"] == "invoiced" and after["invoices"][0]["external_reference"] == "INV-9"
+    refused = console.post(f"/console/invoices/{invoice_id}/approve", data={"csrf_token": token})
+    assert refused.status_code == 409
+
+
+def test_billing_lists_held_back_cases_and_authorisations_those_ending(
+    client: TestClient, console: TestClient
+) -> None:
+    case_id, order, mrn = booked_case(client)  # no diagnosis code: held back
+    assert ack(client, result_message(order, mrn))[0] == "AA"
+    billing = _as(console, "fin").get("/console/billing")
+    assert billing.status_code == 200
+    assert f"/console/cases/{case_id}" in billing.text and "missing_diagnosis_code" in billing.text
+    checked = console.post(
+        f"/console/cases/{case_id}/billing-readiness",
+        data={"csrf_token": _csrf(billing.text)},
+        follow_redirects=False,
+    )
+    assert checked.status_code == 303
+    waiting = client.post(
+        "/api/v1/referrals", json=referral(service_code="MRI-KNEE", payer_code="AXA")
+    ).json()["case_id"]
+    requested = client.post(f"/api/v1/cases/{waiting}/authorisations", json={"units": 1}).json()
+    start = (dt.date.today() - dt.timedelta(days=80)).isoformat()
+    approval = {"number": "AXA-1", "valid_from": start, "valid_days": 90}
+    assert client.post(f"/api/v1/authorisations/{requested['id']}/approve", json=approval).status_code == 200
+    page = _as(console, "sam").get("/console/authorisations", params={"within": 30})
+    assert page.status_code == 200 and "AXA-1" in page.text and f"/console/cases/{waiting}" in page.text
