@@ -23,7 +23,8 @@ from careops.domain.models import Appointment, Location, Patient, Service, Servi
 from careops.errors import CareopsError
 from careops.governance.scoping import EVERYWHERE
 from careops.integrations.inbound.hl7_channel import Hl7Channel
-from careops.orchestration.scheduling import book, end_appointment, first_free
+from careops.orchestration.appointments import book, end_appointment
+from careops.orchestration.scheduling import first_free
 
 SENDER = "MSH|^~\\&|RIS|NORTHFIELD|CAREOPS|{facility}|20261207120000||{kind}|{control}|P|2.5.1"
 ACTOR = "demo-scheduler"

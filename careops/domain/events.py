@@ -39,6 +39,8 @@ class EventType(StrEnum):
     AUTHORISATION_DENIED = "authorisation.denied"
     PATIENT_REGISTERED = "patient.registered"
     PATIENT_UPDATED = "patient.updated"
+    APPOINTMENT_PROPOSED = "appointment.proposed"
+    APPOINTMENT_CONFIRMED = "appointment.confirmed"
     APPOINTMENT_BOOKED = "appointment.booked"
     APPOINTMENT_MODIFIED = "appointment.modified"
     APPOINTMENT_CANCELLED = "appointment.cancelled"

@@ -8,12 +8,22 @@ price lists) here, and get import, export, diff, mappings and field ownership wi
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from careops.domain.models import (
     Base,
@@ -78,11 +88,54 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
+def _iso_date(value: Any) -> Any:
+    """A date (as YAML reads one) as its ISO text; ISO text checked to be a real date."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, str):
+        dt.date.fromisoformat(value)
+    return value
+
+
+# A calendar date kept as its ISO text (what the JSON columns hold and the database's trigger reads).
+IsoDate = Annotated[
+    str,
+    BeforeValidator(_iso_date),
+    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$"),
+    WithJsonSchema({"type": "string", "format": "date"}),
+]
+
+
+class ClosureRecord(Record):
+    """Days closed, local dates: ``first`` to ``last`` (the same day when ``last`` is left out;
+    the days between the two, whichever is named first)."""
+
+    first: IsoDate
+    last: IsoDate | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> ClosureRecord:
+        if self.last is not None and self.last < self.first:
+            self.first, self.last = self.last, self.first
+        return self
+
+
+def closed_on(closures: list[dict[str, Any]], day: dt.date) -> bool:
+    """Whether ``day`` falls in one of the stored closures."""
+    text = day.isoformat()
+    return any(c["first"] <= text <= (c.get("last") or c["first"]) for c in closures)
+
+
+Closures = Annotated[list[ClosureRecord], Field(max_length=366, description="days closed (local dates)")]
+
+
 class LocationRecord(Record):
     slug: Slug
     name: Name
     timezone: Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(_zones() | {"UTC"})})] = "UTC"
     groups: list[Slug] = Field(default_factory=list, max_length=50)
+    closures: Closures = Field(default_factory=list)
+    travel_minutes: int = Field(30, ge=0, le=480, description="between home visits in different zones")
 
     @field_validator("timezone")
     @classmethod
@@ -108,6 +161,10 @@ class ServiceRecord(Record):
     )
     requires_result: bool = Field(False, description="completed only once its result is received")
     billing_checklist: Checklist = Field(default_factory=list)
+    preparation_minutes: int | None = Field(None, ge=5, le=240, description="resources held before the start")
+    home_visit: bool = Field(
+        False, description="delivered at the patient's address: a booking names its zone"
+    )
 
     @field_validator("prices", "materials")
     @classmethod
@@ -142,6 +199,17 @@ SPAN = r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$"
 Span = Annotated[str, StringConstraints(pattern=SPAN)]
 
 
+class CredentialRecord(Record):
+    """A licence or certificate of a member of staff, and the services it lets them deliver."""
+
+    type: Word
+    number: Word | None = None
+    issuer: Name | None = None
+    valid_from: IsoDate | None = None
+    expires: IsoDate | None = None
+    services: list[KeyText] = Field(min_length=1, max_length=100)
+
+
 class ResourceRecord(Record):
     """A room, device or member of staff at a location, the kinds of resource it is (what a
     service's ``resources`` name) and its working hours per weekday (location time)."""
@@ -162,6 +230,10 @@ class ResourceRecord(Record):
             }
         ),
     ] = Field(default_factory=dict, description="A span that does not end after it starts covers nothing.")
+
+    closures: Closures = Field(default_factory=list)
+    staff: bool = Field(False, description="a person: booked only for services a valid credential names")
+    credentials: list[CredentialRecord] = Field(default_factory=list, max_length=50)
 
     @field_validator("hours")
     @classmethod

@@ -111,6 +111,10 @@ class Location(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Groups of locations (a region, a line of business) that workflow overlays name.
     groups: Mapped[list[str]] = mapped_column(default=list)
+    # Days it is closed, local dates: [{"first": "2026-12-24", "last": "2026-12-26"}].
+    closures: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    # Minutes a member of staff needs between home visits in different zones.
+    travel_minutes: Mapped[int] = mapped_column(Integer, default=30)
     # Master data in use is retired, never deleted: intake no longer resolves it.
     retired_at: Mapped[dt.datetime | None] = mapped_column()
 
@@ -190,6 +194,9 @@ class Service(Base):
     materials: Mapped[dict[str, Any]] = mapped_column(default=dict)  # bill of materials: item -> quantity
     procedure_code: Mapped[str | None] = mapped_column(String(16))  # CPT or HCPCS, what is billed
     requires_result: Mapped[bool] = mapped_column(Boolean, default=False)  # complete only with a result
+    # Minutes its resources are held before the start (setting up a room, a contrast injection).
+    preparation_minutes: Mapped[int | None] = mapped_column(Integer)
+    home_visit: Mapped[bool] = mapped_column(Boolean, default=False)  # at the patient's, in a zone
     # What an invoice for this service needs (``master_data.CHECKS``), for every payer.
     billing_checklist: Mapped[list[str]] = mapped_column(default=list)
     retired_at: Mapped[dt.datetime | None] = mapped_column()
@@ -208,12 +215,19 @@ class Resource(Base):
     name: Mapped[str] = mapped_column(String(200))
     kinds: Mapped[list[str]] = mapped_column(default=list)
     hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    closures: Mapped[list[dict[str, Any]]] = mapped_column(default=list)  # as a location's
+    # A member of staff is booked only for services a credential of theirs names, valid that day
+    # (checked by the database on every booking: migration 0018's trigger).
+    staff: Mapped[bool] = mapped_column(Boolean, default=False)
+    # [{"type", "number", "issuer", "valid_from", "expires", "services": [codes]}]
+    credentials: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Appointment(Base):
     """A case's appointment: when, where, with which resources, and where it stands
-    (proposed, confirmed, cancelled, no_show, completed)."""
+    (proposed, confirmed, cancelled, no_show, completed). A proposed one holds its resources
+    until it is confirmed (the case is then scheduled) or cancelled."""
 
     __tablename__ = "appointment"
     __table_args__ = (Index("ix_appointment_location_start", "location_id", "starts_at"),)
@@ -229,6 +243,9 @@ class Appointment(Base):
     # Such an appointment takes none of careops' resources: the other system owns them.
     source: Mapped[str] = mapped_column(String(16), default="careops")
     external_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    zone: Mapped[str | None] = mapped_column(String(64))  # a home visit's address zone
+    # When its resources are held from (before ``starts_at`` by the service's preparation time).
+    held_from: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

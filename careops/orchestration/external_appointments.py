@@ -20,9 +20,10 @@ from careops.domain.cases import CaseAction, CaseStatus, transition
 from careops.domain.events import EventType
 from careops.domain.models import Appointment, Base, Service, ServiceCase, new_id, utcnow
 from careops.domain.referrals import PatientIn
+from careops.orchestration.appointments import appointment_event
 from careops.orchestration.intake import CatalogueCache, IntakeAnswer, IntakeRequest
 from careops.orchestration.registrations import CaseMessage, apply_to_case, case_body, timestamp
-from careops.orchestration.scheduling import DEFAULT_DURATION_MINUTES, appointment_event
+from careops.orchestration.scheduling import DEFAULT_DURATION_MINUTES
 
 SCHEDULING_QUEUE = "scheduling"
 # Cases an external appointment can belong to.

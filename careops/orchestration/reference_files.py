@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -191,7 +192,9 @@ def record_from_cells(kind: Kind, row: dict[str, str | None]) -> dict[str, Any]:
             continue
         shape, inner = _shape(kind.record.model_fields[name].annotation)
         text = text.strip()
-        if shape == "list":
+        if shape == "records":  # nested records (a resource's credentials): a JSON list
+            record[name] = _json_cell(text)
+        elif shape == "list":
             record[name] = [part.strip() for part in text.split(CSV_LIST_SEPARATOR) if part.strip()]
         elif shape == "dict":
             pairs = [part.split("=", 1) for part in text.split(CSV_LIST_SEPARATOR) if part.strip()]
@@ -209,10 +212,21 @@ def _shape(annotation: Any) -> tuple[Any, Any]:
     if origin in (Union, UnionType):
         return _shape(next(a for a in get_args(annotation) if a is not type(None)))
     if origin is list:
-        return "list", None
+        item = get_args(annotation)[0]
+        return ("records", item) if isinstance(item, type) and issubclass(item, BaseModel) else ("list", None)
     if origin is dict:
         return "dict", _shape(get_args(annotation)[1])[0]
     return annotation, None
+
+
+def _json_cell(text: str) -> Any:
+    """A JSON list from a cell (empty: none); text that is not JSON is passed on for validation."""
+    if not text:
+        return []
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _scalar(shape: Any, text: str) -> Any:
@@ -573,6 +587,8 @@ def to_csv(kind: str, records: list[dict[str, Any]]) -> str:
 
 
 def cell(value: Any) -> str:
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, list):
         return CSV_LIST_SEPARATOR.join(str(v) for v in value)
     if isinstance(value, dict):

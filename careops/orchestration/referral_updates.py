@@ -17,9 +17,9 @@ from careops.domain.cases import CaseAction, CaseStatus, transition
 from careops.domain.events import Event, EventType
 from careops.domain.models import Appointment, Base, ResourceBooking, ServiceCase, utcnow
 from careops.domain.referrals import PatientIn
+from careops.orchestration.appointments import appointment_event
 from careops.orchestration.intake import CatalogueCache, IntakeAnswer, IntakeRequest
 from careops.orchestration.registrations import CaseMessage, apply_to_case, case_body
-from careops.orchestration.scheduling import appointment_event
 
 UPDATES_QUEUE = "referral_updates"
 # A sender may withdraw a referral until the service is delivered.

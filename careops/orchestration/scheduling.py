@@ -1,32 +1,28 @@
-"""Scheduling: when a service can be booked at a location, and the appointments that carry a case
-from ``ready_to_schedule`` to ``scheduled`` and on.
+"""Scheduling: when a service can be booked at a location, with which resources.
 
 A service needs one resource of each kind its ``resources`` name (an MRI scanner and a
-radiographer), free and within working hours for the whole of its duration. Booking takes the
-resources' slots (``SLOT_MINUTES`` each) in ``resource_booking``, whose primary key is the
-invariant: a slot already taken fails the insert, so two bookings racing for it end with one
-appointment and one 409, on SQLite and PostgreSQL alike. A case is scheduled only by booking,
-completed by completing its appointment (and, when its service needs one, receiving its result),
-and goes back to ``ready_to_schedule`` when the
-appointment is cancelled or missed; each step writes its event in the same transaction.
+radiographer), free, within working hours and not closed for the whole time it holds them: its
+preparation time before the start, then its duration. A member of staff is taken only for a
+service a credential of theirs names, valid that day; for a home visit (a service with
+``home_visit``) only if their visits just before and after, in another zone, leave the location's
+``travel_minutes`` between them. Bookings take the resources' slots (``SLOT_MINUTES`` each) in
+``resource_booking``, whose primary key is the invariant that no resource is taken twice (and
+whose trigger refuses staff without the credential): ``appointments`` books, moves and ends them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from careops.db import Database
-from careops.domain.cases import CaseAction, CaseStatus, transition
-from careops.domain.events import Event, EventType, record_events
-from careops.domain.master_data import WEEKDAYS
+from careops.domain.master_data import WEEKDAYS, closed_on
 from careops.domain.models import (
     Appointment,
     Base,
@@ -36,20 +32,18 @@ from careops.domain.models import (
     Service,
     ServiceCase,
     find,
-    new_id,
     utcnow,
 )
-from careops.errors import Conflict, NotFound, ValidationFailed
+from careops.errors import NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
-from careops.orchestration.authorisations import check_validity
-from careops.orchestration.billing import check_readiness
-from careops.orchestration.results import awaiting_result
 
 SLOT_MINUTES = 5
 OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
 DEFAULT_DURATION_MINUTES = 30
 MAX_WINDOW = dt.timedelta(days=31)
 _bookings = Base.metadata.tables[ResourceBooking.__tablename__]
+# A staff member's home visits near a start: (start, end, zone) per resource id.
+Visits = dict[str, list[tuple[dt.datetime, dt.datetime, str | None]]]
 
 
 @dataclass(frozen=True)
@@ -60,13 +54,21 @@ class Slot:
 
 
 @dataclass(frozen=True)
-class _Need:
-    """What a booking at one place needs: the duration and, per kind, the candidate resources."""
+class Need:
+    """What a booking at one place needs: how long it holds its resources (preparation, then the
+    duration) and, per kind, the candidate resources (staff already narrowed to the credentialed)."""
 
     location: Location
     service: Service
     duration: dt.timedelta
+    preparation: dt.timedelta
     candidates: dict[str, list[Resource]]
+    zone: str | None = None  # a home visit's
+    visits: Visits = field(default_factory=dict)
+
+    def held(self, start: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """The span the resources are held for an appointment starting at ``start``."""
+        return start - self.preparation, start + self.duration
 
 
 def slots_of(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
@@ -77,24 +79,44 @@ def slots_of(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
         at += dt.timedelta(minutes=SLOT_MINUTES)
 
 
-def _aligned(moment: dt.datetime, minutes: int) -> bool:
+def aligned(moment: dt.datetime, minutes: int = SLOT_MINUTES) -> bool:
     return moment.second == 0 and moment.microsecond == 0 and moment.minute % minutes == 0
 
 
-def _within_hours(resource: Resource, start: dt.datetime, end: dt.datetime, zone: ZoneInfo) -> bool:
-    """Whether ``[start, end)`` falls inside one of the resource's working spans, in local time."""
+def _within_hours(resource: Resource, location: Location, start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether ``[start, end)`` falls inside one of the resource's working spans, in local time,
+    on a day neither the resource nor its location is closed."""
+    zone = ZoneInfo(location.timezone or "UTC")
     local_start, local_end = start.astimezone(zone), end.astimezone(zone)
-    if local_start.date() != (local_end - dt.timedelta(microseconds=1)).date():
+    last = local_end - dt.timedelta(microseconds=1)
+    if local_start.date() != last.date():
+        return False
+    day = local_start.date()
+    if closed_on(resource.closures, day) or closed_on(location.closures, day):
         return False
     spans = resource.hours.get(WEEKDAYS[local_start.weekday()], [])
-    begin, finish = (
-        local_start.strftime("%H:%M"),
-        (local_end - dt.timedelta(microseconds=1)).strftime("%H:%M"),
-    )
+    begin, finish = local_start.strftime("%H:%M"), last.strftime("%H:%M")
     return any(span[:5] <= begin and finish < span[6:] for span in spans)
 
 
-def _place(
+def credentialed(resource: Resource, service_code: str, day: dt.date) -> bool:
+    """Whether a resource may deliver the service that day: not staff, or a credential of theirs
+    names it and is valid then (the rule the database's booking trigger keeps too)."""
+    if not resource.staff:
+        return True
+    for credential in resource.credentials:
+        starts = dt.date.fromisoformat(credential["valid_from"]) if credential.get("valid_from") else None
+        ends = dt.date.fromisoformat(credential["expires"]) if credential.get("expires") else None
+        if (
+            service_code in credential.get("services", [])
+            and (starts is None or starts <= day)
+            and (ends is None or day <= ends)
+        ):
+            return True
+    return False
+
+
+def find_place(
     session: Session, location_slug: str, service_code: str, scope: LocationScope
 ) -> tuple[Location, Service]:
     location = session.scalars(
@@ -114,7 +136,11 @@ def _place(
     return location, service
 
 
-def _need_for(session: Session, location: Location, service: Service) -> _Need:
+def need_for(session: Session, location: Location, service: Service, zone: str | None = None) -> Need:
+    """What booking the service at the location takes; 422 when the location lacks a kind of
+    resource it needs, or a home visit names no zone."""
+    if service.home_visit and not zone:
+        raise ValidationFailed(f"{service.code} is a home visit: name the address zone")
     resources = session.scalars(
         select(Resource)
         .where(Resource.location == location.slug, Resource.retired_at.is_(None))
@@ -125,12 +151,12 @@ def _need_for(session: Session, location: Location, service: Service) -> _Need:
     if missing:
         raise ValidationFailed(f"{location.slug} has no {', '.join(missing)} for {service.code}")
     duration = dt.timedelta(minutes=service.duration_minutes or DEFAULT_DURATION_MINUTES)
-    return _Need(location, service, duration, candidates)
+    preparation = dt.timedelta(minutes=service.preparation_minutes or 0)
+    return Need(location, service, duration, preparation, candidates, zone if service.home_visit else None)
 
 
-def _taken(
-    session: Session, need: _Need, start: dt.datetime, end: dt.datetime
-) -> set[tuple[str, dt.datetime]]:
+def taken(session: Session, need: Need, start: dt.datetime, end: dt.datetime) -> set[tuple[str, dt.datetime]]:
+    """The candidates' slots already booked in ``[start, end)``."""
     ids = [r.id for found in need.candidates.values() for r in found]
     if not ids:
         return set()
@@ -142,11 +168,45 @@ def _taken(
     return {(resource_id, slot) for resource_id, slot in rows}
 
 
-def _fit(need: _Need, start: dt.datetime, taken: set[tuple[str, dt.datetime]]) -> list[Resource] | None:
-    """One free resource per kind for ``[start, start + duration)`` (each resource once), or None."""
-    end = start + need.duration
-    zone = ZoneInfo(need.location.timezone or "UTC")
-    slots = list(slots_of(start, end))
+def with_visits(session: Session, need: Need, start: dt.datetime, end: dt.datetime) -> Need:
+    """For a home visit: the need with the staff's other home visits around ``[start, end)``."""
+    if need.zone is None:
+        return need
+    margin = dt.timedelta(minutes=need.location.travel_minutes)
+    staff = {r.code: r.id for found in need.candidates.values() for r in found if r.staff}
+    rows = session.scalars(
+        select(Appointment).where(
+            Appointment.location_id == need.location.id,
+            Appointment.zone.is_not(None),
+            Appointment.status.in_(("proposed", "confirmed")),
+            Appointment.starts_at < end + margin,
+            Appointment.ends_at > start - margin,
+        )
+    ).all()
+    visits: Visits = {}
+    for visit in rows:
+        for code in visit.resource_codes:
+            if code in staff:
+                visits.setdefault(staff[code], []).append((visit.starts_at, visit.ends_at, visit.zone))
+    return Need(
+        need.location, need.service, need.duration, need.preparation, need.candidates, need.zone, visits
+    )
+
+
+def _travels(need: Need, resource: Resource, start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether the staff member can reach this visit from their others (and leave for the next)."""
+    margin = dt.timedelta(minutes=need.location.travel_minutes)
+    return all(
+        zone == need.zone or other_end + margin <= start or end + margin <= other_start
+        for other_start, other_end, zone in need.visits.get(resource.id, [])
+    )
+
+
+def fit(need: Need, start: dt.datetime, booked: set[tuple[str, dt.datetime]]) -> list[Resource] | None:
+    """One free resource per kind for an appointment at ``start`` (each resource once), or None."""
+    held_from, end = need.held(start)
+    day = start.astimezone(ZoneInfo(need.location.timezone or "UTC")).date()
+    slots = list(slots_of(held_from, end))
     chosen: list[Resource] = []
     for found in need.candidates.values():
         free = next(
@@ -154,8 +214,10 @@ def _fit(need: _Need, start: dt.datetime, taken: set[tuple[str, dt.datetime]]) -
                 r
                 for r in found
                 if r not in chosen
-                and _within_hours(r, start, end, zone)
-                and not any((r.id, slot) in taken for slot in slots)
+                and _within_hours(r, need.location, held_from, end)
+                and credentialed(r, need.service.code, day)
+                and not any((r.id, slot) in booked for slot in slots)
+                and (need.zone is None or not r.staff or _travels(need, r, start, end))
             ),
             None,
         )
@@ -179,22 +241,24 @@ def availability(
     end: dt.datetime,
     scope: LocationScope,
     limit: int = 50,
+    zone: str | None = None,
 ) -> Offer:
     """Bookable starts (every ``OFFER_EVERY_MINUTES``) in ``[start, end)`` (at most ``MAX_WINDOW``
-    of it) for the service at the location, each with the resources it would take; at most
-    ``limit``."""
+    of it) for the service at the location (a home visit: in ``zone``), each with the resources
+    it would take; at most ``limit``."""
     end = min(end, start + MAX_WINDOW)
     with db.sessions() as session:
-        location, service = _place(session, location_slug, service_code, scope)
+        location, service = find_place(session, location_slug, service_code, scope)
         try:
-            need = _need_for(session, location, service)
+            need = need_for(session, location, service, zone)
         except ValidationFailed as exc:
             return Offer([], exc.detail)
-        taken = _taken(session, need, start, end + need.duration)
+        booked = taken(session, need, start - need.preparation, end + need.duration)
+        need = with_visits(session, need, start, end)
     found: list[Slot] = []
     at = _round_up(max(start, utcnow()), OFFER_EVERY_MINUTES)
     while at + need.duration <= end and len(found) < limit:
-        chosen = _fit(need, at, taken)
+        chosen = fit(need, at, booked)
         if chosen is not None:
             found.append(Slot(at, at + need.duration, tuple(r.code for r in chosen)))
         at += dt.timedelta(minutes=OFFER_EVERY_MINUTES)
@@ -207,120 +271,6 @@ def _round_up(moment: dt.datetime, minutes: int) -> dt.datetime:
     if extra == 0 and base < moment:
         extra = minutes
     return base + dt.timedelta(minutes=extra)
-
-
-def appointment_view(appointment: Appointment) -> dict[str, Any]:
-    return {
-        "id": appointment.id,
-        "case_id": appointment.case_id,
-        "starts_at": appointment.starts_at.isoformat(),
-        "ends_at": appointment.ends_at.isoformat(),
-        "status": appointment.status,
-        "resources": list(appointment.resource_codes),
-        "source": appointment.source,
-        "external_id": appointment.external_id,
-    }
-
-
-def book(
-    db: Database, case_id: str, starts_at: dt.datetime, *, actor: str, scope: LocationScope
-) -> dict[str, Any]:
-    """Book the case's service at ``starts_at`` with free resources; the case becomes ``scheduled``.
-
-    409 when the case is not ready to schedule, or no resource of a needed kind is free then (also
-    when a concurrent booking took the slot first); 422 for a start off the slot grid.
-    """
-    if starts_at.tzinfo is None or not _aligned(starts_at, SLOT_MINUTES):
-        raise ValidationFailed(f"a start is a time with its zone on a {SLOT_MINUTES}-minute boundary")
-    try:
-        with db.transaction() as session:
-            case = find(session, ServiceCase, case_id, for_update=True)
-            if case is None or not scope.allows(case.location_id):
-                raise NotFound("no case with this id")
-            if case.status != CaseStatus.READY_TO_SCHEDULE:
-                raise Conflict(f"the case is {case.status}, not ready_to_schedule", case_status=case.status)
-            location = session.get(Location, case.location_id)
-            service = session.get(Service, case.service_id)
-            assert location is not None and service is not None
-            need = _need_for(session, location, service)
-            chosen = _fit(need, starts_at, _taken(session, need, starts_at, starts_at + need.duration))
-            if chosen is None:
-                raise Conflict("no free resources of every kind the service needs at that time")
-            appointment = Appointment(
-                id=new_id(),
-                case_id=case.id,
-                location_id=location.id,
-                service_id=service.id,
-                starts_at=starts_at,
-                ends_at=starts_at + need.duration,
-                status="confirmed",
-                resource_codes=[r.code for r in chosen],
-            )
-            session.add(appointment)
-            session.flush()
-            rows = [
-                {"resource_id": r.id, "slot_start": slot, "appointment_id": appointment.id}
-                for r in chosen
-                for slot in slots_of(starts_at, starts_at + need.duration)
-            ]
-            session.execute(insert(_bookings), rows)
-            transition(session, case, CaseAction.SCHEDULE, actor=actor, reason_code="appointment_booked")
-            record_events(session, appointment_event(EventType.APPOINTMENT_BOOKED, appointment, case, actor))
-            check_validity(session, case, starts_at.astimezone(ZoneInfo(location.timezone or "UTC")).date())
-            return appointment_view(appointment)
-    except IntegrityError as exc:
-        raise Conflict("the slot was taken by another booking a moment ago; choose another") from exc
-
-
-def appointment_event(
-    kind: EventType, appointment: Appointment, case: ServiceCase, actor: str, **more: Any
-) -> Event:
-    payload = {
-        "appointment_id": appointment.id,
-        "starts_at": appointment.starts_at.isoformat(),
-        "resources": list(appointment.resource_codes),
-        **more,
-    }
-    return Event.about_case_record(kind, "appointment", appointment.id, case, actor=actor, payload=payload)
-
-
-# What each ending of an appointment does: its new status, the case's action, the event.
-_ENDINGS = {
-    "cancel": ("cancelled", CaseAction.UNSCHEDULE, EventType.APPOINTMENT_CANCELLED, True),
-    "no_show": ("no_show", CaseAction.UNSCHEDULE, EventType.APPOINTMENT_NO_SHOW, True),
-    "complete": ("completed", CaseAction.COMPLETE, EventType.APPOINTMENT_COMPLETED, False),
-}
-ENDINGS = tuple(_ENDINGS)
-
-
-def end_appointment(
-    db: Database, appointment_id: str, ending: str, *, actor: str, scope: LocationScope, reason: str = ""
-) -> dict[str, Any]:
-    """Cancel, record a no-show or complete a confirmed appointment, and move its case to match
-    (cancel and no-show free the resources and put the case back to ``ready_to_schedule``)."""
-    status, action, event_type, release = _ENDINGS[ending]
-    with db.transaction() as session:
-        appointment = find(session, Appointment, appointment_id, for_update=True)
-        if appointment is None or not scope.allows(appointment.location_id):
-            raise NotFound("no appointment with this id")
-        if appointment.status != "confirmed":
-            raise Conflict(f"the appointment is {appointment.status}", appointment_status=appointment.status)
-        case = session.get(ServiceCase, appointment.case_id)
-        assert case is not None
-        appointment.status = status
-        appointment.updated_at = utcnow()
-        if release:
-            session.execute(delete(_bookings).where(_bookings.c.appointment_id == appointment.id))
-        more: dict[str, Any] = {"reason": reason[:500]} if reason else {}
-        if case.status == CaseStatus.SCHEDULED:
-            if action is CaseAction.COMPLETE and awaiting_result(session, case):
-                more["awaiting_result"] = True  # completed when its result comes
-            else:
-                transition(session, case, action, actor=actor, reason_code=f"appointment_{status}")
-        record_events(session, appointment_event(event_type, appointment, case, actor, **more))
-        if case.status == CaseStatus.COMPLETED:
-            check_readiness(session, case, actor=actor)
-        return appointment_view(appointment)
 
 
 def first_free(db: Database, case_id: str, scope: LocationScope, days: int = 14) -> Slot | None:
@@ -336,6 +286,20 @@ def first_free(db: Database, case_id: str, scope: LocationScope, days: int = 14)
     now = utcnow()
     found = availability(db, code, slug, now, now + dt.timedelta(days=days), scope, limit=1).slots
     return found[0] if found else None
+
+
+def appointment_view(appointment: Appointment) -> dict[str, Any]:
+    return {
+        "id": appointment.id,
+        "case_id": appointment.case_id,
+        "starts_at": appointment.starts_at.isoformat(),
+        "ends_at": appointment.ends_at.isoformat(),
+        "status": appointment.status,
+        "resources": list(appointment.resource_codes),
+        "zone": appointment.zone,
+        "source": appointment.source,
+        "external_id": appointment.external_id,
+    }
 
 
 def board(
@@ -362,7 +326,7 @@ def board(
                 Appointment.location_id == location.id,
                 Appointment.starts_at >= start,
                 Appointment.starts_at < end,
-                Appointment.status.in_(("confirmed", "completed", "no_show")),
+                Appointment.status.in_(("proposed", "confirmed", "completed", "no_show")),
             )
             .order_by(Appointment.starts_at)
         ).all()

@@ -22,10 +22,11 @@ from careops.governance.abuse import CsrfTokens, RateLimiter
 from careops.governance.oidc import OidcClient, seal, unseal
 from careops.governance.permissions import PHI_REVEAL
 from careops.governance.users import ConsoleUser, LoginResult, log_in, log_out, single_sign_on
+from careops.orchestration.appointments import ENDINGS, book, end_appointment
 from careops.orchestration.authorisations import decide_authorisation, request_authorisation
 from careops.orchestration.cases import CaseFilter, get_case, list_cases, reveal_case, transition_case
 from careops.orchestration.patient_search import PatientQuery, search_patients
-from careops.orchestration.scheduling import ENDINGS, book, end_appointment, first_free
+from careops.orchestration.scheduling import first_free
 from careops.settings import Settings
 from careops.web.pages import (
     SESSION_COOKIE,

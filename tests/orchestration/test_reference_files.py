@@ -57,6 +57,10 @@ def test_a_valid_file_applies_exactly_and_a_second_time_changes_nothing(db: Data
   duration_minutes: 45
   resources: [mri-scanner, radiographer]
   prices: {NHS: 190, AXA: 420, BUPA: 400, SELF: 450}
+  procedure_code: '73721'
+  preparation_minutes: 10
+  requires_result: true
+  billing_checklist: [signed_report, procedure_code, diagnosis_code]
 - code: DEXA
   name: Bone density scan
   duration_minutes: 15
@@ -157,7 +161,8 @@ def test_a_retired_location_is_no_longer_resolved_and_can_be_restored(
     db: Database, client: TestClient, tmp_path: Path
 ) -> None:
     keep = """locations:
-- {slug: central, name: Central Diagnostics, timezone: Europe/London, groups: [diagnostics]}
+- {slug: central, name: Central Diagnostics, timezone: Europe/London, groups: [diagnostics],
+   closures: [{first: '2026-12-25', last: '2026-12-26'}, {first: '2027-01-01'}]}
 - {slug: south, name: South Home Care, timezone: Europe/London, groups: [home-care]}
 """
     assert _apply(db, _file(tmp_path, ORGANISATION + keep)) == ["retire   locations north"]

@@ -52,6 +52,11 @@ def test_records_are_searched_edited_added_and_retired(console: TestClient, db: 
         "authorisation": "",
         "prices": "NHS=190;AXA=420;BUPA=400;SELF=450",
         "materials": "",
+        "procedure_code": "73721",
+        "requires_result": "true",
+        "billing_checklist": "signed_report;procedure_code;diagnosis_code",
+        "preparation_minutes": "10",
+        "home_visit": "false",
         "reason": "3T scanner",
     }
     saved = console.post("/console/admin/reference/services/edit", data=form)

@@ -104,12 +104,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_invoice_request_case_id", "invoice_request", ["case_id"])
-    _external_appointments_to_records()
+    external_appointments_to_records(op.get_bind())
 
 
-def _external_appointments_to_records() -> None:
+def external_appointments_to_records(connection: sa.Connection) -> None:
     """One appointment record per (case, external id) from the SIU events recorded on cases."""
-    connection = op.get_bind()
     rows = connection.execute(
         sa.text(
             "SELECT e.type, e.payload, e.occurred_at, c.id, c.location_id, c.service_id,"
@@ -117,7 +116,7 @@ def _external_appointments_to_records() -> None:
             " JOIN service_case c ON c.id = e.case_id JOIN service s ON s.id = c.service_id"
             " WHERE e.subject_type = 'case' AND e.type IN"
             " ('appointment.booked', 'appointment.modified', 'appointment.cancelled') ORDER BY e.id"
-        ).columns(sa.column("occurred_at", UTC))
+        ).columns(occurred_at=UTC)
     ).fetchall()
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for event_type, payload, occurred_at, case_id, location_id, service_id, minutes in rows:
