@@ -5,10 +5,10 @@
 
 On a fresh PostgreSQL database with the demo organisation, ``--locations`` locations each get
 their share of ``--devices`` devices (MRI scanners, X-ray rooms, ultrasound rooms, CT scanners)
-and of ``--staff`` staff (radiographers and sonographers), working Monday to Friday 08:00 to
-18:00; then about ``--appointments`` appointments, with their resource bookings, over the 60 days
-before and the 30 days after today: the scanners and X-ray rooms mostly full, so that a search has
-taken slots to skip. Issue 27's targets:
+and of ``--staff`` staff (radiographers and sonographers, each with the credential the services
+need), working Monday to Friday 08:00 to 18:00; then about ``--appointments`` appointments, with
+their resource bookings, over the 60 days before and the 30 days after today: the scanners and
+X-ray rooms mostly full, so that a search has taken slots to skip. Issue 27's targets:
 
 1. *Availability*: ``availability`` (what ``GET /api/v1/availability`` runs) for MRI knee and
    chest X-ray at a random location over the next 14 days, 50 offers at the most: p95 ≤ 50 ms.
@@ -53,9 +53,11 @@ WEEK = {day: ["08:00-18:00"] for day in ("mon", "tue", "wed", "thu", "fri")}
 DEVICES = ("mri-scanner", "x-ray-room", "ultrasound", "ct-scanner")
 # Per service benched: its minutes, the device and the staff kind it needs.
 BOOKED = {"MRI-KNEE": (30, "mri-scanner", "radiographer"), "XRAY-CHEST": (10, "x-ray-room", "radiographer")}
+# The query availability runs for the bookings (``scheduling.bookings_query``), as plain SQL.
 BOOKINGS_SQL = (
-    "SELECT resource_id, slot_start FROM resource_booking"
+    "SELECT resource_id, min(slot_start), max(slot_start) FROM resource_booking"
     " WHERE resource_id = ANY(%s) AND slot_start >= %s AND slot_start < %s"
+    " GROUP BY resource_id, appointment_id"
 )
 
 
@@ -73,9 +75,11 @@ def _network_file(workdir: Path, locations: int, devices: int, staff: int) -> Pa
         )
     for n in range(staff):
         kind = "radiographer" if (n // locations) % 5 < 3 else "sonographer"
+        services = "[MRI-KNEE, XRAY-CHEST, CT-HEAD]" if kind == "radiographer" else "[US-ABDO]"
+        credential = f"{{type: registration, expires: '2030-12-31', services: {services}}}"
         lines.append(
             f"- {{code: S{n:05d}, location: site-{n % locations:03d}, name: Staff {n}, kinds: [{kind}],"
-            f" hours: {hours}}}"
+            f" hours: {hours}, staff: true, credentials: [{credential}]}}"
         )
     path = workdir / "network.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -175,10 +179,13 @@ def _search_round(db: Database, url: str, searches: int, seed: int) -> tuple[lis
     rng = random.Random(seed)
     with db.sessions() as session:
         slugs = list(session.scalars(select(Location.slug).where(Location.retired_at.is_(None))))
-        candidates = {
-            slug: [r.id for r in session.scalars(select(Resource).where(Resource.location == slug))]
-            for slug in slugs
-        }
+        resources = session.scalars(select(Resource).where(Resource.retired_at.is_(None))).all()
+    # What each benched service takes at a location: its devices of the kind and its radiographers.
+    candidates = {
+        (slug, service): [r.id for r in resources if r.location == slug and {device, staff} & set(r.kinds)]
+        for slug in slugs
+        for service, (_, device, staff) in BOOKED.items()
+    }
     start = dt.datetime.now(dt.UTC)
     end = start + dt.timedelta(days=14)
     timed, bare, offered = [], [], 0
@@ -190,7 +197,7 @@ def _search_round(db: Database, url: str, searches: int, seed: int) -> tuple[lis
             timed.append(time.perf_counter() - began)
             offered += len(offer.slots)
             began = time.perf_counter()
-            connection.execute(BOOKINGS_SQL, (candidates[slug], start, end)).fetchall()
+            connection.execute(BOOKINGS_SQL, (candidates[slug, service], start, end)).fetchall()
             bare.append(time.perf_counter() - began)
     return timed, bare, offered
 

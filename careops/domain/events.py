@@ -37,6 +37,7 @@ class EventType(StrEnum):
     AUTHORISATION_REQUESTED = "authorisation.requested"
     AUTHORISATION_APPROVED = "authorisation.approved"
     AUTHORISATION_DENIED = "authorisation.denied"
+    AUTHORISATION_EXPIRED = "authorisation.expired"
     PATIENT_REGISTERED = "patient.registered"
     PATIENT_UPDATED = "patient.updated"
     APPOINTMENT_PROPOSED = "appointment.proposed"

@@ -260,7 +260,7 @@ class PriorAuthorisation(Base):
     case_id: Mapped[str] = mapped_column(ForeignKey("service_case.id"), index=True)
     payer_id: Mapped[str | None] = mapped_column(ForeignKey("payer.id"))
     service_id: Mapped[str] = mapped_column(ForeignKey("service.id"))
-    status: Mapped[str] = mapped_column(String(16))  # requested, approved, denied
+    status: Mapped[str] = mapped_column(String(16))  # requested, approved, denied, expired
     requested_units: Mapped[int] = mapped_column(Integer, default=1)
     approved_units: Mapped[int | None] = mapped_column(Integer)
     number: Mapped[str | None] = mapped_column(String(64))

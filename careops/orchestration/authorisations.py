@@ -169,3 +169,32 @@ def expiring(
             for record, status, location_id in rows
             if record.valid_to is not None and scope.allows(location_id)
         ]
+
+
+EXPIRED = "authorisation_expired"
+
+
+def expire_authorisations(db: Database, today: dt.date | None = None, batch: int = 500) -> int:
+    """Approved authorisations whose validity has ended become ``expired`` (``authorisation.expired``);
+    one of a case not yet delivered opens an item in the authorisation queue for a person to renew
+    it. Up to ``batch`` in one transaction; how many (the worker runs it every hour)."""
+    today = today or utcnow().date()
+    with db.transaction() as session:
+        rows = session.scalars(
+            select(PriorAuthorisation)
+            .where(PriorAuthorisation.status == "approved", PriorAuthorisation.valid_to < today)
+            .order_by(PriorAuthorisation.valid_to)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for record in rows:
+            case = session.get(ServiceCase, record.case_id)
+            assert case is not None
+            record.status, record.updated_at = "expired", utcnow()
+            record_events(session, _event(EventType.AUTHORISATION_EXPIRED, record, case, "careops"))
+            if case.status in (CaseStatus.READY_TO_SCHEDULE, CaseStatus.SCHEDULED, CaseStatus.ON_HOLD):
+                open_exception(
+                    session, AUTHORISATION_QUEUE, [EXPIRED], actor="careops", case=case,
+                    dedupe_key=f"{EXPIRED}:{record.id}",
+                )  # fmt: skip
+        return len(rows)

@@ -19,7 +19,7 @@ import math
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from careops.db import Database
@@ -70,72 +70,78 @@ def _service_date(session: Session, case: ServiceCase) -> dt.date | None:
 
 
 def discrepancies(session: Session, case: ServiceCase) -> list[str]:
-    """What stands between the case and an invoice, as reason codes (empty: ready)."""
-    service = session.get(Service, case.service_id)
-    payer = session.get(Payer, case.payer_id) if case.payer_id else None
-    assert service is not None
+    """What stands between the case and an invoice, as reason codes (empty: ready).
+
+    Three round trips for most cases: the service and payer, one row of what the case has
+    (a final report, a referral letter, authorisations, other open work), and its charges when
+    the checklist asks for codes; the authorisations themselves only when there are some."""
+    service, payer = session.execute(
+        select(Service, Payer)
+        .outerjoin(Payer, Payer.id == case.payer_id)
+        .where(Service.id == case.service_id)
+    ).one()
     wanted = set(service.billing_checklist) | set(payer.billing_checklist if payer else [])
+    report, letter, authorised, other_work = session.execute(_what_the_case_has(case)).one()
     found: list[str] = []
     if case.status not in (CaseStatus.COMPLETED, CaseStatus.BILLING_READY, CaseStatus.INVOICED):
         found.append("service_not_completed")
-    charges = session.scalars(select(CaseCharge).where(CaseCharge.case_id == case.id)).all()
-    if "signed_report" in wanted and not _has_final_report(session, case):
+    if "signed_report" in wanted and not report:
         found.append("missing_signed_report")
-    if "referral_letter" in wanted and not _has_attachment(session, case):
+    if "referral_letter" in wanted and not letter:
         found.append("missing_referral_letter")
+    if wanted & {"procedure_code", "diagnosis_code"}:
+        found.extend(_code_problems(session, case, service, wanted))
+    if authorised or "authorisation" in wanted:
+        found.extend(_authorisation_problems(session, case))
+    if _price(service, payer) is None:
+        found.append("no_price_for_payer")
+    found.extend(f"open_exception:{queue}" for queue in sorted(set((other_work or "").split(","))) if queue)
+    return found
+
+
+def _what_the_case_has(case: ServiceCase) -> Select[bool, bool, bool, str | None]:
+    """One row: a final report, a referral letter (an attachment of its intake), any
+    authorisation, and the queues of its other open exception items (comma-separated)."""
+    report = select(Result.id).where(Result.case_id == case.id, Result.status.in_(("final", "corrected")))
+    letter = (
+        select(Document.id)
+        .join(IntakeItem, IntakeItem.id == Document.intake_item_id)
+        .where(IntakeItem.case_id == case.id, Document.kind == "attachment")
+    )
+    authorisation = select(PriorAuthorisation.id).where(PriorAuthorisation.case_id == case.id)
+    other_work = select(func.aggregate_strings(ExceptionItem.queue, ",")).where(
+        ExceptionItem.case_id == case.id, ExceptionItem.status == "open", ExceptionItem.queue != FINANCE_QUEUE
+    )
+    return select(report.exists(), letter.exists(), authorisation.exists(), other_work.scalar_subquery())
+
+
+def _code_problems(session: Session, case: ServiceCase, service: Service, wanted: set[str]) -> list[str]:
+    """Procedure codes (the charges' and the service's: one CPT or HCPCS) and diagnosis codes (the
+    case's and the charges': all ICD-10-CM), as the checklist asks."""
+    charges = session.execute(
+        select(CaseCharge.code, CaseCharge.diagnosis_codes).where(CaseCharge.case_id == case.id)
+    ).all()
+    found = []
     if "procedure_code" in wanted:
-        codes = [c.code for c in charges] + ([service.procedure_code] if service.procedure_code else [])
+        codes = [code for code, _ in charges] + ([service.procedure_code] if service.procedure_code else [])
         if not codes:
             found.append("missing_procedure_code")
         elif not any(PROCEDURE_CODE.match(code) for code in codes):
             found.append("invalid_procedure_code")
     if "diagnosis_code" in wanted:
-        codes = [*case.diagnosis_codes, *(code for c in charges for code in c.diagnosis_codes)]
+        codes = [*case.diagnosis_codes, *(code for _, diagnoses in charges for code in diagnoses)]
         if not codes:
             found.append("missing_diagnosis_code")
         elif not all(DIAGNOSIS_CODE.match(code) for code in codes):
             found.append("invalid_diagnosis_code")
-    found.extend(_authorisation_problems(session, case, "authorisation" in wanted))
-    if _price(service, payer) is None:
-        found.append("no_price_for_payer")
-    other_work = session.scalars(
-        select(ExceptionItem.queue).where(
-            ExceptionItem.case_id == case.id,
-            ExceptionItem.status == "open",
-            ExceptionItem.queue != FINANCE_QUEUE,
-        )
-    ).all()
-    found.extend(f"open_exception:{queue}" for queue in sorted(set(other_work)))
     return found
 
 
-def _has_final_report(session: Session, case: ServiceCase) -> bool:
-    return (
-        session.scalars(
-            select(Result.id).where(Result.case_id == case.id, Result.status.in_(("final", "corrected")))
-        ).first()
-        is not None
-    )
-
-
-def _has_attachment(session: Session, case: ServiceCase) -> bool:
-    return (
-        session.scalars(
-            select(Document.id)
-            .join(IntakeItem, IntakeItem.id == Document.intake_item_id)
-            .where(IntakeItem.case_id == case.id, Document.kind == "attachment")
-        ).first()
-        is not None
-    )
-
-
-def _authorisation_problems(session: Session, case: ServiceCase, required: bool) -> list[str]:
+def _authorisation_problems(session: Session, case: ServiceCase) -> list[str]:
     """A case with authorisations (or whose checklist wants one) needs one approved and valid on
     the service date."""
     records = session.scalars(select(PriorAuthorisation).where(PriorAuthorisation.case_id == case.id)).all()
-    if not records and not required:
-        return []
-    approved = [r for r in records if r.status == "approved"]
+    approved = [r for r in records if r.status in ("approved", "expired")]  # expired since: valid then
     if not approved:
         return ["authorisation_not_approved"]
     on = _service_date(session, case)

@@ -13,12 +13,13 @@ whose trigger refuses staff without the credential): ``appointments`` books, mov
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from careops.db import Database
@@ -42,8 +43,11 @@ OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
 DEFAULT_DURATION_MINUTES = 30
 MAX_WINDOW = dt.timedelta(days=31)
 _bookings = Base.metadata.tables[ResourceBooking.__tablename__]
+SLOT = dt.timedelta(minutes=SLOT_MINUTES)
 # A staff member's home visits near a start: (start, end, zone) per resource id.
 Visits = dict[str, list[tuple[dt.datetime, dt.datetime, str | None]]]
+# What the candidates are booked for: per resource id, the starts and ends of its spans, in order.
+Busy = dict[str, tuple[list[dt.datetime], list[dt.datetime]]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class Need:
     candidates: dict[str, list[Resource]]
     zone: str | None = None  # a home visit's
     visits: Visits = field(default_factory=dict)
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per resource and day
 
     def held(self, start: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         """The span the resources are held for an appointment starting at ``start``."""
@@ -83,20 +88,37 @@ def aligned(moment: dt.datetime, minutes: int = SLOT_MINUTES) -> bool:
     return moment.second == 0 and moment.microsecond == 0 and moment.minute % minutes == 0
 
 
-def _within_hours(resource: Resource, location: Location, start: dt.datetime, end: dt.datetime) -> bool:
-    """Whether ``[start, end)`` falls inside one of the resource's working spans, in local time,
-    on a day neither the resource nor its location is closed."""
-    zone = ZoneInfo(location.timezone or "UTC")
-    local_start, local_end = start.astimezone(zone), end.astimezone(zone)
-    last = local_end - dt.timedelta(microseconds=1)
-    if local_start.date() != last.date():
-        return False
-    day = local_start.date()
-    if closed_on(resource.closures, day) or closed_on(location.closures, day):
-        return False
-    spans = resource.hours.get(WEEKDAYS[local_start.weekday()], [])
-    begin, finish = local_start.strftime("%H:%M"), last.strftime("%H:%M")
-    return any(span[:5] <= begin and finish < span[6:] for span in spans)
+def _open_spans(need: Need, resource: Resource, day: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The resource's working spans on a local day (none when it or the location is closed), as
+    UTC times; worked out once per resource and day for the need."""
+    key = (resource.id, day)
+    spans = need.memo.get(key)
+    if spans is None:
+        spans = []
+        if not closed_on(resource.closures, day) and not closed_on(need.location.closures, day):
+            zone = ZoneInfo(need.location.timezone or "UTC")
+            for span in resource.hours.get(WEEKDAYS[day.weekday()], []):
+                begin, finish = (int(span[0:2]), int(span[3:5])), (int(span[6:8]), int(span[9:11]))
+                opens = dt.datetime.combine(day, dt.time(*begin), zone)
+                closes = dt.datetime.combine(day, dt.time(), zone) + dt.timedelta(
+                    hours=finish[0], minutes=finish[1]
+                )
+                spans.append((opens.astimezone(dt.UTC), closes.astimezone(dt.UTC)))
+        need.memo[key] = spans
+    return spans
+
+
+def _within_hours(need: Need, resource: Resource, day: dt.date, start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether ``[start, end)`` falls inside one of the resource's working spans of that local day."""
+    return any(opens <= start and end <= closes for opens, closes in _open_spans(need, resource, day))
+
+
+def _credentialed_on(need: Need, resource: Resource, day: dt.date) -> bool:
+    key = (resource.id, day, "credential")
+    allowed = need.memo.get(key)
+    if allowed is None:
+        allowed = need.memo[key] = credentialed(resource, need.service.code, day)
+    return bool(allowed)
 
 
 def credentialed(resource: Resource, service_code: str, day: dt.date) -> bool:
@@ -155,17 +177,43 @@ def need_for(session: Session, location: Location, service: Service, zone: str |
     return Need(location, service, duration, preparation, candidates, zone if service.home_visit else None)
 
 
-def taken(session: Session, need: Need, start: dt.datetime, end: dt.datetime) -> set[tuple[str, dt.datetime]]:
-    """The candidates' slots already booked in ``[start, end)``."""
-    ids = [r.id for found in need.candidates.values() for r in found]
-    if not ids:
-        return set()
-    rows = session.execute(
-        select(_bookings.c.resource_id, _bookings.c.slot_start).where(
+def bookings_query(
+    ids: list[str], start: dt.datetime, end: dt.datetime
+) -> Select[str, dt.datetime, dt.datetime]:
+    """Per resource and appointment, the first and last slot it holds in ``[start, end)``: an
+    appointment's slots of one resource are consecutive, so this is its span, in a row."""
+    return (
+        select(_bookings.c.resource_id, func.min(_bookings.c.slot_start), func.max(_bookings.c.slot_start))
+        .where(
             _bookings.c.resource_id.in_(ids), _bookings.c.slot_start >= start, _bookings.c.slot_start < end
         )
+        .group_by(_bookings.c.resource_id, _bookings.c.appointment_id)
     )
-    return {(resource_id, slot) for resource_id, slot in rows}
+
+
+def taken(session: Session, need: Need, start: dt.datetime, end: dt.datetime) -> Busy:
+    """The spans the candidates are already booked for in ``[start, end)``, per resource in order."""
+    ids = [r.id for found in need.candidates.values() for r in found]
+    spans: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    if ids:
+        for resource_id, first, last in session.execute(bookings_query(ids, start, end)):
+            spans.setdefault(resource_id, []).append((first, last + SLOT))
+    busy: Busy = {}
+    for resource_id, found in spans.items():
+        found.sort()
+        busy[resource_id] = ([a for a, _ in found], [b for _, b in found])
+    return busy
+
+
+def _free(busy: Busy, resource: Resource, start: dt.datetime, end: dt.datetime) -> bool:
+    """Whether none of the resource's booked spans overlaps ``[start, end)`` (they never overlap
+    each other, so the one starting last before ``end`` is the only one that can)."""
+    spans = busy.get(resource.id)
+    if spans is None:
+        return True
+    starts, ends = spans
+    before = bisect_left(starts, end)
+    return before == 0 or ends[before - 1] <= start
 
 
 def with_visits(session: Session, need: Need, start: dt.datetime, end: dt.datetime) -> Need:
@@ -202,11 +250,10 @@ def _travels(need: Need, resource: Resource, start: dt.datetime, end: dt.datetim
     )
 
 
-def fit(need: Need, start: dt.datetime, booked: set[tuple[str, dt.datetime]]) -> list[Resource] | None:
+def fit(need: Need, start: dt.datetime, busy: Busy) -> list[Resource] | None:
     """One free resource per kind for an appointment at ``start`` (each resource once), or None."""
     held_from, end = need.held(start)
     day = start.astimezone(ZoneInfo(need.location.timezone or "UTC")).date()
-    slots = list(slots_of(held_from, end))
     chosen: list[Resource] = []
     for found in need.candidates.values():
         free = next(
@@ -214,9 +261,9 @@ def fit(need: Need, start: dt.datetime, booked: set[tuple[str, dt.datetime]]) ->
                 r
                 for r in found
                 if r not in chosen
-                and _within_hours(r, need.location, held_from, end)
-                and credentialed(r, need.service.code, day)
-                and not any((r.id, slot) in booked for slot in slots)
+                and _within_hours(need, r, day, held_from, end)
+                and _credentialed_on(need, r, day)
+                and _free(busy, r, held_from, end)
                 and (need.zone is None or not r.staff or _travels(need, r, start, end))
             ),
             None,
@@ -253,12 +300,12 @@ def availability(
             need = need_for(session, location, service, zone)
         except ValidationFailed as exc:
             return Offer([], exc.detail)
-        booked = taken(session, need, start - need.preparation, end + need.duration)
+        busy = taken(session, need, start - need.preparation, end + need.duration)
         need = with_visits(session, need, start, end)
     found: list[Slot] = []
     at = _round_up(max(start, utcnow()), OFFER_EVERY_MINUTES)
     while at + need.duration <= end and len(found) < limit:
-        chosen = fit(need, at, booked)
+        chosen = fit(need, at, busy)
         if chosen is not None:
             found.append(Slot(at, at + need.duration, tuple(r.code for r in chosen)))
         at += dt.timedelta(minutes=OFFER_EVERY_MINUTES)

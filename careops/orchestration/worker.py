@@ -18,6 +18,7 @@ from careops.observability import tracing
 from careops.observability.logs import get_logger
 from careops.observability.rollup import BATCH, roll_up
 from careops.orchestration import workflows
+from careops.orchestration.authorisations import expire_authorisations
 from careops.orchestration.dispatcher import Dispatcher
 from careops.settings import Settings
 
@@ -88,6 +89,9 @@ async def run_worker(
         asyncio.create_task(Dispatcher(db, settings).run(stop)),
         asyncio.create_task(repeat(sealer.seal_once, SEAL_BATCH, interval, stop, "audit.seal_failed")),
         asyncio.create_task(repeat(lambda: roll_up(db), BATCH, interval, stop, "kpi.roll_up_failed")),
+        asyncio.create_task(
+            repeat(lambda: expire_authorisations(db), 500, 3600, stop, "authorisation.expire_failed")
+        ),
     ]
     log.info("worker.started", executor=settings.executor_id, pid=os.getpid())
     try:

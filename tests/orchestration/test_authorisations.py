@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from careops.db import Database
 from careops.domain.models import BusinessEvent, ExceptionItem
+from careops.orchestration.authorisations import expire_authorisations
 from tests.conftest import referral
 from tests.orchestration.test_scheduling import next_monday
 
@@ -69,3 +70,20 @@ def test_booking_after_the_validity_opens_an_exception_item(client: TestClient, 
     assert [(i.queue, i.reason_codes) for i in items] == [
         ("authorisation", ["authorisation_expires_before_appointment"])
     ]
+
+
+def test_an_ended_approval_expires_and_asks_a_person_to_renew_it(client: TestClient, db: Database) -> None:
+    case_id = _waiting_case(client)
+    requested = client.post(f"/api/v1/cases/{case_id}/authorisations", json={"units": 1}).json()
+    start = dt.date.today() - dt.timedelta(days=40)
+    approval = {"number": "AXA-9", "valid_from": start.isoformat(), "valid_days": 30}
+    assert client.post(f"/api/v1/authorisations/{requested['id']}/approve", json=approval).status_code == 200
+    assert expire_authorisations(db) == 1
+    assert expire_authorisations(db) == 0  # once
+    [record] = client.get(f"/api/v1/cases/{case_id}").json()["authorisations"]
+    assert record["status"] == "expired"
+    queue = client.get("/api/v1/exceptions", params={"queue": "authorisation"}).json()["items"]
+    assert [(i["case_id"], i["reason_codes"]) for i in queue] == [(case_id, ["authorisation_expired"])]
+    with db.sessions() as session:
+        kinds = session.scalars(select(BusinessEvent.type).where(BusinessEvent.case_id == case_id)).all()
+    assert "authorisation.expired" in kinds

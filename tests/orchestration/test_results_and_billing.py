@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from careops.db import Database
-from careops.domain.models import BusinessEvent, CaseCharge, Result
+from careops.domain.models import BusinessEvent, CaseCharge, ExceptionItem, Result
 from tests.conftest import referral
 from tests.orchestration.test_scheduling import next_monday
 
@@ -292,3 +292,20 @@ def test_a_fhir_diagnostic_report_is_a_result_like_an_oru(client: TestClient) ->
     invalid = {k: v for k, v in diagnostic_report(order, mrn).items() if k != "code"}  # code is required
     refused = client.post("/fhir/r4/DiagnosticReport", json=invalid, headers=fhir)
     assert refused.status_code in (400, 422) and "quarantine" in refused.text
+
+
+def test_a_payer_s_checklist_adds_to_the_service_s_and_other_open_work_holds_billing(
+    client: TestClient, db: Database
+) -> None:
+    created = client.post(
+        "/api/v1/referrals", json=referral(payer_code="BUPA", diagnosis_codes=["R07.9"])
+    ).json()  # a chest X-ray: Bupa wants the referral letter too
+    case_id = created["case_id"]
+    start = next_monday(15)
+    booked = client.post("/api/v1/appointments", json={"case_id": case_id, "starts_at": start.isoformat()})
+    with db.transaction() as session:
+        session.add(ExceptionItem(queue="scheduling", reason_codes=["check"], case_id=case_id))
+    assert client.post(f"/api/v1/appointments/{booked.json()['id']}/complete").status_code == 200
+    checked = client.post(f"/api/v1/cases/{case_id}/billing-readiness").json()
+    assert checked["discrepancies"] == ["missing_referral_letter", "open_exception:scheduling"]
+    assert checked["case_status"] == "completed"
