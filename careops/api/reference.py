@@ -25,7 +25,7 @@ Reader = Annotated[Principal, Depends(require("reference:read"))]
 Writer = Annotated[Principal, Depends(require("reference:write"))]
 Key = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 Reason = Annotated[str, Query(max_length=500, pattern=PLAIN_TEXT, description="Why: recorded on the event.")]
-EDITABLE = ("locations", "services", "payers", "referrers", "resources")
+EDITABLE = ("locations", "services", "payers", "referrers", "resources", "items", "suppliers")
 
 
 class MappingIn(MappingRecord):

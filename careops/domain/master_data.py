@@ -29,11 +29,14 @@ from careops.domain.models import (
     Base,
     CodeMapping,
     FieldOwner,
+    Item,
     Location,
     Payer,
     Referrer,
     Resource,
     Service,
+    StockThreshold,
+    Supplier,
 )
 
 
@@ -241,6 +244,32 @@ class ResourceRecord(Record):
         return {day: value[day] for day in WEEKDAYS if day in value}
 
 
+class ItemRecord(Record):
+    code: KeyText
+    name: Name
+    unit: Word = "each"
+    pack_size: int = Field(1, ge=1, le=100_000)
+    unit_price: float | None = Field(None, ge=0, le=1_000_000)
+    supplier: KeyText | None = Field(None, description="the usual supplier's code")
+
+
+class SupplierRecord(Record):
+    code: KeyText
+    name: Name
+    email: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+
+
+class ThresholdRecord(Record):
+    """When ``item`` runs low at ``location``: below ``minimum`` (reordered ``reorder_quantity`` at
+    a time, up to ``maximum``)."""
+
+    location: Slug
+    item: KeyText
+    minimum: int = Field(0, ge=0, le=1_000_000)
+    maximum: int | None = Field(None, ge=0, le=1_000_000)
+    reorder_quantity: int | None = Field(None, ge=1, le=1_000_000)
+
+
 class MappingRecord(Record):
     """``sender`` calls ``target`` (a careops location slug, service, referrer or payer code) ``code``."""
 
@@ -287,6 +316,9 @@ KINDS: dict[str, Kind] = {
         Kind("payers", PayerRecord, Payer, ("code",)),
         Kind("referrers", ReferrerRecord, Referrer, ("code",)),
         Kind("resources", ResourceRecord, Resource, ("code",)),
+        Kind("items", ItemRecord, Item, ("code",)),
+        Kind("suppliers", SupplierRecord, Supplier, ("code",)),
+        Kind("thresholds", ThresholdRecord, StockThreshold, ("location", "item")),
         Kind("mappings", MappingRecord, CodeMapping, ("sender", "kind", "code")),
         Kind("field_owners", FieldOwnerRecord, FieldOwner, ("kind", "field"), retirable=False),
     )
@@ -298,4 +330,7 @@ SINGULAR = {
     "payer": "payers",
     "referrer": "referrers",
     "resource": "resources",
+    "item": "items",
+    "supplier": "suppliers",
+    "threshold": "thresholds",
 }

@@ -27,6 +27,9 @@ class DutyRule(BaseModel):
 
 DEFAULT_RULES = [
     DutyRule(action="users:set_roles", not_by="subject", why="nobody may change their own roles"),
+    DutyRule(
+        action="replenishment:approve", not_by="requester", why="nobody approves a purchase they requested"
+    ),
 ]
 
 

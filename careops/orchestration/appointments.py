@@ -7,7 +7,8 @@ it end with one appointment and one 409, on SQLite and PostgreSQL alike, in one 
 A proposed appointment holds its resources; the case is scheduled when it is confirmed (a
 booking made confirmed schedules it at once). A case is completed by completing its appointment
 (and, when its service needs one, receiving its result), and goes back to ``ready_to_schedule``
-when the appointment is cancelled or missed.
+when the appointment is cancelled or missed. Completing an appointment consumes the service's
+bill of materials at its location.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.authorisations import check_validity
 from careops.orchestration.billing import check_readiness
+from careops.orchestration.inventory import consume_for
 from careops.orchestration.results import awaiting_result
 from careops.orchestration.scheduling import (
     SLOT_MINUTES,
@@ -243,6 +245,8 @@ def end_appointment(
             else:
                 transition(session, case, action, actor=actor, reason_code=f"appointment_{status}")
         record_events(session, appointment_event(event_type, appointment, case, actor, **more))
+        if ending == "complete":
+            consume_for(session, case, appointment.id, actor=actor)
         if case.status == CaseStatus.COMPLETED:
             check_readiness(session, case, actor=actor)
         return appointment_view(appointment)

@@ -1,6 +1,6 @@
-"""/console pages of the diagnostic path after intake: the appointment board per resource,
-availability search, authorisations expiring soon, results waiting for a case, cases held back
-from billing, and the billing and invoice actions of a case."""
+"""/console pages of the work after intake: the appointment board per resource, availability
+search, authorisations expiring soon, results waiting for a case, cases held back from billing
+(and the billing and invoice actions of a case), stock per location and replenishment requests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from careops.db import in_thread
-from careops.errors import CareopsError, ValidationFailed
+from careops.errors import CareopsError, Conflict, ValidationFailed
 from careops.governance.users import ConsoleUser
 from careops.orchestration.authorisations import expiring
 from careops.orchestration.billing import (
@@ -20,6 +20,9 @@ from careops.orchestration.billing import (
     check_case,
     request_invoice,
 )
+from careops.orchestration.inventory import stock
+from careops.orchestration.replenishment import STEPS as REPLENISHMENT_STEPS
+from careops.orchestration.replenishment import advance, from_thresholds, list_replenishments
 from careops.orchestration.results import list_results, match_result
 from careops.orchestration.scheduling import availability, board
 from careops.web.pages import QueryText, go, member, posted_form, refused_page, render
@@ -173,3 +176,61 @@ async def invoice_step_page(request: Request, invoice_id: str, step: str, user: 
     except CareopsError as exc:
         return refused_page(user, exc)
     return go(f"/console/cases/{done['case_id']}")
+
+
+Stocker = Annotated[ConsoleUser, Depends(member("inventory:adjust"))]
+
+
+@router.get("/stock")
+async def stock_page(request: Request, user: Stocker, location: QueryText = "") -> Response:
+    """A location's stock levels, those under their minimum first, and its replenishment requests."""
+    db = request.app.state.db
+    levels: list[dict[str, Any]] = []
+    if location:
+        try:
+            levels = await in_thread(stock, db, location, user.principal.scope)
+        except CareopsError as exc:
+            return refused_page(user, exc)
+    requests = await in_thread(list_replenishments, db, user.principal.scope)
+    levels.sort(key=lambda level: (not level["below_minimum"], level["item"]))
+    return render("stock.html", user, title="Stock", location=location, levels=levels, requests=requests,
+                  steps=REPLENISHMENT_STEPS)  # fmt: skip
+
+
+@router.post("/replenishments")
+async def replenish_page(request: Request, user: Stocker) -> Response:
+    """Draft a request for everything under its minimum at the location."""
+    form = await posted_form(request, user)
+    location = form.get("location", "")
+    try:
+        made = await in_thread(
+            lambda: from_thresholds(
+                request.app.state.db, location, actor=user.principal.id, scope=user.principal.scope
+            )
+        )
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    if made is None:
+        return refused_page(user, Conflict("nothing at this location is under its minimum"))
+    return go(f"/console/stock?location={location}")
+
+
+@router.post("/replenishments/{replenishment_id}/{step}")
+async def replenishment_step_page(
+    request: Request, replenishment_id: str, step: str, user: Stocker
+) -> Response:
+    form = await posted_form(request, user)
+    if step not in REPLENISHMENT_STEPS:
+        return refused_page(user, ValidationFailed("submit, approve, order, receive or cancel"))
+    db, settings, principal = request.app.state.db, request.app.state.settings, user.principal
+    try:
+        moved = await in_thread(
+            lambda: advance(
+                db, replenishment_id, step, actor=principal.id, scope=principal.scope,
+                external_reference=form.get("external_reference", "").strip() or None,
+                duties=settings.separation_of_duties,
+            )
+        )  # fmt: skip
+    except CareopsError as exc:
+        return refused_page(user, exc)
+    return go(f"/console/stock?location={moved['location']}")

@@ -60,6 +60,7 @@ NAV = (
     NavItem("Authorisations", "/console/authorisations", "cases:read"),
     NavItem("Results", "/console/results", "cases:read"),
     NavItem("Billing", "/console/billing", "billing:approve"),
+    NavItem("Stock", "/console/stock", "inventory:adjust"),
     NavItem("Exceptions", "/console/exceptions", "exceptions:read"),
     NavItem("Quarantine", "/console/quarantine", "quarantine:read"),
     NavItem("API tokens", "/console/admin/tokens", "admin"),

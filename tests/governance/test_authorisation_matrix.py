@@ -91,6 +91,9 @@ PAGE_ROUTES = {
     ("POST", "/console/cases/{case_id}/billing-readiness"): "session billing:approve",
     ("POST", "/console/cases/{case_id}/invoices"): "session billing:approve",
     ("POST", "/console/invoices/{invoice_id}/{step}"): "session billing:approve",
+    ("GET", "/console/stock"): "session inventory:adjust",
+    ("POST", "/console/replenishments"): "session inventory:adjust",
+    ("POST", "/console/replenishments/{replenishment_id}/{step}"): "session inventory:adjust",
     ("GET", "/console/admin/audit"): "session audit:read",
     ("POST", "/console/admin/audit/verify"): "session audit:read",
 }

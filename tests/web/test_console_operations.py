@@ -106,3 +106,31 @@ def test_billing_lists_held_back_cases_and_authorisations_those_ending(
     assert client.post(f"/api/v1/authorisations/{requested['id']}/approve", json=approval).status_code == 200
     page = _as(console, "sam").get("/console/authorisations", params={"within": 30})
     assert page.status_code == 200 and "AXA-1" in page.text and f"/console/cases/{waiting}" in page.text
+
+
+def test_stock_and_a_replenishment_from_the_console(
+    settings: Settings, db: Database, console: TestClient
+) -> None:
+    create_user(db, settings, "proc", PASSWORD, ["procurement"], actor="test")
+    create_user(db, settings, "proc2", PASSWORD, ["procurement"], actor="test")
+    page = _as(console, "proc").get("/console/stock", params={"location": "south"})
+    assert page.status_code == 200
+    first_row = page.text.split("<tbody>")[1].split("</tr>")[0]
+    assert "SALINE-100ML" in first_row and "yes" in first_row  # under its minimum, listed first
+    token = _csrf(page.text)
+    drafted = console.post("/console/replenishments", data={"csrf_token": token, "location": "south"})
+    assert drafted.status_code == 200 and "32 x SALINE-100ML" in drafted.text
+    request_id = drafted.text.split('action="/console/replenishments/')[1].split("/")[0]
+    assert (
+        console.post(f"/console/replenishments/{request_id}/submit", data={"csrf_token": token}).status_code
+        == 200
+    )
+    mine = console.post(f"/console/replenishments/{request_id}/approve", data={"csrf_token": token})
+    assert mine.status_code == 403 and "separation of duties" in mine.text
+    other = _as(console, "proc2")
+    token = _csrf(other.get("/console/stock").text)
+    assert (
+        other.post(f"/console/replenishments/{request_id}/approve", data={"csrf_token": token}).status_code
+        == 200
+    )
+    assert _as(console, "sam").get("/console/stock").status_code == 403  # a scheduler keeps no stock

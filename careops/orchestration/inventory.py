@@ -1,0 +1,235 @@
+"""Stock: what each location holds of each item, and every move that changes it.
+
+A move (receipt, consumption, transfer out and in, adjustment) locks the level, changes it and
+writes the move and ``stock.moved`` in one transaction. The database refuses a level below zero
+(a check constraint); a consumption or transfer of more than is on hand is refused with 409
+naming what is there, and an adjustment (a count, a write-off) always names its reason. Falling
+under a threshold's minimum writes ``stock.below_threshold`` once per crossing; rising back to
+it clears the mark. Completing a service consumes its bill of materials at the case's location:
+what is missing is consumed as far as it goes and opens an inventory exception item, never a
+negative level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from careops.db import Database
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import (
+    Item,
+    Location,
+    Service,
+    ServiceCase,
+    StockLevel,
+    StockMove,
+    StockThreshold,
+    new_id,
+    utcnow,
+)
+from careops.errors import Conflict, NotFound, ValidationFailed
+from careops.governance.scoping import LocationScope
+from careops.orchestration.exception_queue import open_exception
+
+INVENTORY_QUEUE = "inventory"
+MOVE_KINDS = ("receipt", "consumption", "transfer", "adjustment")
+
+
+@dataclass(frozen=True)
+class Move:
+    """What a person or a system asks: ``quantity`` of ``item`` at ``location`` (to
+    ``to_location`` for a transfer; signed for an adjustment)."""
+
+    location: str
+    item: str
+    kind: str
+    quantity: int
+    reason: str | None = None
+    to_location: str | None = None
+    reference: str | None = None
+
+
+def _place(session: Session, slug: str, scope: LocationScope) -> Location:
+    location = session.scalars(
+        select(Location).where(Location.slug == slug, Location.retired_at.is_(None))
+    ).first()
+    if location is None or not scope.allows(location.id):
+        raise NotFound(f"no location {slug!r} among yours")
+    return location
+
+
+def _item(session: Session, code: str) -> Item:
+    item = session.scalars(select(Item).where(Item.code == code, Item.retired_at.is_(None))).first()
+    if item is None:
+        raise NotFound(f"no live item {code!r}")
+    return item
+
+
+def _level(session: Session, location: Location, item: Item) -> StockLevel:
+    """The level, locked for this transaction (made at zero the first time)."""
+    level = session.scalars(
+        select(StockLevel)
+        .where(StockLevel.location_id == location.id, StockLevel.item_id == item.id)
+        .with_for_update()
+    ).first()
+    if level is None:
+        level = StockLevel(
+            location_id=location.id, item_id=item.id, on_hand=0, below=False, updated_at=utcnow()
+        )
+        session.add(level)
+        session.flush()
+    return level
+
+
+def change(
+    session: Session,
+    location: Location,
+    item: Item,
+    delta: int,
+    kind: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    reference: str | None = None,
+) -> StockLevel:
+    """In the caller's transaction: move ``delta`` (signed) at the location, with its move row and
+    events; 409 when it would take the level below zero."""
+    level = _level(session, location, item)
+    if level.on_hand + delta < 0:
+        raise Conflict(
+            f"only {level.on_hand} {item.unit} of {item.code} on hand at {location.slug}",
+            on_hand=level.on_hand,
+        )
+    level.on_hand += delta
+    level.updated_at = utcnow()
+    session.add(
+        StockMove(
+            id=new_id(), location_id=location.id, item_id=item.id, kind=kind, quantity=delta,
+            on_hand=level.on_hand, reason=reason, reference=reference, actor=actor[:100],
+        )
+    )  # fmt: skip
+    payload = {"item": item.code, "kind": kind, "quantity": delta, "on_hand": level.on_hand}
+    events = [Event(EventType.STOCK_MOVED, "item", item.id, actor, location_id=location.id, payload=payload)]
+    minimum = session.scalars(
+        select(StockThreshold.minimum).where(
+            StockThreshold.location == location.slug,
+            StockThreshold.item == item.code,
+            StockThreshold.retired_at.is_(None),
+        )
+    ).first()
+    if minimum is not None and level.on_hand < minimum and not level.below:
+        level.below = True
+        crossing = {"item": item.code, "on_hand": level.on_hand, "minimum": minimum}
+        events.append(
+            Event(
+                EventType.STOCK_BELOW_THRESHOLD,
+                "item",
+                item.id,
+                actor,
+                location_id=location.id,
+                payload=crossing,
+            )
+        )
+    elif level.below and (minimum is None or level.on_hand >= minimum):
+        level.below = False
+    record_events(session, *events)
+    return level
+
+
+def level_view(level: StockLevel, item: Item, location: Location) -> dict[str, Any]:
+    return {
+        "location": location.slug,
+        "item": item.code,
+        "name": item.name,
+        "unit": item.unit,
+        "on_hand": level.on_hand,
+        "below_minimum": level.below,
+    }
+
+
+def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) -> list[dict[str, Any]]:
+    """Apply one move; the levels it changed (two for a transfer)."""
+    if move.kind not in MOVE_KINDS:
+        raise ValidationFailed(f"kind: one of {', '.join(MOVE_KINDS)}")
+    if move.kind == "adjustment":
+        if not (move.reason or "").strip():
+            raise ValidationFailed("an adjustment names its reason (a count, a write-off, a breakage)")
+        if move.quantity == 0:
+            raise ValidationFailed("an adjustment changes the level: a quantity other than 0")
+    elif move.quantity <= 0:
+        raise ValidationFailed("quantity: a whole number above 0")
+    if move.kind == "transfer" and (not move.to_location or move.to_location == move.location):
+        raise ValidationFailed("a transfer names another location to go to (to_location)")
+    try:
+        with db.transaction() as session:
+            location, item = _place(session, move.location, scope), _item(session, move.item)
+            signed = move.quantity if move.kind in ("receipt", "adjustment") else -move.quantity
+            kind = "transfer_out" if move.kind == "transfer" else move.kind
+            level = change(
+                session,
+                location,
+                item,
+                signed,
+                kind,
+                actor=actor,
+                reason=move.reason,
+                reference=move.reference,
+            )
+            changed = [level_view(level, item, location)]
+            if move.kind == "transfer":
+                target = _place(session, move.to_location or "", scope)
+                arrived = change(
+                    session, target, item, move.quantity, "transfer_in",
+                    actor=actor, reason=move.reason, reference=move.reference,
+                )  # fmt: skip
+                changed.append(level_view(arrived, item, target))
+            return changed
+    except IntegrityError as exc:  # the database's check: never below zero, whatever raced
+        raise Conflict("the level would go below zero (another move took the stock first)") from exc
+
+
+def consume_for(session: Session, case: ServiceCase, reference: str, *, actor: str) -> None:
+    """In the caller's transaction: the service's bill of materials consumed at the case's
+    location; a shortfall is consumed as far as it goes and opens an inventory item."""
+    service = session.get(Service, case.service_id)
+    location = session.get(Location, case.location_id)
+    assert service is not None and location is not None
+    short = []
+    for code, quantity in sorted(service.materials.items()):
+        item = session.scalars(select(Item).where(Item.code == code, Item.retired_at.is_(None))).first()
+        if item is None:
+            short.append(f"unknown_item:{code}")
+            continue
+        wanted = int(quantity)
+        on_hand = _level(session, location, item).on_hand
+        taken = min(wanted, on_hand)
+        if taken:
+            change(session, location, item, -taken, "consumption", actor=actor, reference=reference)
+        if taken < wanted:
+            short.append(f"stock_short:{code}")
+    if short:
+        open_exception(
+            session, INVENTORY_QUEUE, short, actor=actor, case=case, dedupe_key=f"stock:{reference}"
+        )
+
+
+def stock(
+    db: Database, location_slug: str, scope: LocationScope, below_only: bool = False
+) -> list[dict[str, Any]]:
+    """A location's levels by item code (only those under their minimum with ``below_only``)."""
+    with db.sessions() as session:
+        location = _place(session, location_slug, scope)
+        query = (
+            select(StockLevel, Item)
+            .join(Item, Item.id == StockLevel.item_id)
+            .where(StockLevel.location_id == location.id)
+            .order_by(Item.code)
+        )
+        if below_only:
+            query = query.where(StockLevel.below.is_(True))
+        return [level_view(level, item, location) for level, item in session.execute(query)]
