@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import (
+    Base,
     Item,
     Location,
     Service,
@@ -37,6 +38,8 @@ from careops.governance.scoping import LocationScope
 from careops.orchestration.exception_queue import open_exception
 
 INVENTORY_QUEUE = "inventory"
+_levels = Base.metadata.tables[StockLevel.__tablename__]
+_moves = Base.metadata.tables[StockMove.__tablename__]
 MOVE_KINDS = ("receipt", "consumption", "transfer", "adjustment")
 
 
@@ -70,20 +73,40 @@ def _item(session: Session, code: str) -> Item:
     return item
 
 
-def _level(session: Session, location: Location, item: Item) -> StockLevel:
-    """The level, locked for this transaction (made at zero the first time)."""
-    level = session.scalars(
-        select(StockLevel)
-        .where(StockLevel.location_id == location.id, StockLevel.item_id == item.id)
-        .with_for_update()
+def _minimum(location: Location, item: Item) -> ScalarSelect[int]:
+    return (
+        select(StockThreshold.minimum)
+        .where(
+            StockThreshold.location == location.slug,
+            StockThreshold.item == item.code,
+            StockThreshold.retired_at.is_(None),
+        )
+        .scalar_subquery()
+    )
+
+
+def _adjusted(
+    session: Session, location: Location, item: Item, delta: int
+) -> tuple[int, bool, int | None] | None:
+    """Add ``delta`` to the level in one statement, unless that would take it below zero: its new
+    on-hand, its below mark and its threshold's minimum; None when it would (the level untouched)."""
+    key = (_levels.c.location_id == location.id) & (_levels.c.item_id == item.id)
+    changed = session.execute(
+        update(_levels)
+        .where(key, _levels.c.on_hand + delta >= 0)
+        .values(on_hand=_levels.c.on_hand + delta, updated_at=utcnow())
+        .returning(_levels.c.on_hand, _levels.c.below, _minimum(location, item))
     ).first()
-    if level is None:
-        level = StockLevel(
+    if changed is not None or session.execute(select(_levels.c.on_hand).where(key)).first() is not None:
+        return None if changed is None else (changed[0], changed[1], changed[2])
+    if delta < 0:
+        return None
+    session.execute(
+        insert(_levels).values(
             location_id=location.id, item_id=item.id, on_hand=0, below=False, updated_at=utcnow()
         )
-        session.add(level)
-        session.flush()
-    return level
+    )
+    return _adjusted(session, location, item, delta)
 
 
 def change(
@@ -96,59 +119,58 @@ def change(
     actor: str,
     reason: str | None = None,
     reference: str | None = None,
-) -> StockLevel:
+) -> tuple[int, bool]:
     """In the caller's transaction: move ``delta`` (signed) at the location, with its move row and
-    events; 409 when it would take the level below zero."""
-    level = _level(session, location, item)
-    if level.on_hand + delta < 0:
+    events (two or three statements); 409 when it would take the level below zero. The new
+    on-hand, and whether it is under its minimum."""
+    adjusted = _adjusted(session, location, item, delta)
+    if adjusted is None:
+        on_hand = on_hand_of(session, location, item)
         raise Conflict(
-            f"only {level.on_hand} {item.unit} of {item.code} on hand at {location.slug}",
-            on_hand=level.on_hand,
+            f"only {on_hand} {item.unit} of {item.code} on hand at {location.slug}", on_hand=on_hand
         )
-    level.on_hand += delta
-    level.updated_at = utcnow()
-    session.add(
-        StockMove(
-            id=new_id(), location_id=location.id, item_id=item.id, kind=kind, quantity=delta,
-            on_hand=level.on_hand, reason=reason, reference=reference, actor=actor[:100],
-        )
-    )  # fmt: skip
-    payload = {"item": item.code, "kind": kind, "quantity": delta, "on_hand": level.on_hand}
+    on_hand, below, minimum = adjusted
+    payload = {"item": item.code, "kind": kind, "quantity": delta, "on_hand": on_hand}
     events = [Event(EventType.STOCK_MOVED, "item", item.id, actor, location_id=location.id, payload=payload)]
-    minimum = session.scalars(
-        select(StockThreshold.minimum).where(
-            StockThreshold.location == location.slug,
-            StockThreshold.item == item.code,
-            StockThreshold.retired_at.is_(None),
+    crossing = minimum is not None and on_hand < minimum and not below
+    cleared = below and (minimum is None or on_hand >= minimum)
+    if crossing or cleared:
+        session.execute(
+            update(_levels)
+            .where(_levels.c.location_id == location.id, _levels.c.item_id == item.id)
+            .values(below=crossing)
         )
-    ).first()
-    if minimum is not None and level.on_hand < minimum and not level.below:
-        level.below = True
-        crossing = {"item": item.code, "on_hand": level.on_hand, "minimum": minimum}
+    if crossing:
         events.append(
             Event(
-                EventType.STOCK_BELOW_THRESHOLD,
-                "item",
-                item.id,
-                actor,
-                location_id=location.id,
-                payload=crossing,
+                EventType.STOCK_BELOW_THRESHOLD, "item", item.id, actor, location_id=location.id,
+                payload={"item": item.code, "on_hand": on_hand, "minimum": minimum},
             )
-        )
-    elif level.below and (minimum is None or level.on_hand >= minimum):
-        level.below = False
-    record_events(session, *events)
-    return level
+        )  # fmt: skip
+    row = {
+        "id": new_id(), "location_id": location.id, "item_id": item.id, "kind": kind, "quantity": delta,
+        "on_hand": on_hand, "reason": reason, "reference": reference, "actor": actor[:100],
+        "created_at": utcnow(),
+    }  # fmt: skip
+    record_events(session, *events, together=[(_moves, [row])])
+    return on_hand, (below or crossing) and not cleared
 
 
-def level_view(level: StockLevel, item: Item, location: Location) -> dict[str, Any]:
+def on_hand_of(session: Session, location: Location, item: Item) -> int:
+    found = session.execute(
+        select(_levels.c.on_hand).where(_levels.c.location_id == location.id, _levels.c.item_id == item.id)
+    ).first()
+    return int(found[0]) if found else 0
+
+
+def level_view(on_hand: int, below: bool, item: Item, location: Location) -> dict[str, Any]:
     return {
         "location": location.slug,
         "item": item.code,
         "name": item.name,
         "unit": item.unit,
-        "on_hand": level.on_hand,
-        "below_minimum": level.below,
+        "on_hand": on_hand,
+        "below_minimum": below,
     }
 
 
@@ -170,7 +192,7 @@ def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) ->
             location, item = _place(session, move.location, scope), _item(session, move.item)
             signed = move.quantity if move.kind in ("receipt", "adjustment") else -move.quantity
             kind = "transfer_out" if move.kind == "transfer" else move.kind
-            level = change(
+            left = change(
                 session,
                 location,
                 item,
@@ -180,14 +202,14 @@ def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) ->
                 reason=move.reason,
                 reference=move.reference,
             )
-            changed = [level_view(level, item, location)]
+            changed = [level_view(*left, item, location)]
             if move.kind == "transfer":
                 target = _place(session, move.to_location or "", scope)
                 arrived = change(
                     session, target, item, move.quantity, "transfer_in",
                     actor=actor, reason=move.reason, reference=move.reference,
                 )  # fmt: skip
-                changed.append(level_view(arrived, item, target))
+                changed.append(level_view(*arrived, item, target))
             return changed
     except IntegrityError as exc:  # the database's check: never below zero, whatever raced
         raise Conflict("the level would go below zero (another move took the stock first)") from exc
@@ -206,8 +228,7 @@ def consume_for(session: Session, case: ServiceCase, reference: str, *, actor: s
             short.append(f"unknown_item:{code}")
             continue
         wanted = int(quantity)
-        on_hand = _level(session, location, item).on_hand
-        taken = min(wanted, on_hand)
+        taken = min(wanted, on_hand_of(session, location, item))
         if taken:
             change(session, location, item, -taken, "consumption", actor=actor, reference=reference)
         if taken < wanted:
@@ -232,4 +253,6 @@ def stock(
         )
         if below_only:
             query = query.where(StockLevel.below.is_(True))
-        return [level_view(level, item, location) for level, item in session.execute(query)]
+        return [
+            level_view(level.on_hand, level.below, item, location) for level, item in session.execute(query)
+        ]
