@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 from careops.api.contract import answers
 from careops.api.deps import DbDep, RecordId, SettingsDep, require
@@ -24,13 +24,45 @@ Stocker = Annotated[Principal, Depends(require("inventory:adjust"))]
 Text = Annotated[str, Field(min_length=1, max_length=200, pattern=PLAIN_TEXT)]
 
 
-class MoveIn(BaseModel):
+Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class ReceiptIn(BaseModel):
+    kind: Literal["receipt", "consumption"]
     location: Slug
     item: KeyText
-    kind: Literal["receipt", "consumption", "transfer", "adjustment"]
-    quantity: int = Field(ge=-1_000_000, le=1_000_000, description="Above 0; signed for an adjustment.")
-    reason: Text | None = Field(None, description="Required for an adjustment.")
-    to_location: Slug | None = Field(None, description="Where a transfer goes.")
+    quantity: Quantity
+    reason: Text | None = None
+
+
+class TransferIn(BaseModel):
+    kind: Literal["transfer"]
+    location: Slug
+    item: KeyText
+    quantity: Quantity
+    to_location: Slug = Field(description="Where it goes (another location).")
+    reason: Text | None = None
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("an adjustment changes the level: a quantity other than 0")
+    return value
+
+
+class AdjustmentIn(BaseModel):
+    kind: Literal["adjustment"]
+    location: Slug
+    item: KeyText
+    quantity: Annotated[
+        int,
+        AfterValidator(_not_zero),
+        WithJsonSchema({"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000, "not": {"const": 0}}),
+    ] = Field(description="Signed: what it adds to the level (a count's difference, a write-off).")
+    reason: Text = Field(description="Why: a count, a write-off, a breakage.")
+
+
+MoveIn = Annotated[ReceiptIn | TransferIn | AdjustmentIn, Field(discriminator="kind")]
 
 
 class LineIn(BaseModel):
@@ -65,10 +97,14 @@ async def levels(
     "/stock/moves",
     status_code=201,
     summary="Receive, consume, transfer or adjust stock; the levels it changed",
-    responses=answers(404, 409, 422, s409="More than is on hand.", s422="An adjustment without its reason."),
+    responses=answers(
+        404, 409, 422, s409="More than is on hand, or a transfer to the same location.", s422="Not a move."
+    ),
 )
 async def move(db: DbDep, principal: Stocker, body: MoveIn) -> dict[str, Any]:
-    request = Move(body.location, body.item, body.kind, body.quantity, body.reason, body.to_location)
+    request = Move(
+        body.location, body.item, body.kind, body.quantity, body.reason, getattr(body, "to_location", None)
+    )
     return {
         "levels": await in_thread(lambda: move_stock(db, request, actor=principal.id, scope=principal.scope))
     }

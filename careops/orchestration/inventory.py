@@ -185,8 +185,10 @@ def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) ->
             raise ValidationFailed("an adjustment changes the level: a quantity other than 0")
     elif move.quantity <= 0:
         raise ValidationFailed("quantity: a whole number above 0")
-    if move.kind == "transfer" and (not move.to_location or move.to_location == move.location):
-        raise ValidationFailed("a transfer names another location to go to (to_location)")
+    if move.kind == "transfer" and not move.to_location:
+        raise ValidationFailed("a transfer names the location it goes to (to_location)")
+    if move.kind == "transfer" and move.to_location == move.location:
+        raise Conflict("a transfer goes to another location")
     try:
         with db.transaction() as session:
             location, item = _place(session, move.location, scope), _item(session, move.item)
