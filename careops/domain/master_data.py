@@ -85,6 +85,14 @@ REQUIRABLE = (
 )
 
 
+def _whole(value: Any) -> Any:
+    """A whole number sent as a float (JSON's ``5.0``, ``1e3``) as the integer it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+
+
 class Record(BaseModel):
     """Strict: a string is no number and no yes/no (files' and forms' cells are converted first)."""
 
@@ -138,7 +146,7 @@ class LocationRecord(Record):
     timezone: Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(_zones() | {"UTC"})})] = "UTC"
     groups: list[Slug] = Field(default_factory=list, max_length=50)
     closures: Closures = Field(default_factory=list)
-    travel_minutes: int = Field(30, ge=0, le=480, description="between home visits in different zones")
+    travel_minutes: Whole = Field(30, ge=0, le=480, description="between home visits in different zones")
 
     @field_validator("timezone")
     @classmethod
@@ -154,7 +162,7 @@ class ServiceRecord(Record):
     aliases: list[Word] = Field(default_factory=list, max_length=100)
     required_fields: list[Literal[REQUIRABLE]] = Field(default_factory=list)  # type: ignore[valid-type]
     requires_authorisation: bool = False
-    duration_minutes: int | None = Field(None, ge=1, le=24 * 60)
+    duration_minutes: Whole | None = Field(None, ge=1, le=24 * 60)
     resources: list[Word] = Field(default_factory=list, max_length=20)
     authorisation: ByPayer = Field(default_factory=dict, description="payer code -> needs it")
     prices: Amounts = Field(default_factory=dict, description="payer code -> price")
@@ -164,7 +172,9 @@ class ServiceRecord(Record):
     )
     requires_result: bool = Field(False, description="completed only once its result is received")
     billing_checklist: Checklist = Field(default_factory=list)
-    preparation_minutes: int | None = Field(None, ge=5, le=240, description="resources held before the start")
+    preparation_minutes: Whole | None = Field(
+        None, ge=5, le=240, description="resources held before the start"
+    )
     home_visit: bool = Field(
         False, description="delivered at the patient's address: a booking names its zone"
     )
@@ -248,7 +258,7 @@ class ItemRecord(Record):
     code: KeyText
     name: Name
     unit: Word = "each"
-    pack_size: int = Field(1, ge=1, le=100_000)
+    pack_size: Whole = Field(1, ge=1, le=100_000)
     unit_price: float | None = Field(None, ge=0, le=1_000_000)
     supplier: KeyText | None = Field(None, description="the usual supplier's code")
 
@@ -265,9 +275,9 @@ class ThresholdRecord(Record):
 
     location: Slug
     item: KeyText
-    minimum: int = Field(0, ge=0, le=1_000_000)
-    maximum: int | None = Field(None, ge=0, le=1_000_000)
-    reorder_quantity: int | None = Field(None, ge=1, le=1_000_000)
+    minimum: Whole = Field(0, ge=0, le=1_000_000)
+    maximum: Whole | None = Field(None, ge=0, le=1_000_000)
+    reorder_quantity: Whole | None = Field(None, ge=1, le=1_000_000)
 
 
 class MappingRecord(Record):
