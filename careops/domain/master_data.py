@@ -162,7 +162,7 @@ class ServiceRecord(Record):
     aliases: list[Word] = Field(default_factory=list, max_length=100)
     required_fields: list[Literal[REQUIRABLE]] = Field(default_factory=list)  # type: ignore[valid-type]
     requires_authorisation: bool = False
-    duration_minutes: Whole | None = Field(None, ge=1, le=24 * 60)
+    duration_minutes: Annotated[int, Field(ge=1, le=24 * 60), BeforeValidator(_whole)] | None = None
     resources: list[Word] = Field(default_factory=list, max_length=20)
     authorisation: ByPayer = Field(default_factory=dict, description="payer code -> needs it")
     prices: Amounts = Field(default_factory=dict, description="payer code -> price")
@@ -172,8 +172,8 @@ class ServiceRecord(Record):
     )
     requires_result: bool = Field(False, description="completed only once its result is received")
     billing_checklist: Checklist = Field(default_factory=list)
-    preparation_minutes: Whole | None = Field(
-        None, ge=5, le=240, description="resources held before the start"
+    preparation_minutes: Annotated[int, Field(ge=5, le=240), BeforeValidator(_whole)] | None = Field(
+        None, description="resources held before the start"
     )
     home_visit: bool = Field(
         False, description="delivered at the patient's address: a booking names its zone"
@@ -276,8 +276,8 @@ class ThresholdRecord(Record):
     location: Slug
     item: KeyText
     minimum: Whole = Field(0, ge=0, le=1_000_000)
-    maximum: Whole | None = Field(None, ge=0, le=1_000_000)
-    reorder_quantity: Whole | None = Field(None, ge=1, le=1_000_000)
+    maximum: Annotated[int, Field(ge=0, le=1_000_000), BeforeValidator(_whole)] | None = None
+    reorder_quantity: Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_whole)] | None = None
 
 
 class MappingRecord(Record):
