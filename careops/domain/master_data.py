@@ -257,7 +257,9 @@ class ResourceRecord(Record):
 class ItemRecord(Record):
     code: KeyText
     name: Name
-    unit: Word = "each"
+    unit: Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")] = (
+        "each"
+    )
     pack_size: Whole = Field(1, ge=1, le=100_000)
     unit_price: float | None = Field(None, ge=0, le=1_000_000)
     supplier: KeyText | None = Field(None, description="the usual supplier's code")
