@@ -30,7 +30,8 @@ from sqlalchemy import func, select
 from bench.intake import console, drop_database, fresh_database
 from careops.db import Database
 from careops.demo.seed import seed_demo
-from careops.domain.models import BusinessEvent, Item, Location, StockLevel, StockThreshold, new_id
+from careops.domain.models import BusinessEvent, Location, new_id
+from careops.domain.stock import Item, StockLevel, StockThreshold
 from careops.governance.keys import load_field_keys
 from careops.governance.scoping import EVERYWHERE
 from careops.migrate import upgrade

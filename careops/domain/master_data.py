@@ -25,19 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from careops.domain.models import (
-    Base,
-    CodeMapping,
-    FieldOwner,
-    Item,
-    Location,
-    Payer,
-    Referrer,
-    Resource,
-    Service,
-    StockThreshold,
-    Supplier,
-)
+from careops.domain.models import Base, CodeMapping, FieldOwner, Location, Payer, Referrer, Resource, Service
+from careops.domain.stock import Item, StockThreshold, Supplier
 
 
 @functools.cache

@@ -21,18 +21,8 @@ from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import (
-    Base,
-    Item,
-    Location,
-    Service,
-    ServiceCase,
-    StockLevel,
-    StockMove,
-    StockThreshold,
-    new_id,
-    utcnow,
-)
+from careops.domain.models import Base, Location, Service, ServiceCase, new_id, utcnow
+from careops.domain.stock import Item, StockLevel, StockMove, StockThreshold
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.exception_queue import open_exception

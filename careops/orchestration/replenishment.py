@@ -16,16 +16,8 @@ from sqlalchemy import select
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import (
-    Item,
-    Location,
-    Replenishment,
-    StockLevel,
-    StockThreshold,
-    find,
-    new_id,
-    utcnow,
-)
+from careops.domain.models import Location, find, new_id, utcnow
+from careops.domain.stock import Item, Replenishment, StockLevel, StockThreshold
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.duties import DEFAULT_RULES, DutyRule, check_duties
 from careops.governance.scoping import LocationScope

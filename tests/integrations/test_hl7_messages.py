@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from careops.domain.referrals import normalise_phone
-from careops.integrations.inbound import hl7v2
+from careops.integrations.inbound import hl7_content, hl7v2
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "hl7"
 ACCEPTED = {
@@ -69,7 +69,7 @@ def test_each_sample_is_accepted_or_refused_by_type(path: Path) -> None:
         message = hl7v2.parse(path.read_bytes())
         assert message.header.kind == ACCEPTED[path.name]
         if hl7v2.DISPOSITIONS[message.header.kind].action == "process":
-            assert hl7v2.patient(message, "GB").mrn
+            assert hl7_content.patient(message, "GB").mrn
     else:
         with pytest.raises(hl7v2.Hl7Rejected) as refused:
             hl7v2.parse(path.read_bytes())
@@ -88,7 +88,7 @@ def test_malformed_samples_are_refused_with_the_reason(name: str) -> None:
 
 def test_a_referral_maps_patient_referrer_service_and_payer() -> None:
     message = hl7v2.parse((SAMPLES / "REF-I12-01.hl7").read_bytes())
-    referral = hl7v2.referral(message, "north", "GB")
+    referral = hl7_content.referral(message, "north", "GB")
     assert referral.patient.mrn == "PATID1234"
     assert (referral.patient.family_name, referral.patient.given_name) == ("EVERYMAN", "ADAM")
     assert referral.patient.birth_date == "19610615"
@@ -104,7 +104,7 @@ def test_a_referral_maps_patient_referrer_service_and_payer() -> None:
 
 def test_an_order_takes_the_ordering_provider_and_placer_number() -> None:
     message = hl7v2.parse((SAMPLES / "ORM-O01-01.hl7").read_bytes())  # starts with a UTF-8 BOM
-    referral = hl7v2.referral(message, None, "GB")
+    referral = hl7_content.referral(message, None, "GB")
     assert referral.service_code == "24725-4"
     assert referral.referrer.code == "3850"
     assert referral.external_id == "1101"
@@ -112,7 +112,7 @@ def test_an_order_takes_the_ordering_provider_and_placer_number() -> None:
 
 
 def test_an_appointment_names_its_ids_start_and_service() -> None:
-    appointment = hl7v2.appointment(hl7v2.parse((SAMPLES / "SIU-S12-01.hl7").read_bytes()), "GB")
+    appointment = hl7_content.appointment(hl7v2.parse((SAMPLES / "SIU-S12-01.hl7").read_bytes()), "GB")
     assert appointment.event == "booked"
     assert (appointment.placer_id, appointment.filler_id) == ("12345", "36996")
     assert appointment.start == "2021-09-24T09:30:00+02:15"
@@ -140,7 +140,7 @@ def test_an_error_ack_names_the_field_in_err() -> None:
     text = "MSH|^~\\&|A|B|C|D|20260101||ORM^O01|X1|P|2.5.1\rPID|1||^^^^MR||DOE^JANE\r"
     message = hl7v2.parse(text.encode())
     with pytest.raises(hl7v2.Hl7Rejected) as refused:
-        hl7v2.patient(message, "GB")
+        hl7_content.patient(message, "GB")
     ack = hl7.parse(hl7v2.acknowledgement(message.header, "AE", refused.value.detail, refused.value))
     assert str(ack.segment("MSA")(1)) == "AE"
     err = ack.segment("ERR")
@@ -151,7 +151,7 @@ def test_an_error_ack_names_the_field_in_err() -> None:
 def test_a_message_with_other_encoding_characters_is_read_with_them() -> None:
     text = "MSH#*~!@#A#B#C#D#20260101##ORM*O01#X1#P#2.5.1\rPID#1##M1*****MR##O!F!Brien*Ann\r"
     message = hl7v2.parse(text.encode())
-    patient = hl7v2.patient(message, "GB")
+    patient = hl7_content.patient(message, "GB")
     assert patient.family_name == "O#Brien"
     assert patient.given_name == "Ann"
     ack = hl7v2.acknowledgement(message.header, "AA", "a#b")
@@ -162,7 +162,7 @@ def test_a_message_with_other_encoding_characters_is_read_with_them() -> None:
 def test_latin1_messages_are_decoded_from_their_declared_charset() -> None:
     text = "MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1|||||||8859/1\rPID|1||M1^^^^MR||Müller^Jörg\r"
     message = hl7v2.parse(text.encode("latin-1"))
-    assert hl7v2.patient(message, "GB").family_name == "Müller"
+    assert hl7_content.patient(message, "GB").family_name == "Müller"
 
 
 field_text = st.text(
@@ -178,8 +178,8 @@ def test_escaped_values_read_back_unchanged(family: str, given_name: str) -> Non
     name = f"{hl7v2.escape(family, header)}^{hl7v2.escape(given_name, header)}"
     text = f"MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1\rPID|1||M1^^^^MR||{name}\rZPX|custom|data\r"
     message = hl7v2.parse(text.encode())
-    assert hl7v2.value(message.first("PID"), 5, 1) == family
-    assert hl7v2.value(message.first("PID"), 5, 2) == given_name
+    assert hl7_content.value(message.first("PID"), 5, 1) == family
+    assert hl7_content.value(message.first("PID"), 5, 2) == given_name
     assert "ZPX|custom|data" in message.text  # Z-segments stay in the kept message
 
 
@@ -213,7 +213,7 @@ def test_the_reader_agrees_with_python_hl7_on_every_value(path: Path) -> None:
             for repetition in range(1, ours.repetitions(position) + 1):
                 for component in range(1, 6):
                     expected = _reference_value(theirs, position, repetition, component)
-                    assert hl7v2.value(ours, position, component, repetition=repetition) == expected, (
+                    assert hl7_content.value(ours, position, component, repetition=repetition) == expected, (
                         f"{ours.name}-{position}.{repetition}.{component}"
                     )
                     compared += 1
@@ -228,6 +228,6 @@ def test_a_national_phone_number_is_read_in_the_configured_region() -> None:
         "PID|1||M1^^^^MR||DOE^JANE||19800101|F|||||not a number~020 7946 0000\r"
     )
     message = hl7v2.parse(text.encode())
-    assert hl7v2.patient(message, "GB").phone == "020 7946 0000"
-    assert hl7v2.patient(message, "US").phone is None
+    assert hl7_content.patient(message, "GB").phone == "020 7946 0000"
+    assert hl7_content.patient(message, "US").phone is None
     assert normalise_phone("020 7946 0000", "GB") == "+442079460000"

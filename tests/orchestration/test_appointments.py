@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import Appointment, Resource, ResourceBooking, ServiceCase
+from careops.domain.models import Appointment, Location, Resource, ResourceBooking, ServiceCase
 from careops.governance.scoping import EVERYWHERE
 from careops.orchestration.scheduling import availability
 from tests.conftest import referral
@@ -81,17 +81,18 @@ def test_preparation_time_holds_the_resources_before_the_start(client: TestClien
 
 
 def test_closed_days_offer_nothing(db: Database) -> None:
-    christmas = dt.datetime(2026, 12, 25, tzinfo=LONDON).astimezone(dt.UTC)
-    if christmas < dt.datetime.now(dt.UTC):
-        pytest.skip("the demo's closure is in the past")  # pragma: no cover - only after Christmas 2026
-    closed = availability(
-        db, "XRAY-CHEST", "central", christmas, christmas + dt.timedelta(days=2), EVERYWHERE
-    )
+    monday = next_monday(0)
+    day = monday.astimezone(LONDON).date().isoformat()
+    with db.transaction() as session:  # central closed that Monday, north open
+        session.execute(update(Location).where(Location.slug == "central").values(closures=[{"first": day}]))
+    closed = availability(db, "XRAY-CHEST", "central", monday, monday + dt.timedelta(days=1), EVERYWHERE)
     assert closed.slots == []
-    open_day = availability(
-        db, "XRAY-CHEST", "north", christmas, christmas + dt.timedelta(days=1), EVERYWHERE
+    open_day = availability(db, "XRAY-CHEST", "north", monday, monday + dt.timedelta(days=1), EVERYWHERE)
+    assert open_day.slots
+    tuesday = availability(
+        db, "XRAY-CHEST", "central", monday + dt.timedelta(days=1), monday + dt.timedelta(days=2), EVERYWHERE
     )
-    assert open_day.slots  # north has no closure that day
+    assert tuesday.slots  # the closure is that day only
 
 
 def test_staff_are_booked_only_with_a_valid_credential(client: TestClient, db: Database) -> None:

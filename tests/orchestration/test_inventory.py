@@ -17,7 +17,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from careops.db import Database
-from careops.domain.models import BusinessEvent, Item, StockLevel, StockMove
+from careops.domain.models import BusinessEvent
+from careops.domain.stock import Item, StockLevel, StockMove
 from careops.errors import Conflict, Forbidden
 from careops.governance.scoping import EVERYWHERE
 from careops.orchestration.inventory import Move, move_stock, stock

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from careops.db import Database
 from careops.errors import Forbidden
 from careops.governance.scoping import EVERYWHERE, LocationScope
-from careops.integrations.inbound import hl7v2
+from careops.integrations.inbound import hl7_content, hl7v2
 from careops.integrations.inbound.channel_metrics import measured
 from careops.integrations.inbound.facilities import location_for
 from careops.observability import tracing
@@ -113,26 +113,30 @@ class Hl7Channel:
             sender=header.sender[:200],
         )
         slugs = self.catalogue.get(self.db).locations
-        location = location_for(hl7v2.facilities(message), self.settings, slugs)
+        location = location_for(hl7_content.facilities(message), self.settings, slugs)
         kind, region = header.kind, self.settings.default_phone_region
         handler = hl7v2.DISPOSITIONS[kind].handler
         if handler == "referral":
             return accept_referral(
-                self.db, request, hl7v2.referral(message, location, region), self.settings, self.catalogue
+                self.db,
+                request,
+                hl7_content.referral(message, location, region),
+                self.settings,
+                self.catalogue,
             )
         if handler == "record":
             return record_message(self.db, request, location, self.catalogue)
-        patient = hl7v2.patient(message, region)
-        orders = hl7v2.order_numbers(message)
+        patient = hl7_content.patient(message, region)
+        orders = hl7_content.order_numbers(message)
         if handler == "patient":
             return record_patient(
                 self.db, request, patient, location, hl7v2.PATIENT_TYPES[kind], self.settings, self.catalogue
             )
         if handler == "merge":
-            prior = hl7v2.merged_identifier(message)
+            prior = hl7_content.merged_identifier(message)
             return request_merge(self.db, request, patient, prior, location, self.catalogue)
         if handler == "result":
-            report = hl7v2.result(message)
+            report = hl7_content.result(message)
             found = ResultNotice(
                 report.order_numbers, report.service_code, report.status, report.observed_at, report.text
             )
@@ -140,14 +144,14 @@ class Hl7Channel:
         if handler == "charges":
             lines = [
                 Charge(**{**line.__dict__, "diagnosis_codes": tuple(line.diagnosis_codes)})
-                for line in hl7v2.charges(message)
+                for line in hl7_content.charges(message)
             ]
-            diagnoses = hl7v2.diagnosis_codes(message)
+            diagnoses = hl7_content.diagnosis_codes(message)
             return record_charges(
                 self.db, request, patient, location, orders, lines, diagnoses, self.catalogue
             )
         if handler in ("referral_update", "referral_cancel"):
-            referral = hl7v2.referral(message, location, region)
+            referral = hl7_content.referral(message, location, region)
             if handler == "referral_cancel":
                 return cancel_referral(
                     self.db, request, patient, location, orders, referral.service_code, self.catalogue
@@ -163,7 +167,7 @@ class Hl7Channel:
                 referral.diagnosis_codes,
                 self.catalogue,
             )
-        appointment = hl7v2.appointment(message, region)
+        appointment = hl7_content.appointment(message, region)
         if appointment.start is None and appointment.event in ("booked", "rescheduled"):
             raise hl7v2.Hl7Rejected(
                 "AE", hl7v2.REQUIRED_FIELD_MISSING, "AIS-4 / TQ1-7 (appointment start) is empty", ("AIS", 4)
