@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     duplicate_window_hours: float = Field(
         72.0, description="Same patient+service+referrer within it = duplicate."
     )
+    credential_warning_days: int = Field(
+        30, ge=1, le=365, description="Warn this many days before a staff credential expires."
+    )
     triage_timeout_seconds: float = Field(4 * 3600.0, description="Wait for triage before 'triage overdue'.")
     dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
     dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")

@@ -30,6 +30,7 @@ from careops.api import (
     reference,
     referrals,
     results,
+    staffing,
 )
 from careops.api.deps import ApiLimits
 from careops.api.request_tracing import RequestTracing
@@ -60,6 +61,7 @@ API_MODULES = (
     results,
     billing,
     inventory,
+    staffing,
     exceptions,
     documents,
     quarantine,

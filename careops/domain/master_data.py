@@ -236,6 +236,10 @@ class ResourceRecord(Record):
     closures: Closures = Field(default_factory=list)
     staff: bool = Field(False, description="a person: booked only for services a valid credential names")
     credentials: list[CredentialRecord] = Field(default_factory=list, max_length=50)
+    also_at: list[Slug] = Field(
+        default_factory=list, max_length=50, description="staff: the other locations they are assigned to"
+    )
+    weekly_hours: Whole | None = Field(None, ge=0, le=168, description="staff: contracted hours a week")
 
     @field_validator("hours")
     @classmethod

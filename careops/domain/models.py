@@ -221,6 +221,8 @@ class Resource(Base):
     staff: Mapped[bool] = mapped_column(Boolean, default=False)
     # [{"type", "number", "issuer", "valid_from", "expires", "services": [codes]}]
     credentials: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    also_at: Mapped[list[str]] = mapped_column(default=list)  # other locations staff are assigned to
+    weekly_hours: Mapped[int | None] = mapped_column(Integer)  # staff's contracted hours a week
     retired_at: Mapped[dt.datetime | None] = mapped_column()
 
 
@@ -246,6 +248,7 @@ class Appointment(Base):
     zone: Mapped[str | None] = mapped_column(String(64))  # a home visit's address zone
     # When its resources are held from (before ``starts_at`` by the service's preparation time).
     held_from: Mapped[dt.datetime | None] = mapped_column()
+    plan_id: Mapped[str | None] = mapped_column(String(32), index=True)  # a service plan's visit
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -718,4 +721,5 @@ class KpiCursor(Base):
 
 # The stock records have their own module; importing it here registers their tables with
 # ``Base.metadata`` wherever the models are loaded (migrations, the app, the tests).
+from careops.domain import staffing as _staffing  # noqa: E402, F401 - registers the staffing tables
 from careops.domain import stock as _stock  # noqa: E402, F401 - registers the stock tables

@@ -73,7 +73,7 @@ def _checked_start(starts_at: dt.datetime) -> None:
         raise ValidationFailed(f"a start is a time with its zone on a {SLOT_MINUTES}-minute boundary")
 
 
-def _refused(exc: IntegrityError) -> Conflict:
+def refused(exc: IntegrityError) -> Conflict:
     """409 for what the database refused: a slot another booking took, or staff without the
     credential (its trigger)."""
     if "staff_not_credentialed" in str(exc.orig):
@@ -81,13 +81,23 @@ def _refused(exc: IntegrityError) -> Conflict:
     return Conflict("the slot was taken by another booking a moment ago; choose another")
 
 
-def _take(session: Session, appointment: Appointment, case: ServiceCase, starts_at: dt.datetime) -> None:
+def take(
+    session: Session,
+    appointment: Appointment,
+    case: ServiceCase,
+    starts_at: dt.datetime,
+    prefer: str | None = None,
+) -> None:
     """Give the appointment free resources for ``starts_at`` and take their slots (the caller has
-    released any it held)."""
+    released any it held); the resource coded ``prefer`` first when it is free."""
     location = session.get(Location, case.location_id)
     service = session.get(Service, case.service_id)
     assert location is not None and service is not None
     need = need_for(session, location, service, appointment.zone)
+    if prefer is not None:
+        need.candidates.update(
+            (kind, sorted(found, key=lambda r: r.code != prefer)) for kind, found in need.candidates.items()
+        )
     held_from, ends_at = need.held(starts_at)
     if need.zone is not None:  # a home visit: staff visits nearby are read under a lock
         session.scalars(select(Location.id).where(Location.id == location.id).with_for_update()).all()
@@ -146,20 +156,35 @@ def book(
                 status="proposed" if propose else "confirmed",
                 zone=zone,
             )
-            _take(session, appointment, case, starts_at)
+            take(session, appointment, case, starts_at)
             kind = EventType.APPOINTMENT_PROPOSED if propose else EventType.APPOINTMENT_BOOKED
             if not propose:
                 transition(session, case, CaseAction.SCHEDULE, actor=actor, reason_code="appointment_booked")
             record_events(session, appointment_event(kind, appointment, case, actor))
             return appointment_view(appointment)
     except IntegrityError as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
+
+
+def _plan_goes_on(session: Session, visit: Appointment) -> bool:
+    """Whether the service plan of the visit has other open visits."""
+    return (
+        session.scalars(
+            select(Appointment.id).where(
+                Appointment.plan_id == visit.plan_id, Appointment.status.in_(OPEN), Appointment.id != visit.id
+            )
+        ).first()
+        is not None
+    )
 
 
 def _open_appointment(session: Session, case: ServiceCase) -> str | None:
     return session.scalars(
         select(Appointment.id).where(
-            Appointment.case_id == case.id, Appointment.status.in_(OPEN), Appointment.source == "careops"
+            Appointment.case_id == case.id,
+            Appointment.status.in_(OPEN),
+            Appointment.source == "careops",
+            Appointment.plan_id.is_(None),
         )
     ).first()
 
@@ -203,7 +228,7 @@ def reschedule(
             appointment, case = _load(session, appointment_id, scope, OPEN)
             was = appointment.starts_at.isoformat()
             session.execute(delete(_bookings).where(_bookings.c.appointment_id == appointment.id))
-            _take(session, appointment, case, starts_at)
+            take(session, appointment, case, starts_at)
             appointment.updated_at = utcnow()
             record_events(
                 session,
@@ -211,7 +236,7 @@ def reschedule(
             )
             return appointment_view(appointment)
     except IntegrityError as exc:
-        raise _refused(exc) from exc
+        raise refused(exc) from exc
 
 
 # What each ending of an appointment does: its new status, the case's action, the event.
@@ -239,7 +264,9 @@ def end_appointment(
         if release:
             session.execute(delete(_bookings).where(_bookings.c.appointment_id == appointment.id))
         more: dict[str, Any] = {"reason": reason[:500]} if reason else {}
-        if case.status == CaseStatus.SCHEDULED:
+        if appointment.plan_id is not None and _plan_goes_on(session, appointment):
+            more["plan_id"] = appointment.plan_id  # the case stays scheduled for the plan's next visits
+        elif case.status == CaseStatus.SCHEDULED:
             if action is CaseAction.COMPLETE and awaiting_result(session, case):
                 more["awaiting_result"] = True  # completed when its result comes
             else:

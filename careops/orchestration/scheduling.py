@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, String, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from careops.db import Database
@@ -42,6 +42,7 @@ SLOT_MINUTES = 5
 OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
 DEFAULT_DURATION_MINUTES = 30
 MAX_WINDOW = dt.timedelta(days=31)
+LONGEST = dt.timedelta(days=1)  # no appointment lasts longer (bounds the searches for neighbours)
 _bookings = Base.metadata.tables[ResourceBooking.__tablename__]
 SLOT = dt.timedelta(minutes=SLOT_MINUTES)
 # A staff member's home visits near a start: (start, end, zone) per resource id.
@@ -138,6 +139,11 @@ def credentialed(resource: Resource, service_code: str, day: dt.date) -> bool:
     return False
 
 
+def works_at(slug: str) -> ColumnElement[bool]:
+    """Resources of the location: based there, or staff assigned to it too (``also_at``)."""
+    return or_(Resource.location == slug, cast(Resource.also_at, String).like(f'%"{slug}"%'))
+
+
 def find_place(
     session: Session, location_slug: str, service_code: str, scope: LocationScope
 ) -> tuple[Location, Service]:
@@ -164,9 +170,7 @@ def need_for(session: Session, location: Location, service: Service, zone: str |
     if service.home_visit and not zone:
         raise ValidationFailed(f"{service.code} is a home visit: name the address zone")
     resources = session.scalars(
-        select(Resource)
-        .where(Resource.location == location.slug, Resource.retired_at.is_(None))
-        .order_by(Resource.code)
+        select(Resource).where(works_at(location.slug), Resource.retired_at.is_(None)).order_by(Resource.code)
     ).all()
     candidates = {kind: [r for r in resources if kind in r.kinds] for kind in service.resources}
     missing = [kind for kind, found in candidates.items() if not found]
@@ -228,6 +232,7 @@ def with_visits(session: Session, need: Need, start: dt.datetime, end: dt.dateti
             Appointment.zone.is_not(None),
             Appointment.status.in_(("proposed", "confirmed")),
             Appointment.starts_at < end + margin,
+            Appointment.starts_at > start - margin - LONGEST,
             Appointment.ends_at > start - margin,
         )
     ).all()
@@ -250,24 +255,28 @@ def _travels(need: Need, resource: Resource, start: dt.datetime, end: dt.datetim
     )
 
 
-def fit(need: Need, start: dt.datetime, busy: Busy) -> list[Resource] | None:
-    """One free resource per kind for an appointment at ``start`` (each resource once), or None."""
+def why_not(need: Need, resource: Resource, start: dt.datetime, busy: Busy) -> str | None:
+    """Why the resource cannot be taken for an appointment at ``start`` (off hours, no valid
+    credential that day, booked for part of the time it is held or, for a home visit, no time to
+    travel to it), or None when it can."""
     held_from, end = need.held(start)
     day = start.astimezone(ZoneInfo(need.location.timezone or "UTC")).date()
+    if not _within_hours(need, resource, day, held_from, end):
+        return f"off hours or closed on {day.isoformat()}"
+    if not _credentialed_on(need, resource, day):
+        return f"no valid credential for {need.service.code} on {day.isoformat()}"
+    if not _free(busy, resource, held_from, end):
+        return f"booked at {start.isoformat()}"
+    if need.zone is not None and resource.staff and not _travels(need, resource, start, end):
+        return f"no travel time to a visit in another zone at {start.isoformat()}"
+    return None
+
+
+def fit(need: Need, start: dt.datetime, busy: Busy) -> list[Resource] | None:
+    """One free resource per kind for an appointment at ``start`` (each resource once), or None."""
     chosen: list[Resource] = []
     for found in need.candidates.values():
-        free = next(
-            (
-                r
-                for r in found
-                if r not in chosen
-                and _within_hours(need, r, day, held_from, end)
-                and _credentialed_on(need, r, day)
-                and _free(busy, r, held_from, end)
-                and (need.zone is None or not r.staff or _travels(need, r, start, end))
-            ),
-            None,
-        )
+        free = next((r for r in found if r not in chosen and why_not(need, r, start, busy) is None), None)
         if free is None:
             return None
         chosen.append(free)
@@ -364,7 +373,7 @@ def board(
         end = dt.datetime.combine(first_day + dt.timedelta(days=days), dt.time(), zone).astimezone(dt.UTC)
         resources = session.scalars(
             select(Resource)
-            .where(Resource.location == location.slug, Resource.retired_at.is_(None))
+            .where(works_at(location.slug), Resource.retired_at.is_(None))
             .order_by(Resource.code)
         ).all()
         appointments = session.scalars(

@@ -19,6 +19,7 @@ from careops.observability.logs import get_logger
 from careops.observability.rollup import BATCH, roll_up
 from careops.orchestration import workflows
 from careops.orchestration.authorisations import expire_authorisations
+from careops.orchestration.credentials import warn_expiring_credentials
 from careops.orchestration.dispatcher import Dispatcher
 from careops.settings import Settings
 
@@ -91,6 +92,15 @@ async def run_worker(
         asyncio.create_task(repeat(lambda: roll_up(db), BATCH, interval, stop, "kpi.roll_up_failed")),
         asyncio.create_task(
             repeat(lambda: expire_authorisations(db), 500, 3600, stop, "authorisation.expire_failed")
+        ),
+        asyncio.create_task(
+            repeat(
+                lambda: warn_expiring_credentials(db, settings.credential_warning_days),
+                1_000_000,
+                3600,
+                stop,
+                "staff.credential_warning_failed",
+            )
         ),
     ]
     log.info("worker.started", executor=settings.executor_id, pid=os.getpid())

@@ -9,6 +9,7 @@ locations: a token bound to one location never sees, and cannot fetch, another l
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -26,6 +27,7 @@ from careops.governance.users import create_user
 from careops.settings import Settings
 from tests.conftest import referral
 from tests.integrations.test_fhir import FHIR, referral_bundle
+from tests.orchestration.test_scheduling import LONDON, next_monday
 
 ANY_TOKEN = "(any valid token)"
 DUMMY = "0" * 32
@@ -241,7 +243,22 @@ def _records_of_central(client: TestClient, db: Database) -> dict[str, str]:
     bundle["entry"][2]["resource"]["locationReference"] = [{"display": "central"}]
     created = client.post("/fhir/r4", json=bundle, headers=FHIR).json()
     service_request = created["entry"][2]["response"]["location"].split("/")[1]
+    home = client.post(
+        "/api/v1/referrals", json=referral(location="central", service_code="HOME-WOUND")
+    ).json()
+    tuesday = next_monday(0).astimezone(LONDON).date() + dt.timedelta(days=1)
+    plan = client.post(
+        "/api/v1/staffing/plans",
+        json={"case_id": home["case_id"], "zone": "C1", "pattern": [{"weekday": "tue", "time": "10:00"}],
+              "first_day": tuesday.isoformat(), "last_day": tuesday.isoformat(), "staff": "SOUTH-NURSE-3"},
+    ).json()  # fmt: skip
+    conflict = client.post(
+        "/api/v1/staffing/conflicts",
+        json={"staff": "SOUTH-NURSE-3", "kind": "sickness", "appointment_ids": [plan["visits"][0]["id"]]},
+    ).json()
     return {
+        "plan_id": plan["id"],
+        "conflict_id": conflict["id"],
         "case_id": case_id,
         "service_request_id": service_request,
         "exception_id": exception_id,

@@ -1,0 +1,68 @@
+"""Credential expiry warnings: ``staff.credential_expiring`` ahead of time, once per credential.
+
+A live member of staff's credential that expires within the warning period (30 days by default,
+``CAREOPS_CREDENTIAL_WARNING_DAYS``) writes the event and opens an item in the ``staffing``
+queue, keyed by the credential, so the next run (the worker's, every hour) does not warn again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from careops.db import Database
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import ExceptionItem, Location, Resource, utcnow
+from careops.orchestration.exception_queue import open_exception
+from careops.orchestration.staffing import QUEUE
+
+
+def expiring(resource: Resource, today: dt.date, days: int) -> list[tuple[dict[str, object], dt.date]]:
+    """The member of staff's credentials that expire from ``today`` to ``days`` after it."""
+    found = []
+    for credential in resource.credentials:
+        if credential.get("expires"):
+            expires = dt.date.fromisoformat(str(credential["expires"]))
+            if today <= expires <= today + dt.timedelta(days=days):
+                found.append((credential, expires))
+    return found
+
+
+def warn_expiring_credentials(db: Database, days: int = 30, today: dt.date | None = None) -> int:
+    """Warn once for each credential expiring within ``days``; how many warnings it wrote."""
+    today = today or utcnow().date()
+    written = 0
+    with db.transaction() as session:
+        locations = {slug: id_ for slug, id_ in session.execute(select(Location.slug, Location.id))}
+        staff = session.scalars(
+            select(Resource)
+            .where(Resource.staff.is_(True), Resource.retired_at.is_(None))
+            .order_by(Resource.code)
+        ).all()
+        for resource in staff:
+            for credential, expires in expiring(resource, today, days):
+                key = f"credential:{resource.id}:{credential.get('number') or credential['type']}:{expires}"
+                if session.scalars(select(ExceptionItem.id).where(ExceptionItem.dedupe_key == key)).first():
+                    continue
+                location_id = locations.get(resource.location)
+                open_exception(
+                    session, QUEUE, ["credential_expiring"], actor="careops", location_id=location_id,
+                    dedupe_key=key,
+                )  # fmt: skip
+                payload = {
+                    "staff": resource.code,
+                    "type": credential["type"],
+                    "number": credential.get("number"),
+                    "expires": expires.isoformat(),
+                    "days_left": (expires - today).days,
+                }
+                record_events(
+                    session,
+                    Event(
+                        EventType.STAFF_CREDENTIAL_EXPIRING, "resource", resource.id, "careops",
+                        location_id=location_id, payload=payload,
+                    ),
+                )  # fmt: skip
+                written += 1
+    return written
