@@ -45,8 +45,17 @@ from careops.observability.logs import configure_logging
 from careops.observability.tracing import configure_tracing
 from careops.orchestration.intake import CatalogueCache
 from careops.settings import Settings, get_settings
-from careops.web import admin, console, dashboard, operations, pages, queues, referral_form
+from careops.web import (
+    admin,
+    console,
+    dashboard,
+    operations,
+    pages,
+    queues,
+    referral_form,
+)
 from careops.web import reference as reference_pages
+from careops.web import staffing as staffing_pages
 
 # Routers of the API (each operation declares its permission) and of the server-rendered pages
 # (the console checks its session and permissions itself; the partner form is public).
@@ -68,7 +77,7 @@ API_MODULES = (
     reference,
     metrics,
 )
-PAGE_MODULES = (referral_form, console, queues, operations, dashboard, admin, reference_pages)
+PAGE_MODULES = (referral_form, console, queues, operations, staffing_pages, dashboard, admin, reference_pages)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 

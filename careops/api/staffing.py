@@ -64,6 +64,9 @@ class ConflictIn(BaseModel):
     )
     starts_at: AwareDatetime | None = Field(None, description="With `ends_at`: every open visit in the span.")
     ends_at: AwareDatetime | None = None
+    day: dt.date | None = Field(
+        None, description="Every open visit that day (the staff member's location time)."
+    )
     note: Note | None = None
 
 
@@ -151,6 +154,7 @@ async def new_conflict(db: DbDep, principal: Supervisor, body: ConflictIn) -> di
         tuple(body.appointment_ids),
         body.starts_at,
         body.ends_at,
+        body.day,
         body.note,
     )
     return await in_thread(lambda: report_conflict(db, report, actor=principal.id, scope=principal.scope))

@@ -14,17 +14,18 @@ from sqlalchemy import select
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ExceptionItem, Location, Resource, utcnow
+from careops.governance.scoping import LocationScope
 from careops.orchestration.exception_queue import open_exception
 from careops.orchestration.staffing import QUEUE
 
 
-def expiring(resource: Resource, today: dt.date, days: int) -> list[tuple[dict[str, object], dt.date]]:
-    """The member of staff's credentials that expire from ``today`` to ``days`` after it."""
+def expiring(resource: Resource, first: dt.date, last: dt.date) -> list[tuple[dict[str, object], dt.date]]:
+    """The member of staff's credentials that expire from ``first`` to ``last``, with the day."""
     found = []
     for credential in resource.credentials:
         if credential.get("expires"):
             expires = dt.date.fromisoformat(str(credential["expires"]))
-            if today <= expires <= today + dt.timedelta(days=days):
+            if first <= expires <= last:
                 found.append((credential, expires))
     return found
 
@@ -41,7 +42,7 @@ def warn_expiring_credentials(db: Database, days: int = 30, today: dt.date | Non
             .order_by(Resource.code)
         ).all()
         for resource in staff:
-            for credential, expires in expiring(resource, today, days):
+            for credential, expires in expiring(resource, today, today + dt.timedelta(days=days)):
                 key = f"credential:{resource.id}:{credential.get('number') or credential['type']}:{expires}"
                 if session.scalars(select(ExceptionItem.id).where(ExceptionItem.dedupe_key == key)).first():
                     continue
@@ -66,3 +67,32 @@ def warn_expiring_credentials(db: Database, days: int = 30, today: dt.date | Non
                 )  # fmt: skip
                 written += 1
     return written
+
+
+def expiring_credentials(db: Database, days: int, scope: LocationScope) -> list[dict[str, object]]:
+    """The credentials of live staff based at the caller's locations that expire within ``days``
+    (already expired ones too: their holder cannot be booked for what they cover), soonest first."""
+    today = utcnow().date()
+    rows = []
+    with db.sessions() as session:
+        staff = session.execute(
+            select(Resource, Location.id)
+            .join(Location, Location.slug == Resource.location)
+            .where(Resource.staff.is_(True), Resource.retired_at.is_(None))
+        ).all()
+        for resource, location_id in staff:
+            if not scope.allows(location_id):
+                continue
+            for credential, expires in expiring(resource, dt.date.min, today + dt.timedelta(days=days)):
+                rows.append(
+                    {
+                        "staff": resource.code,
+                        "name": resource.name,
+                        "location": resource.location,
+                        "type": credential["type"],
+                        "number": credential.get("number"),
+                        "expires": expires.isoformat(),
+                        "days_left": (expires - today).days,
+                    }
+                )
+    return sorted(rows, key=lambda row: (str(row["expires"]), str(row["staff"])))

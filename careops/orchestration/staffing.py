@@ -301,6 +301,7 @@ class ConflictReport:
     appointment_ids: tuple[str, ...] = ()
     start: dt.datetime | None = None
     end: dt.datetime | None = None
+    day: dt.date | None = None  # the whole day, in the time zone of the staff member's location
     note: str | None = None
 
 
@@ -323,9 +324,17 @@ def _reported_visits(
         if shift is None or shift.resource_id != staff.id:
             raise NotFound(f"no shift of {staff.code} with this id")
         return _open_visits_of(session, staff, shift.starts_at, shift.ends_at), shift.location_id
+    if report.day is not None:
+        zone = ZoneInfo(
+            session.scalars(select(Location.timezone).where(Location.slug == staff.location)).first() or "UTC"
+        )
+        start = dt.datetime.combine(report.day, dt.time(), zone)
+        return _open_visits_of(
+            session, staff, start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+        ), None
     if report.start is None or report.end is None or report.end <= report.start:
         raise ValidationFailed(
-            "name the visits: appointment ids, a shift, or a span from a start to a later end"
+            "name the visits: appointment ids, a shift, a day, or a span from a start to a later end"
         )
     return _open_visits_of(
         session, staff, report.start, min(report.end, report.start + dt.timedelta(days=31))

@@ -61,6 +61,7 @@ NAV = (
     NavItem("Results", "/console/results", "cases:read"),
     NavItem("Billing", "/console/billing", "billing:approve"),
     NavItem("Stock", "/console/stock", "inventory:adjust"),
+    NavItem("Staffing", "/console/staffing", "staff:reassign"),
     NavItem("Exceptions", "/console/exceptions", "exceptions:read"),
     NavItem("Quarantine", "/console/quarantine", "quarantine:read"),
     NavItem("API tokens", "/console/admin/tokens", "admin"),

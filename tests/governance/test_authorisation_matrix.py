@@ -96,6 +96,10 @@ PAGE_ROUTES = {
     ("GET", "/console/stock"): "session inventory:adjust",
     ("POST", "/console/replenishments"): "session inventory:adjust",
     ("POST", "/console/replenishments/{replenishment_id}/{step}"): "session inventory:adjust",
+    ("GET", "/console/staffing"): "session staff:reassign",
+    ("POST", "/console/staffing/conflicts"): "session staff:reassign",
+    ("GET", "/console/staffing/conflicts/{conflict_id}"): "session staff:reassign",
+    ("POST", "/console/staffing/conflicts/{conflict_id}/{action}"): "session staff:reassign",
     ("GET", "/console/admin/audit"): "session audit:read",
     ("POST", "/console/admin/audit/verify"): "session audit:read",
 }

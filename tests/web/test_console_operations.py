@@ -18,6 +18,7 @@ from tests.conftest import referral
 from tests.governance.test_console_login import PASSWORD, _csrf, login
 from tests.orchestration.test_results_and_billing import ack, booked_case, result_message
 from tests.orchestration.test_scheduling import next_monday
+from tests.orchestration.test_staffing import _plan
 
 
 @pytest.fixture
@@ -134,3 +135,38 @@ def test_stock_and_a_replenishment_from_the_console(
         == 200
     )
     assert _as(console, "sam").get("/console/stock").status_code == 403  # a scheduler keeps no stock
+
+
+def test_a_supervisor_reports_a_conflict_and_reassigns_from_the_console(
+    settings: Settings, db: Database, client: TestClient, console: TestClient
+) -> None:
+    plan = _plan(client, ["tue"], staff="SOUTH-NURSE-1", time="11:00")
+    day = dt.datetime.fromisoformat(plan["visits"][0]["starts_at"]).date().isoformat()
+    create_user(db, settings, "sue", PASSWORD, ["field_supervisor"], actor="test")
+    page = _as(console, "sue").get("/console/staffing")
+    assert page.status_code == 200 and "No open conflict." in page.text
+    token = _csrf(page.text)
+    reported = console.post(
+        "/console/staffing/conflicts",
+        data={"csrf_token": token, "staff": "SOUTH-NURSE-1", "kind": "sickness", "day": day, "note": "flu"},
+    )
+    assert reported.status_code == 200 and "Reassign to SOUTH-NURSE-2" in reported.text, reported.text
+    assert "Reassign to SOUTH-NURSE-3" in reported.text
+    conflict_id = reported.url.path.rsplit("/", 1)[1]
+    listed = console.get("/console/staffing")
+    assert f"/console/staffing/conflicts/{conflict_id}" in listed.text
+    done = console.post(
+        f"/console/staffing/conflicts/{conflict_id}/reassign",
+        data={"csrf_token": token, "staff": "SOUTH-NURSE-2"},
+    )
+    assert done.status_code == 200 and "reassigned to SOUTH-NURSE-2" in done.text
+    again = console.post(
+        f"/console/staffing/conflicts/{conflict_id}/reassign",
+        data={"csrf_token": token, "staff": "SOUTH-NURSE-3"},
+    )
+    assert again.status_code == 409 and "resolved" in again.text
+    bad = console.post(
+        "/console/staffing/conflicts", data={"csrf_token": token, "staff": "X", "kind": "x", "day": day}
+    )
+    assert bad.status_code == 422 and "the kind" in bad.text
+    assert _as(console, "sam").get("/console/staffing").status_code == 403  # a scheduler reassigns nobody
