@@ -102,14 +102,18 @@ def seed(
         ),
     ] = 0,
 ) -> None:
-    """Load reference data. `--demo` adds 3 locations, services, payers and referrers."""
+    """Load reference data. `--demo` adds 3 locations, services, payers, referrers, staff, stock
+    and home-care patients with service plans."""
+    from careops.demo.home_care import seed_home_care
     from careops.demo.seed import seed_demo
 
     if not demo and not volume:
         fail("nothing to seed: pass --demo (and --volume CASES for volume data)")
     settings = get_settings()
-    db = ready_database(settings, field_keys=volume > 0)
+    db = ready_database(settings)
     created = seed_demo(db)
+    if created:
+        seed_home_care(db, settings)
     if volume:
         _seed_volume(db, settings, volume)
     err.print(

@@ -3,7 +3,9 @@ into seconds: a scheduler books ready cases (the console's *Book the first free 
 booked by an external scheduler instead (HL7 SIU^S12), appointments are completed, missed or
 cancelled, and the results come back by HL7 ORU^R01 (now and then one for an order nobody knows,
 which waits in the results queue), some with the charges (DFT^P03) that bring a missing diagnosis
-code. The billing check, invoice requests and queues then have real work to show.
+code. The billing check, invoice requests and queues then have real work to show. Home-care
+cases get service plans, and nurses now and then report a conflict that a supervisor reassigns
+(``home_care``).
 
 Messages go through the real HL7 channel (as the MLLP and HTTP listeners call it); bookings and
 appointment endings through the same service functions as the API and the console.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 
 from careops.db import Database
+from careops.demo.home_care import HomeCareTraffic
 from careops.domain.models import Appointment, Location, Patient, Service, ServiceCase
 from careops.errors import CareopsError
 from careops.governance.scoping import EVERYWHERE
@@ -39,9 +42,10 @@ class Downstream:
         self.channel = channel
         self.random = random.Random(seed)
         self.done: Counter[str] = Counter()
+        self.home_care = HomeCareTraffic(db, self.random)
 
     def step(self) -> None:
-        for move in (self._book, self._end, self._report):
+        for move in (self._book, self._end, self._report, lambda: self.home_care.step(self.done)):
             try:
                 move()
             except CareopsError:
@@ -82,7 +86,11 @@ class Downstream:
         with self.db.sessions() as session:
             confirmed = session.scalars(
                 select(Appointment.id)
-                .where(Appointment.status == "confirmed", Appointment.source == "careops")
+                .where(
+                    Appointment.status == "confirmed",
+                    Appointment.source == "careops",
+                    Appointment.plan_id.is_(None),  # home-care visits stay for the staffing work
+                )
                 .order_by(Appointment.starts_at)
                 .limit(PER_STEP)
             ).all()

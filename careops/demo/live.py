@@ -20,6 +20,7 @@ from careops.api.app import create_app
 from careops.db import Database
 from careops.demo.downstream import Downstream
 from careops.demo.downstream import run as run_downstream
+from careops.demo.home_care import seed_home_care
 from careops.demo.seed import seed_demo
 from careops.demo.traffic import Mix, TrafficStats, simulate
 from careops.domain.models import ExceptionItem, IntakeItem, ServiceCase
@@ -83,6 +84,8 @@ DEMO_USERS = {
     "compliance": "compliance_officer",
     "manager": "operations_manager",
     "engineer": "integration_engineer",
+    "supervisor": "field_supervisor",
+    "procurement": "procurement",
     "admin": "administrator",
 }
 
@@ -100,6 +103,7 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     db = Database(url)
     load_field_keys(db, settings)
     seed_demo(db)
+    seed_home_care(db, settings)
     token, _ = create_token(db, "demo", [ADMIN], actor="demo")
     password = secrets.token_urlsafe(12)
     for username, role in DEMO_USERS.items():

@@ -239,7 +239,9 @@ class ResourceRecord(Record):
     also_at: list[Slug] = Field(
         default_factory=list, max_length=50, description="staff: the other locations they are assigned to"
     )
-    weekly_hours: Whole | None = Field(None, ge=0, le=168, description="staff: contracted hours a week")
+    weekly_hours: Annotated[int, Field(ge=0, le=168), BeforeValidator(_whole)] | None = Field(
+        None, description="staff: contracted hours a week"
+    )
 
     @field_validator("hours")
     @classmethod

@@ -341,6 +341,22 @@ def _reported_visits(
     ), None
 
 
+def _not_in_open_conflict(
+    session: Session, staff: Resource, location_id: str, visits: list[Appointment]
+) -> None:
+    """409 when an open conflict of the member of staff already covers one of the visits."""
+    ids = {v.id for v in visits}
+    for conflict in session.scalars(
+        select(StaffConflict).where(
+            StaffConflict.location_id == location_id,
+            StaffConflict.status == "open",
+            StaffConflict.resource_id == staff.id,
+        )
+    ):
+        if ids & set(conflict.appointment_ids):
+            raise Conflict("an open conflict already covers some of these visits", conflict_id=conflict.id)
+
+
 def report_conflict(
     db: Database, report: ConflictReport, *, actor: str, scope: LocationScope
 ) -> dict[str, Any]:
@@ -358,6 +374,7 @@ def report_conflict(
         if len(visits) > MAX_VISITS:
             raise Conflict(f"more than {MAX_VISITS} visits: report shorter spans")
         location_id = locations.pop()
+        _not_in_open_conflict(session, staff, location_id, visits)
         if not scope.allows(location_id) or (shift_location is not None and not scope.allows(shift_location)):
             raise NotFound(f"no member of staff {staff.code!r} at your locations")
         location = session.get(Location, location_id)
