@@ -170,7 +170,7 @@ def _appointments(db: Database, url: str, wanted: int) -> int:
     return len(appointments)
 
 
-def _percentiles(samples: list[float]) -> tuple[float, float]:
+def percentiles(samples: list[float]) -> tuple[float, float]:
     cuts = quantiles(samples, n=20)
     return median(samples) * 1000, cuts[18] * 1000
 
@@ -241,9 +241,9 @@ def main() -> None:
             for round_ in range(args.rounds):
                 timed, bare, offered = _search_round(db, url, args.searches, round_)
                 checks = _check_round(db, args.searches, round_)
-                a50, a95 = _percentiles(timed)
-                b50, b95 = _percentiles(bare)
-                c50, c95 = _percentiles(checks)
+                a50, a95 = percentiles(timed)
+                b50, b95 = percentiles(bare)
+                c50, c95 = percentiles(checks)
                 results.append((a50, a95, b50, b95, a95 / b95, offered / args.searches, c50, c95))
             for n, row in enumerate(results, 1):
                 table.add_row(str(n), *(f"{value:.2f}" for value in row))

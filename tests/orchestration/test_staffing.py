@@ -6,10 +6,14 @@ credential expiry warnings written once."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from careops.db import Database
@@ -238,3 +242,96 @@ def test_credential_expiry_is_warned_once_ahead_of_time(db: Database) -> None:
             select(ExceptionItem.reason_codes).where(ExceptionItem.queue == "staffing")
         ).one() == ["credential_expiring"]
     assert warn_expiring_credentials(db, 10, today) == 0  # not within 10 days
+
+
+def _conflict_in(client: TestClient, status: str, at: str) -> str:
+    """A conflict over a fresh Tuesday visit of nurse A, taken to ``status``."""
+    [visit] = _plan(client, ["tue"], staff="SOUTH-NURSE-1", time=at)["visits"]
+    conflict = _report(client, "SOUTH-NURSE-1", [visit["id"]])["id"]
+    if status == "resolved":
+        assert (
+            client.post(f"{STAFF}/conflicts/{conflict}/reassign", json={"staff": "SOUTH-NURSE-2"}).status_code
+            == 200
+        )
+    elif status == "withdrawn":
+        assert client.post(f"{STAFF}/conflicts/{conflict}/withdraw", json={}).status_code == 200
+    return str(conflict)
+
+
+def test_each_conflict_step_from_each_status(client: TestClient, db: Database) -> None:
+    """open → resolved (reassign) or withdrawn (withdraw); nothing leaves resolved or withdrawn."""
+    times = iter(f"{8 + 45 * n // 60:02d}:{45 * n % 60:02d}" for n in range(12))
+    for status in ("open", "resolved", "withdrawn"):
+        for step, body in (("reassign", {"staff": "SOUTH-NURSE-3"}), ("withdraw", {})):
+            conflict = _conflict_in(client, status, next(times))
+            before = len(_events(db, "staff.conflict_closed"))
+            answer = client.post(f"{STAFF}/conflicts/{conflict}/{step}", json=body)
+            if status == "open":
+                assert answer.status_code == 200, (status, step, answer.text)
+                assert answer.json()["status"] == ("resolved" if step == "reassign" else "withdrawn")
+                assert len(_events(db, "staff.conflict_closed")) == before + 1
+            else:
+                assert answer.status_code == 409 and status in answer.json()["detail"], (status, step)
+                assert len(_events(db, "staff.conflict_closed")) == before
+
+
+TUESDAY_STARTS = ("08:00", "08:45", "09:30", "10:15", "11:00", "11:45")
+
+
+@hypothesis_settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(["SOUTH-NURSE-1", "SOUTH-NURSE-2", "SOUTH-NURSE-3"])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_random_conflicts_and_reassignments_never_double_book_anyone(
+    client: TestClient, db: Database, steps: list[tuple[int, str]]
+) -> None:
+    with db.sessions() as session:
+        visits = list(
+            session.scalars(
+                select(Appointment.id).where(Appointment.plan_id.is_not(None)).order_by(Appointment.starts_at)
+            )
+        )
+    if not visits:  # the examples share the database: the six visits are booked once
+        for number, at in enumerate(TUESDAY_STARTS):
+            nurse = "SOUTH-NURSE-1" if number % 2 else "SOUTH-NURSE-2"
+            visits += [
+                v["id"] for v in _plan(client, ["tue"], staff=nurse, time=at, zone=f"Z{number % 3}")["visits"]
+            ]
+    for index, target in steps:
+        with db.sessions() as session:
+            holder = session.get(Appointment, visits[index]).resource_codes[0]  # type: ignore[union-attr]
+        reported = client.post(
+            f"{STAFF}/conflicts",
+            json={"staff": holder, "kind": "overlap", "appointment_ids": [visits[index]]},
+        )
+        if reported.status_code != 201:
+            assert reported.status_code == 409  # an open conflict covers it already
+            continue
+        moved = client.post(f"{STAFF}/conflicts/{reported.json()['id']}/reassign", json={"staff": target})
+        assert moved.status_code in (200, 409), moved.text
+    with db.sessions() as session:
+        rows = session.execute(
+            select(Appointment, Resource.code)
+            .join(ResourceBooking, ResourceBooking.appointment_id == Appointment.id)
+            .join(Resource, Resource.id == ResourceBooking.resource_id)
+            .where(Appointment.id.in_(visits))
+            .distinct()
+        ).all()
+    holders: dict[str, set[str]] = {}
+    spans: dict[str, list[tuple[dt.datetime, dt.datetime, str | None]]] = {}
+    for visit, code in rows:
+        holders.setdefault(visit.id, set()).add(code)
+        assert visit.resource_codes == [code]  # the record names the one nurse holding its slots
+        spans.setdefault(code, []).append((visit.starts_at, visit.ends_at, visit.zone))
+    assert all(len(codes) == 1 for codes in holders.values()) and len(holders) == len(visits)
+    for code, taken in spans.items():
+        taken.sort()
+        for (_, end, zone), (start, _, next_zone) in itertools.pairwise(taken):
+            gap = dt.timedelta(minutes=0 if zone == next_zone else 30)
+            assert end + gap <= start, f"{code} cannot make it from {zone} to {next_zone}"
