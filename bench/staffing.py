@@ -205,11 +205,17 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=200_000)
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the seeded database (its URL is printed)")
+    parser.add_argument("--database", help="measure on a database seeded by an earlier --keep run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = fresh_database("postgres", Path(tmp))
+        url = args.database or fresh_database("postgres", Path(tmp))
         try:
-            db = _seed(url, args, Path(tmp))
+            if args.database:
+                db = Database(url)
+                load_field_keys(db, Settings(database_url=url))
+            else:
+                db = _seed(url, args, Path(tmp))
             conflicts = _conflicts(db, args.searches)
             table = Table(title=f"Candidate search on PostgreSQL, {dt.date.today()} (ms)")
             for column in (
@@ -234,7 +240,10 @@ def main() -> None:
             console.print(table)
             db.dispose()
         finally:
-            drop_database(url)
+            if args.keep or args.database:
+                console.print(f"database kept: {url}")
+            else:
+                drop_database(url)
 
 
 if __name__ == "__main__":

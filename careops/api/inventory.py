@@ -16,7 +16,7 @@ from careops.domain.master_data import KeyText, Slug
 from careops.domain.models import PLAIN_TEXT
 from careops.errors import Conflict
 from careops.governance.principal import Principal
-from careops.orchestration.inventory import Move, move_stock, stock
+from careops.orchestration.inventory import Move, move_stock, move_stocks, stock
 from careops.orchestration.replenishment import advance, draft, from_thresholds, list_replenishments
 
 router = APIRouter(prefix="/api/v1", tags=["inventory"])
@@ -102,12 +102,35 @@ async def levels(
     ),
 )
 async def move(db: DbDep, principal: Stocker, body: MoveIn) -> dict[str, Any]:
-    request = Move(
-        body.location, body.item, body.kind, body.quantity, body.reason, getattr(body, "to_location", None)
-    )
+    request = _move(body)
     return {
         "levels": await in_thread(lambda: move_stock(db, request, actor=principal.id, scope=principal.scope))
     }
+
+
+def _move(body: ReceiptIn | TransferIn | AdjustmentIn) -> Move:
+    return Move(
+        body.location, body.item, body.kind, body.quantity, body.reason, getattr(body, "to_location", None)
+    )
+
+
+class MovesIn(BaseModel):
+    moves: list[MoveIn] = Field(min_length=1, max_length=500)
+
+
+@router.post(
+    "/stock/moves/batch",
+    status_code=201,
+    summary="Apply up to 500 moves in order, all or none (a handheld's scans, a count sheet)",
+    responses=answers(
+        404, 409, 422, s409="A move would take more than is on hand (named by its place): none is applied.",
+        s422="Not a list of moves.",
+    ),
+)  # fmt: skip
+async def move_batch(db: DbDep, principal: Stocker, body: MovesIn) -> dict[str, Any]:
+    requests = [_move(m) for m in body.moves]
+    levels = await in_thread(lambda: move_stocks(db, requests, actor=principal.id, scope=principal.scope))
+    return {"applied": len(levels), "levels": levels}
 
 
 @router.get("/replenishments", summary="Replenishment requests, newest first")

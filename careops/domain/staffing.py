@@ -34,7 +34,8 @@ class Shift(Base):
 class ServicePlan(Base):
     """A home-care patient's plan of visits: a case's service, in an address zone, on weekdays at
     a time (location time), from ``first_day`` to ``last_day``, with a named member of staff
-    (continuity of care). Its visits are appointments carrying its id; active or ended."""
+    (continuity of care). Its visits are appointments carrying its id (each visit then goes its own
+    way: completed, cancelled, missed, reassigned)."""
 
     __tablename__ = "service_plan"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -12,8 +12,9 @@ negative level.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlalchemy import ScalarSelect, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +24,7 @@ from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Base, Location, Service, ServiceCase, new_id, utcnow
 from careops.domain.stock import Item, StockLevel, StockMove, StockThreshold
-from careops.errors import Conflict, NotFound, ValidationFailed
+from careops.errors import CareopsError, Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.exception_queue import open_exception
 
@@ -31,6 +32,7 @@ INVENTORY_QUEUE = "inventory"
 _levels = Base.metadata.tables[StockLevel.__tablename__]
 _moves = Base.metadata.tables[StockMove.__tablename__]
 MOVE_KINDS = ("receipt", "consumption", "transfer", "adjustment")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,18 @@ def _adjusted(
     return _adjusted(session, location, item, delta)
 
 
+@dataclass
+class Written:
+    """Move rows and events of a batch of moves, inserted together when the batch ends."""
+
+    events: list[Event] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, session: Session) -> None:
+        if self.rows:
+            record_events(session, *self.events, together=[(_moves, self.rows)])
+
+
 def change(
     session: Session,
     location: Location,
@@ -109,9 +123,11 @@ def change(
     actor: str,
     reason: str | None = None,
     reference: str | None = None,
+    written: Written | None = None,
 ) -> tuple[int, bool]:
     """In the caller's transaction: move ``delta`` (signed) at the location, with its move row and
-    events (two or three statements); 409 when it would take the level below zero. The new
+    events (one statement for the level, one more for the move and its events unless ``written``
+    collects them for the end of a batch); 409 when it would take the level below zero. The new
     on-hand, and whether it is under its minimum."""
     adjusted = _adjusted(session, location, item, delta)
     if adjusted is None:
@@ -142,7 +158,11 @@ def change(
         "on_hand": on_hand, "reason": reason, "reference": reference, "actor": actor[:100],
         "created_at": utcnow(),
     }  # fmt: skip
-    record_events(session, *events, together=[(_moves, [row])])
+    batch = written or Written()
+    batch.events += events
+    batch.rows.append(row)
+    if written is None:
+        batch.record(session)
     return on_hand, (below or crossing) and not cleared
 
 
@@ -164,8 +184,7 @@ def level_view(on_hand: int, below: bool, item: Item, location: Location) -> dic
     }
 
 
-def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) -> list[dict[str, Any]]:
-    """Apply one move; the levels it changed (two for a transfer)."""
+def _checked(move: Move) -> None:
     if move.kind not in MOVE_KINDS:
         raise ValidationFailed(f"kind: one of {', '.join(MOVE_KINDS)}")
     if move.kind == "adjustment":
@@ -179,32 +198,69 @@ def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) ->
         raise ValidationFailed("a transfer names the location it goes to (to_location)")
     if move.kind == "transfer" and move.to_location == move.location:
         raise Conflict("a transfer goes to another location")
+
+
+def move_stock(db: Database, move: Move, *, actor: str, scope: LocationScope) -> list[dict[str, Any]]:
+    """Apply one move; the levels it changed (two for a transfer)."""
+    return move_stocks(db, [move], actor=actor, scope=scope)[0]
+
+
+def move_stocks(
+    db: Database, moves: list[Move], *, actor: str, scope: LocationScope
+) -> list[list[dict[str, Any]]]:
+    """Apply moves in order, all or none, in one transaction (a handheld's scans, a count sheet):
+    each location and item looked up once, one statement per level change and one for all the
+    move rows and events at the end. Per move, the levels it changed; a move that fails (409,
+    404, 422) names its place in the batch and applies none."""
+    for number, move in enumerate(moves, 1):
+        _in_batch(number, len(moves), _checked, move)
+    places: dict[str, Location] = {}
+    items: dict[str, Item] = {}
+    written = Written()
     try:
         with db.transaction() as session:
-            location, item = _place(session, move.location, scope), _item(session, move.item)
-            signed = move.quantity if move.kind in ("receipt", "adjustment") else -move.quantity
-            kind = "transfer_out" if move.kind == "transfer" else move.kind
-            left = change(
-                session,
-                location,
-                item,
-                signed,
-                kind,
-                actor=actor,
-                reason=move.reason,
-                reference=move.reference,
-            )
-            changed = [level_view(*left, item, location)]
-            if move.kind == "transfer":
-                target = _place(session, move.to_location or "", scope)
-                arrived = change(
-                    session, target, item, move.quantity, "transfer_in",
-                    actor=actor, reason=move.reason, reference=move.reference,
-                )  # fmt: skip
-                changed.append(level_view(*arrived, item, target))
-            return changed
+
+            def place(slug: str) -> Location:
+                if slug not in places:
+                    places[slug] = _place(session, slug, scope)
+                return places[slug]
+
+            def stocked(code: str) -> Item:
+                if code not in items:
+                    items[code] = _item(session, code)
+                return items[code]
+
+            def apply(move: Move) -> list[dict[str, Any]]:
+                location, item = place(move.location), stocked(move.item)
+                signed = move.quantity if move.kind in ("receipt", "adjustment") else -move.quantity
+                kind = "transfer_out" if move.kind == "transfer" else move.kind
+                left = change(session, location, item, signed, kind, actor=actor, reason=move.reason,
+                              reference=move.reference, written=written)  # fmt: skip
+                changed = [level_view(*left, item, location)]
+                if move.kind == "transfer":
+                    target = place(move.to_location or "")
+                    arrived = change(
+                        session, target, item, move.quantity, "transfer_in",
+                        actor=actor, reason=move.reason, reference=move.reference, written=written,
+                    )  # fmt: skip
+                    changed.append(level_view(*arrived, item, target))
+                return changed
+
+            levels = [_in_batch(number, len(moves), apply, move) for number, move in enumerate(moves, 1)]
+            written.record(session)
+            return levels
     except IntegrityError as exc:  # the database's check: never below zero, whatever raced
         raise Conflict("the level would go below zero (another move took the stock first)") from exc
+
+
+def _in_batch(number: int, size: int, step: Callable[[Move], _T], move: Move) -> _T:
+    """``step(move)``, its refusal naming the move's place when it is one of several."""
+    try:
+        return step(move)
+    except CareopsError as exc:
+        if size > 1:
+            exc.detail = f"move {number} of {size}: {exc.detail}"
+        raise
 
 
 def consume_for(session: Session, case: ServiceCase, reference: str, *, actor: str) -> None:

@@ -176,3 +176,36 @@ def test_random_moves_never_go_negative_and_add_up(db: Database, moves: list[tup
                 )
             )
             assert level.on_hand >= 0 and level.on_hand == total
+
+
+def test_a_batch_of_moves_is_applied_in_order_all_or_none(client: TestClient, db: Database) -> None:
+    gloves = _on_hand(db, "south", "GLOVES-M")
+    refused = client.post(
+        "/api/v1/stock/moves/batch",
+        json={"moves": [
+            {"kind": "receipt", "location": "south", "item": "GLOVES-M", "quantity": 10},
+            {"kind": "consumption", "location": "south", "item": "GLOVES-M", "quantity": 4},
+            {"kind": "consumption", "location": "south", "item": "GLOVES-M", "quantity": gloves + 100},
+        ]},
+    )  # fmt: skip
+    assert refused.status_code == 409 and refused.json()["detail"].startswith("move 3 of 3: only")
+    assert _on_hand(db, "south", "GLOVES-M") == gloves  # none of it applied
+    unknown = client.post(
+        "/api/v1/stock/moves/batch",
+        json={"moves": [{"kind": "receipt", "location": "south", "item": "NO-SUCH", "quantity": 1}] * 2},
+    )
+    assert unknown.status_code == 404 and "move 1 of 2" in unknown.json()["detail"]
+    before = _crossings(db)
+    moves = [{"kind": "consumption", "location": "south", "item": "GLOVES-M", "quantity": 1}] * gloves
+    applied = client.post("/api/v1/stock/moves/batch", json={"moves": moves})
+    assert applied.status_code == 201, applied.text
+    body = applied.json()
+    assert body["applied"] == gloves and body["levels"][-1][0]["on_hand"] == 0
+    assert _on_hand(db, "south", "GLOVES-M") == 0
+    assert _crossings(db) == before + 1  # crossed its minimum once, however many moves went below it
+    with db.sessions() as session:
+        item = session.scalars(select(Item.id).where(Item.code == "GLOVES-M")).one()
+        written = session.scalars(
+            select(StockMove.on_hand).where(StockMove.item_id == item, StockMove.kind == "consumption")
+        ).all()
+    assert sorted(written, reverse=True) == list(range(gloves - 1, -1, -1))
