@@ -1,16 +1,19 @@
-"""Stock moves at speed: each a transaction that locks the level, changes it, writes the move, its
-event and (once per crossing) ``stock.below_threshold``.
+"""The home-care path at speed: stock moves, then candidate search (``bench.staffing``).
 
-    .venv/bin/python -m bench.homecare [--moves 3000] [--rounds 3]
+    .venv/bin/python -m bench.homecare [--moves 3000] [--batch 100] [--rounds 3]
+                                       [--part stock|candidates|both] [bench.staffing's options]
 
-On a fresh PostgreSQL database with the demo organisation (its items, thresholds and opening
-stock), ``--moves`` moves through ``move_stock`` (what ``POST /api/v1/stock/moves`` runs):
-consumptions of one unit at a time, with a receipt of 50 whenever a level would run out, over every
-item with a threshold, so levels cross their minimum again and again. Issue 28's target: ≥ 1,000
-moves/s. The reference, in the same run: the fastest honest way to do the same writes, plain SQL
-on psycopg (one transaction per move: the level updated with its guard, the move and the event
-inserted), without the service's checks or threshold logic. The table also counts the crossings
-written against those the moves made (each must be written exactly once).
+Stock moves: on a fresh PostgreSQL database with the demo organisation (its items, thresholds and
+opening stock), ``--moves`` moves: consumptions of one unit at a time, with a receipt of 50
+whenever a level would run out, over every item with a threshold, so levels cross their minimum
+again and again. Each move locks its level, changes it, writes the move, its event and (once per
+crossing) ``stock.below_threshold``. Measured one move a transaction (``move_stock``, what
+``POST /api/v1/stock/moves`` runs) and ``--batch`` moves a transaction (``move_stocks``, what
+``POST /api/v1/stock/moves/batch`` runs). Issue 28's target: ≥ 1,000 moves/s. The reference, in
+the same run and with the same moves a transaction: the fastest honest way to do the same writes,
+plain SQL on psycopg (each level updated with its guard, the moves and the events inserted),
+without the service's checks or threshold logic. The table also counts the crossings written
+against those the moves made (each must be written exactly once).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from bench.intake import console, drop_database, fresh_database
+from bench.staffing import add_network_arguments, measure_candidates
 from careops.db import Database
 from careops.demo.seed import seed_demo
 from careops.domain.models import BusinessEvent, Location, new_id
@@ -35,7 +39,7 @@ from careops.domain.stock import Item, StockLevel, StockThreshold
 from careops.governance.keys import load_field_keys
 from careops.governance.scoping import EVERYWHERE
 from careops.migrate import upgrade
-from careops.orchestration.inventory import Move, move_stock
+from careops.orchestration.inventory import Move, move_stock, move_stocks
 from careops.settings import Settings
 
 
@@ -95,36 +99,58 @@ def _events(db: Database, kind: str) -> int:
         return session.scalar(select(func.count()).where(BusinessEvent.type == kind)) or 0
 
 
-def _careops(db: Database, plan: list[tuple[str, str, str, int]]) -> float:
+def _careops(db: Database, plan: list[tuple[str, str, str, int]], batch: int) -> float:
+    """The plan through ``move_stocks``, ``batch`` moves a transaction (1: ``move_stock`` each)."""
+    moves = [Move(location, item, kind, quantity) for location, item, kind, quantity in plan]
     started = time.perf_counter()
-    for location, item, kind, quantity in plan:
-        move_stock(db, Move(location, item, kind, quantity), actor="bench", scope=EVERYWHERE)
+    for first in range(0, len(moves), batch):
+        if batch == 1:
+            move_stock(db, moves[first], actor="bench", scope=EVERYWHERE)
+        else:
+            move_stocks(db, moves[first : first + batch], actor="bench", scope=EVERYWHERE)
     return time.perf_counter() - started
 
 
-def _plain(url: str, db: Database, plan: list[tuple[str, str, str, int]]) -> float:
+def _plain(url: str, db: Database, plan: list[tuple[str, str, str, int]], batch: int) -> float:
+    """The same writes in plain SQL, ``batch`` moves a transaction: each level's guarded UPDATE,
+    then the move rows and the events inserted by one ``executemany`` each."""
     with db.sessions() as session:
         locations = {loc.slug: loc.id for loc in session.scalars(select(Location))}
         items = {item.code: item.id for item in session.scalars(select(Item))}
     started = time.perf_counter()
     with psycopg.connect(url.replace("+psycopg", "")) as connection:
-        for location, item, kind, quantity in plan:
-            delta = quantity if kind == "receipt" else -quantity
-            with connection.transaction():
-                on_hand = connection.execute(
-                    "UPDATE stock_level SET on_hand = on_hand + %s, updated_at = now()"
-                    " WHERE location_id = %s AND item_id = %s AND on_hand + %s >= 0 RETURNING on_hand",
-                    (delta, locations[location], items[item], delta),
-                ).fetchone()
-                connection.execute(
+        for first in range(0, len(plan), batch):
+            with connection.transaction(), connection.cursor() as cursor:
+                moves, events = [], []
+                for location, item, kind, quantity in plan[first : first + batch]:
+                    delta = quantity if kind == "receipt" else -quantity
+                    on_hand = cursor.execute(
+                        "UPDATE stock_level SET on_hand = on_hand + %s, updated_at = now()"
+                        " WHERE location_id = %s AND item_id = %s AND on_hand + %s >= 0 RETURNING on_hand",
+                        (delta, locations[location], items[item], delta),
+                    ).fetchone()
+                    moves.append(
+                        (
+                            new_id(),
+                            locations[location],
+                            items[item],
+                            kind,
+                            delta,
+                            on_hand[0] if on_hand else 0,
+                        )
+                    )
+                    events.append(
+                        (items[item], locations[location], json.dumps({"item": item, "quantity": delta}))
+                    )
+                cursor.executemany(
                     "INSERT INTO stock_move (id, location_id, item_id, kind, quantity, on_hand, actor,"
                     " created_at) VALUES (%s, %s, %s, %s, %s, %s, 'reference', now())",
-                    (new_id(), locations[location], items[item], kind, delta, on_hand[0] if on_hand else 0),
+                    moves,
                 )
-                connection.execute(
+                cursor.executemany(
                     "INSERT INTO business_event (type, subject_type, subject_id, location_id, actor, payload,"
                     " occurred_at) VALUES ('stock.moved', 'item', %s, %s, 'reference', %s, now())",
-                    (items[item], locations[location], json.dumps({"item": item, "quantity": delta})),
+                    events,
                 )
     return time.perf_counter() - started
 
@@ -135,11 +161,22 @@ def main() -> None:
     )
     parser.add_argument("--moves", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=100, help="moves a transaction in the batched rows")
+    parser.add_argument("--part", choices=("stock", "candidates", "both"), default="both")
+    add_network_arguments(parser)
     args = parser.parse_args()
+    if args.part != "candidates":
+        _stock_moves(args)
+    if args.part != "stock":
+        measure_candidates(args)
+
+
+def _stock_moves(args: argparse.Namespace) -> None:
     table = Table(title=f"Stock moves on PostgreSQL, {dt.date.today()} (2 cores)")
-    for column in ("round", "careops moves/s", "plain SQL moves/s", "ratio", "crossings made", "written"):
+    for column in ("round", "moves a transaction", "careops moves/s", "plain SQL moves/s", "ratio",
+                   "crossings made", "written"):  # fmt: skip
         table.add_column(column, justify="right")
-    results = []
+    results: dict[int, list[tuple[float, float, float]]] = {1: [], args.batch: []}
     with tempfile.TemporaryDirectory() as tmp:
         url = fresh_database("postgres", Path(tmp))
         try:
@@ -148,18 +185,19 @@ def main() -> None:
             load_field_keys(db, Settings(database_url=url))
             seed_demo(db)
             for round_ in range(1, args.rounds + 1):
-                plan = _plan(db, args.moves)
-                expected = _crossings(plan, _start(db))
-                before = _events(db, "stock.below_threshold")
-                ours = args.moves / _careops(db, plan)
-                written = _events(db, "stock.below_threshold") - before
-                theirs = args.moves / _plain(url, db, _plan(db, args.moves))
-                results.append((ours, theirs, ours / theirs, expected, written))
-                table.add_row(str(round_), f"{ours:,.0f}", f"{theirs:,.0f}", f"{ours / theirs:.2f}",
-                              str(expected), str(written))  # fmt: skip
-            table.add_row(
-                "median", *(f"{median(c):,.2f}" for c in list(zip(*results, strict=True))[:3]), "", ""
-            )
+                for batch in results:
+                    plan = _plan(db, args.moves)
+                    expected = _crossings(plan, _start(db))
+                    before = _events(db, "stock.below_threshold")
+                    ours = args.moves / _careops(db, plan, batch)
+                    written = _events(db, "stock.below_threshold") - before
+                    theirs = args.moves / _plain(url, db, _plan(db, args.moves), batch)
+                    results[batch].append((ours, theirs, ours / theirs))
+                    table.add_row(str(round_), str(batch), f"{ours:,.0f}", f"{theirs:,.0f}",
+                                  f"{ours / theirs:.2f}", str(expected), str(written))  # fmt: skip
+            for batch, rows in results.items():
+                medians = [f"{median(c):,.2f}" for c in zip(*rows, strict=True)]
+                table.add_row("median", str(batch), *medians, "", "")
             db.dispose()
         finally:
             drop_database(url)

@@ -1,7 +1,9 @@
 """Candidate search at the size of a home-care operator: who can take a sick nurse's visits.
 
     .venv/bin/python -m bench.staffing [--locations 50] [--staff 5000] [--visits 200000]
-                                       [--searches 200] [--rounds 3]
+                                       [--searches 200] [--rounds 3] [--keep | --database URL]
+
+(``bench.homecare`` runs it after the stock moves.)
 
 On a fresh PostgreSQL database with the demo organisation, ``--locations`` locations each get
 their share of ``--staff`` community nurses (each credentialed for home wound care, contracted
@@ -196,18 +198,18 @@ def _round(db: Database, url: str, conflicts: list[str]) -> tuple[list[float], l
     return timed, bare, found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--locations", type=int, default=50)
     parser.add_argument("--staff", type=int, default=5000)
     parser.add_argument("--visits", type=int, default=200_000)
     parser.add_argument("--searches", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the seeded database (its URL is printed)")
     parser.add_argument("--database", help="measure on a database seeded by an earlier --keep run")
-    args = parser.parse_args()
+
+
+def measure_candidates(args: argparse.Namespace) -> None:
+    """Seed the network (or take ``--database``), report conflicts, time ``candidates`` and the
+    plain SQL in ``--rounds`` rounds, and print the table."""
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database or fresh_database("postgres", Path(tmp))
         try:
@@ -244,6 +246,15 @@ def main() -> None:
                 console.print(f"database kept: {url}")
             else:
                 drop_database(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_network_arguments(parser)
+    parser.add_argument("--rounds", type=int, default=3)
+    measure_candidates(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -209,6 +209,10 @@ class Resource(Base):
     location's time zone)."""
 
     __tablename__ = "resource"
+    __table_args__ = (
+        Index("ix_resource_location", "location"),
+        Index("ix_resource_also_at", "also_at", postgresql_using="gin"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     location: Mapped[str] = mapped_column(String(64))  # the location's slug

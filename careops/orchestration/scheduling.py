@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, String, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, cast, func, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from careops.db import Database
@@ -139,9 +140,14 @@ def credentialed(resource: Resource, service_code: str, day: dt.date) -> bool:
     return False
 
 
-def works_at(slug: str) -> ColumnElement[bool]:
-    """Resources of the location: based there, or staff assigned to it too (``also_at``)."""
-    return or_(Resource.location == slug, cast(Resource.also_at, String).like(f'%"{slug}"%'))
+def works_at(session: Session, slug: str) -> ColumnElement[bool]:
+    """Resources of the location: based there, or staff assigned to it too (``also_at``; on
+    PostgreSQL a containment its GIN index answers)."""
+    if session.get_bind().dialect.name == "postgresql":
+        also = type_coerce(Resource.also_at, JSONB).contains([slug])
+    else:
+        also = cast(Resource.also_at, String).like(f'%"{slug}"%')
+    return or_(Resource.location == slug, also)
 
 
 def find_place(
@@ -170,7 +176,9 @@ def need_for(session: Session, location: Location, service: Service, zone: str |
     if service.home_visit and not zone:
         raise ValidationFailed(f"{service.code} is a home visit: name the address zone")
     resources = session.scalars(
-        select(Resource).where(works_at(location.slug), Resource.retired_at.is_(None)).order_by(Resource.code)
+        select(Resource)
+        .where(works_at(session, location.slug), Resource.retired_at.is_(None))
+        .order_by(Resource.code)
     ).all()
     candidates = {kind: [r for r in resources if kind in r.kinds] for kind in service.resources}
     missing = [kind for kind, found in candidates.items() if not found]
@@ -373,7 +381,7 @@ def board(
         end = dt.datetime.combine(first_day + dt.timedelta(days=days), dt.time(), zone).astimezone(dt.UTC)
         resources = session.scalars(
             select(Resource)
-            .where(works_at(location.slug), Resource.retired_at.is_(None))
+            .where(works_at(session, location.slug), Resource.retired_at.is_(None))
             .order_by(Resource.code)
         ).all()
         appointments = session.scalars(

@@ -81,7 +81,7 @@ def plan_shift(
         location = _location(session, location_slug, scope)
         staff = session.scalars(
             select(Resource)
-            .where(Resource.code == staff_code, Resource.staff.is_(True), works_at(location.slug))
+            .where(Resource.code == staff_code, Resource.staff.is_(True), works_at(session, location.slug))
             .with_for_update()
         ).first()
         if staff is None:

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ScalarSelect, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
@@ -46,6 +46,7 @@ from careops.domain.models import (
     Service,
     ServiceCase,
     find,
+    is_id,
     new_id,
     utcnow,
 )
@@ -57,18 +58,21 @@ from careops.orchestration.exception_queue import close_exception_item, open_exc
 from careops.orchestration.scheduling import (
     LONGEST,
     SLOT,
+    Busy,
     Need,
+    Visits,
     appointment_view,
     slots_of,
-    taken,
     why_not,
-    with_visits,
     works_at,
 )
 from careops.orchestration.service_plans import staff_member
 
 _bookings = Base.metadata.tables[ResourceBooking.__tablename__]
 QUEUE = "staffing"
+# What judging a candidate reads of them (their other locations and the like stay unloaded).
+JUDGED = (Resource.code, Resource.name, Resource.kinds, Resource.hours, Resource.closures, Resource.staff,
+          Resource.credentials, Resource.weekly_hours)  # fmt: skip
 MAX_VISITS = 200
 
 
@@ -171,11 +175,15 @@ def rank(
     staff at the location cannot (by code). ``only``: judge just that member of staff."""
     location, visits = affected.location, affected.visits
     roles = affected.roles
-    query = select(Resource).where(
-        Resource.staff.is_(True),
-        Resource.retired_at.is_(None),
-        Resource.id != affected.absent.id,
-        works_at(location.slug),
+    query = (
+        select(Resource)
+        .options(load_only(*JUDGED))
+        .where(
+            Resource.staff.is_(True),
+            Resource.retired_at.is_(None),
+            Resource.id != affected.absent.id,
+            works_at(session, location.slug),
+        )
     )
     if only is not None:
         query = query.where(Resource.code == only)
@@ -183,31 +191,82 @@ def rank(
     rejected: dict[str, str] = {}
     if not staff:
         return [], rejected
-    margin = dt.timedelta(minutes=location.travel_minutes)
-    first = min(v.held_from or v.starts_at for v in visits)
-    last = max(v.ends_at for v in visits)
-    around = replace(affected.needs[0], candidates={"staff": staff}, zone=visits[0].zone or "-")
-    busy = taken(session, around, first - margin, last + margin)
-    nearby = with_visits(session, around, first - LONGEST / 2, last + LONGEST / 2).visits
+    # The bookings below are those of the query's staff, named by the query itself (a subquery,
+    # not a list of ids to bind): those without the roles cost a few rows, not a long statement.
+    among = query.with_only_columns(Resource.id).scalar_subquery()
+    bookings = _bookings_of(session, affected, among)
     memo: dict[str, dict[tuple[Any, ...], Any]] = defaultdict(dict)  # per service code
+    judged = [replace(need, visits=bookings.visits, memo=memo[need.service.code]) for need in affected.needs]
     alive: list[Resource] = []
     for resource in staff:
-        for visit, need in zip(visits, affected.needs, strict=True):
-            judged = replace(need, visits=nearby, memo=memo[need.service.code])
-            reason = why_not(judged, resource, visit.starts_at, busy)
+        for visit, need in zip(visits, judged, strict=True):
+            reason = why_not(need, resource, visit.starts_at, bookings.busy)
             if reason is not None:
                 rejected[resource.code] = reason
                 break
         else:
             alive.append(resource)
-    candidates = _within_hours(session, affected, alive, rejected)
-    _score(session, affected, candidates, nearby)
+    candidates = _within_hours(affected, alive, bookings.slots, rejected)
+    _score(session, affected, candidates, bookings.visits, among)
     candidates.sort(key=lambda c: (-c.score, c.resource.code))
     return candidates, rejected
 
 
+@dataclass(frozen=True)
+class Bookings:
+    """What the candidates are booked for around the affected visits."""
+
+    busy: Busy  # the spans they are held, per resource id (half a day around the visits)
+    visits: Visits  # their open home visits then, per resource id
+    slots: dict[tuple[str, str], int]  # slots booked per resource id and ISO week of the visits
+
+
+def _bookings_of(session: Session, affected: Affected, staff: ScalarSelect[str]) -> Bookings:
+    """The staff's booked slots per week of the visits (one query), what they are held for half a
+    day around the visits (another) and, of that, their open home visits (a third, by primary
+    key: joined, the planner would scan every appointment)."""
+    timezone = affected.location.timezone
+    first = min(v.held_from or v.starts_at for v in affected.visits)
+    last = max(v.ends_at for v in affected.visits)
+    slot = _bookings.c.slot_start
+    slots: dict[tuple[str, str], int] = {}
+    for week in {_week(v.starts_at, timezone) for v in affected.visits}:
+        begin, finish = _week_bounds(week, timezone)
+        counted = session.execute(
+            select(_bookings.c.resource_id, func.count())
+            .where(_bookings.c.resource_id.in_(staff), slot >= begin, slot < finish)
+            .group_by(_bookings.c.resource_id)
+        )
+        slots.update({(resource_id, week): count for resource_id, count in counted})
+    held = session.execute(
+        select(_bookings.c.resource_id, _bookings.c.appointment_id, func.min(slot), func.max(slot))
+        .where(_bookings.c.resource_id.in_(staff), slot >= first - LONGEST / 2, slot < last + LONGEST / 2)
+        .group_by(_bookings.c.resource_id, _bookings.c.appointment_id)
+    ).all()
+    nearby = session.execute(
+        select(Appointment.id, Appointment.starts_at, Appointment.ends_at, Appointment.zone).where(
+            Appointment.id.in_({appointment_id for _, appointment_id, *_ in held}),
+            Appointment.zone.is_not(None),
+            Appointment.status.in_(OPEN),
+        )
+    )
+    zoned = {row.id: row for row in nearby}
+    spans: dict[str, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    visits: Visits = defaultdict(list)
+    for resource_id, appointment_id, held_first, held_last in held:
+        spans[resource_id].append((held_first, held_last + SLOT))
+        if appointment_id in zoned:
+            visit = zoned[appointment_id]
+            visits[resource_id].append((visit.starts_at, visit.ends_at, visit.zone))
+    busy: Busy = {}
+    for resource_id, found in spans.items():
+        found.sort()
+        busy[resource_id] = ([a for a, _ in found], [b for _, b in found])
+    return Bookings(busy, dict(visits), slots)
+
+
 def _within_hours(
-    session: Session, affected: Affected, staff: list[Resource], rejected: dict[str, str]
+    affected: Affected, staff: list[Resource], booked: dict[tuple[str, str], int], rejected: dict[str, str]
 ) -> list[Candidate]:
     """The staff whose contracted week leaves room for the visits, with their booked minutes."""
     timezone = affected.location.timezone
@@ -216,20 +275,6 @@ def _within_hours(
         adding[_week(visit.starts_at, timezone)] += (
             visit.ends_at - (visit.held_from or visit.starts_at)
         ) // SLOT
-    booked: dict[tuple[str, str], int] = {}
-    ids = [r.id for r in staff]
-    for week in adding:
-        start, end = _week_bounds(week, timezone)
-        rows = session.execute(
-            select(_bookings.c.resource_id, func.count())
-            .where(
-                _bookings.c.resource_id.in_(ids),
-                _bookings.c.slot_start >= start,
-                _bookings.c.slot_start < end,
-            )
-            .group_by(_bookings.c.resource_id)
-        )
-        booked.update({(resource_id, week): slots for resource_id, slots in rows})
     minutes = int(SLOT.total_seconds() // 60)
     found = []
     for resource in staff:
@@ -249,7 +294,11 @@ def _within_hours(
 
 
 def _score(
-    session: Session, affected: Affected, candidates: list[Candidate], nearby: dict[str, list[Any]]
+    session: Session,
+    affected: Affected,
+    candidates: list[Candidate],
+    nearby: dict[str, list[Any]],
+    among: ScalarSelect[str],
 ) -> None:
     """Fill in each candidate's continuity and travel (see the module's docstring)."""
     if not candidates:
@@ -258,9 +307,7 @@ def _score(
     served = session.execute(
         select(_bookings.c.resource_id, Appointment.case_id)
         .join(Appointment, Appointment.id == _bookings.c.appointment_id)
-        .where(
-            Appointment.case_id.in_(cases), _bookings.c.resource_id.in_([c.resource.id for c in candidates])
-        )
+        .where(Appointment.case_id.in_(cases), _bookings.c.resource_id.in_(among))
         .distinct()
     ).all()
     seen: dict[str, set[str]] = defaultdict(set)
@@ -415,13 +462,21 @@ def report_conflict(
 def _load(
     session: Session, conflict_id: str, scope: LocationScope, lock: bool = False
 ) -> tuple[StaffConflict, Resource, Location]:
-    conflict = find(session, StaffConflict, conflict_id, for_update=lock)
-    if conflict is None or not scope.allows(conflict.location_id):
+    """The conflict (locked with ``lock``), its absent member of staff and its location, in one query."""
+    query = (
+        select(StaffConflict, Resource, Location)
+        .join(Resource, Resource.id == StaffConflict.resource_id)
+        .join(Location, Location.id == StaffConflict.location_id)
+        .where(StaffConflict.id == conflict_id)
+    )
+    found = (
+        session.execute(query.with_for_update(of=StaffConflict) if lock else query).first()
+        if is_id(conflict_id)
+        else None
+    )
+    if found is None or not scope.allows(found[0].location_id):
         raise NotFound("no staffing conflict with this id")
-    absent = session.get(Resource, conflict.resource_id)
-    location = session.get(Location, conflict.location_id)
-    assert absent is not None and location is not None
-    return conflict, absent, location
+    return found[0], found[1], found[2]
 
 
 def _still_theirs(

@@ -26,6 +26,9 @@ UTC = careops.domain.models.UTCDateTime(timezone=True)
 def upgrade() -> None:
     op.add_column("resource", sa.Column("also_at", JSON, nullable=False, server_default="[]"))
     op.add_column("resource", sa.Column("weekly_hours", sa.Integer(), nullable=True))
+    # Candidate search finds a location's staff by these (a GIN index on PostgreSQL: containment).
+    op.create_index("ix_resource_location", "resource", ["location"])
+    op.create_index("ix_resource_also_at", "resource", ["also_at"], postgresql_using="gin")
     op.add_column("appointment", sa.Column("plan_id", sa.String(length=32), nullable=True))
     op.create_index("ix_appointment_plan_id", "appointment", ["plan_id"])
     op.create_table(
@@ -90,6 +93,8 @@ def downgrade() -> None:
     op.drop_table("service_plan")
     op.drop_table("shift")
     op.drop_index("ix_appointment_plan_id", table_name="appointment")
+    op.drop_index("ix_resource_also_at", table_name="resource")
+    op.drop_index("ix_resource_location", table_name="resource")
     # Not batch mode: on SQLite it would copy the tables, which the booking trigger names.
     for table, column in (("appointment", "plan_id"), ("resource", "weekly_hours"), ("resource", "also_at")):
         op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
