@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median, quantiles
 from zoneinfo import ZoneInfo
@@ -86,22 +88,25 @@ def _network_file(workdir: Path, locations: int, devices: int, staff: int) -> Pa
     return path
 
 
-def _seed(url: str, args: argparse.Namespace, workdir: Path) -> Database:
+def seed_network(url: str, network: Path, cases: int, fill: Callable[[Database], int], what: str) -> Database:
+    """A migrated database with the demo organisation and ``cases`` cases, the ``network`` file
+    applied (the demo's own locations and resources are retired by it: the network is all there
+    is), then ``fill`` (which says how many ``what`` it made, timed), vacuumed and analysed as
+    autovacuum keeps a database in use."""
     settings = Settings(database_url=url)
     upgrade(url)
     db = Database(url)
     load_field_keys(db, settings)
     seed_demo(db)
-    seed_volume(db, args.cases)
-    read = read_reference_file(_network_file(workdir, args.locations, args.devices, args.staff))
+    seed_volume(db, cases)
+    read = read_reference_file(network)
     assert not read.problems, read.problems[:3]
-    # The demo's own locations and resources are retired by the file: the network is all there is.
-    apply_file(db, read, actor="bench", reason="scheduling benchmark")
+    apply_file(db, read, actor="bench", reason=f"benchmark network ({what})")
     started = time.perf_counter()
-    count = _appointments(db, url, args.appointments)
-    console.print(f"seeded {count:,} appointments in {time.perf_counter() - started:.0f} s")
+    count = fill(db)
+    console.print(f"seeded {count:,} {what} in {time.perf_counter() - started:.0f} s")
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute("ANALYZE")
+        connection.execute("VACUUM ANALYZE")
     return db
 
 
@@ -232,7 +237,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = fresh_database("postgres", Path(tmp))
         try:
-            db = _seed(url, args, Path(tmp))
+            network = _network_file(Path(tmp), args.locations, args.devices, args.staff)
+            fill = functools.partial(_appointments, url=url, wanted=args.appointments)
+            db = seed_network(url, network, args.cases, fill, "appointments")
             table = Table(title=f"Scheduling on PostgreSQL, {dt.date.today()} (ms)")
             for column in ("round", "availability p50", "p95", "bare SQL p50", "p95", "ratio p95",
                            "offers/search", "billing check p50", "p95"):  # fmt: skip

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import random
 import tempfile
 import time
@@ -33,15 +34,11 @@ from rich.table import Table
 from sqlalchemy import select
 
 from bench.intake import console, drop_database, fresh_database
-from bench.scheduling import LONDON, percentiles
+from bench.scheduling import LONDON, percentiles, seed_network
 from careops.db import Database
-from careops.demo.seed import seed_demo
-from careops.demo.volume import seed_volume
 from careops.domain.models import Appointment, Location, Resource, Service, ServiceCase, new_id
 from careops.governance.keys import load_field_keys
 from careops.governance.scoping import EVERYWHERE
-from careops.migrate import upgrade
-from careops.orchestration.reference_files import apply_file, read_reference_file
 from careops.orchestration.scheduling import SLOT_MINUTES
 from careops.orchestration.staffing import ConflictReport, candidates, report_conflict
 from careops.settings import Settings
@@ -75,24 +72,6 @@ def _network_file(workdir: Path, locations: int, staff: int) -> Path:
     path = workdir / "nurses.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _seed(url: str, args: argparse.Namespace, workdir: Path) -> Database:
-    settings = Settings(database_url=url)
-    upgrade(url)
-    db = Database(url)
-    load_field_keys(db, settings)
-    seed_demo(db)
-    seed_volume(db, 5000)
-    read = read_reference_file(_network_file(workdir, args.locations, args.staff))
-    assert not read.problems, read.problems[:3]
-    apply_file(db, read, actor="bench", reason="staffing benchmark")
-    started = time.perf_counter()
-    count = _visits(db, url, args.visits)
-    console.print(f"seeded {count:,} visits in {time.perf_counter() - started:.0f} s")
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute("ANALYZE")
-    return db
 
 
 def _visits(db: Database, url: str, wanted: int) -> int:
@@ -217,7 +196,9 @@ def measure_candidates(args: argparse.Namespace) -> None:
                 db = Database(url)
                 load_field_keys(db, Settings(database_url=url))
             else:
-                db = _seed(url, args, Path(tmp))
+                network = _network_file(Path(tmp), args.locations, args.staff)
+                fill = functools.partial(_visits, url=url, wanted=args.visits)
+                db = seed_network(url, network, 5000, fill, "visits")
             conflicts = _conflicts(db, args.searches)
             table = Table(title=f"Candidate search on PostgreSQL, {dt.date.today()} (ms)")
             for column in (

@@ -112,7 +112,7 @@ def seed(
     settings = get_settings()
     db = ready_database(settings)
     created = seed_demo(db)
-    if created:
+    if created and not volume:  # at volume, the year's cases are all there is to measure
         seed_home_care(db, settings)
     if volume:
         _seed_volume(db, settings, volume)

@@ -71,10 +71,19 @@ def cli(env: dict[str, str], *args: str) -> str:
     ).stdout.strip()
 
 
+def _cases(database_url: str) -> int:
+    db = Database(database_url)
+    with db.sessions() as session:
+        count = session.scalar(select(func.count()).select_from(ServiceCase)) or 0
+    db.dispose()
+    return count
+
+
 def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "CAREOPS_DATABASE_URL": database_url, "CAREOPS_TRIAGE_TIMEOUT_SECONDS": "4"}
     cli(env, "migrate")
     cli(env, "seed", "--demo")
+    seeded = _cases(database_url)  # the demo's home-care patients, each with a case
     token = cli(env, "token", "create", "--name", "load", "--all-scopes")
     server = Server(env, free_port())
     server.start()
@@ -124,7 +133,7 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, 
                 .join(ServiceCase, ServiceCase.patient_id == Patient.id)
                 .group_by(Patient.mrn_index)
             ).all()
-            assert len(cases_per_patient) == len(sent)
+            assert len(cases_per_patient) == len(sent) + seeded
             assert {count for _, count in cases_per_patient} == {1}
             keyed = (
                 select(func.count()).select_from(IntakeItem).where(IntakeItem.idempotency_key.is_not(None))
@@ -141,10 +150,10 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, 
                     .select_from(OutboxMessage)
                     .where(OutboxMessage.status != "dispatched")
                 )
-            if overdue == len(sent) and pending == 0:
+            if overdue == len(sent) + seeded and pending == 0:
                 break
             time.sleep(0.5)
-        assert (overdue, pending) == (len(sent), 0)
+        assert (overdue, pending) == (len(sent) + seeded, 0)
         time.sleep(2)
         with db.sessions() as session:
             per_case = session.execute(
@@ -152,7 +161,7 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(database_url: str, 
                 .where(ExceptionItem.queue == "triage")
                 .group_by(ExceptionItem.case_id)
             ).all()
-        assert len(per_case) == len(sent) and {count for _, count in per_case} == {1}
+        assert len(per_case) == len(sent) + seeded and {count for _, count in per_case} == {1}
         db.dispose()
     finally:
         stop.set()

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from careops.db import Database
+from careops.domain.models import OutboxMessage
 from tests.e2e.otlp import ReceivedSpan, otlp_receiver
 from tests.e2e.test_crash_recovery import CAREOPS, cli, free_port, wait_for_health
 from tests.e2e.test_phi_canary import _mllp, traced_demo
@@ -53,6 +57,25 @@ def _complete(spans: list[ReceivedSpan], root_name: str) -> bool:
     return any(set(CHAIN) <= set(_trace_of(spans, root)) for root in roots)
 
 
+def _outbox_drained(database_url: str) -> None:
+    """Wait until the outbox has nothing pending (the dispatcher hands a batch to one workflow,
+    under the trace of its first event: the seed's, if the request's event joined that batch)."""
+    db = Database(database_url)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            with db.sessions() as session:
+                pending = session.scalar(
+                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == "pending")
+                )
+            if not pending:
+                return
+            time.sleep(0.1)
+        raise AssertionError("the outbox was not drained")
+    finally:
+        db.dispose()
+
+
 def test_one_trace_from_request_and_mllp_message_to_the_workflow_step(database_url: str) -> None:
     with otlp_receiver() as collector:
         env = traced_demo(database_url, collector)
@@ -65,6 +88,7 @@ def test_one_trace_from_request_and_mllp_message_to_the_workflow_step(database_u
         try:
             base = f"http://127.0.0.1:{port}"
             wait_for_health(base)
+            _outbox_drained(database_url)  # the demo's seeded cases' follow-ups are another trace
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/hl7-v2"}
             sent_id = f"trace-test-{uuid.uuid4().hex[:8]}"
             over_http = httpx.post(
