@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,19 +38,34 @@ def _pg_url(name: str) -> str:
 
 
 class PostgresDatabases:
-    """Creates and drops throw-away databases on the test server."""
+    """Creates throw-away databases on the test server (empty, or copies of a template) and drops
+    each when its test is done, on a thread of its own while the next tests run."""
 
     def __init__(self) -> None:
         self.created: list[str] = []
+        self._done: queue.Queue[str | None] = queue.Queue()
+        self._dropper = threading.Thread(target=self._drop_done, name="drop-test-databases", daemon=True)
+        self._dropper.start()
 
-    def create(self) -> str:
+    def create(self, template: str | None = None) -> str:
         name = f"careops_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         self.created.append(name)
         return _pg_url(name)
 
+    def done(self, url: str) -> None:
+        """The test that used the database at ``url`` is over: drop it soon."""
+        self._done.put(url.rsplit("/", 1)[1])
+
+    def _drop_done(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
+            while (name := self._done.get()) is not None:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def drop_all(self) -> None:
+        self._done.put(None)
+        self._dropper.join()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
             for name in self.created:
                 connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -62,11 +79,20 @@ def postgres_databases() -> Iterator[PostgresDatabases]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database for the test: an empty one, or (for tests with ``empty_db``) a copy of the one
+    migrated once per session, made as it is created."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'careops.db'}"
+        yield f"sqlite:///{tmp_path / 'careops.db'}"
+        return
     databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases.create()
+    template = None
+    if "empty_db" in request.fixturenames:
+        templates: MigratedTemplates = request.getfixturevalue("migrated_templates")
+        template = templates.postgres_name(databases)
+    url = databases.create(template)
+    yield url
+    databases.done(url)
 
 
 @pytest.fixture
@@ -103,16 +129,11 @@ class MigratedTemplates:
             self._postgres = url.rsplit("/", 1)[1]
         return self._postgres
 
-    def copy_into(self, url: str, request: pytest.FixtureRequest) -> None:
-        """Make the (empty) database at ``url`` a copy of the migrated template."""
+    def copy_into(self, url: str) -> None:
+        """Make the (empty) SQLite database at ``url`` a copy of the migrated template (PostgreSQL
+        test databases are created as copies: see ``database_url``)."""
         if url.startswith("sqlite:///"):
             shutil.copyfile(self.sqlite(), url.removeprefix("sqlite:///"))
-            return
-        template = self.postgres_name(request.getfixturevalue("postgres_databases"))
-        name = url.rsplit("/", 1)[1]
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE "{name}"')
-            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
 
 @pytest.fixture(scope="session")
@@ -121,11 +142,9 @@ def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> MigratedTemp
 
 
 @pytest.fixture
-def empty_db(
-    settings: Settings, migrated_templates: MigratedTemplates, request: pytest.FixtureRequest
-) -> Iterator[Database]:
+def empty_db(settings: Settings, migrated_templates: MigratedTemplates) -> Iterator[Database]:
     """A migrated database with nothing in it (not even the demo's reference events)."""
-    migrated_templates.copy_into(settings.database_url, request)
+    migrated_templates.copy_into(settings.database_url)
     database = Database(settings.database_url)
     load_field_keys(database, settings)
     yield database
