@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ScalarSelect, insert, select, update
+from sqlalchemy import Integer, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,16 +65,28 @@ def _item(session: Session, code: str) -> Item:
     return item
 
 
-def _minimum(location: Location, item: Item) -> ScalarSelect[int]:
-    return (
+# Built once (every move runs it): add :delta to a level unless it would go below zero, answering
+# the new on-hand, the below mark and the threshold's minimum.
+_ADJUST = (
+    update(_levels)
+    .where(
+        _levels.c.location_id == bindparam("at_location"),
+        _levels.c.item_id == bindparam("of_item"),
+        _levels.c.on_hand + bindparam("delta", type_=Integer) >= 0,
+    )
+    .values(on_hand=_levels.c.on_hand + bindparam("delta", type_=Integer), updated_at=bindparam("moved_at"))
+    .returning(
+        _levels.c.on_hand,
+        _levels.c.below,
         select(StockThreshold.minimum)
         .where(
-            StockThreshold.location == location.slug,
-            StockThreshold.item == item.code,
+            StockThreshold.location == bindparam("slug"),
+            StockThreshold.item == bindparam("code"),
             StockThreshold.retired_at.is_(None),
         )
-        .scalar_subquery()
+        .scalar_subquery(),
     )
+)
 
 
 def _adjusted(
@@ -84,11 +96,10 @@ def _adjusted(
     on-hand, its below mark and its threshold's minimum; None when it would (the level untouched)."""
     key = (_levels.c.location_id == location.id) & (_levels.c.item_id == item.id)
     changed = session.execute(
-        update(_levels)
-        .where(key, _levels.c.on_hand + delta >= 0)
-        .values(on_hand=_levels.c.on_hand + delta, updated_at=utcnow())
-        .returning(_levels.c.on_hand, _levels.c.below, _minimum(location, item))
-    ).first()
+        _ADJUST,
+        {"at_location": location.id, "of_item": item.id, "delta": delta, "moved_at": utcnow(),
+         "slug": location.slug, "code": item.code},
+    ).first()  # fmt: skip
     if changed is not None or session.execute(select(_levels.c.on_hand).where(key)).first() is not None:
         return None if changed is None else (changed[0], changed[1], changed[2])
     if delta < 0:
