@@ -1,7 +1,8 @@
 """Stock: what each location holds of each item, and every move that changes it.
 
 A move (receipt, consumption, transfer out and in, adjustment) locks the level, changes it and
-writes the move and ``stock.moved`` in one transaction. The database refuses a level below zero
+writes the move and ``stock.moved`` in one transaction (``Levels``: a batch of moves locks and
+writes each level it touches once). The database refuses a level below zero
 (a check constraint); a consumption or transfer of more than is on hand is refused with 409
 naming what is there, and an adjustment (a count, a write-off) always names its reason. Falling
 under a threshold's minimum writes ``stock.below_threshold`` once per crossing; rising back to
@@ -13,10 +14,10 @@ negative level.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Integer, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,17 +66,10 @@ def _item(session: Session, code: str) -> Item:
     return item
 
 
-# Built once (every move runs it): add :delta to a level unless it would go below zero, answering
-# the new on-hand, the below mark and the threshold's minimum.
-_ADJUST = (
-    update(_levels)
-    .where(
-        _levels.c.location_id == bindparam("at_location"),
-        _levels.c.item_id == bindparam("of_item"),
-        _levels.c.on_hand + bindparam("delta", type_=Integer) >= 0,
-    )
-    .values(on_hand=_levels.c.on_hand + bindparam("delta", type_=Integer), updated_at=bindparam("moved_at"))
-    .returning(
+# Built once (every level a transaction touches runs them): a level locked with its threshold's
+# minimum, and a level written back.
+_LOCKED = (
+    select(
         _levels.c.on_hand,
         _levels.c.below,
         select(StockThreshold.minimum)
@@ -86,42 +80,124 @@ _ADJUST = (
         )
         .scalar_subquery(),
     )
+    .where(_levels.c.location_id == bindparam("at_location"), _levels.c.item_id == bindparam("of_item"))
+    .with_for_update(of=_levels)
+)
+_MINIMUM = select(StockThreshold.minimum).where(
+    StockThreshold.location == bindparam("slug"),
+    StockThreshold.item == bindparam("code"),
+    StockThreshold.retired_at.is_(None),
+)
+_WRITE_BACK = (
+    update(_levels)
+    .where(_levels.c.location_id == bindparam("at_location"), _levels.c.item_id == bindparam("of_item"))
+    .values(on_hand=bindparam("level"), below=bindparam("under"), updated_at=bindparam("moved_at"))
 )
 
 
-def _adjusted(
-    session: Session, location: Location, item: Item, delta: int
-) -> tuple[int, bool, int | None] | None:
-    """Add ``delta`` to the level in one statement, unless that would take it below zero: its new
-    on-hand, its below mark and its threshold's minimum; None when it would (the level untouched)."""
-    key = (_levels.c.location_id == location.id) & (_levels.c.item_id == item.id)
-    changed = session.execute(
-        _ADJUST,
-        {"at_location": location.id, "of_item": item.id, "delta": delta, "moved_at": utcnow(),
-         "slug": location.slug, "code": item.code},
-    ).first()  # fmt: skip
-    if changed is not None or session.execute(select(_levels.c.on_hand).where(key)).first() is not None:
-        return None if changed is None else (changed[0], changed[1], changed[2])
-    if delta < 0:
-        return None
-    session.execute(
-        insert(_levels).values(
-            location_id=location.id, item_id=item.id, on_hand=0, below=False, updated_at=utcnow()
-        )
-    )
-    return _adjusted(session, location, item, delta)
-
-
 @dataclass
-class Written:
-    """Move rows and events of a batch of moves, inserted together when the batch ends."""
+class _Level:
+    location: Location
+    item: Item
+    on_hand: int
+    below: bool
+    minimum: int | None
+    stored: bool  # False: no row yet (inserted when written back)
 
-    events: list[Event] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
-    def record(self, session: Session) -> None:
-        if self.rows:
-            record_events(session, *self.events, together=[(_moves, self.rows)])
+class Levels:
+    """The stock levels one transaction changes. Each is read once, locked (with its threshold's
+    minimum); moves change it in memory, in order, never below zero (409 naming what is on hand);
+    ``write`` then writes each level back once, and every move row and event in one statement.
+    So a batch of moves costs a statement per level it touches, not per move; the database's
+    check constraint still refuses a negative level whatever writes."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.levels: dict[tuple[str, str], _Level] = {}
+        self.events: list[Event] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def level(self, location: Location, item: Item) -> _Level:
+        key = (location.id, item.id)
+        if key not in self.levels:
+            names = {"at_location": location.id, "of_item": item.id, "slug": location.slug, "code": item.code}
+            row = self.session.execute(_LOCKED, names).first()
+            if row is None:
+                minimum = self.session.execute(_MINIMUM, names).scalar()
+                self.levels[key] = _Level(location, item, 0, False, minimum, stored=False)
+            else:
+                self.levels[key] = _Level(location, item, row[0], row[1], row[2], stored=True)
+        return self.levels[key]
+
+    def change(
+        self, location: Location, item: Item, delta: int, kind: str, *, actor: str,
+        reason: str | None = None, reference: str | None = None,
+    ) -> tuple[int, bool]:  # fmt: skip
+        """Move ``delta`` (signed) at the location, its move row and events kept for ``write``;
+        409 when it would take the level below zero. The new on-hand, and whether it is under its
+        minimum (``stock.below_threshold`` once per crossing; rising back to it clears the mark)."""
+        level = self.level(location, item)
+        if level.on_hand + delta < 0:
+            raise Conflict(
+                f"only {level.on_hand} {item.unit} of {item.code} on hand at {location.slug}",
+                on_hand=level.on_hand,
+            )
+        level.on_hand += delta
+        payload = {"item": item.code, "kind": kind, "quantity": delta, "on_hand": level.on_hand}
+        self.events.append(
+            Event(EventType.STOCK_MOVED, "item", item.id, actor, location_id=location.id, payload=payload)
+        )
+        if level.minimum is not None and level.on_hand < level.minimum and not level.below:
+            level.below = True
+            self.events.append(
+                Event(
+                    EventType.STOCK_BELOW_THRESHOLD, "item", item.id, actor, location_id=location.id,
+                    payload={"item": item.code, "on_hand": level.on_hand, "minimum": level.minimum},
+                )
+            )  # fmt: skip
+        elif level.below and (level.minimum is None or level.on_hand >= level.minimum):
+            level.below = False
+        self.rows.append(
+            {
+                "id": new_id(), "location_id": location.id, "item_id": item.id, "kind": kind,
+                "quantity": delta, "on_hand": level.on_hand, "reason": reason, "reference": reference,
+                "actor": actor[:100], "created_at": utcnow(),
+            }
+        )  # fmt: skip
+        return level.on_hand, level.below
+
+    def write(self) -> None:
+        """Every changed level written back (new ones inserted), then the moves and events."""
+        if not self.rows:
+            return
+        now = utcnow()
+        touched = {(row["location_id"], row["item_id"]) for row in self.rows}
+        levels = [self.levels[key] for key in touched]
+        new = [level for level in levels if not level.stored]
+        if new:
+            self.session.execute(
+                insert(_levels),
+                [
+                    {"location_id": level.location.id, "item_id": level.item.id, "on_hand": level.on_hand,
+                     "below": level.below, "updated_at": now}
+                    for level in new
+                ],
+            )  # fmt: skip
+            for level in new:
+                level.stored = True
+        stored = [level for level in levels if level not in new]
+        if stored:
+            self.session.execute(
+                _WRITE_BACK,
+                [
+                    {"at_location": level.location.id, "of_item": level.item.id, "level": level.on_hand,
+                     "under": level.below, "moved_at": now}
+                    for level in stored
+                ],
+            )  # fmt: skip
+        record_events(self.session, *self.events, together=[(_moves, self.rows)])
+        self.events, self.rows = [], []
 
 
 def change(
@@ -134,54 +210,12 @@ def change(
     actor: str,
     reason: str | None = None,
     reference: str | None = None,
-    written: Written | None = None,
 ) -> tuple[int, bool]:
-    """In the caller's transaction: move ``delta`` (signed) at the location, with its move row and
-    events (one statement for the level, one more for the move and its events unless ``written``
-    collects them for the end of a batch); 409 when it would take the level below zero. The new
-    on-hand, and whether it is under its minimum."""
-    adjusted = _adjusted(session, location, item, delta)
-    if adjusted is None:
-        on_hand = on_hand_of(session, location, item)
-        raise Conflict(
-            f"only {on_hand} {item.unit} of {item.code} on hand at {location.slug}", on_hand=on_hand
-        )
-    on_hand, below, minimum = adjusted
-    payload = {"item": item.code, "kind": kind, "quantity": delta, "on_hand": on_hand}
-    events = [Event(EventType.STOCK_MOVED, "item", item.id, actor, location_id=location.id, payload=payload)]
-    crossing = minimum is not None and on_hand < minimum and not below
-    cleared = below and (minimum is None or on_hand >= minimum)
-    if crossing or cleared:
-        session.execute(
-            update(_levels)
-            .where(_levels.c.location_id == location.id, _levels.c.item_id == item.id)
-            .values(below=crossing)
-        )
-    if crossing:
-        events.append(
-            Event(
-                EventType.STOCK_BELOW_THRESHOLD, "item", item.id, actor, location_id=location.id,
-                payload={"item": item.code, "on_hand": on_hand, "minimum": minimum},
-            )
-        )  # fmt: skip
-    row = {
-        "id": new_id(), "location_id": location.id, "item_id": item.id, "kind": kind, "quantity": delta,
-        "on_hand": on_hand, "reason": reason, "reference": reference, "actor": actor[:100],
-        "created_at": utcnow(),
-    }  # fmt: skip
-    batch = written or Written()
-    batch.events += events
-    batch.rows.append(row)
-    if written is None:
-        batch.record(session)
-    return on_hand, (below or crossing) and not cleared
-
-
-def on_hand_of(session: Session, location: Location, item: Item) -> int:
-    found = session.execute(
-        select(_levels.c.on_hand).where(_levels.c.location_id == location.id, _levels.c.item_id == item.id)
-    ).first()
-    return int(found[0]) if found else 0
+    """In the caller's transaction: one move (``Levels`` for one level, written at once)."""
+    levels = Levels(session)
+    changed = levels.change(location, item, delta, kind, actor=actor, reason=reason, reference=reference)
+    levels.write()
+    return changed
 
 
 def level_view(on_hand: int, below: bool, item: Item, location: Location) -> dict[str, Any]:
@@ -227,9 +261,9 @@ def move_stocks(
         _in_batch(number, len(moves), _checked, move)
     places: dict[str, Location] = {}
     items: dict[str, Item] = {}
-    written = Written()
     try:
         with db.transaction() as session:
+            levels = Levels(session)
 
             def place(slug: str) -> Location:
                 if slug not in places:
@@ -245,21 +279,18 @@ def move_stocks(
                 location, item = place(move.location), stocked(move.item)
                 signed = move.quantity if move.kind in ("receipt", "adjustment") else -move.quantity
                 kind = "transfer_out" if move.kind == "transfer" else move.kind
-                left = change(session, location, item, signed, kind, actor=actor, reason=move.reason,
-                              reference=move.reference, written=written)  # fmt: skip
+                said = {"reason": move.reason, "reference": move.reference}
+                left = levels.change(location, item, signed, kind, actor=actor, **said)
                 changed = [level_view(*left, item, location)]
                 if move.kind == "transfer":
                     target = place(move.to_location or "")
-                    arrived = change(
-                        session, target, item, move.quantity, "transfer_in",
-                        actor=actor, reason=move.reason, reference=move.reference, written=written,
-                    )  # fmt: skip
+                    arrived = levels.change(target, item, move.quantity, "transfer_in", actor=actor, **said)
                     changed.append(level_view(*arrived, item, target))
                 return changed
 
-            levels = [_in_batch(number, len(moves), apply, move) for number, move in enumerate(moves, 1)]
-            written.record(session)
-            return levels
+            views = [_in_batch(number, len(moves), apply, move) for number, move in enumerate(moves, 1)]
+            levels.write()
+            return views
     except IntegrityError as exc:  # the database's check: never below zero, whatever raced
         raise Conflict("the level would go below zero (another move took the stock first)") from exc
 
@@ -281,17 +312,19 @@ def consume_for(session: Session, case: ServiceCase, reference: str, *, actor: s
     location = session.get(Location, case.location_id)
     assert service is not None and location is not None
     short = []
+    levels = Levels(session)
     for code, quantity in sorted(service.materials.items()):
         item = session.scalars(select(Item).where(Item.code == code, Item.retired_at.is_(None))).first()
         if item is None:
             short.append(f"unknown_item:{code}")
             continue
         wanted = int(quantity)
-        taken = min(wanted, on_hand_of(session, location, item))
+        taken = min(wanted, levels.level(location, item).on_hand)  # read under its lock
         if taken:
-            change(session, location, item, -taken, "consumption", actor=actor, reference=reference)
+            levels.change(location, item, -taken, "consumption", actor=actor, reference=reference)
         if taken < wanted:
             short.append(f"stock_short:{code}")
+    levels.write()
     if short:
         open_exception(
             session, INVENTORY_QUEUE, short, actor=actor, case=case, dedupe_key=f"stock:{reference}"
