@@ -175,6 +175,17 @@ def _appointments(db: Database, url: str, wanted: int) -> int:
     return len(appointments)
 
 
+def rounds_table(title: str, columns: tuple[str, ...], results: list[tuple[float, ...]]) -> Table:
+    """Each round's numbers in a row, then the median of each column."""
+    table = Table(title=title)
+    for column in ("round", *columns):
+        table.add_column(column, justify="right")
+    for n, row in enumerate(results, 1):
+        table.add_row(str(n), *(f"{value:.2f}" for value in row))
+    table.add_row("median", *(f"{median(column):.2f}" for column in zip(*results, strict=True)))
+    return table
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     cuts = quantiles(samples, n=20)
     return median(samples) * 1000, cuts[18] * 1000
@@ -240,10 +251,6 @@ def main() -> None:
             network = _network_file(Path(tmp), args.locations, args.devices, args.staff)
             fill = functools.partial(_appointments, url=url, wanted=args.appointments)
             db = seed_network(url, network, args.cases, fill, "appointments")
-            table = Table(title=f"Scheduling on PostgreSQL, {dt.date.today()} (ms)")
-            for column in ("round", "availability p50", "p95", "bare SQL p50", "p95", "ratio p95",
-                           "offers/search", "billing check p50", "p95"):  # fmt: skip
-                table.add_column(column, justify="right")
             results = []
             for round_ in range(args.rounds):
                 timed, bare, offered = _search_round(db, url, args.searches, round_)
@@ -252,10 +259,10 @@ def main() -> None:
                 b50, b95 = percentiles(bare)
                 c50, c95 = percentiles(checks)
                 results.append((a50, a95, b50, b95, a95 / b95, offered / args.searches, c50, c95))
-            for n, row in enumerate(results, 1):
-                table.add_row(str(n), *(f"{value:.2f}" for value in row))
-            table.add_row("median", *(f"{median(column):.2f}" for column in zip(*results, strict=True)))
-            console.print(table)
+            columns = ("availability p50", "p95", "bare SQL p50", "p95", "ratio p95", "offers/search",
+                       "billing check p50", "p95")  # fmt: skip
+            title = f"Scheduling on PostgreSQL, {dt.date.today()} (ms)"
+            console.print(rounds_table(title, columns, results))
             db.dispose()
         finally:
             drop_database(url)

@@ -27,14 +27,12 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from statistics import median
 
 import psycopg
-from rich.table import Table
 from sqlalchemy import select
 
 from bench.intake import console, drop_database, fresh_database
-from bench.scheduling import LONDON, percentiles, seed_network
+from bench.scheduling import LONDON, percentiles, rounds_table, seed_network
 from careops.db import Database
 from careops.domain.models import Appointment, Location, Resource, Service, ServiceCase, new_id
 from careops.governance.keys import load_field_keys
@@ -200,27 +198,16 @@ def measure_candidates(args: argparse.Namespace) -> None:
                 fill = functools.partial(_visits, url=url, wanted=args.visits)
                 db = seed_network(url, network, 5000, fill, "visits")
             conflicts = _conflicts(db, args.searches)
-            table = Table(title=f"Candidate search on PostgreSQL, {dt.date.today()} (ms)")
-            for column in (
-                "round",
-                "candidates p50",
-                "p95",
-                "plain SQL p50",
-                "p95",
-                "ratio p95",
-                "candidates/search",
-            ):
-                table.add_column(column, justify="right")
             results = []
             for _ in range(args.rounds):
                 timed, bare, found = _round(db, url, conflicts)
                 c50, c95 = percentiles(timed)
                 b50, b95 = percentiles(bare)
                 results.append((c50, c95, b50, b95, c95 / b95, found / len(conflicts)))
-            for n, row in enumerate(results, 1):
-                table.add_row(str(n), *(f"{value:.2f}" for value in row))
-            table.add_row("median", *(f"{median(column):.2f}" for column in zip(*results, strict=True)))
-            console.print(table)
+            columns = ("candidates p50", "p95", "plain SQL p50", "p95", "ratio p95", "candidates/search")
+            console.print(
+                rounds_table(f"Candidate search on PostgreSQL, {dt.date.today()} (ms)", columns, results)
+            )
             db.dispose()
         finally:
             if args.keep or args.database:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema
 
 from careops.api.contract import answers
-from careops.api.deps import DbDep, RecordId, require
+from careops.api.deps import DbDep, RecordId, Zone, require
 from careops.db import in_thread
 from careops.domain.models import ID_PATTERN, PLAIN_TEXT
 from careops.governance.principal import Principal
@@ -21,9 +21,6 @@ router = APIRouter(prefix="/api/v1", tags=["scheduling"])
 Reader = Annotated[Principal, Depends(require("cases:read"))]
 Scheduler = Annotated[Principal, Depends(require("cases:transition"))]
 Code = Annotated[str, Query(min_length=1, max_length=64, pattern=PLAIN_TEXT)]
-
-
-Zone = Annotated[str, Field(min_length=1, max_length=64, pattern=PLAIN_TEXT)]
 
 
 # A start on the 5-minute grid the resources are booked in, with a zone offset that keeps it there.

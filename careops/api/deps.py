@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import Field
 
 from careops.db import Database
-from careops.domain.models import ID_PATTERN
+from careops.domain.models import ID_PATTERN, PLAIN_TEXT
 from careops.errors import Forbidden, PayloadTooLarge, TooManyRequests, Unauthorised, ValidationFailed
 from careops.governance.abuse import RateLimiter
 from careops.governance.principal import Principal
@@ -142,6 +143,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 
 RecordId = Annotated[str, Path(pattern=ID_PATTERN, description="A record id (32 hex digits)")]
+Zone = Annotated[str, Field(min_length=1, max_length=64, pattern=PLAIN_TEXT)]  # a home visit's address zone
 
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

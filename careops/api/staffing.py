@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from careops.api.contract import answers
-from careops.api.deps import DbDep, RecordId, require
+from careops.api.deps import DbDep, RecordId, Zone, require
 from careops.db import in_thread
 from careops.domain.master_data import KeyText, Slug
 from careops.domain.models import ID_PATTERN, PLAIN_TEXT
@@ -28,7 +28,6 @@ from careops.orchestration.staffing import (
 
 router = APIRouter(prefix="/api/v1/staffing", tags=["staffing"])
 Supervisor = Annotated[Principal, Depends(require("staff:reassign"))]
-Zone = Annotated[str, Field(min_length=1, max_length=64, pattern=PLAIN_TEXT)]
 Note = Annotated[str, Field(min_length=1, max_length=500, pattern=PLAIN_TEXT)]
 
 

@@ -15,12 +15,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from careops.db import Database
+from careops.domain.master_data import WEEKDAYS
 from careops.domain.models import Appointment, Location, Resource, Service, ServiceCase, utcnow
 from careops.domain.referrals import ReferralIn
 from careops.errors import CareopsError
 from careops.governance.scoping import EVERYWHERE
 from careops.orchestration.intake import CatalogueCache, IntakeRequest, accept_referral
 from careops.orchestration.reference_files import get_record, put_record
+from careops.orchestration.scheduling import works_at
 from careops.orchestration.service_plans import PlanRequest, create_plan, plan_shift
 from careops.orchestration.staffing import ConflictReport, candidates, reassign, report_conflict
 from careops.settings import Settings
@@ -69,13 +71,17 @@ def _shifts(db: Database, today: dt.date) -> None:
         zone = ZoneInfo(session.scalars(select(Location.timezone).where(Location.slug == LOCATION)).one())
         nurses = [
             (r.code, r.hours)
-            for r in session.scalars(select(Resource).where(Resource.staff.is_(True)).order_by(Resource.code))
-            if "community-nurse" in r.kinds and (r.location == LOCATION or LOCATION in r.also_at)
+            for r in session.scalars(
+                select(Resource)
+                .where(Resource.staff.is_(True), works_at(session, LOCATION))
+                .order_by(Resource.code)
+            )
+            if "community-nurse" in r.kinds
         ]
     for offset in range(14):
         day = today + dt.timedelta(days=offset)
         for code, hours in nurses:
-            for span in hours.get(("mon", "tue", "wed", "thu", "fri", "sat", "sun")[day.weekday()], []):
+            for span in hours.get(WEEKDAYS[day.weekday()], []):
                 start = dt.datetime.combine(day, dt.time.fromisoformat(span[:5]), zone)
                 end = dt.datetime.combine(day, dt.time.fromisoformat(span[6:]), zone)
                 plan_shift(db, code, LOCATION, start, end, actor="seed:demo", scope=EVERYWHERE)

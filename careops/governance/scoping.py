@@ -16,7 +16,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from careops.errors import NotFound
 
-Query = TypeVar("Query", bound=Select[Any])
+# Any select, whatever its columns (a ``Select`` is generic in the tuple of its row's types).
+Query = TypeVar("Query", bound=Select[*tuple[Any, ...]])
 
 
 @dataclass(frozen=True)

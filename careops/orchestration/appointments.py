@@ -17,7 +17,7 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,14 +40,15 @@ from careops.governance.scoping import LocationScope
 from careops.orchestration.authorisations import check_validity
 from careops.orchestration.billing import check_readiness
 from careops.orchestration.inventory import consume_for
+from careops.orchestration.locations import lock_location
 from careops.orchestration.results import awaiting_result
 from careops.orchestration.scheduling import (
     SLOT_MINUTES,
     aligned,
     appointment_view,
     fit,
+    hold,
     need_for,
-    slots_of,
     taken,
     with_visits,
 )
@@ -100,7 +101,7 @@ def take(
         )
     held_from, ends_at = need.held(starts_at)
     if need.zone is not None:  # a home visit: staff visits nearby are read under a lock
-        session.scalars(select(Location.id).where(Location.id == location.id).with_for_update()).all()
+        lock_location(session, location.id)
     need = with_visits(session, need, starts_at, ends_at)
     chosen = fit(need, starts_at, taken(session, need, held_from, ends_at))
     if chosen is None:
@@ -109,12 +110,7 @@ def take(
     appointment.resource_codes = [r.code for r in chosen]
     session.add(appointment)
     session.flush()
-    rows = [
-        {"resource_id": r.id, "slot_start": slot, "appointment_id": appointment.id}
-        for r in chosen
-        for slot in slots_of(held_from, ends_at)
-    ]
-    session.execute(insert(_bookings), rows)
+    hold(session, appointment.id, [r.id for r in chosen], held_from, ends_at)
     check_validity(session, case, starts_at.astimezone(ZoneInfo(location.timezone or "UTC")).date())
 
 

@@ -43,7 +43,7 @@ from careops.domain.models import (
 )
 from careops.errors import Conflict, NotFound
 from careops.governance.scoping import LocationScope
-from careops.orchestration.exception_queue import close_exception_item, open_exception
+from careops.orchestration.exception_queue import close_item_under, open_exception
 
 FINANCE_QUEUE = "finance"
 # CPT (five digits, or four and F, T or U) and HCPCS level II (a letter A to V and four digits).
@@ -175,11 +175,7 @@ def check_readiness(session: Session, case: ServiceCase, *, actor: str) -> list[
         )
         return found
     transition(session, case, CaseAction.MARK_BILLING_READY, actor=actor, reason_code="checklist_passed")
-    waiting = session.scalars(
-        select(ExceptionItem).where(ExceptionItem.dedupe_key == key, ExceptionItem.status == "open")
-    ).first()
-    if waiting is not None:
-        close_exception_item(session, waiting, "checklist_passed", actor=actor)
+    close_item_under(session, key, "checklist_passed", actor=actor)
     return []
 
 

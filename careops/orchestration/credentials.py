@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
@@ -30,34 +31,49 @@ def expiring(resource: Resource, first: dt.date, last: dt.date) -> list[tuple[di
     return found
 
 
-def warn_expiring_credentials(db: Database, days: int = 30, today: dt.date | None = None) -> int:
-    """Warn once for each credential expiring within ``days``; how many warnings it wrote."""
+def _live_staff(session: Session) -> list[tuple[Resource, str | None]]:
+    """Every live member of staff with the id of the location they are based at."""
+    return [
+        (resource, location_id)
+        for resource, location_id in session.execute(
+            select(Resource, Location.id)
+            .outerjoin(Location, Location.slug == Resource.location)
+            .where(Resource.staff.is_(True), Resource.retired_at.is_(None))
+            .order_by(Resource.code)
+        )
+    ]
+
+
+def _credential_view(
+    resource: Resource, credential: dict[str, object], expires: dt.date, today: dt.date
+) -> dict[str, object]:
+    return {
+        "staff": resource.code,
+        "type": credential["type"],
+        "number": credential.get("number"),
+        "expires": expires.isoformat(),
+        "days_left": (expires - today).days,
+    }
+
+
+def warn_expiring_credentials(
+    db: Database, days: int = 30, today: dt.date | None = None, batch: int = 500
+) -> int:
+    """Warn once for each credential expiring within ``days``, up to ``batch`` in a transaction;
+    how many warnings it wrote (the worker runs it again at once after a full batch)."""
     today = today or utcnow().date()
     written = 0
     with db.transaction() as session:
-        locations = {slug: id_ for slug, id_ in session.execute(select(Location.slug, Location.id))}
-        staff = session.scalars(
-            select(Resource)
-            .where(Resource.staff.is_(True), Resource.retired_at.is_(None))
-            .order_by(Resource.code)
-        ).all()
-        for resource in staff:
+        for resource, location_id in _live_staff(session):
             for credential, expires in expiring(resource, today, today + dt.timedelta(days=days)):
                 key = f"credential:{resource.id}:{credential.get('number') or credential['type']}:{expires}"
                 if session.scalars(select(ExceptionItem.id).where(ExceptionItem.dedupe_key == key)).first():
                     continue
-                location_id = locations.get(resource.location)
                 open_exception(
                     session, QUEUE, ["credential_expiring"], actor="careops", location_id=location_id,
                     dedupe_key=key,
                 )  # fmt: skip
-                payload = {
-                    "staff": resource.code,
-                    "type": credential["type"],
-                    "number": credential.get("number"),
-                    "expires": expires.isoformat(),
-                    "days_left": (expires - today).days,
-                }
+                payload = _credential_view(resource, credential, expires, today)
                 record_events(
                     session,
                     Event(
@@ -66,6 +82,8 @@ def warn_expiring_credentials(db: Database, days: int = 30, today: dt.date | Non
                     ),
                 )  # fmt: skip
                 written += 1
+                if written == batch:
+                    return written
     return written
 
 
@@ -73,26 +91,12 @@ def expiring_credentials(db: Database, days: int, scope: LocationScope) -> list[
     """The credentials of live staff based at the caller's locations that expire within ``days``
     (already expired ones too: their holder cannot be booked for what they cover), soonest first."""
     today = utcnow().date()
-    rows = []
     with db.sessions() as session:
-        staff = session.execute(
-            select(Resource, Location.id)
-            .join(Location, Location.slug == Resource.location)
-            .where(Resource.staff.is_(True), Resource.retired_at.is_(None))
-        ).all()
-        for resource, location_id in staff:
-            if not scope.allows(location_id):
-                continue
-            for credential, expires in expiring(resource, dt.date.min, today + dt.timedelta(days=days)):
-                rows.append(
-                    {
-                        "staff": resource.code,
-                        "name": resource.name,
-                        "location": resource.location,
-                        "type": credential["type"],
-                        "number": credential.get("number"),
-                        "expires": expires.isoformat(),
-                        "days_left": (expires - today).days,
-                    }
-                )
+        rows = [
+            {**_credential_view(resource, credential, expires, today), "name": resource.name,
+             "location": resource.location}
+            for resource, location_id in _live_staff(session)
+            if location_id is not None and scope.allows(location_id)
+            for credential, expires in expiring(resource, dt.date.min, today + dt.timedelta(days=days))
+        ]  # fmt: skip
     return sorted(rows, key=lambda row: (str(row["expires"]), str(row["staff"])))

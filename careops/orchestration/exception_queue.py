@@ -85,6 +85,18 @@ def close_exception_item(session: Session, item: ExceptionItem, outcome: str, *,
     )
 
 
+def close_item_under(session: Session, dedupe_key: str, outcome: str, *, actor: str) -> None:
+    """In the caller's transaction: close the open item under ``dedupe_key``, if there is one
+    (what was waiting on it has been dealt with)."""
+    item = session.scalars(
+        select(ExceptionItem)
+        .where(ExceptionItem.dedupe_key == dedupe_key, ExceptionItem.status == "open")
+        .with_for_update()
+    ).first()
+    if item is not None:
+        close_exception_item(session, item, outcome, actor=actor)
+
+
 def _open_item(session: Session, exception_id: str, scope: LocationScope) -> ExceptionItem:
     """The item, locked, if it is open and at the caller's locations (404, 409 otherwise)."""
     item = find(session, ExceptionItem, exception_id, for_update=True)

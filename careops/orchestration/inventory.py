@@ -28,6 +28,7 @@ from careops.domain.stock import Item, StockLevel, StockMove, StockThreshold
 from careops.errors import CareopsError, Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.exception_queue import open_exception
+from careops.orchestration.locations import location_named
 
 INVENTORY_QUEUE = "inventory"
 _levels = Base.metadata.tables[StockLevel.__tablename__]
@@ -48,15 +49,6 @@ class Move:
     reason: str | None = None
     to_location: str | None = None
     reference: str | None = None
-
-
-def _place(session: Session, slug: str, scope: LocationScope) -> Location:
-    location = session.scalars(
-        select(Location).where(Location.slug == slug, Location.retired_at.is_(None))
-    ).first()
-    if location is None or not scope.allows(location.id):
-        raise NotFound(f"no location {slug!r} among yours")
-    return location
 
 
 def _item(session: Session, code: str) -> Item:
@@ -172,9 +164,9 @@ class Levels:
         if not self.rows:
             return
         now = utcnow()
-        touched = {(row["location_id"], row["item_id"]) for row in self.rows}
-        levels = [self.levels[key] for key in touched]
-        new = [level for level in levels if not level.stored]
+        touched = [self.levels[key] for key in {(row["location_id"], row["item_id"]) for row in self.rows}]
+        new = [level for level in touched if not level.stored]
+        stored = [level for level in touched if level.stored]
         if new:
             self.session.execute(
                 insert(_levels),
@@ -186,7 +178,6 @@ class Levels:
             )  # fmt: skip
             for level in new:
                 level.stored = True
-        stored = [level for level in levels if level not in new]
         if stored:
             self.session.execute(
                 _WRITE_BACK,
@@ -267,7 +258,7 @@ def move_stocks(
 
             def place(slug: str) -> Location:
                 if slug not in places:
-                    places[slug] = _place(session, slug, scope)
+                    places[slug] = location_named(session, slug, scope)
                 return places[slug]
 
             def stocked(code: str) -> Item:
@@ -336,7 +327,7 @@ def stock(
 ) -> list[dict[str, Any]]:
     """A location's levels by item code (only those under their minimum with ``below_only``)."""
     with db.sessions() as session:
-        location = _place(session, location_slug, scope)
+        location = location_named(session, location_slug, scope)
         query = (
             select(StockLevel, Item)
             .join(Item, Item.id == StockLevel.item_id)

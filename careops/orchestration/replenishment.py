@@ -22,6 +22,7 @@ from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.duties import DEFAULT_RULES, DutyRule, check_duties
 from careops.governance.scoping import LocationScope
 from careops.orchestration.inventory import change
+from careops.orchestration.locations import location_named
 
 URGENCIES = ("routine", "urgent")
 # step: (from statuses, to status, event)
@@ -69,9 +70,7 @@ def draft(
     if urgency not in URGENCIES:
         raise ValidationFailed(f"urgency: one of {', '.join(URGENCIES)}")
     with db.transaction() as session:
-        location = session.scalars(select(Location).where(Location.slug == location_slug)).first()
-        if location is None or not scope.allows(location.id):
-            raise NotFound(f"no location {location_slug!r} among yours")
+        location = location_named(session, location_slug, scope)
         priced: list[dict[str, Any]] = []
         for code, quantity in lines:
             item = session.scalars(select(Item).where(Item.code == code, Item.retired_at.is_(None))).first()
@@ -100,9 +99,7 @@ def from_thresholds(
 ) -> dict[str, Any] | None:
     """A draft for every item under its minimum at the location (None when nothing is)."""
     with db.sessions() as session:
-        location = session.scalars(select(Location).where(Location.slug == location_slug)).first()
-        if location is None or not scope.allows(location.id):
-            raise NotFound(f"no location {location_slug!r} among yours")
+        location = location_named(session, location_slug, scope)
         rows = session.execute(
             select(StockThreshold, StockLevel.on_hand)
             .join(Item, Item.code == StockThreshold.item)

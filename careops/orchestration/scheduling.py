@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, String, cast, func, or_, select, type_coerce
+from sqlalchemy import ColumnElement, Select, String, cast, func, insert, or_, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,7 @@ from careops.domain.models import (
 )
 from careops.errors import NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
+from careops.orchestration.locations import location_named
 
 SLOT_MINUTES = 5
 OFFER_EVERY_MINUTES = 15  # how far apart the starts availability offers are
@@ -84,6 +85,19 @@ def slots_of(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
     while at < end:
         yield at
         at += dt.timedelta(minutes=SLOT_MINUTES)
+
+
+def hold(
+    session: Session, appointment_id: str, resource_ids: list[str], start: dt.datetime, end: dt.datetime
+) -> None:
+    """Take the resources' slots over ``[start, end)`` for the appointment (one insert; a slot
+    already taken fails it: the primary key is the invariant)."""
+    rows = [
+        {"resource_id": resource_id, "slot_start": slot, "appointment_id": appointment_id}
+        for resource_id in resource_ids
+        for slot in slots_of(start, end)
+    ]
+    session.execute(insert(_bookings), rows)
 
 
 def aligned(moment: dt.datetime, minutes: int = SLOT_MINUTES) -> bool:
@@ -153,11 +167,7 @@ def works_at(session: Session, slug: str) -> ColumnElement[bool]:
 def find_place(
     session: Session, location_slug: str, service_code: str, scope: LocationScope
 ) -> tuple[Location, Service]:
-    location = session.scalars(
-        select(Location).where(Location.slug == location_slug, Location.retired_at.is_(None))
-    ).first()
-    if location is None or not scope.allows(location.id):
-        raise NotFound(f"no location {location_slug!r} among yours")
+    location = location_named(session, location_slug, scope)
     service = session.scalars(
         select(Service).where(
             Service.code == service_code,
@@ -263,20 +273,29 @@ def _travels(need: Need, resource: Resource, start: dt.datetime, end: dt.datetim
     )
 
 
+# Why a resource cannot be taken (``why_not``'s answers), as a person reads them.
+REASONS = {
+    "hours": "off hours or closed that day",
+    "credential": "no valid credential for the service that day",
+    "booked": "booked then",
+    "travel": "no travel time from a visit in another zone",
+}
+
+
 def why_not(need: Need, resource: Resource, start: dt.datetime, busy: Busy) -> str | None:
-    """Why the resource cannot be taken for an appointment at ``start`` (off hours, no valid
-    credential that day, booked for part of the time it is held or, for a home visit, no time to
-    travel to it), or None when it can."""
+    """Why the resource cannot be taken for an appointment at ``start`` (a key of ``REASONS``:
+    off hours, no valid credential that day, booked for part of the time it is held or, for a
+    home visit, no time to travel to it), or None when it can."""
     held_from, end = need.held(start)
     day = start.astimezone(ZoneInfo(need.location.timezone or "UTC")).date()
     if not _within_hours(need, resource, day, held_from, end):
-        return f"off hours or closed on {day.isoformat()}"
+        return "hours"
     if not _credentialed_on(need, resource, day):
-        return f"no valid credential for {need.service.code} on {day.isoformat()}"
+        return "credential"
     if not _free(busy, resource, held_from, end):
-        return f"booked at {start.isoformat()}"
+        return "booked"
     if need.zone is not None and resource.staff and not _travels(need, resource, start, end):
-        return f"no travel time to a visit in another zone at {start.isoformat()}"
+        return "travel"
     return None
 
 
@@ -373,9 +392,7 @@ def board(
     resource: each live resource with the appointments that take it, and those booked elsewhere
     (HL7) that take none, in start order."""
     with db.sessions() as session:
-        location = session.scalars(select(Location).where(Location.slug == location_slug)).first()
-        if location is None or not scope.allows(location.id):
-            raise NotFound(f"no location {location_slug!r} among yours")
+        location = location_named(session, location_slug, scope, live=False)
         zone = ZoneInfo(location.timezone or "UTC")
         start = dt.datetime.combine(first_day, dt.time(), zone).astimezone(dt.UTC)
         end = dt.datetime.combine(first_day + dt.timedelta(days=days), dt.time(), zone).astimezone(dt.UTC)

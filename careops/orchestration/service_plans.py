@@ -29,6 +29,7 @@ from careops.domain.staffing import ServicePlan, Shift
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.appointments import appointment_event, refused, take
+from careops.orchestration.locations import location_named
 from careops.orchestration.scheduling import appointment_view, works_at
 
 MAX_PLAN_DAYS = 92
@@ -43,13 +44,6 @@ def staff_member(session: Session, code: str) -> Resource:
     if found is None:
         raise NotFound(f"no member of staff {code!r}")
     return found
-
-
-def _location(session: Session, slug: str, scope: LocationScope) -> Location:
-    location = session.scalars(select(Location).where(Location.slug == slug)).first()
-    if location is None or not scope.allows(location.id):
-        raise NotFound(f"no location {slug!r} among yours")
-    return location
 
 
 def shift_view(shift: Shift, staff: str, location: str) -> dict[str, Any]:
@@ -78,10 +72,15 @@ def plan_shift(
     if not starts_at < ends_at <= starts_at + MAX_SHIFT:
         raise ValidationFailed("a shift ends after it starts, within 24 hours")
     with db.transaction() as session:
-        location = _location(session, location_slug, scope)
+        location = location_named(session, location_slug, scope)
         staff = session.scalars(
             select(Resource)
-            .where(Resource.code == staff_code, Resource.staff.is_(True), works_at(session, location.slug))
+            .where(
+                Resource.code == staff_code,
+                Resource.staff.is_(True),
+                Resource.retired_at.is_(None),
+                works_at(session, location.slug),
+            )
             .with_for_update()
         ).first()
         if staff is None:
@@ -113,7 +112,7 @@ def shifts(
 ) -> list[dict[str, Any]]:
     """The planned shifts at a location starting in ``[start, end)``, in start order."""
     with db.sessions() as session:
-        location = _location(session, location_slug, scope)
+        location = location_named(session, location_slug, scope, live=False)
         rows = session.execute(
             select(Shift, Resource.code)
             .join(Resource, Resource.id == Shift.resource_id)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ScalarSelect, delete, func, insert, select
+from sqlalchemy import ScalarSelect, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
@@ -39,7 +39,6 @@ from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import (
     Appointment,
     Base,
-    ExceptionItem,
     Location,
     Resource,
     ResourceBooking,
@@ -54,15 +53,17 @@ from careops.domain.staffing import Shift, StaffConflict
 from careops.errors import Conflict, NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
 from careops.orchestration.appointments import OPEN, refused
-from careops.orchestration.exception_queue import close_exception_item, open_exception
+from careops.orchestration.exception_queue import close_item_under, open_exception
+from careops.orchestration.locations import lock_location
 from careops.orchestration.scheduling import (
     LONGEST,
+    REASONS,
     SLOT,
     Busy,
     Need,
     Visits,
     appointment_view,
-    slots_of,
+    hold,
     why_not,
     works_at,
 )
@@ -74,6 +75,7 @@ QUEUE = "staffing"
 JUDGED = (Resource.code, Resource.name, Resource.kinds, Resource.hours, Resource.closures, Resource.staff,
           Resource.credentials, Resource.weekly_hours)  # fmt: skip
 MAX_VISITS = 200
+WeekSlots = dict[tuple[str, dt.date], int]  # slots booked per resource id and week (its Monday)
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,8 @@ class Affected:
     location: Location
     absent: Resource
     visits: list[Appointment]
-    needs: list[Need]  # per visit: its service and times, the role the absent member fills
-
-    @property
-    def roles(self) -> set[str]:
-        return {next(iter(need.candidates)) for need in self.needs}
+    needs: list[Need]  # per visit: its service, times and zone
+    roles: set[str]  # the roles (resource kinds) the absent member fills in them
 
 
 @dataclass
@@ -137,34 +136,26 @@ def _affected(session: Session, location: Location, absent: Resource, visits: li
         s.id: s
         for s in session.scalars(select(Service).where(Service.id.in_({v.service_id for v in visits})))
     }
-    needs = []
+    needs, roles = [], set()
     for visit in visits:
         service = services[visit.service_id]
         role = next((kind for kind in service.resources if kind in absent.kinds), None)
         if role is None:
             raise Conflict(f"{absent.code} fills no role {service.code} needs")
-        needs.append(
-            Need(
-                location,
-                service,
-                visit.ends_at - visit.starts_at,
-                visit.starts_at - (visit.held_from or visit.starts_at),
-                {role: []},
-                visit.zone,
-            )
-        )
-    return Affected(location, absent, visits, needs)
+        roles.add(role)
+        held = visit.starts_at - (visit.held_from or visit.starts_at)
+        needs.append(Need(location, service, visit.ends_at - visit.starts_at, held, {}, visit.zone))
+    return Affected(location, absent, visits, needs, roles)
 
 
-def _week(moment: dt.datetime, timezone: str) -> str:
-    year, week, _ = moment.astimezone(ZoneInfo(timezone or "UTC")).isocalendar()
-    return f"{year}-W{week:02d}"
+def _monday(moment: dt.datetime, timezone: str) -> dt.date:
+    """The Monday of the location's week ``moment`` falls in."""
+    day = moment.astimezone(ZoneInfo(timezone or "UTC")).date()
+    return day - dt.timedelta(days=day.weekday())
 
 
-def _week_bounds(week: str, timezone: str) -> tuple[dt.datetime, dt.datetime]:
-    monday = dt.date.fromisocalendar(int(week[:4]), int(week[6:]), 1)
-    zone = ZoneInfo(timezone or "UTC")
-    start = dt.datetime.combine(monday, dt.time(), zone).astimezone(dt.UTC)
+def _week_bounds(monday: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(monday, dt.time(), ZoneInfo(timezone or "UTC")).astimezone(dt.UTC)
     return start, start + dt.timedelta(days=7)
 
 
@@ -202,7 +193,7 @@ def rank(
         for visit, need in zip(visits, judged, strict=True):
             reason = why_not(need, resource, visit.starts_at, bookings.busy)
             if reason is not None:
-                rejected[resource.code] = reason
+                rejected[resource.code] = f"{REASONS[reason]} ({visit.starts_at.isoformat()})"
                 break
         else:
             alive.append(resource)
@@ -218,7 +209,7 @@ class Bookings:
 
     busy: Busy  # the spans they are held, per resource id (half a day around the visits)
     visits: Visits  # their open home visits then, per resource id
-    slots: dict[tuple[str, str], int]  # slots booked per resource id and ISO week of the visits
+    slots: WeekSlots
 
 
 def _bookings_of(session: Session, affected: Affected, staff: ScalarSelect[str]) -> Bookings:
@@ -229,8 +220,8 @@ def _bookings_of(session: Session, affected: Affected, staff: ScalarSelect[str])
     first = min(v.held_from or v.starts_at for v in affected.visits)
     last = max(v.ends_at for v in affected.visits)
     slot = _bookings.c.slot_start
-    slots: dict[tuple[str, str], int] = {}
-    for week in {_week(v.starts_at, timezone) for v in affected.visits}:
+    slots: WeekSlots = {}
+    for week in {_monday(v.starts_at, timezone) for v in affected.visits}:
         begin, finish = _week_bounds(week, timezone)
         counted = session.execute(
             select(_bookings.c.resource_id, func.count())
@@ -266,13 +257,16 @@ def _bookings_of(session: Session, affected: Affected, staff: ScalarSelect[str])
 
 
 def _within_hours(
-    affected: Affected, staff: list[Resource], booked: dict[tuple[str, str], int], rejected: dict[str, str]
+    affected: Affected,
+    staff: list[Resource],
+    booked: dict[tuple[str, dt.date], int],
+    rejected: dict[str, str],
 ) -> list[Candidate]:
     """The staff whose contracted week leaves room for the visits, with their booked minutes."""
     timezone = affected.location.timezone
-    adding: dict[str, int] = defaultdict(int)
+    adding: dict[dt.date, int] = defaultdict(int)
     for visit in affected.visits:
-        adding[_week(visit.starts_at, timezone)] += (
+        adding[_monday(visit.starts_at, timezone)] += (
             visit.ends_at - (visit.held_from or visit.starts_at)
         ) // SLOT
     minutes = int(SLOT.total_seconds() // 60)
@@ -282,7 +276,8 @@ def _within_hours(
         share = []
         for week, slots in adding.items():
             used = (booked.get((resource.id, week), 0) + slots) * minutes
-            candidate.booked_minutes[week] = booked.get((resource.id, week), 0) * minutes
+            year, number, _ = week.isocalendar()
+            candidate.booked_minutes[f"{year}-W{number:02d}"] = booked.get((resource.id, week), 0) * minutes
             if resource.weekly_hours is not None:
                 share.append(1 - used / (resource.weekly_hours * 60) if resource.weekly_hours else -1.0)
         if any(s < 0 for s in share):
@@ -421,9 +416,9 @@ def report_conflict(
         if len(visits) > MAX_VISITS:
             raise Conflict(f"more than {MAX_VISITS} visits: report shorter spans")
         location_id = locations.pop()
-        _not_in_open_conflict(session, staff, location_id, visits)
         if not scope.allows(location_id) or (shift_location is not None and not scope.allows(shift_location)):
             raise NotFound(f"no member of staff {staff.code!r} at your locations")
+        _not_in_open_conflict(session, staff, location_id, visits)
         location = session.get(Location, location_id)
         assert location is not None
         _affected(session, location, staff, visits)  # each visit has a role they fill
@@ -445,17 +440,7 @@ def report_conflict(
             dedupe_key=f"staff_conflict:{conflict.id}",
         )  # fmt: skip
         payload = {"staff": staff.code, "kind": report.kind, "visits": len(visits)}
-        record_events(
-            session,
-            Event(
-                EventType.STAFF_CONFLICT_REPORTED,
-                "staff_conflict",
-                conflict.id,
-                actor,
-                location_id=location_id,
-                payload=payload,
-            ),
-        )
+        record_events(session, _event(EventType.STAFF_CONFLICT_REPORTED, conflict, actor, payload))
         return conflict_view(conflict, staff.code, visits)
 
 
@@ -516,7 +501,7 @@ def reassign(
             conflict, absent, location = _load(session, conflict_id, scope, lock=True)
             if conflict.status != "open":
                 raise Conflict(f"the conflict is {conflict.status}")
-            session.scalars(select(Location.id).where(Location.id == location.id).with_for_update()).all()
+            lock_location(session, location.id)
             visits = _still_theirs(session, conflict, absent, lock=True)
             if visits:
                 found, rejected = rank(session, _affected(session, location, absent, visits), only=staff_code)
@@ -548,13 +533,7 @@ def _move(
                 _bookings.c.appointment_id == visit.id, _bookings.c.resource_id == absent.id
             )
         )
-        session.execute(
-            insert(_bookings),
-            [
-                {"resource_id": chosen.id, "slot_start": slot, "appointment_id": visit.id}
-                for slot in slots_of(visit.held_from or visit.starts_at, visit.ends_at)
-            ],
-        )
+        hold(session, visit.id, [chosen.id], visit.held_from or visit.starts_at, visit.ends_at)
         visit.resource_codes = [chosen.code if code == absent.code else code for code in visit.resource_codes]
         visit.updated_at = utcnow()
         case = session.get(ServiceCase, visit.case_id)
@@ -576,24 +555,14 @@ def _move(
 
 
 def _close(session: Session, conflict: StaffConflict, outcome: str, actor: str) -> None:
-    item = session.scalars(
-        select(ExceptionItem)
-        .where(ExceptionItem.dedupe_key == f"staff_conflict:{conflict.id}")
-        .with_for_update()
-    ).first()
-    if item is not None and item.status == "open":
-        close_exception_item(session, item, outcome, actor=actor)
+    close_item_under(session, f"staff_conflict:{conflict.id}", outcome, actor=actor)
     payload = {"status": conflict.status, "outcome": outcome}
-    record_events(
-        session,
-        Event(
-            EventType.STAFF_CONFLICT_CLOSED,
-            "staff_conflict",
-            conflict.id,
-            actor,
-            location_id=conflict.location_id,
-            payload=payload,
-        ),
+    record_events(session, _event(EventType.STAFF_CONFLICT_CLOSED, conflict, actor, payload))
+
+
+def _event(kind: EventType, conflict: StaffConflict, actor: str, payload: dict[str, Any]) -> Event:
+    return Event(
+        kind, "staff_conflict", conflict.id, actor, location_id=conflict.location_id, payload=payload
     )
 
 
@@ -624,9 +593,7 @@ def open_conflicts(
         )
         if location_slug is not None:
             query = query.where(Location.slug == location_slug)
-        if scope.ids is not None:
-            query = query.where(StaffConflict.location_id.in_(scope.ids))
-        rows = session.execute(query).all()
+        rows = session.execute(scope.restrict(query, StaffConflict.location_id)).all()
         return [
             {**conflict_view(conflict, code, []), "location": slug, "visits": len(conflict.appointment_ids)}
             for conflict, code, slug in rows

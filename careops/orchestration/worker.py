@@ -96,7 +96,7 @@ async def run_worker(
         asyncio.create_task(
             repeat(
                 lambda: warn_expiring_credentials(db, settings.credential_warning_days),
-                1_000_000,
+                500,
                 3600,
                 stop,
                 "staff.credential_warning_failed",
