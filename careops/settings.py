@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         30, ge=1, le=365, description="Warn this many days before a staff credential expires."
     )
     triage_timeout_seconds: float = Field(4 * 3600.0, description="Wait for triage before 'triage overdue'.")
+    automation_interval_seconds: float = Field(
+        0.2, gt=0, description="How often the worker's rule engine reads new events and sweeps due timers."
+    )
+    automation_max_depth: int = Field(
+        5, ge=1, le=50, description="Rule runs caused by rule runs stop at this depth (loop protection)."
+    )
+    automation_clock_offset_seconds: float = Field(
+        0.0,
+        description="Moves the rule engine's clock (drills, tests of timers and schedules); 0 in production.",
+    )
     dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
     dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")
     audit_seal_interval_seconds: float = Field(

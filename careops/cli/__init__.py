@@ -32,6 +32,7 @@ from careops.cli.identity import role_app, token_app, user_app
 from careops.cli.kpis import events_app, kpi_app
 from careops.cli.reference import reference_app
 from careops.cli.security import audit_app, connector_app, keys_app
+from careops.cli.workflows import workflows_app
 from careops.db import Database
 from careops.errors import CareopsError
 from careops.settings import Settings, get_settings
@@ -56,6 +57,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(kpi_app, name="kpi")
 app.add_typer(events_app, name="events")
 app.add_typer(intake_app, name="intake")
+app.add_typer(workflows_app, name="workflows")
 quarantine_app = typer.Typer(
     help="Inspect, replay and discard rejected payloads kept in quarantine.", no_args_is_help=True
 )
@@ -174,13 +176,17 @@ def _inbound_listeners(settings: Settings) -> list[Listener]:
 
 
 def _worker_process(parent_pid: int) -> None:
+    from careops.automation.runner import automation_jobs
     from careops.observability.logs import configure_logging
     from careops.orchestration.worker import run_worker
 
     configure_logging()
 
     # The HTTP workers of `careops serve` run the MLLP listener; the embedded worker does not.
-    asyncio.run(run_worker(get_settings(), should_stop=lambda: os.getppid() != parent_pid))
+    settings = get_settings()
+    asyncio.run(
+        run_worker(settings, should_stop=lambda: os.getppid() != parent_pid, jobs=automation_jobs(settings))
+    )
 
 
 def start_embedded_worker() -> BaseProcess:
@@ -352,6 +358,7 @@ def quarantine_discard(
 @app.command()
 def worker(mllp_port: MllpPortOption = None, smtp_port: SmtpPortOption = None) -> None:
     """Run only the dispatcher and durable workflows (scale-out: start several on PostgreSQL)."""
+    from careops.automation.runner import automation_jobs
     from careops.observability.logs import configure_logging
     from careops.orchestration.worker import run_worker
 
@@ -362,7 +369,8 @@ def worker(mllp_port: MllpPortOption = None, smtp_port: SmtpPortOption = None) -
     err.print(f"careops worker {settings.executor_id!r} running; Ctrl-C stops it")
     _announce_listeners(settings)
     try:
-        asyncio.run(run_worker(settings, listeners=_inbound_listeners(settings)))
+        jobs = automation_jobs(settings)
+        asyncio.run(run_worker(settings, listeners=_inbound_listeners(settings), jobs=jobs))
     except KeyboardInterrupt:
         err.print("worker stopped")
 

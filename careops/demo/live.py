@@ -17,6 +17,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from careops.api.app import create_app
+from careops.automation.runner import automation_jobs
 from careops.db import Database
 from careops.demo.downstream import Downstream
 from careops.demo.downstream import run as run_downstream
@@ -122,7 +123,10 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     stop = threading.Event()
     threads = [
         threading.Thread(target=server.run, name="server", daemon=True),
-        threading.Thread(target=lambda: asyncio.run(run_worker(settings, stop.is_set)), daemon=True),
+        threading.Thread(
+            target=lambda: asyncio.run(run_worker(settings, stop.is_set, jobs=automation_jobs(settings))),
+            daemon=True,
+        ),
     ]
     for thread in threads:
         thread.start()

@@ -101,12 +101,25 @@ class EventType(StrEnum):
     REFERENCE_CHANGED = "reference.changed"
     REFERENCE_RETIRED = "reference.retired"
     CONNECTOR_SECRET_ROTATED = "connector.secret_rotated"  # noqa: S105 - an event name, not a secret
+    WORKFLOW_ACTIVATED = "workflow.activated"
+    WORKFLOW_DEACTIVATED = "workflow.deactivated"
+    AUTOMATION_FAILED = "automation.failed"
+    AUTOMATION_LOOP_STOPPED = "automation.loop_stopped"
+    AUTOMATION_RATE_LIMITED = "automation.rate_limited"
+    SCHEDULE_FAILED = "schedule.failed"
+    SCHEDULE_SKIPPED = "schedule.skipped"
+    TASK_CREATED = "task.created"
+    MESSAGE_QUEUED = "message.queued"
+    RECORD_FIELD_SET = "record.field_set"
+    CONNECTOR_CALL_QUEUED = "connector.call_queued"
+    AI_RECOMMENDATION_REQUESTED = "ai.recommendation_requested"
 
 
 class FollowUp(StrEnum):
     """Outbox destinations: what the dispatcher starts for a committed event."""
 
     AWAIT_TRIAGE = "workflow.await_triage"
+    CONNECTOR_CALL = "connector.call"
 
 
 _events = Base.metadata.tables[BusinessEvent.__tablename__]

@@ -725,5 +725,6 @@ class KpiCursor(Base):
 
 # The stock records have their own module; importing it here registers their tables with
 # ``Base.metadata`` wherever the models are loaded (migrations, the app, the tests).
+from careops.domain import automation as _automation  # noqa: E402, F401 - registers the automation tables
 from careops.domain import staffing as _staffing  # noqa: E402, F401 - registers the staffing tables
 from careops.domain import stock as _stock  # noqa: E402, F401 - registers the stock tables

@@ -29,6 +29,9 @@ PERMISSIONS: dict[str, str] = {
     "quarantine:read": "read quarantined payloads",
     "quarantine:replay": "replay or discard quarantined payloads",
     "approvals:decide": "decide approvals (never one's own request)",
+    "approvals:request": "ask for an approval (workflows do, on a record's behalf)",
+    "workflows:read": "read workflow templates, their versions, effective workflows and rule runs",
+    "workflows:manage": "activate and deactivate workflow template versions (audited, with a reason)",
     "billing:approve": "check billing readiness, request, approve, send and settle invoices",
     "inventory:adjust": "adjust stock and replenishment",
     "staff:reassign": "reassign staff and shifts",
@@ -83,12 +86,12 @@ SHIPPED_ROLES: dict[str, RoleSpec] = {
     "intake_coordinator": _role(
         "works the intake and exception queues",
         "intake:write cases:read cases:transition exceptions:read exceptions:resolve quarantine:read "
-        "reference:read mappings:write",
+        "reference:read mappings:write approvals:request",
         masking(C, C, C, C, P, C, C),
     ),
     "scheduler": _role(
         "turns approved cases into appointments",
-        "cases:read cases:transition exceptions:read",
+        "cases:read cases:transition exceptions:read approvals:request",
         masking(C, P, C, C, H, H, H),
     ),
     "authorisation_reviewer": _role(
@@ -98,24 +101,28 @@ SHIPPED_ROLES: dict[str, RoleSpec] = {
     ),
     "finance": _role(
         "billing readiness, invoice approval, discrepancies",
-        "cases:read billing:approve exceptions:read exceptions:resolve",
+        "cases:read billing:approve exceptions:read exceptions:resolve approvals:request",
         masking(C, P, P, P, C, H, H),
     ),
     "procurement": _role(
-        "replenishment requests and approvals", "inventory:adjust", masking(H, H, H, H, H, H, H)
+        "replenishment requests and approvals",
+        "inventory:adjust approvals:request",
+        masking(H, H, H, H, H, H, H),
     ),
     "field_supervisor": _role(
-        "staffing conflicts and reassignments", "cases:read staff:reassign", masking(C, H, C, H, H, H, H)
+        "staffing conflicts and reassignments",
+        "cases:read staff:reassign approvals:request",
+        masking(C, H, C, H, H, H, H),
     ),
     "operations_manager": _role(
         "dashboards and queues across the organisation",
-        "cases:read exceptions:read metrics:read reference:read",
+        "cases:read exceptions:read metrics:read reference:read workflows:read",
         masking(P, P, H, H, H, H, H),
     ),
     "integration_engineer": _role(
         "connectors, tokens, quarantine and replay",
         "integrations:manage quarantine:read quarantine:replay exceptions:read metrics:read "
-        "reference:read reference:write mappings:write",
+        "reference:read reference:write mappings:write workflows:read workflows:manage",
         masking(P, P, P, P, P, H, H),
     ),
     "compliance_officer": _role(

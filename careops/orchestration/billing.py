@@ -212,48 +212,52 @@ def request_invoice(db: Database, case_id: str, *, actor: str, scope: LocationSc
         case = find(session, ServiceCase, case_id, for_update=True)
         if case is None or not scope.allows(case.location_id):
             raise NotFound("no case with this id")
-        if case.status != CaseStatus.BILLING_READY:
-            raise Conflict(f"the case is {case.status}, not billing_ready", case_status=case.status)
-        open_one = session.scalars(
-            select(InvoiceRequest.id).where(
-                InvoiceRequest.case_id == case.id, InvoiceRequest.status.in_(_OPEN_INVOICE)
-            )
-        ).first()
-        if open_one is not None:
-            raise Conflict("an invoice of this case is already open", invoice_id=open_one)
-        service = session.get(Service, case.service_id)
-        payer = session.get(Payer, case.payer_id) if case.payer_id else None
-        assert service is not None
-        price = _price(service, payer)
-        if price is None:
-            raise Conflict("the service has no price for the case's payer")
-        lines: list[dict[str, Any]] = [
-            {
-                "code": service.procedure_code or service.code,
-                "quantity": 1,
-                "unit_price": price,
-                "amount": price,
-            }
-        ]
-        for charge in session.scalars(select(CaseCharge).where(CaseCharge.case_id == case.id)):
-            amount = charge.amount or 0.0
-            lines.append(
-                {"code": charge.code, "quantity": charge.quantity, "unit_price": None, "amount": amount}
-            )
-        total = round(math.fsum(line["amount"] for line in lines), 2)
-        invoice = InvoiceRequest(
-            id=new_id(),
-            case_id=case.id,
-            location_id=case.location_id,
-            payer_id=case.payer_id,
-            status="requested",
-            lines=lines,
-            total=total,
+        return invoice_view(invoice_case(session, case, actor=actor))
+
+
+def invoice_case(session: Session, case: ServiceCase, *, actor: str) -> InvoiceRequest:
+    """In the caller's transaction: the invoice request of a billing-ready case (409 when it is
+    not, or one is already open, or the service has no price for its payer)."""
+    if case.status != CaseStatus.BILLING_READY:
+        raise Conflict(f"the case is {case.status}, not billing_ready", case_status=case.status)
+    open_one = session.scalars(
+        select(InvoiceRequest.id).where(
+            InvoiceRequest.case_id == case.id, InvoiceRequest.status.in_(_OPEN_INVOICE)
         )
-        session.add(invoice)
-        session.flush()
-        record_events(session, _event(EventType.INVOICE_REQUESTED, invoice, case, actor))
-        return invoice_view(invoice)
+    ).first()
+    if open_one is not None:
+        raise Conflict("an invoice of this case is already open", invoice_id=open_one)
+    service = session.get(Service, case.service_id)
+    payer = session.get(Payer, case.payer_id) if case.payer_id else None
+    assert service is not None
+    price = _price(service, payer)
+    if price is None:
+        raise Conflict("the service has no price for the case's payer")
+    lines: list[dict[str, Any]] = [
+        {
+            "code": service.procedure_code or service.code,
+            "quantity": 1,
+            "unit_price": price,
+            "amount": price,
+        }
+    ]
+    for charge in session.scalars(select(CaseCharge).where(CaseCharge.case_id == case.id)):
+        amount = charge.amount or 0.0
+        lines.append({"code": charge.code, "quantity": charge.quantity, "unit_price": None, "amount": amount})
+    total = round(math.fsum(line["amount"] for line in lines), 2)
+    invoice = InvoiceRequest(
+        id=new_id(),
+        case_id=case.id,
+        location_id=case.location_id,
+        payer_id=case.payer_id,
+        status="requested",
+        lines=lines,
+        total=total,
+    )
+    session.add(invoice)
+    session.flush()
+    record_events(session, _event(EventType.INVOICE_REQUESTED, invoice, case, actor))
+    return invoice
 
 
 def advance_invoice(

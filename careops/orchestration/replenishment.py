@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
@@ -65,33 +66,47 @@ def draft(
     urgency: str = "routine",
 ) -> dict[str, Any]:
     """A draft request for ``lines`` (item code, quantity) at the location."""
+    with db.transaction() as session:
+        location = location_named(session, location_slug, scope)
+        record = draft_in(session, location, lines, actor=actor, supplier=supplier, urgency=urgency)
+        return replenishment_view(record, location)
+
+
+def draft_in(
+    session: Session,
+    location: Location,
+    lines: list[tuple[str, int]],
+    *,
+    actor: str,
+    supplier: str | None = None,
+    urgency: str = "routine",
+) -> Replenishment:
+    """In the caller's transaction: a draft request for ``lines`` (item code, quantity)."""
     if not lines or any(quantity <= 0 for _, quantity in lines):
         raise ValidationFailed("a request has lines, each a quantity above 0")
     if urgency not in URGENCIES:
         raise ValidationFailed(f"urgency: one of {', '.join(URGENCIES)}")
-    with db.transaction() as session:
-        location = location_named(session, location_slug, scope)
-        priced: list[dict[str, Any]] = []
-        for code, quantity in lines:
-            item = session.scalars(select(Item).where(Item.code == code, Item.retired_at.is_(None))).first()
-            if item is None:
-                raise NotFound(f"no live item {code!r}")
-            priced.append({"item": code, "quantity": quantity, "unit_price": item.unit_price})
-            supplier = supplier or item.supplier
-        record = Replenishment(
-            id=new_id(),
-            location_id=location.id,
-            supplier=supplier,
-            status="draft",
-            urgency=urgency,
-            lines=priced,
-            value=round(sum((line["unit_price"] or 0.0) * line["quantity"] for line in priced), 2),
-            requested_by=actor[:100],
-        )
-        session.add(record)
-        session.flush()
-        record_events(session, _event(EventType.REPLENISHMENT_DRAFTED, record, actor))
-        return replenishment_view(record, location)
+    priced: list[dict[str, Any]] = []
+    for code, quantity in lines:
+        item = session.scalars(select(Item).where(Item.code == code, Item.retired_at.is_(None))).first()
+        if item is None:
+            raise NotFound(f"no live item {code!r}")
+        priced.append({"item": code, "quantity": quantity, "unit_price": item.unit_price})
+        supplier = supplier or item.supplier
+    record = Replenishment(
+        id=new_id(),
+        location_id=location.id,
+        supplier=supplier,
+        status="draft",
+        urgency=urgency,
+        lines=priced,
+        value=round(sum((line["unit_price"] or 0.0) * line["quantity"] for line in priced), 2),
+        requested_by=actor[:100],
+    )
+    session.add(record)
+    session.flush()
+    record_events(session, _event(EventType.REPLENISHMENT_DRAFTED, record, actor))
+    return record
 
 
 def from_thresholds(

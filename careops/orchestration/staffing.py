@@ -51,7 +51,7 @@ from careops.domain.models import (
 )
 from careops.domain.staffing import Shift, StaffConflict
 from careops.errors import Conflict, NotFound, ValidationFailed
-from careops.governance.scoping import LocationScope
+from careops.governance.scoping import EVERYWHERE, LocationScope
 from careops.orchestration.appointments import OPEN, refused
 from careops.orchestration.exception_queue import close_item_under, open_exception
 from careops.orchestration.locations import lock_location
@@ -481,13 +481,20 @@ def _still_theirs(
 def candidates(db: Database, conflict_id: str, scope: LocationScope, limit: int = 10) -> dict[str, Any]:
     """The conflict with its best ``limit`` candidates and why the others cannot take it."""
     with db.sessions() as session:
-        conflict, absent, location = _load(session, conflict_id, scope)
-        visits = _still_theirs(session, conflict, absent)
-        view = conflict_view(conflict, absent.code, visits)
-        if conflict.status != "open" or not visits:
-            return {**view, "candidates": [], "unavailable": {}}
-        found, rejected = rank(session, _affected(session, location, absent, visits))
-        return {**view, "candidates": [c.view() for c in found[:limit]], "unavailable": rejected}
+        return candidates_in(session, conflict_id, limit, scope)
+
+
+def candidates_in(
+    session: Session, conflict_id: str, limit: int = 10, scope: LocationScope = EVERYWHERE
+) -> dict[str, Any]:
+    """``candidates`` in the caller's session (a workflow's proposal)."""
+    conflict, absent, location = _load(session, conflict_id, scope)
+    visits = _still_theirs(session, conflict, absent)
+    view = conflict_view(conflict, absent.code, visits)
+    if conflict.status != "open" or not visits:
+        return {**view, "candidates": [], "unavailable": {}}
+    found, rejected = rank(session, _affected(session, location, absent, visits))
+    return {**view, "candidates": [c.view() for c in found[:limit]], "unavailable": rejected}
 
 
 def reassign(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from dbos import DBOS
 
@@ -69,15 +69,20 @@ class Listening(Protocol):
 
 
 Listener = Callable[[Database], Awaitable[list[Listening]]]
+# A loop of a layer above (the rule engine) that runs beside the dispatcher.
+Job = Callable[[Database, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 async def run_worker(
-    settings: Settings, should_stop: Callable[[], bool] = lambda: False, listeners: Sequence[Listener] = ()
+    settings: Settings,
+    should_stop: Callable[[], bool] = lambda: False,
+    listeners: Sequence[Listener] = (),
+    jobs: Sequence[Job] = (),
 ) -> None:
     """Run until ``should_stop()`` says so (checked twice a second), or until cancelled (Ctrl-C).
 
     ``listeners`` start network servers on the worker's loop (the MLLP listener); they are closed
-    on the way out.
+    on the way out. ``jobs`` run beside the dispatcher until the stop (the rule engine).
     """
     db = Database(settings.database_url)
     load_field_keys(db, settings)
@@ -103,6 +108,7 @@ async def run_worker(
             )
         ),
     ]
+    tasks += [asyncio.create_task(job(db, stop)) for job in jobs]
     log.info("worker.started", executor=settings.executor_id, pid=os.getpid())
     try:
         while not should_stop():
