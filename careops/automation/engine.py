@@ -138,10 +138,9 @@ class Engine:
                 return 0
         with self.db.transaction() as session:
             cursor = session.get(AutomationCursor, "events", with_for_update=True)
-            if cursor is None:
-                cursor = AutomationCursor(name="events", seq=0)
-                session.add(cursor)
-                session.flush()
+            if cursor is None:  # a first start reads on from now: history is not replayed
+                session.add(AutomationCursor(name="events", seq=behind))
+                return 0
             if not self.catalogue.active:  # nothing to match: the cursor moves past them unread
                 cursor.seq, cursor.updated_at = behind, utcnow()
                 return 0
