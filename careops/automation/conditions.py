@@ -233,7 +233,7 @@ def _value(operand: Operand, facts: Facts) -> Any:
     if isinstance(operand, Ref):
         return facts.get(operand.path)
     if isinstance(operand, Moment):
-        base = facts.now if operand.base == "now" else _as_time(facts.get(operand.base))
+        base = facts.now if operand.base == "now" else as_time(facts.get(operand.base))
         return None if base is None else base + dt.timedelta(seconds=operand.offset_seconds)
     if isinstance(operand, Lookup):
         return facts.lookup(operand.table, facts.get(operand.key), operand.field)
@@ -242,14 +242,15 @@ def _value(operand: Operand, facts: Facts) -> Any:
     return operand
 
 
-def _as_time(value: Any) -> dt.datetime | None:
+def as_time(value: Any) -> dt.datetime | None:
+    """A datetime (UTC when naive) from a datetime, a date or ISO 8601 text; None otherwise."""
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, dt.date):
         return dt.datetime.combine(value, dt.time(), dt.UTC)
     if isinstance(value, str):
         try:
-            return _as_time(dt.datetime.fromisoformat(value))
+            return as_time(dt.datetime.fromisoformat(value))
         except ValueError:
             return None
     return None
@@ -270,7 +271,7 @@ def _test(test: Test, facts: Facts) -> bool:
     if op == "not_in":
         return actual not in wanted
     if op in ("before", "after"):
-        moment, when = _as_time(actual), wanted
+        moment, when = as_time(actual), wanted
         if moment is None or when is None:
             return False
         return bool(moment < when) if op == "before" else bool(moment > when)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careops.automation.actions import ActionContext, ActionFailed, run_action
-from careops.automation.conditions import evaluate, parse_duration
+from careops.automation.conditions import Facts, as_time, evaluate, parse_duration
 from careops.automation.facts import FactCache, event_facts
 from careops.automation.rendering import RenderError, render_value
 from careops.automation.store import Catalogue, catalogue_stamp, load_catalogue
@@ -392,7 +392,7 @@ class Engine:
             delay = dt.timedelta(seconds=rule.trigger.delay_seconds)
             base = (trigger.event or {}).get("occurred_at", now)
             if rule.trigger.kind == "before":
-                anchor = _moment(_path(trigger, rule.trigger.anchor or ""))
+                anchor = as_time(Facts({"event": trigger.event or {}}, now).get(rule.trigger.anchor or ""))
                 if anchor is None:
                     continue
                 base, delay = anchor, -delay
@@ -651,26 +651,6 @@ def _changed(rule: Rule, event: dict[str, Any]) -> bool:
     return (rule.trigger.field_from in (None, payload.get("from"))) and (
         rule.trigger.field_to in (None, payload.get("to"))
     )
-
-
-def _path(trigger: Trigger, path: str) -> Any:
-    value: Any = {"event": trigger.event or {}}
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _moment(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time(), dt.UTC)
-    if isinstance(value, str):
-        try:
-            return _moment(dt.datetime.fromisoformat(value) if "T" in value else dt.date.fromisoformat(value))
-        except ValueError:
-            return None
-    return None
 
 
 def _causes(session: Session, events: Any) -> dict[str, AutomationRun]:

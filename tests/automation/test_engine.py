@@ -6,6 +6,7 @@ actions with their catch-up policies fired once per tick by two engines, and pin
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import textwrap
 import threading
 from pathlib import Path
@@ -101,7 +102,9 @@ def test_stock_below_its_minimum_drafts_a_replenishment_routed_for_approval(
     assert used.status_code == 201, used.text
     _drain(engine, settings)
     with db.sessions() as session:
-        [request] = session.scalars(select(Replenishment).where(Replenishment.requested_by.like("automation:%"))).all()
+        [request] = session.scalars(
+            select(Replenishment).where(Replenishment.requested_by.like("automation:%"))
+        ).all()
         assert request.lines[0]["item"] == "GLOVES-M" and request.status == "draft"
         assert request.lines[0]["quantity"] == 50 * 2 - 40  # back to twice the minimum
         assert request.urgency == "routine"
@@ -112,7 +115,9 @@ def test_stock_below_its_minimum_drafts_a_replenishment_routed_for_approval(
 def test_a_wait_ends_early_when_its_event_comes_and_goes_on_at_its_timeout(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    _use(db, """
+    _use(
+        db,
+        """
         name: wait-for-triage
         version: "1"
         owner: intake_coordinator
@@ -122,8 +127,9 @@ def test_a_wait_ends_early_when_its_event_comes_and_goes_on_at_its_timeout(
             on: {event: case.created}
             steps:
               - {name: wait, action: wait, with: {event: case.triaged, timeout: 1h}}
-              - {name: escalate, action: open_exception, with: {queue: triage, reason: not_triaged_in_an_hour}}
-        """)
+              - {name: escalate, action: open_exception, with: {queue: triage, reason: not_triaged}}
+        """,
+    )
     clock = Clock()
     engine = _engine(db, clock)
     _drain(engine, settings)
@@ -136,7 +142,7 @@ def test_a_wait_ends_early_when_its_event_comes_and_goes_on_at_its_timeout(
     assert states == {answered: "answered", timed_out: "pending"}
     clock.offset = dt.timedelta(hours=1, seconds=1)
     _drain(engine, settings)
-    items = _count(db, ExceptionItem, ExceptionItem.reason_codes.is_not(None), ExceptionItem.queue == "triage",
+    items = _count(db, ExceptionItem, ExceptionItem.queue == "triage",
                    ExceptionItem.case_id.in_([answered, timed_out]))  # fmt: skip
     assert items == 1
     assert _count(db, ExceptionItem, ExceptionItem.case_id == timed_out, ExceptionItem.queue == "triage") == 1
@@ -175,8 +181,10 @@ def test_two_rules_that_trigger_each_other_stop_at_the_depth_limit_with_the_chai
         stopped = session.scalars(select(AutomationRun).where(AutomationRun.status == "loop_stopped")).one()
         chain = stopped.detail["chain"]  # the stopped rule, then each run that caused the next
         assert stopped.depth == 5 and len(chain) == 6 and chain[-1] == "ping-pong/serve"
-        assert all({a, b} == {"ping-pong/ping", "ping-pong/pong"} for a, b in zip(chain[:-1], chain[1:-1], strict=False))
-        event = session.scalars(select(BusinessEvent).where(BusinessEvent.type == "automation.loop_stopped")).one()
+        assert all({a, b} == {"ping-pong/ping", "ping-pong/pong"} for a, b in itertools.pairwise(chain[:-1]))
+        event = session.scalars(
+            select(BusinessEvent).where(BusinessEvent.type == "automation.loop_stopped")
+        ).one()
         assert event.payload["depth"] == 5
         item = session.scalars(select(ExceptionItem).where(ExceptionItem.queue == "automation")).one()
         assert item.reason_codes == [f"automation_loop:{chain[0]}"]
@@ -185,7 +193,9 @@ def test_two_rules_that_trigger_each_other_stop_at_the_depth_limit_with_the_chai
 def test_one_rules_failure_is_isolated_recorded_and_queued_while_the_others_run(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    _use(db, """
+    _use(
+        db,
+        """
         name: mixed
         version: "1"
         owner: intake_coordinator
@@ -199,7 +209,8 @@ def test_one_rules_failure_is_isolated_recorded_and_queued_while_the_others_run(
           - name: fine
             on: {event: case.created}
             steps: [{name: task, action: create_task, with: {kind: done}}]
-        """)
+        """,
+    )
     engine = _engine(db)
     _drain(engine, settings)
     case_id = _case(client)
@@ -216,7 +227,9 @@ def test_one_rules_failure_is_isolated_recorded_and_queued_while_the_others_run(
 def test_a_rate_limit_holds_a_rule_to_its_count_per_window(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    _use(db, """
+    _use(
+        db,
+        """
         name: limited
         version: "1"
         owner: intake_coordinator
@@ -226,7 +239,8 @@ def test_a_rate_limit_holds_a_rule_to_its_count_per_window(
             on: {event: case.created}
             rate_limit: {count: 1, per: 1h}
             steps: [{name: task, action: create_task, with: {kind: limited}}]
-        """)
+        """,
+    )
     engine = _engine(db)
     _drain(engine, settings)
     _case(client), _case(client)
@@ -236,7 +250,9 @@ def test_a_rate_limit_holds_a_rule_to_its_count_per_window(
 
 
 def _schedule(db: Database, catch_up: str) -> None:
-    _use(db, f"""
+    _use(
+        db,
+        f"""
         name: every-ten
         version: "1"
         owner: operations_manager
@@ -244,8 +260,12 @@ def _schedule(db: Database, catch_up: str) -> None:
         rules:
           - name: tick
             on: {{schedule: {{cron: "*/10 * * * *", catch_up: {catch_up}}}}}
-            steps: [{{name: note, action: send_message, with: {{to: "role:operations_manager", subject: tick, body: tick}}}}]
-        """)
+            steps:
+              - name: note
+                action: send_message
+                with: {{to: "role:operations_manager", subject: tick, body: tick}}
+        """,
+    )
 
 
 def test_a_scheduled_action_missed_for_an_hour_catches_up_every_tick_under_all(db: Database) -> None:
@@ -255,10 +275,14 @@ def test_a_scheduled_action_missed_for_an_hour_catches_up_every_tick_under_all(d
     clock.offset = dt.timedelta(hours=1)
     assert engine.run_schedules() in (5, 6, 7)  # every ten minutes for an hour
     assert engine.run_schedules() == 0
-    assert _count(db, QueuedMessage, QueuedMessage.subject == "tick") == _count(db, ScheduleTick, ScheduleTick.status == "ok")
+    assert _count(db, QueuedMessage, QueuedMessage.subject == "tick") == _count(
+        db, ScheduleTick, ScheduleTick.status == "ok"
+    )
 
 
-def test_under_latest_only_the_newest_missed_tick_runs_and_the_others_are_recorded_skipped(db: Database) -> None:
+def test_under_latest_only_the_newest_missed_tick_runs_and_the_others_are_recorded_skipped(
+    db: Database,
+) -> None:
     _schedule(db, "latest")
     clock = Clock()
     engine = _engine(db, clock)
@@ -286,7 +310,9 @@ def test_two_engines_never_fire_the_same_tick_twice(db: Database) -> None:
     assert _count(db, QueuedMessage, QueuedMessage.subject == "tick") == ticks
 
 
-def test_a_waiting_timer_keeps_the_version_it_started_with(client: TestClient, db: Database, settings: Settings) -> None:
+def test_a_waiting_timer_keeps_the_version_it_started_with(
+    client: TestClient, db: Database, settings: Settings
+) -> None:
     first = """
         name: versioned
         version: "{v}"
@@ -308,8 +334,12 @@ def test_a_waiting_timer_keeps_the_version_it_started_with(client: TestClient, d
     _drain(engine, settings)
     with db.sessions() as session:
         assert list(session.scalars(select(Task.kind).where(Task.case_id == case_id))) == ["from-v1"]
-        activated = session.scalars(select(BusinessEvent).where(BusinessEvent.type == "workflow.activated")).all()
-        assert [e.payload["version"] for e in activated] == ["1", "2"] and activated[1].payload["previous_hash"]
+        activated = session.scalars(
+            select(BusinessEvent).where(BusinessEvent.type == "workflow.activated")
+        ).all()
+        assert [e.payload["version"] for e in activated] == ["1", "2"] and activated[1].payload[
+            "previous_hash"
+        ]
 
 
 def test_shipped_templates_load_the_demo_and_write_every_run_once(
