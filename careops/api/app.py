@@ -31,6 +31,7 @@ from careops.api import (
     referrals,
     results,
     staffing,
+    workflows,
 )
 from careops.api.deps import ApiLimits
 from careops.api.request_tracing import RequestTracing
@@ -54,6 +55,7 @@ from careops.web import (
     queues,
     referral_form,
 )
+from careops.web import automation as automation_pages
 from careops.web import reference as reference_pages
 from careops.web import staffing as staffing_pages
 
@@ -71,13 +73,24 @@ API_MODULES = (
     billing,
     inventory,
     staffing,
+    workflows,
     exceptions,
     documents,
     quarantine,
     reference,
     metrics,
 )
-PAGE_MODULES = (referral_form, console, queues, operations, staffing_pages, dashboard, admin, reference_pages)
+PAGE_MODULES = (
+    referral_form,
+    console,
+    queues,
+    operations,
+    staffing_pages,
+    automation_pages,
+    dashboard,
+    admin,
+    reference_pages,
+)
 OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 

@@ -6,7 +6,9 @@ received, accepted, rejected, quarantined, latency) count what arrived and what 
 taken, and the outbox gauges (``careops_outbox_*``: backlog, retrying, dead letters, the oldest
 waiting row's age, per destination) the follow-ups the worker could not start; the queue gauges
 (``careops_queue_*``: open items, the oldest one's age, items past their service level, per
-queue) are the work waiting for a human. Gauges are read from the database at each scrape
+queue) are the work waiting for a human; the automation gauges (``careops_automation_runs_24h``
+and ``careops_schedule_ticks_24h`` per outcome, ``careops_automation_pending_timers``) show rules
+and scheduled actions failing. Gauges are read from the database at each scrape
 (``queue_summary``, ``outbox_summary``: grouped queries on indexes). Labels carry channel, queue
 and destination names only, never PHI or free text. Needs a token with ``metrics:read``.
 """
@@ -24,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from careops.api.deps import DbDep, require
+from careops.automation.service import run_counts
 from careops.db import Database, in_thread
 from careops.governance.principal import Principal
 from careops.governance.scoping import EVERYWHERE
@@ -89,6 +92,33 @@ class OutboxCollector(Collector):
         yield from families.values()
 
 
+class AutomationCollector(Collector):
+    """Rule runs and scheduled-action ticks of the last day per outcome, and the pending timers."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = run_counts(self.db)
+        runs = GaugeMetricFamily(
+            "careops_automation_runs_24h", "Rule runs in the last day", labels=["status"]
+        )
+        for status, count in sorted(counts["runs"].items()):
+            runs.add_metric([status], count)
+        ticks = GaugeMetricFamily(
+            "careops_schedule_ticks_24h", "Scheduled-action ticks in the last day", labels=["status"]
+        )
+        for status, count in sorted(counts["ticks"].items()):
+            ticks.add_metric([status], count)
+        yield runs
+        yield ticks
+        yield GaugeMetricFamily(
+            "careops_automation_pending_timers",
+            "Timers and waits not yet due",
+            value=counts["pending_timers"],
+        )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics (per channel: received, accepted, rejected, ...; per queue: open, past SLA)",
@@ -105,6 +135,7 @@ async def metrics(db: DbDep, _: Annotated[Principal, Depends(require("metrics:re
     queues = CollectorRegistry(auto_describe=False)
     queues.register(QueueCollector(db))
     queues.register(OutboxCollector(db))
+    queues.register(AutomationCollector(db))
 
     def exposition() -> bytes:
         return generate_latest(registry) + generate_latest(queues)

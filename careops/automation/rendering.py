@@ -28,6 +28,8 @@ def render(text: str, values: dict[str, Any]) -> str:
         return str(_compiled(text).render(values))
     except TemplateError as exc:
         raise RenderError(f"cannot render {text!r}: {exc.message or type(exc).__name__}") from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:  # e.g. text times a number
+        raise RenderError(f"cannot render {text!r}: {type(exc).__name__}") from exc
 
 
 def render_value(value: Any, values: dict[str, Any]) -> Any:

@@ -8,23 +8,24 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careops.automation.conditions import Facts
 from careops.automation.facts import FactCache
 from careops.automation.store import (
     Activation,
+    activate,
     activate_directory,
     load_catalogue,
     stored_text,
     version_view,
     versions_of,
 )
-from careops.automation.templates import Template, effective, load_directory, load_text
+from careops.automation.templates import Template, TemplateError, effective, load_directory, load_text
 from careops.automation.tooling import graph, plan, validate
 from careops.db import Database
-from careops.domain.automation import AutomationRun, ScheduleTick, WorkflowVersion
+from careops.domain.automation import AutomationRun, AutomationTimer, ScheduleTick, WorkflowVersion
 from careops.domain.models import Location, utcnow
 from careops.errors import NotFound, ValidationFailed
 from careops.governance.scoping import LocationScope
@@ -198,3 +199,60 @@ def activate_files(db: Database, directory: Path, *, actor: str, reason: str) ->
             "the templates do not validate", errors=[{"field": "workflows", "message": p} for p in problems]
         )
     return activate_directory(db, directory, actor=actor, reason=reason)
+
+
+def activate_text(db: Database, text: str, *, actor: str, reason: str) -> dict[str, Any]:
+    """Validate one template's YAML (with the active ones, for cycles between them) and make it
+    its name's active version; 422 naming the line of what is wrong."""
+    if not reason.strip():
+        raise ValidationFailed("say why: activations are audited")
+    try:
+        template = load_text(text, "<request>")
+    except TemplateError as exc:
+        raise ValidationFailed(str(exc), errors=[{"field": "content", "message": str(exc)}]) from exc
+    with db.transaction() as session:
+        others = [t for n, t in load_catalogue(session).active.items() if n != template.name]
+        problems = validate([*others, template])
+        if problems:
+            raise ValidationFailed(
+                "the template does not validate",
+                errors=[{"field": "content", "message": p} for p in problems],
+            )
+        done = activate(session, template, text, actor=actor, reason=reason)
+    return {
+        "name": done.name,
+        "version": done.version,
+        "content_hash": done.content_hash,
+        "changed": done.changed,
+    }
+
+
+def location_slugs(db: Database, scope: LocationScope) -> list[str]:
+    """The slugs of the caller's locations (a page's choice of effective workflow)."""
+    with db.sessions() as session:
+        return list(
+            session.scalars(scope.restrict(select(Location.slug), Location.id).order_by(Location.slug))
+        )
+
+
+def run_counts(db: Database, hours: int = 24) -> dict[str, Any]:
+    """Rule runs per outcome and scheduled-action ticks per outcome in the last ``hours`` (the
+    metrics: a failing scheduled action shows here)."""
+    since = utcnow() - dt.timedelta(hours=hours)
+    with db.sessions() as session:
+        runs = dict(
+            session.execute(
+                select(AutomationRun.status, func.count())
+                .where(AutomationRun.started_at >= since)
+                .group_by(AutomationRun.status)
+            ).all()
+        )
+        ticks = dict(
+            session.execute(
+                select(ScheduleTick.status, func.count())
+                .where(ScheduleTick.tick_at >= since)
+                .group_by(ScheduleTick.status)
+            ).all()
+        )
+        timers = session.scalar(select(func.count()).where(AutomationTimer.status == "pending")) or 0
+    return {"runs": runs, "ticks": ticks, "pending_timers": timers}

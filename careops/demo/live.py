@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from careops.api.app import create_app
 from careops.automation.runner import automation_jobs
+from careops.automation.store import activate_directory, shipped_directory
 from careops.db import Database
 from careops.demo.downstream import Downstream
 from careops.demo.downstream import run as run_downstream
@@ -105,6 +106,7 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     load_field_keys(db, settings)
     seed_demo(db)
     seed_home_care(db, settings)
+    activate_directory(db, shipped_directory(), actor="demo", reason="the demo runs the shipped workflows")
     token, _ = create_token(db, "demo", [ADMIN], actor="demo")
     password = secrets.token_urlsafe(12)
     for username, role in DEMO_USERS.items():

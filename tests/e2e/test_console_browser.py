@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from careops.db import Database
+from careops.automation.store import activate_directory, shipped_directory
 from careops.demo.seed import seed_demo
 from careops.governance.keys import load_field_keys
 from careops.governance.tokens import create_token
@@ -44,6 +45,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     db = Database(url)
     load_field_keys(db, settings)
     seed_demo(db)
+    activate_directory(db, shipped_directory(), actor="test", reason="the automation pages show them")
     for name, role in (
         ("cora", "intake_coordinator"),
         ("carl", "compliance_officer"),
@@ -275,6 +277,7 @@ def test_every_console_page_passes_axe_without_serious_violations(
         "/console/admin/audit", "/console/admin/reference", "/console/board?location=north",
         "/console/availability?service=XRAY-CHEST&location=north", "/console/authorisations",
         "/console/results", "/console/billing", "/console/stock?location=south", "/console/staffing",
+        "/console/automation", "/console/automation/stock-replenishment?location=south",
     ):  # fmt: skip
         page.goto(f"{server}{path}")
         page.wait_for_load_state()

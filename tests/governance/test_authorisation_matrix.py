@@ -100,13 +100,16 @@ PAGE_ROUTES = {
     ("POST", "/console/staffing/conflicts"): "session staff:reassign",
     ("GET", "/console/staffing/conflicts/{conflict_id}"): "session staff:reassign",
     ("POST", "/console/staffing/conflicts/{conflict_id}/{action}"): "session staff:reassign",
+    ("GET", "/console/automation"): "session workflows:read",
+    ("GET", "/console/automation/{name}"): "session workflows:read",
     ("GET", "/console/admin/audit"): "session audit:read",
     ("POST", "/console/admin/audit/verify"): "session audit:read",
 }
 
 
-# Master data is the organisation's, not a location's: every reader sees all of it.
-ORGANISATION_WIDE = "/api/v1/reference/"
+# Master data and workflow templates are the organisation's, not a location's: every reader sees
+# all of them.
+ORGANISATION_WIDE = ("/api/v1/reference/", "/api/v1/workflows")
 
 
 def _operations(schema: dict[str, Any]) -> list[tuple[str, str, str | None]]:
