@@ -17,8 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from careops.db import Database
 from careops.automation.store import activate_directory, shipped_directory
+from careops.db import Database
 from careops.demo.seed import seed_demo
 from careops.governance.keys import load_field_keys
 from careops.governance.tokens import create_token
