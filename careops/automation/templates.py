@@ -134,7 +134,7 @@ def _matches(targets: tuple[str, ...], slug: str, groups: list[str]) -> bool:
 # --- loading ----------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """YAML with only ``true`` / ``false`` as booleans: a rule's ``on:`` stays the word "on"."""
 
 
@@ -172,8 +172,12 @@ def content_hash(data: Any) -> str:
 def load_text(text: str, source: str = "<template>") -> Template:
     """Parse a template's YAML text; TemplateError with the line of what is wrong."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = load_yaml(text)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise TemplateError(source, mark.line + 1 if mark else None, (), f"not YAML: {exc}") from exc
