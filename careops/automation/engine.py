@@ -497,6 +497,11 @@ class Engine:
                 .with_for_update(skip_locked=True)
             ).all()
             cache = FactCache(session)
+            cache.prefetch([(t.subject_type, t.subject_id) for t in due])
+            ids = [t.event_id for t in due if t.event_id]
+            events = {
+                e.id: e for e in session.scalars(select(BusinessEvent).where(BusinessEvent.id.in_(ids)))
+            }
             for timer in due:
                 timer.status, timer.fired_at = "fired", now
                 template = (
@@ -508,7 +513,7 @@ class Engine:
                     timer.status = "cancelled"
                     continue
                 rule = template.rule(timer.rule)
-                event = session.get(BusinessEvent, timer.event_id) if timer.event_id else None
+                event = events.get(timer.event_id) if timer.event_id else None
                 trigger = Trigger(
                     "timer",
                     f"t{timer.id}",

@@ -83,6 +83,7 @@ class FactCache:
         self.session = session
         self.records: dict[tuple[str, str], Any] = {}
         self.places: dict[str, dict[str, Any]] = {}
+        self.triaged: dict[str, bool] = {}  # per case id, for cases read by prefetch
 
     def prefetch(self, wanted: list[tuple[str | None, str | None]]) -> None:
         """Read the subjects of a batch of events in one query per kind (absent ones as None)."""
@@ -95,6 +96,16 @@ class FactCache:
                 model = SUBJECTS[kind]
                 found = {r.id: r for r in self.session.scalars(select(model).where(model.id.in_(ids)))}  # type: ignore[attr-defined]
                 self.records.update({(kind, i): found.get(i) for i in ids})
+            cases = by_kind.get("case", set())
+            if cases:
+                triaged = set(self.session.scalars(self._triaged(cases)))
+                self.triaged.update({c: c in triaged for c in cases})
+
+    @staticmethod
+    def _triaged(case_ids: set[str]) -> Any:
+        return select(BusinessEvent.case_id).where(
+            BusinessEvent.case_id.in_(case_ids), BusinessEvent.type == str(EventType.CASE_TRIAGED)
+        )
 
     def record(self, subject_type: str | None, subject_id: str | None) -> Any:
         model = SUBJECTS.get(subject_type or "")
@@ -119,10 +130,9 @@ class FactCache:
         if case is None:
             return None
         facts = record_facts(case)
-        triaged = select(BusinessEvent.id).where(
-            BusinessEvent.case_id == case.id, BusinessEvent.type == str(EventType.CASE_TRIAGED)
-        )
-        facts["triaged"] = self.session.scalar(triaged.limit(1)) is not None
+        if case.id not in self.triaged:
+            self.triaged[case.id] = self.session.scalar(self._triaged({case.id}).limit(1)) is not None
+        facts["triaged"] = self.triaged[case.id]
         return facts
 
     def lookup(self, table: str, key: Any, field: str) -> Any:
