@@ -121,14 +121,7 @@ class Engine:
             rule = template.rule(name)
             if rule.trigger.kind == "change" and not _changed(rule, trigger.event or {}):
                 continue
-            facts, _ = cache.facts(
-                template,
-                now,
-                trigger.event,
-                (trigger.subject_type, trigger.subject_id),
-                trigger.location_id,
-                trigger.case_id,
-            )
+            facts, _ = _facts(cache, template, trigger, now)
             if evaluate(rule.when, facts):
                 found.append((template, rule))
         return found
@@ -300,15 +293,7 @@ class Engine:
         """Run the rule's steps from ``start`` in a savepoint; 'done', 'waiting', 'duplicate' or
         'failed' (recorded, with an item for a person)."""
         messages = any(s.action == "send_message" for s in rule.steps)
-        facts, case = cache.facts(
-            template,
-            now,
-            trigger.event,
-            (trigger.subject_type, trigger.subject_id),
-            trigger.location_id,
-            trigger.case_id,
-            with_patient=messages,
-        )
+        facts, case = _facts(cache, template, trigger, now, with_patient=messages)
         current = rule.steps[start] if start < len(rule.steps) else None
         try:
             with session.begin_nested() if self.isolated else nullcontext():
@@ -526,14 +511,7 @@ class Engine:
                     timer.depth,
                 )
                 if timer.next_step == 0 and timer.awaits is None:
-                    facts, _ = cache.facts(
-                        template,
-                        now,
-                        trigger.event,
-                        (trigger.subject_type, trigger.subject_id),
-                        trigger.location_id,
-                        trigger.case_id,
-                    )
+                    facts, _ = _facts(cache, template, trigger, now)
                     if not evaluate(rule.when, facts):
                         continue
                 self._execute(session, cache, template, rule, timer.next_step, trigger, now)
@@ -660,6 +638,16 @@ class Engine:
                 return 1
         except IntegrityError:
             return 0  # another worker has this tick
+
+
+def _facts(
+    cache: FactCache, template: Template, trigger: Trigger, now: dt.datetime, with_patient: bool = False
+) -> tuple[Facts, Any]:
+    """What the rule reads about the trigger's event, subject, case and location."""
+    subject = (trigger.subject_type, trigger.subject_id)
+    return cache.facts(
+        template, now, trigger.event, subject, trigger.location_id, trigger.case_id, with_patient
+    )
 
 
 def _ticks(rule: Rule, since: dt.datetime, now: dt.datetime) -> list[dt.datetime]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from careops.cli.ai import ai_app
 from careops.cli.common import (
     MllpPortOption,
     SmtpPortOption,
@@ -58,6 +59,7 @@ app.add_typer(kpi_app, name="kpi")
 app.add_typer(events_app, name="events")
 app.add_typer(intake_app, name="intake")
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(ai_app, name="ai")
 quarantine_app = typer.Typer(
     help="Inspect, replay and discard rejected payloads kept in quarantine.", no_args_is_help=True
 )
