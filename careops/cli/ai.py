@@ -55,8 +55,10 @@ def train_command(
     with err.status(f"training on {len(corpus.texts)} documents…"):
         model = train(corpus, task)
     card = save(model, out_path)
-    err.print(f"model written to {out_path}: {len(card.labels)} labels, {card.training_rows} documents, "
-              f"{card.train_seconds:.1f} s, model hash {card.model_sha256[:12]}")  # fmt: skip
+    err.print(
+        f"model written to {out_path}: {len(card.labels)} labels, {card.training_rows} documents, "
+        f"{card.train_seconds:.1f} s, model hash {card.model_sha256[:12]}"
+    )
 
 
 @ai_app.command("eval")
@@ -96,8 +98,10 @@ def eval_command(
     for label, scores in result.per_class.items():
         table.add_row(label, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", str(scores["support"]))
     out.print(table)
-    out.print(f"macro-F1 {result.macro_f1:.4f} · ECE {result.ece:.4f} · {result.ms_per_doc:.2f} ms/doc · "
-              f"precision at coverage {result.precision_at_coverage} · diagram {diagram}")  # fmt: skip
+    out.print(
+        f"macro-F1 {result.macro_f1:.4f} · ECE {result.ece:.4f} · {result.ms_per_doc:.2f} ms/doc · "
+        f"precision at coverage {result.precision_at_coverage} · diagram {diagram}"
+    )
     if as_json:
         typer.echo(json.dumps(result.summary()))
 
@@ -133,8 +137,9 @@ def calibrate_command(
         labels, found = loaded.labels, loaded.probabilities(corpus.texts)
     confidence = found.max(axis=1)
     correct = np.array(labels)[found.argmax(axis=1)] == np.array(corpus.labels)
-    chosen, checked = train_test_split(np.arange(len(correct)), test_size=0.5, random_state=0,
-                                       stratify=np.array(corpus.labels))  # fmt: skip
+    chosen, checked = train_test_split(
+        np.arange(len(correct)), test_size=0.5, random_state=0, stratify=np.array(corpus.labels)
+    )
     gate = choose_threshold(confidence[chosen], correct[chosen], precision)
     held_precision, held_coverage = gate_on(confidence[checked], correct[checked], gate)
     card, body = read_card(model)
@@ -149,3 +154,31 @@ def calibrate_command(
         f"{gate.coverage:.1%} where chosen; {held_precision:.3f} covering {held_coverage:.1%} on the other "
         "half"
     )
+
+
+@ai_app.command("anomalies")
+def anomalies_command(
+    hours: Annotated[int, typer.Option(min=1, max=24 * 14, help="Check the last N complete hours.")] = 24,
+    weeks: Annotated[
+        int, typer.Option(min=2, max=12, help="Compare with the same hour of N weeks before.")
+    ] = 4,
+    threshold: Annotated[float, typer.Option(min=2.0, help="Robust deviations that make an anomaly.")] = 4.0,
+) -> None:
+    """Hours of intake per channel, exceptions per queue and stock consumed per item far from
+    their seasonal baseline; each written once as ``anomaly.detected`` with its evidence."""
+    from careops.ai.anomalies import scan
+    from careops.cli.common import ready_database
+    from careops.settings import get_settings
+
+    found = scan(ready_database(get_settings()), hours=hours, weeks=weeks, threshold=threshold)
+    table = Table("hour (UTC)", "metric", "key", "value", "baseline", "score")
+    for anomaly in found:
+        table.add_row(
+            anomaly.hour.isoformat()[:16],
+            anomaly.metric,
+            anomaly.key,
+            f"{anomaly.value:g}",
+            f"{anomaly.baseline:g}",
+            f"{anomaly.score:+.1f}",
+        )
+    out.print(table if found else "no anomaly")

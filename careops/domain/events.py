@@ -113,6 +113,7 @@ class EventType(StrEnum):
     RECORD_FIELD_SET = "record.field_set"
     CONNECTOR_CALL_QUEUED = "connector.call_queued"
     AI_RECOMMENDATION_REQUESTED = "ai.recommendation_requested"
+    ANOMALY_DETECTED = "anomaly.detected"
 
 
 class FollowUp(StrEnum):
