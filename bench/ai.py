@@ -3,7 +3,7 @@ memory, and the 5-fold cross-validated evaluation with the confidence gate.
 
     .venv/bin/python -m bench.ai [--data FILE.csv] [--precision 0.85]
 
-(``--data`` defaults to ../shared/data/abstracts/medical_abstracts_dev.csv.)
+(``--data`` defaults to tests/data/abstracts/medical_abstracts_dev.csv, a copy of the shared sample.)
 
 Issue 31's targets (5-fold cross-validation on the 1,926 abstracts, 2 cores, offline): macro-F1 ≥ 0.62,
 ECE ≤ 0.05, ≤ 40 ms per document, training ≤ 5 minutes; the gate chosen for ``--precision`` on half
@@ -31,7 +31,7 @@ from careops.ai.classifier import out_of_fold, train
 from careops.ai.corpus import Corpus, read_corpus
 from careops.ai.evaluation import Evaluation, choose_threshold, evaluate, gate_on
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "abstracts" / "medical_abstracts_dev.csv"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "abstracts" / "medical_abstracts_dev.csv"
 
 
 def _baseline(corpus: Corpus) -> Evaluation:

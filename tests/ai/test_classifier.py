@@ -18,9 +18,7 @@ from careops.ai.corpus import Corpus, CorpusError, read_corpus
 from careops.ai.evaluation import calibration_error, choose_threshold, evaluate, gate_on, precision_at
 from tests.e2e.test_crash_recovery import CAREOPS
 
-ABSTRACTS = (
-    Path(__file__).resolve().parents[3] / "shared" / "data" / "abstracts" / "medical_abstracts_dev.csv"
-)
+ABSTRACTS = Path(__file__).resolve().parents[1] / "data" / "abstracts" / "medical_abstracts_dev.csv"
 
 
 @pytest.fixture(scope="module")
