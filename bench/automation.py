@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import random
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,16 +31,14 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import func, select
 
-from bench.intake import console, drop_database, fresh_database
-from bench.scheduling import percentiles, rounds_table, seed_network
+from bench.intake import console
+from bench.scheduling import network_database, percentiles, rounds_table, seed_network
 from careops.automation.engine import Engine, Trigger
 from careops.automation.facts import FactCache
 from careops.automation.store import activate
 from careops.automation.templates import load_text
 from careops.db import Database
 from careops.domain.models import BusinessEvent, Location, new_id, utcnow
-from careops.governance.keys import load_field_keys
-from careops.settings import Settings
 
 OTHER_EVENTS = (
     "case.created",
@@ -300,70 +298,57 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the seeded database (its URL is printed)")
     parser.add_argument("--database", help="measure on a database seeded by an earlier --keep run")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database or fresh_database("postgres", Path(tmp))
-        try:
-            if args.database:
-                db = Database(url)
-                load_field_keys(db, Settings(database_url=url))
-            else:
-                network = _network_file(Path(tmp), args.locations)
-                db = seed_network(
-                    url,
-                    network,
-                    5000,
-                    lambda d: _fill(d, url, args.locations, args.rules, args.timers),
-                    "timers",
+
+    def seed(url: str, workdir: Path) -> Database:
+        fill = functools.partial(
+            _fill, url=url, locations=args.locations, rules=args.rules, timers=args.timers
+        )
+        return seed_network(url, _network_file(workdir, args.locations), 5000, fill, "timers")
+
+    with network_database(args, seed) as (url, db):
+        results = []
+        for _ in range(args.rounds):
+            timed, bare = _matching(db, args.samples)
+            m50, m95 = percentiles(timed)
+            _, b95 = percentiles(bare)
+            _events(url, db, args.events)
+            engine = Engine(db)
+            with db.sessions() as session:
+                engine.refresh(session)  # the worker's engine has its catalogue loaded
+            began = time.perf_counter()
+            while engine.process_events(500):
+                pass
+            engine_rate = args.events / (time.perf_counter() - began)
+            plain_head = _events(url, db, args.events)
+            began = time.perf_counter()
+            assert _plain(url, plain_head) == args.events
+            plain_rate = args.events / (time.perf_counter() - began)
+            sweep, bare_sweep, swept = _sweep(db, url)
+            results.append(
+                (
+                    m50 * 1000,
+                    m95 * 1000,
+                    b95 * 1000,
+                    engine_rate,
+                    plain_rate,
+                    engine_rate / plain_rate,
+                    sweep * 1000,
+                    bare_sweep * 1000,
+                    swept,
                 )
-            results = []
-            for _ in range(args.rounds):
-                timed, bare = _matching(db, args.samples)
-                m50, m95 = percentiles(timed)
-                _, b95 = percentiles(bare)
-                _events(url, db, args.events)
-                engine = Engine(db)
-                with db.sessions() as session:
-                    engine.refresh(session)  # the worker's engine has its catalogue loaded
-                began = time.perf_counter()
-                while engine.process_events(500):
-                    pass
-                engine_rate = args.events / (time.perf_counter() - began)
-                plain_head = _events(url, db, args.events)
-                began = time.perf_counter()
-                assert _plain(url, plain_head) == args.events
-                plain_rate = args.events / (time.perf_counter() - began)
-                sweep, bare_sweep, swept = _sweep(db, url)
-                results.append(
-                    (
-                        m50 * 1000,
-                        m95 * 1000,
-                        b95 * 1000,
-                        engine_rate,
-                        plain_rate,
-                        engine_rate / plain_rate,
-                        sweep * 1000,
-                        bare_sweep * 1000,
-                        swept,
-                    )
-                )
-            columns = (
-                "match p50 µs",
-                "match p95 µs",
-                "index p95 µs",
-                "events/s",
-                "plain SQL events/s",
-                "ratio",
-                "sweep ms",
-                "bare sweep ms",
-                "timers swept",
             )
-            console.print(rounds_table(f"Automation on PostgreSQL, {dt.date.today()}", columns, results))
-            db.dispose()
-        finally:
-            if args.keep or args.database:
-                console.print(f"database kept: {url}")
-            else:
-                drop_database(url)
+        columns = (
+            "match p50 µs",
+            "match p95 µs",
+            "index p95 µs",
+            "events/s",
+            "plain SQL events/s",
+            "ratio",
+            "sweep ms",
+            "bare sweep ms",
+            "timers swept",
+        )
+        console.print(rounds_table(f"Automation on PostgreSQL, {dt.date.today()}", columns, results))
 
 
 if __name__ == "__main__":

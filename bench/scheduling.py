@@ -28,7 +28,8 @@ import functools
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median, quantiles
 from zoneinfo import ZoneInfo
@@ -173,6 +174,29 @@ def _appointments(db: Database, url: str, wanted: int) -> int:
                     seen.add((resource_id, at))
                     copy.write_row((resource_id, at, appointment_id))
     return len(appointments)
+
+
+@contextmanager
+def network_database(
+    args: argparse.Namespace, seed: Callable[[str, Path], Database]
+) -> Iterator[tuple[str, Database]]:
+    """``--database`` as it is (its field keys loaded), or a fresh PostgreSQL database seeded by
+    ``seed(url, workdir)``; dropped afterwards unless ``--keep`` (or given), its URL printed then."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.database or fresh_database("postgres", Path(tmp))
+        try:
+            if args.database:
+                db = Database(url)
+                load_field_keys(db, Settings(database_url=url))
+            else:
+                db = seed(url, Path(tmp))
+            yield url, db
+            db.dispose()
+        finally:
+            if args.keep or args.database:
+                console.print(f"database kept: {url}")
+            else:
+                drop_database(url)
 
 
 def rounds_table(title: str, columns: tuple[str, ...], results: list[tuple[float, ...]]) -> Table:

@@ -24,22 +24,19 @@ import argparse
 import datetime as dt
 import functools
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 from sqlalchemy import select
 
-from bench.intake import console, drop_database, fresh_database
-from bench.scheduling import LONDON, percentiles, rounds_table, seed_network
+from bench.intake import console
+from bench.scheduling import LONDON, network_database, percentiles, rounds_table, seed_network
 from careops.db import Database
 from careops.domain.models import Appointment, Location, Resource, Service, ServiceCase, new_id
-from careops.governance.keys import load_field_keys
 from careops.governance.scoping import EVERYWHERE
 from careops.orchestration.scheduling import SLOT_MINUTES
 from careops.orchestration.staffing import ConflictReport, candidates, report_conflict
-from careops.settings import Settings
 
 ZONES = tuple(f"Z{n}" for n in range(8))
 MINUTES = 45
@@ -187,33 +184,25 @@ def add_network_arguments(parser: argparse.ArgumentParser) -> None:
 def measure_candidates(args: argparse.Namespace) -> None:
     """Seed the network (or take ``--database``), report conflicts, time ``candidates`` and the
     plain SQL in ``--rounds`` rounds, and print the table."""
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.database or fresh_database("postgres", Path(tmp))
-        try:
-            if args.database:
-                db = Database(url)
-                load_field_keys(db, Settings(database_url=url))
-            else:
-                network = _network_file(Path(tmp), args.locations, args.staff)
-                fill = functools.partial(_visits, url=url, wanted=args.visits)
-                db = seed_network(url, network, 5000, fill, "visits")
-            conflicts = _conflicts(db, args.searches)
-            results = []
-            for _ in range(args.rounds):
-                timed, bare, found = _round(db, url, conflicts)
-                c50, c95 = percentiles(timed)
-                b50, b95 = percentiles(bare)
-                results.append((c50, c95, b50, b95, c95 / b95, found / len(conflicts)))
-            columns = ("candidates p50", "p95", "plain SQL p50", "p95", "ratio p95", "candidates/search")
-            console.print(
-                rounds_table(f"Candidate search on PostgreSQL, {dt.date.today()} (ms)", columns, results)
-            )
-            db.dispose()
-        finally:
-            if args.keep or args.database:
-                console.print(f"database kept: {url}")
-            else:
-                drop_database(url)
+
+    def seed(url: str, workdir: Path) -> Database:
+        network = _network_file(workdir, args.locations, args.staff)
+        return seed_network(
+            url, network, 5000, functools.partial(_visits, url=url, wanted=args.visits), "visits"
+        )
+
+    with network_database(args, seed) as (url, db):
+        conflicts = _conflicts(db, args.searches)
+        results = []
+        for _ in range(args.rounds):
+            timed, bare, found = _round(db, url, conflicts)
+            c50, c95 = percentiles(timed)
+            b50, b95 = percentiles(bare)
+            results.append((c50, c95, b50, b95, c95 / b95, found / len(conflicts)))
+        columns = ("candidates p50", "p95", "plain SQL p50", "p95", "ratio p95", "candidates/search")
+        console.print(
+            rounds_table(f"Candidate search on PostgreSQL, {dt.date.today()} (ms)", columns, results)
+        )
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ change with its business event, written by ``automation:RUN_ID`` (the run that m
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -58,6 +57,9 @@ class ActionContext:
         return self.case
 
 
+Checker = Callable[[dict[str, Any], tuple[str | int, ...]], None]
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     name: str
@@ -66,6 +68,8 @@ class ActionSpec:
     optional: tuple[str, ...]
     description: str
     run: Callable[[ActionContext, dict[str, Any]], dict[str, Any]] | None  # None: the engine's own
+    writes: tuple[str, ...] = ()  # the events it may write (what another rule may be triggered by)
+    checks: Checker | None = None  # what its arguments must be, beyond their names
 
     def check(self, args: dict[str, Any], at: tuple[str | int, ...]) -> None:
         missing = [a for a in self.required if a not in args]
@@ -78,12 +82,11 @@ class ActionSpec:
         for key, value in args.items():
             if isinstance(value, str) and "{{" in value and (problem := check_syntax(value)):
                 raise ConditionError(f"template text does not parse: {problem}", (*at, key))
-        checker = _CHECKS.get(self.name)
-        if checker is not None:
-            checker(args, at)
+        if self.checks is not None:
+            self.checks(args, at)
 
 
-def _check_duration(key: str) -> Callable[[dict[str, Any], tuple[str | int, ...]], None]:
+def _check_duration(key: str) -> Checker:
     def check(args: dict[str, Any], at: tuple[str | int, ...]) -> None:
         value = args.get(key)
         if value is not None and not (isinstance(value, str) and "{{" in value):
@@ -92,9 +95,7 @@ def _check_duration(key: str) -> Callable[[dict[str, Any], tuple[str | int, ...]
     return check
 
 
-def _check_choice(
-    key: str, choices: tuple[str, ...]
-) -> Callable[[dict[str, Any], tuple[str | int, ...]], None]:
+def _check_choice(key: str, choices: tuple[str, ...]) -> Checker:
     def check(args: dict[str, Any], at: tuple[str | int, ...]) -> None:
         value = args.get(key)
         if value is not None and not (isinstance(value, str) and "{{" in value) and value not in choices:
@@ -322,6 +323,8 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "set a settable field of the case (case.priority)",
             _set_field,
+            writes=("record.field_set",),
+            checks=_check_set_field,
         ),
         ActionSpec(
             "transition",
@@ -330,6 +333,8 @@ ACTIONS: dict[str, ActionSpec] = {
             ("reason",),
             "move the case by a case action (hold, resume, cancel, validate, ...)",
             _transition,
+            writes=("case.transitioned",),
+            checks=_check_choice("action", tuple(CaseAction)),
         ),
         ActionSpec(
             "create_task",
@@ -338,6 +343,8 @@ ACTIONS: dict[str, ActionSpec] = {
             ("assignee", "due_in"),
             "create a task on the case, due after due_in",
             _create_task,
+            writes=("task.created",),
+            checks=_check_duration("due_in"),
         ),
         ActionSpec(
             "open_exception",
@@ -346,6 +353,7 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "open an item in a queue for the subject (one open item per reason and subject)",
             _open_exception,
+            writes=("exception.opened",),
         ),
         ActionSpec(
             "assign",
@@ -354,6 +362,7 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "give the subject's open items in a queue to role:NAME or user:NAME",
             _assign,
+            writes=("exception.assigned",),
         ),
         ActionSpec(
             "request_approval",
@@ -362,6 +371,7 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "ask for an approval under a policy (an item in the approvals queue)",
             _request_approval,
+            writes=("exception.opened",),
         ),
         ActionSpec(
             "send_message",
@@ -370,6 +380,8 @@ ACTIONS: dict[str, ActionSpec] = {
             ("channel",),
             "queue a templated message (masked as for run_as) to a role, user, patient or referrer",
             _send_message,
+            writes=("message.queued",),
+            checks=_check_choice("channel", CHANNELS),
         ),
         ActionSpec(
             "call_connector",
@@ -378,6 +390,7 @@ ACTIONS: dict[str, ActionSpec] = {
             ("message",),
             "queue a call of an outbound connector through the outbox",
             _call_connector,
+            writes=("connector.call_queued",),
         ),
         ActionSpec(
             "start_workflow",
@@ -395,6 +408,7 @@ ACTIONS: dict[str, ActionSpec] = {
             "wait up to timeout for an event about the subject: on_event stop (default) or continue; "
             "the timeout goes on with the next step",
             None,
+            checks=_check_wait,
         ),
         ActionSpec(
             "ask_ai",
@@ -403,6 +417,7 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "ask for an AI recommendation (classify, summarise, triage, draft) as a task",
             _ask_ai,
+            writes=("ai.recommendation_requested",),
         ),
         ActionSpec(
             "check_billing_readiness",
@@ -411,6 +426,7 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "run the billing checklist of a completed case",
             _check_billing,
+            writes=("billing.discrepancies_found", "exception.opened", "case.transitioned"),
         ),
         ActionSpec(
             "request_invoice",
@@ -419,6 +435,7 @@ ACTIONS: dict[str, ActionSpec] = {
             (),
             "request the invoice of a billing-ready case",
             _request_invoice,
+            writes=("invoice.requested",),
         ),
         ActionSpec(
             "request_replenishment",
@@ -427,6 +444,7 @@ ACTIONS: dict[str, ActionSpec] = {
             ("urgency",),
             "draft a replenishment request at the subject's location",
             _request_replenishment,
+            writes=("replenishment.drafted",),
         ),
         ActionSpec(
             "propose_candidates",
@@ -435,15 +453,9 @@ ACTIONS: dict[str, ActionSpec] = {
             ("limit", "to"),
             "rank replacements for a staffing conflict and message the supervisors",
             _propose_candidates,
+            writes=("message.queued",),
         ),
     )
-}
-_CHECKS: dict[str, Callable[[dict[str, Any], tuple[str | int, ...]], None]] = {
-    "set_field": _check_set_field,
-    "create_task": _check_duration("due_in"),
-    "wait": _check_wait,
-    "send_message": _check_choice("channel", CHANNELS),
-    "transition": _check_choice("action", tuple(CaseAction)),
 }
 
 
@@ -452,7 +464,3 @@ def run_action(name: str, ctx: ActionContext, args: dict[str, Any]) -> dict[str,
     spec = ACTIONS[name]
     assert spec.run is not None, f"{name} is carried out by the engine"
     return spec.run(ctx, render_value(args, dict(ctx.facts.values)))
-
-
-def as_delay(value: Any) -> dt.timedelta:
-    return parse_duration(value, ())

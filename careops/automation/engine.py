@@ -104,7 +104,6 @@ class Engine:
     ) -> None:
         self.db, self.max_depth, self.clock, self.worker = db, max_depth, clock, worker
         self.catalogue = Catalogue()
-        self.isolated = True  # a savepoint per rule run (see process_events)
 
     def refresh(self, session: Session) -> Catalogue:
         """The catalogue, reloaded when a version was activated or a location added since."""
@@ -144,7 +143,6 @@ class Engine:
             return self._batch(limit, behind, isolated=True)
 
     def _batch(self, limit: int, behind: int, *, isolated: bool) -> int:
-        self.isolated = isolated
         with self.db.transaction() as session:
             cursor = session.get(AutomationCursor, "events", with_for_update=True)
             if cursor is None:  # a first start reads on from now: history is not replayed
@@ -174,19 +172,18 @@ class Engine:
                     if trigger.depth > self.max_depth:
                         self._stop_loop(session, template, rule, trigger, now)
                     elif self._within_rate(session, template, rule, trigger, now):
-                        self._execute(session, cache, template, rule, 0, trigger, now)
+                        self._execute(session, cache, template, rule, 0, trigger, now, isolated=isolated)
                 timed = self.catalogue.rules_for(event.type, event.location_id, TIMER_KINDS)
                 self._start_timers(session, timed, trigger, now)
                 for timer in waiting.get((event.type, event.subject_id), []) + (
                     waiting.get((event.type, event.case_id), []) if event.case_id != event.subject_id else []
                 ):
-                    self._answer(session, cache, timer, trigger, now)
+                    self._answer(session, cache, timer, trigger, now, isolated=isolated)
             try:
                 session.flush()  # the batch's runs and records, a statement per table
             except IntegrityError as exc:
                 raise _Isolate from exc
             cursor.seq, cursor.updated_at = events[-1].seq or cursor.seq, utcnow()
-            self.isolated = True
             return len(events)
 
     def _within_rate(
@@ -224,24 +221,10 @@ class Engine:
             run_id = cause.cause_run_id
         detail = {"depth": trigger.depth, "chain": chain}
         self._record(session, template, rule, "-", "-", trigger, "loop_stopped", now, detail)
-        open_exception(
-            session,
-            QUEUE,
-            [f"automation_loop:{template.name}/{rule.name}"[:120]],
-            actor=ACTOR_PREFIX + "engine",
-            location_id=trigger.location_id,
-            dedupe_key=f"automation_loop:{template.name}/{rule.name}"[:128],
-        )
-        record_events(
-            session,
-            Event(
-                EventType.AUTOMATION_LOOP_STOPPED,
-                "workflow",
-                template.name[:32],
-                ACTOR_PREFIX + "engine",
-                location_id=trigger.location_id,
-                payload={"rule": rule.name, **detail},
-            ),
+        reason = f"automation_loop:{template.name}/{rule.name}"
+        payload = {"rule": rule.name, **detail}
+        _alert(
+            session, QUEUE, reason, EventType.AUTOMATION_LOOP_STOPPED, template, trigger.location_id, payload
         )
 
     def _record(
@@ -255,11 +238,10 @@ class Engine:
         status: str,
         now: dt.datetime,
         detail: dict[str, Any],
-        run_id: str | None = None,
     ) -> AutomationRun:
         run = AutomationRun(
-            id=run_id or new_id(),
-            run_key=f"{template.content_hash[:16]}:{rule.name}:{trigger.key}:{step}"[:200],
+            id=new_id(),
+            run_key=_run_key(template, rule, trigger, step),
             workflow=template.name,
             content_hash=template.content_hash,
             rule=rule.name,
@@ -289,14 +271,17 @@ class Engine:
         start: int,
         trigger: Trigger,
         now: dt.datetime,
+        *,
+        isolated: bool = True,
     ) -> str:
-        """Run the rule's steps from ``start`` in a savepoint; 'done', 'waiting', 'duplicate' or
-        'failed' (recorded, with an item for a person)."""
+        """Run the rule's steps from ``start``, ``isolated`` in a savepoint; 'done', 'waiting',
+        'duplicate' or 'failed' (recorded, with an item for a person). Not isolated, a failure
+        raises _Isolate: the caller runs its batch again isolated."""
         messages = any(s.action == "send_message" for s in rule.steps)
         facts, case = _facts(cache, template, trigger, now, with_patient=messages)
         current = rule.steps[start] if start < len(rule.steps) else None
         try:
-            with session.begin_nested() if self.isolated else nullcontext():
+            with session.begin_nested() if isolated else nullcontext():
                 for index in range(start, len(rule.steps)):
                     current = rule.steps[index]
                     run = self._record(
@@ -324,10 +309,10 @@ class Engine:
                             rule.name,
                         )
                         run.detail = run_action(current.action, ctx, current.args)
-                if self.isolated:
+                if isolated:
                     session.flush()
         except IntegrityError as exc:
-            if not self.isolated:
+            if not isolated:
                 raise _Isolate from exc
             return (
                 "duplicate"
@@ -335,14 +320,14 @@ class Engine:
                 else "failed"
             )
         except (ActionFailed, RenderError, CareopsError, ValueError, LookupError) as exc:
-            if not self.isolated:
+            if not isolated:
                 raise _Isolate from exc
             self._failed(session, template, rule, current.name if current else "-", trigger, now, exc)
             return "failed"
         return "done"
 
     def _ran(self, session: Session, template: Template, rule: Rule, trigger: Trigger, step: str) -> bool:
-        key = f"{template.content_hash[:16]}:{rule.name}:{trigger.key}:{step}"[:200]
+        key = _run_key(template, rule, trigger, step)
         return session.scalar(select(AutomationRun.id).where(AutomationRun.run_key == key)) is not None
 
     def _failed(
@@ -369,26 +354,9 @@ class Engine:
             now,
             detail,
         )
-        reason = f"automation_failed:{template.name}/{rule.name}"[:120]
-        open_exception(
-            session,
-            QUEUE,
-            [reason],
-            actor=ACTOR_PREFIX + "engine",
-            location_id=trigger.location_id,
-            dedupe_key=reason[:128],
-        )
-        record_events(
-            session,
-            Event(
-                EventType.AUTOMATION_FAILED,
-                "workflow",
-                template.name[:32],
-                ACTOR_PREFIX + "engine",
-                location_id=trigger.location_id,
-                payload={"rule": rule.name, "step": step, "error": detail["error"]},
-            ),
-        )
+        reason = f"automation_failed:{template.name}/{rule.name}"
+        payload = {"rule": rule.name, "step": step, "error": detail["error"]}
+        _alert(session, QUEUE, reason, EventType.AUTOMATION_FAILED, template, trigger.location_id, payload)
 
     # --- timers and waits -----------------------------------------------------------------
 
@@ -458,7 +426,14 @@ class Engine:
         return {"timer_id": timer.id, "workflow": target.name}
 
     def _answer(
-        self, session: Session, cache: FactCache, timer: AutomationTimer, trigger: Trigger, now: dt.datetime
+        self,
+        session: Session,
+        cache: FactCache,
+        timer: AutomationTimer,
+        trigger: Trigger,
+        now: dt.datetime,
+        *,
+        isolated: bool,
     ) -> None:
         """The awaited event came before the timeout: stop there, or go on (``on_event``)."""
         if timer.status != "pending":
@@ -467,16 +442,21 @@ class Engine:
         template = self.catalogue.effective_at(timer.content_hash, timer.location_id)
         if timer.on_event == "continue" and template is not None:
             carried = replace(trigger, key=f"t{timer.id}", depth=max(trigger.depth, timer.depth))
-            self._execute(session, cache, template, template.rule(timer.rule), timer.next_step, carried, now)
+            rule = template.rule(timer.rule)
+            self._execute(session, cache, template, rule, timer.next_step, carried, now, isolated=isolated)
 
     def sweep_timers(self, limit: int = 200) -> int:
         """Fire up to ``limit`` timers due now (claimed, so each fires once); how many."""
         now = self.clock()
-        with self.db.transaction() as session:
+        pending = (AutomationTimer.status == "pending", AutomationTimer.due_at <= now)
+        with self.db.sessions() as session:  # idle rounds take no write lock
             self.refresh(session)
+            if session.scalar(select(AutomationTimer.id).where(*pending).limit(1)) is None:
+                return 0
+        with self.db.transaction() as session:
             due = session.scalars(
                 select(AutomationTimer)
-                .where(AutomationTimer.status == "pending", AutomationTimer.due_at <= now)
+                .where(*pending)
                 .order_by(AutomationTimer.due_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
@@ -596,8 +576,7 @@ class Engine:
     ) -> int:
         """Claim the tick (its primary key: one worker wins) and run the rule in the same transaction."""
         try:
-            with self.db.transaction() as session:
-                self.refresh(session)
+            with self.db.transaction() as session:  # run_schedules refreshed the catalogue
                 claim = ScheduleTick(
                     schedule=schedule, tick_at=tick, status="running", worker=self.worker, started_at=now
                 )
@@ -617,27 +596,35 @@ class Engine:
                 claim.status, claim.finished_at = ("failed" if outcome == "failed" else "ok"), utcnow()
                 if outcome == "failed":
                     claim.error = f"rule {rule.name} failed (see its run)"
-                    reason = f"schedule_failed:{schedule}"[:120]
-                    open_exception(
-                        session,
-                        SCHEDULE_QUEUE,
-                        [reason],
-                        actor=ACTOR_PREFIX + "scheduler",
-                        dedupe_key=reason[:128],
-                    )
-                    record_events(
-                        session,
-                        Event(
-                            EventType.SCHEDULE_FAILED,
-                            "workflow",
-                            template.name[:32],
-                            ACTOR_PREFIX + "scheduler",
-                            payload={"rule": rule.name, "tick_at": tick.isoformat()},
-                        ),
-                    )
+                    payload = {"rule": rule.name, "tick_at": tick.isoformat()}
+                    _alert(session, SCHEDULE_QUEUE, f"schedule_failed:{schedule}", EventType.SCHEDULE_FAILED,
+                           template, None, payload)  # fmt: skip
                 return 1
         except IntegrityError:
             return 0  # another worker has this tick
+
+
+def _run_key(template: Template, rule: Rule, trigger: Trigger, step: str) -> str:
+    """What makes a step's run once: the version, the rule, the trigger and the step."""
+    return f"{template.content_hash[:16]}:{rule.name}:{trigger.key}:{step}"[:200]
+
+
+def _alert(
+    session: Session,
+    queue: str,
+    reason: str,
+    kind: EventType,
+    template: Template,
+    location_id: str | None,
+    payload: dict[str, Any],
+) -> None:
+    """What a person must see about a workflow: one open item per reason in ``queue`` and the event."""
+    actor = ACTOR_PREFIX + "engine"
+    open_exception(
+        session, queue, [reason[:120]], actor=actor, location_id=location_id, dedupe_key=reason[:128]
+    )
+    workflow = Event(kind, "workflow", template.name[:32], actor, location_id=location_id, payload=payload)
+    record_events(session, workflow)
 
 
 def _facts(

@@ -5,25 +5,22 @@ actions, dry runs against the database (rolled back), activation from files."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from careops.automation.conditions import Facts
 from careops.automation.facts import FactCache
 from careops.automation.store import (
-    Activation,
     activate,
-    activate_directory,
     load_catalogue,
+    refuse_invalid,
     stored_text,
     version_view,
     versions_of,
 )
-from careops.automation.templates import Template, TemplateError, effective, load_directory, load_text
-from careops.automation.tooling import graph, plan, validate
+from careops.automation.templates import Template, TemplateError, effective, load_text
+from careops.automation.tooling import graph, plan
 from careops.db import Database
 from careops.domain.automation import AutomationRun, AutomationTimer, ScheduleTick, WorkflowVersion
 from careops.domain.models import Location, utcnow
@@ -168,56 +165,28 @@ def dry_run(
         if name is not None and not templates:
             raise NotFound(f"no active workflow {name!r}")
         place: Location | None = location_named(session, location, scope) if location else None
-        cache = FactCache(session)
-        facts, _ = cache.facts(
-            templates[0] if templates else Template("-", "-", "-", "-", "", "", {}),
-            utcnow(),
-            event,
-            (event.get("subject_type"), event.get("subject_id")),
-            place.id if place else None,
-            event.get("case_id"),
-            with_patient=True,
+        if not templates:
+            return []
+        subject = (event.get("subject_type"), event.get("subject_id"))
+        place_id, slug = (place.id, place.slug) if place else (None, None)
+        facts, _ = FactCache(session).facts(
+            templates[0], utcnow(), event, subject, place_id, event.get("case_id"), with_patient=True
         )
-        planned = plan(
-            templates,
-            event,
-            Facts(facts.values, facts.now, facts.lookup),
-            place.slug if place else None,
-            list(place.groups or []) if place else [],
-        )
+        planned = plan(templates, event, facts, slug, list(place.groups or []) if place else [])
         session.rollback()
     return [vars(p) for p in planned]
-
-
-def activate_files(db: Database, directory: Path, *, actor: str, reason: str) -> list[Activation]:
-    """Validate every template in ``directory``, then activate them all (or none)."""
-    if not reason.strip():
-        raise ValidationFailed("say why (--why): activations are audited")
-    problems = validate(load_directory(directory))
-    if problems:
-        raise ValidationFailed(
-            "the templates do not validate", errors=[{"field": "workflows", "message": p} for p in problems]
-        )
-    return activate_directory(db, directory, actor=actor, reason=reason)
 
 
 def activate_text(db: Database, text: str, *, actor: str, reason: str) -> dict[str, Any]:
     """Validate one template's YAML (with the active ones, for cycles between them) and make it
     its name's active version; 422 naming the line of what is wrong."""
-    if not reason.strip():
-        raise ValidationFailed("say why: activations are audited")
     try:
         template = load_text(text, "<request>")
     except TemplateError as exc:
         raise ValidationFailed(str(exc), errors=[{"field": "content", "message": str(exc)}]) from exc
     with db.transaction() as session:
         others = [t for n, t in load_catalogue(session).active.items() if n != template.name]
-        problems = validate([*others, template])
-        if problems:
-            raise ValidationFailed(
-                "the template does not validate",
-                errors=[{"field": "content", "message": p} for p in problems],
-            )
+        refuse_invalid([*others, template], "content")
         done = activate(session, template, text, actor=actor, reason=reason)
     return {
         "name": done.name,
@@ -225,14 +194,6 @@ def activate_text(db: Database, text: str, *, actor: str, reason: str) -> dict[s
         "content_hash": done.content_hash,
         "changed": done.changed,
     }
-
-
-def location_slugs(db: Database, scope: LocationScope) -> list[str]:
-    """The slugs of the caller's locations (a page's choice of effective workflow)."""
-    with db.sessions() as session:
-        return list(
-            session.scalars(scope.restrict(select(Location.slug), Location.id).order_by(Location.slug))
-        )
 
 
 def run_counts(db: Database, hours: int = 24) -> dict[str, Any]:

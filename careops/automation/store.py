@@ -12,11 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from careops.automation.templates import Template, effective, load_text
+from careops.automation.tooling import validate
 from careops.db import Database
 from careops.domain.automation import WorkflowVersion
 from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import Location, new_id, utcnow
-from careops.errors import NotFound
+from careops.errors import NotFound, ValidationFailed
 
 SHIPPED = Path(__file__).resolve().parents[2] / "workflows"
 
@@ -34,9 +35,19 @@ class Activation:
     changed: bool  # False: that version was already the active one
 
 
+def refuse_invalid(templates: list[Template], field: str) -> None:
+    """422 with every problem the validator finds across ``templates``."""
+    problems = validate(templates)
+    if problems:
+        errors = [{"field": field, "message": p} for p in problems]
+        raise ValidationFailed(f"the templates do not validate: {problems[0]}", errors=errors)
+
+
 def activate(session: Session, template: Template, text: str, *, actor: str, reason: str) -> Activation:
     """In the caller's transaction: store the template's version (once per content hash) and make
     it the active one of its name, with ``workflow.activated``. Runs already started keep theirs."""
+    if not reason.strip():
+        raise ValidationFailed("say why: activations are audited")
     stored = session.scalars(
         select(WorkflowVersion).where(
             WorkflowVersion.name == template.name, WorkflowVersion.content_hash == template.content_hash
@@ -96,9 +107,10 @@ def deactivate(db: Database, name: str, *, actor: str, reason: str) -> None:
 
 
 def activate_directory(db: Database, directory: Path, *, actor: str, reason: str) -> list[Activation]:
-    """Activate every template in ``directory`` (each checked first: one bad file activates none)."""
+    """Validate every template in ``directory``, then activate them all: one bad file activates none."""
     texts = {path: path.read_text(encoding="utf-8") for path in sorted(directory.glob("*.yaml"))}
     templates = [(load_text(text, str(path)), text) for path, text in texts.items()]
+    refuse_invalid([t for t, _ in templates], "workflows")
     with db.transaction() as session:
         return [activate(session, t, text, actor=actor, reason=reason) for t, text in templates]
 

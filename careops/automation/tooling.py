@@ -37,24 +37,6 @@ QUEUES = (
     "automation",
     "integration",
 )
-# The events each action may write: what another rule could be triggered by (the cycle check).
-WRITES: dict[str, tuple[str, ...]] = {
-    "set_field": ("record.field_set",),
-    "transition": ("case.transitioned",),
-    "create_task": ("task.created",),
-    "open_exception": ("exception.opened",),
-    "assign": ("exception.assigned",),
-    "request_approval": ("exception.opened",),
-    "send_message": ("message.queued",),
-    "call_connector": ("connector.call_queued",),
-    "ask_ai": ("ai.recommendation_requested",),
-    "check_billing_readiness": ("billing.discrepancies_found", "exception.opened", "case.transitioned"),
-    "request_invoice": ("invoice.requested",),
-    "request_replenishment": ("replenishment.drafted",),
-    "propose_candidates": ("message.queued",),
-    "start_workflow": (),
-    "wait": (),
-}
 _EVENTS = {str(e) for e in EventType}
 
 
@@ -121,7 +103,7 @@ def cycles(templates: list[Template]) -> list[str]:
 
     edges: dict[str, list[str]] = {key(t, r): [] for t, r in rules}
     for t, r in rules:
-        written = {e for s in r.steps for e in WRITES[s.action]}
+        written = {e for s in r.steps for e in ACTIONS[s.action].writes}
         for t2, r2 in rules:
             if r2.trigger.event in written and r2.trigger.kind in ("event", "change", "after", "before"):
                 edges[key(t, r)].append(key(t2, r2))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -62,16 +61,14 @@ def settings_with(**overrides: object) -> Settings:
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    match = re.fullmatch(r"(\d+)([dhms])", text.strip())
-    if not match:
-        raise typer.BadParameter("use a number followed by d, h, m or s, e.g. 90d")
-    amount, unit = int(match.group(1)), match.group(2)
-    return {
-        "d": dt.timedelta(days=amount),
-        "h": dt.timedelta(hours=amount),
-        "m": dt.timedelta(minutes=amount),
-        "s": dt.timedelta(seconds=amount),
-    }[unit]
+    """``90d``, ``12h``, ``30m``, ``45s``: the templates' durations (automation.conditions)."""
+    from careops.automation.conditions import ConditionError
+    from careops.automation.conditions import parse_duration as duration
+
+    try:
+        return duration(text, ())
+    except ConditionError as exc:
+        raise typer.BadParameter("use a number followed by d, h, m or s, e.g. 90d") from exc
 
 
 PasswordOption = Annotated[

@@ -186,9 +186,9 @@ def activate_command(
 ) -> None:
     """Validate the templates, then make each the active version of its name (new runs take it;
     running timers and waits keep theirs). Every activation is an audited event."""
-    from careops.automation.service import activate_files
+    from careops.automation.store import activate_directory
 
-    done = activate_files(
+    done = activate_directory(
         ready_database(get_settings()), _directory(directory), actor=cli_actor(), reason=why
     )
     for activation in done:

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from careops.automation.service import (
     failing_schedules,
     list_workflows,
-    location_slugs,
     recent_runs,
     workflow_detail,
 )
 from careops.db import in_thread
 from careops.errors import CareopsError
+from careops.governance.tokens import location_slugs
 from careops.governance.users import ConsoleUser
 from careops.web.pages import PathText, QueryText, member, refused_page, render
 
@@ -42,7 +42,8 @@ async def workflow_page(request: Request, name: PathText, user: Reader, location
     except CareopsError as exc:
         return refused_page(user, exc)
     runs = await in_thread(lambda: recent_runs(db, user.principal.scope, workflow=name, limit=50))
-    places = await in_thread(location_slugs, db, user.principal.scope)
+    slugs = await in_thread(location_slugs, db)
+    places = sorted(slug for id_, slug in slugs.items() if user.principal.scope.allows(id_))
     text = yaml.safe_dump(detail["effective"], sort_keys=False, width=100)
     return render("automation_workflow.html", user, title=f"Workflow {name}", detail=detail, runs=runs,
                   places=places, location=location, text=text)  # fmt: skip
