@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careops.automation.conditions import ConditionError, Facts, parse_duration
+from careops.approvals.requests import request_in
+from careops.automation.conditions import ConditionError, Facts
 from careops.automation.rendering import check_syntax, render_value
 from careops.domain.automation import QueuedMessage
 from careops.domain.cases import CaseAction, transition
@@ -27,6 +28,7 @@ from careops.orchestration.billing import check_readiness, invoice_case
 from careops.orchestration.exception_queue import open_exception
 from careops.orchestration.replenishment import draft_in
 from careops.orchestration.staffing import candidates_in
+from careops.yamldoc import parse_duration
 
 CHANNELS = ("email", "sms", "console")
 SETTABLE: dict[tuple[str, str], tuple[str, ...]] = {("case", "priority"): ("routine", "urgent", "stat")}
@@ -49,7 +51,7 @@ class ActionContext:
     case: ServiceCase | None
     workflow: str
     rule: str
-    made: dict[str, Any] = field(default_factory=dict)
+    made: dict[str, Any] = field(default_factory=dict)  # step name -> what it made, earlier in the run
 
     def need_case(self) -> ServiceCase:
         if self.case is None:
@@ -198,20 +200,28 @@ def _assign(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"assigned": len(items)}
 
 
+# What an action's result names, and the record kind an approval of it decides on.
+_MADE_RECORDS = {"replenishment_id": "replenishment", "invoice_id": "invoice", "case_id": "case"}
+
+
 def _request_approval(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
-    """The seam for the approvals capability: for now an item in the ``approvals`` queue naming
-    the policy, which an approver resolves."""
-    reason = f"approval_required:{args['policy']}"
-    item = open_exception(
-        ctx.session,
-        "approvals",
-        [reason],
-        actor=ctx.actor,
-        case=ctx.case,
-        location_id=ctx.location_id,
-        dedupe_key=_dedupe_key(ctx, reason),
+    """An approval under a policy of the trigger's record, or of the record an earlier step of
+    the run made (``of_step``: its name). The policy routes it; the approvals layer notifies."""
+    subject_type, subject_id = ctx.subject_type, ctx.subject_id
+    if args.get("of_step"):
+        made = ctx.made.get(str(args["of_step"]))
+        found = [(kind, made[key]) for key, kind in _MADE_RECORDS.items() if made and made.get(key)]
+        if not found:
+            raise ActionFailed(f"the step {args['of_step']} made no record an approval can decide on")
+        subject_type, subject_id = found[0]
+    if subject_type is None or subject_id is None:
+        raise ActionFailed(
+            "request_approval needs a record: the trigger's, or of_step naming the step that made it"
+        )
+    request = request_in(
+        ctx.session, subject_type, subject_id, str(args["policy"]), actor=ctx.actor, now=ctx.facts.now
     )
-    return {"exception_id": item.id, "policy": args["policy"]}
+    return {"approval_id": request.id, "policy": request.policy, "matched": request.matched}
 
 
 def _send_message(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -368,10 +378,10 @@ ACTIONS: dict[str, ActionSpec] = {
             "request_approval",
             "approvals:request",
             ("policy",),
-            (),
-            "ask for an approval under a policy (an item in the approvals queue)",
+            ("of_step",),
+            "ask for an approval under a policy: its decision table chooses the chain",
             _request_approval,
-            writes=("exception.opened",),
+            writes=("approval.requested",),
         ),
         ActionSpec(
             "send_message",

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from careops.yamldoc import PathError
+
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "exists", "before", "after")
 LOOKUP_TABLES = ("location", "service", "payer", "referrer", "item", "exception")
 _MOMENT = re.compile(r"^\s*(now|[a-z_]+(?:\.[A-Za-z0-9_]+)+)\s*(?:([+-])\s*(\d+)\s*([mhd]))?\s*$")
@@ -26,13 +28,8 @@ _UNITS = {"m": 60, "h": 3600, "d": 86400}
 _PATH = re.compile(r"^(event|record|params|case|location)(\.[A-Za-z0-9_]+)*$")
 
 
-class ConditionError(ValueError):
+class ConditionError(PathError):
     """A condition that does not parse; ``path`` says where in the template (a tuple of keys)."""
-
-    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -181,16 +178,6 @@ def _moment(raw: Any, at: tuple[str | int, ...]) -> Moment:
     base, sign, amount, unit = match.groups()
     offset = int(amount) * _UNITS[unit] * (-1 if sign == "-" else 1) if amount else 0
     return Moment(base, offset)
-
-
-def parse_duration(raw: Any, at: tuple[str | int, ...]) -> dt.timedelta:
-    """``30m``, ``4h``, ``2d`` (or seconds as a number) as a timedelta."""
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:
-        return dt.timedelta(seconds=raw)
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(raw))
-    if match is None:
-        raise ConditionError(f"{raw!r} is not a duration (30m, 4h, 2d)", at)
-    return dt.timedelta(seconds=int(match.group(1)) * {"s": 1, **_UNITS}[match.group(2)])
 
 
 # --- interpretation ---------------------------------------------------------------------------

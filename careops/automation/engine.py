@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from careops.automation.actions import ActionContext, ActionFailed, run_action
-from careops.automation.conditions import Facts, as_time, evaluate, parse_duration
+from careops.automation.conditions import Facts, as_time, evaluate
 from careops.automation.facts import FactCache, event_facts
 from careops.automation.rendering import RenderError, render_value
 from careops.automation.store import Catalogue, catalogue_stamp, load_catalogue
@@ -46,6 +46,7 @@ from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import BusinessEvent, new_id, utcnow
 from careops.errors import CareopsError
 from careops.orchestration.exception_queue import open_exception
+from careops.yamldoc import parse_duration
 
 QUEUE = "automation"
 SCHEDULE_QUEUE = "integration"
@@ -280,6 +281,7 @@ class Engine:
         messages = any(s.action == "send_message" for s in rule.steps)
         facts, case = _facts(cache, template, trigger, now, with_patient=messages)
         current = rule.steps[start] if start < len(rule.steps) else None
+        made: dict[str, Any] = {}  # what each step of this run made, for the steps after it
         try:
             with session.begin_nested() if isolated else nullcontext():
                 for index in range(start, len(rule.steps)):
@@ -307,8 +309,10 @@ class Engine:
                             case,
                             template.name,
                             rule.name,
+                            made,
                         )
                         run.detail = run_action(current.action, ctx, current.args)
+                        made[current.name] = run.detail
                 if isolated:
                     session.flush()
         except IntegrityError as exc:

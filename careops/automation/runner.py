@@ -1,12 +1,14 @@
 """The rule engine's loops in the worker: new events and due timers every
 ``automation_interval_seconds`` (at once again after a full batch), scheduled actions every few
-seconds. Each round is one transaction; a failed round is logged and tried again."""
+seconds; and beside them the approvals' escalation sweep (approvals.runner). Each round is one
+transaction; a failed round is logged and tried again."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 
+from careops.approvals.runner import approval_jobs
 from careops.automation.engine import Engine
 from careops.db import Database
 from careops.domain.models import utcnow
@@ -51,4 +53,4 @@ def automation_jobs(settings: Settings) -> list[Job]:
             repeat(engine.run_schedules, 1_000_000, SCHEDULE_SECONDS, stop, "automation.schedules_failed"),
         )
 
-    return [run]
+    return [run, *approval_jobs(settings)]

@@ -16,7 +16,8 @@ from careops.automation.tooling import validate
 from careops.db import Database
 from careops.domain.automation import WorkflowVersion
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import Location, new_id, utcnow
+from careops.domain.models import Location
+from careops.domain.versions import Activation, activate_version
 from careops.errors import NotFound, ValidationFailed
 
 SHIPPED = Path(__file__).resolve().parents[2] / "workflows"
@@ -25,14 +26,6 @@ SHIPPED = Path(__file__).resolve().parents[2] / "workflows"
 def shipped_directory() -> Path:
     """``workflows/`` of the source tree (the shipped templates)."""
     return SHIPPED
-
-
-@dataclass(frozen=True)
-class Activation:
-    name: str
-    version: str
-    content_hash: str
-    changed: bool  # False: that version was already the active one
 
 
 def refuse_invalid(templates: list[Template], field: str) -> None:
@@ -46,50 +39,16 @@ def refuse_invalid(templates: list[Template], field: str) -> None:
 def activate(session: Session, template: Template, text: str, *, actor: str, reason: str) -> Activation:
     """In the caller's transaction: store the template's version (once per content hash) and make
     it the active one of its name, with ``workflow.activated``. Runs already started keep theirs."""
-    if not reason.strip():
-        raise ValidationFailed("say why: activations are audited")
-    stored = session.scalars(
-        select(WorkflowVersion).where(
-            WorkflowVersion.name == template.name, WorkflowVersion.content_hash == template.content_hash
-        )
-    ).first()
-    if stored is not None and stored.active:
-        return Activation(template.name, template.version, template.content_hash, False)
-    current = session.scalars(
-        select(WorkflowVersion)
-        .where(WorkflowVersion.name == template.name, WorkflowVersion.active.is_(True))
-        .with_for_update()
-    ).first()
-    previous = current.content_hash if current else None
-    if current is not None:
-        current.active = False
-        session.flush()
-    if stored is None:
-        stored = WorkflowVersion(
-            id=new_id(),
-            name=template.name,
-            version=template.version,
-            content_hash=template.content_hash,
-            content=text,
-            owner=template.owner,
-        )
-        session.add(stored)
-    stored.active, stored.activated_by, stored.reason, stored.activated_at = (
-        True,
-        actor,
-        reason[:500],
-        utcnow(),
+    return activate_version(
+        session,
+        WorkflowVersion,
+        template,
+        text,
+        actor=actor,
+        reason=reason,
+        event=EventType.WORKFLOW_ACTIVATED,
+        subject_type="workflow",
     )
-    session.flush()
-    payload = {
-        "name": template.name,
-        "version": template.version,
-        "content_hash": template.content_hash,
-        "previous_hash": previous,
-        "reason": reason[:200],
-    }
-    record_events(session, Event(EventType.WORKFLOW_ACTIVATED, "workflow", stored.id, actor, payload=payload))
-    return Activation(template.name, template.version, template.content_hash, True)
 
 
 def deactivate(db: Database, name: str, *, actor: str, reason: str) -> None:

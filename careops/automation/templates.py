@@ -13,19 +13,23 @@ overrides parameters, or the arguments of named steps (``RULE.STEP``), of the ba
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from croniter import croniter
 
-from careops.automation.conditions import TRUE, Condition, ConditionError, parse, parse_duration
+from careops.automation.conditions import TRUE, Condition, ConditionError, parse
 from careops.automation.rendering import RenderError, render
+from careops.yamldoc import (
+    Document,
+    DocumentError,
+    PathError,
+    content_hash,
+    parse_duration,
+)
 
 TRIGGER_KINDS = ("event", "change", "after", "before", "schedule")
 CATCH_UP = ("all", "latest", "skip")
@@ -34,20 +38,8 @@ CHANGES: dict[tuple[str, str], str] = {("case", "status"): "case.transitioned"}
 _NAME = r"^[a-z][a-z0-9-]{0,63}$"
 
 
-class TemplateError(ValueError):
-    """A template that does not load: where (file, line, path) and what is wrong."""
-
-    def __init__(self, source: str, line: int | None, path: tuple[str | int, ...], message: str) -> None:
-        self.source, self.line, self.path, self.message = source, line, path, message
-        where = f"{source}:{line}" if line else source
-        super().__init__(f"{where} {dotted(path)}: {message}" if path else f"{where}: {message}")
-
-
-def dotted(path: tuple[str | int, ...]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
+# A template that does not load: where (file, line, path) and what is wrong.
+TemplateError = DocumentError
 
 
 @dataclass(frozen=True)
@@ -134,61 +126,13 @@ def _matches(targets: tuple[str, ...], slug: str, groups: list[str]) -> bool:
 # --- loading ----------------------------------------------------------------------------------
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """YAML with only ``true`` / ``false`` as booleans: a rule's ``on:`` stays the word "on"."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def load_yaml(text: str) -> Any:
-    """YAML as templates read it (``on`` a word, not a boolean)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-def _lines(node: yaml.Node, path: tuple[str | int, ...], found: dict[tuple[str | int, ...], int]) -> None:
-    found[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            _lines(value, (*path, str(key.value)), found)
-            found.setdefault((*path, str(key.value)), key.start_mark.line + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _lines(item, (*path, i), found)
-
-
-def content_hash(data: Any) -> str:
-    """SHA-256 of the template's data as canonical JSON: comments and layout do not make a version."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def load_text(text: str, source: str = "<template>") -> Template:
     """Parse a template's YAML text; TemplateError with the line of what is wrong."""
+    document = Document(text, source)
     try:
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise TemplateError(source, mark.line + 1 if mark else None, (), f"not YAML: {exc}") from exc
-    lines: dict[tuple[str | int, ...], int] = {}
-    if node is not None:
-        _lines(node, (), lines)
-    try:
-        return _template(data, source)
-    except ConditionError as exc:
-        line = next((lines[exc.path[:n]] for n in range(len(exc.path), 0, -1) if exc.path[:n] in lines), None)
-        raise TemplateError(source, line, exc.path, exc.message) from exc
+        return _template(document.data, source)
+    except PathError as exc:
+        raise document.error(exc) from exc
 
 
 def load_file(path: Path) -> Template:

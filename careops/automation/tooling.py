@@ -14,12 +14,15 @@ from typing import Any
 
 import yaml
 
+from careops.approvals.policies import load_directory as load_policies
+from careops.approvals.store import shipped_directory as policies_directory
 from careops.automation.actions import ACTIONS
 from careops.automation.conditions import TRUE, Facts, evaluate, referenced_paths
 from careops.automation.rendering import RenderError, render_value
-from careops.automation.templates import Template, TemplateError, effective, load_yaml
+from careops.automation.templates import Template, TemplateError, effective
 from careops.domain.events import EventType
 from careops.governance.permissions import SHIPPED_ROLES, grants
+from careops.yamldoc import load_yaml
 
 QUEUES = (
     "intake",
@@ -38,6 +41,7 @@ QUEUES = (
     "integration",
 )
 _EVENTS = {str(e) for e in EventType}
+_POLICIES = {p.name for p in load_policies(policies_directory())}
 
 
 def validate(templates: list[Template], roles: dict[str, frozenset[str]] | None = None) -> list[str]:
@@ -85,6 +89,9 @@ def _rule_problems(
         awaited = step.args.get("event")
         if step.action == "wait" and awaited is not None and awaited not in _EVENTS:
             found.append(f"{at} step {step.name}: no event {awaited!r} to wait for")
+        policy = step.args.get("policy")
+        if step.action == "request_approval" and isinstance(policy, str) and policy not in _POLICIES:
+            found.append(f"{at} step {step.name}: no approval policy {policy!r} in workflows/policies")
         if step.action == "start_workflow":
             target = next((t for t in templates if t.name == step.args.get("workflow")), None)
             if target is None or not any(r.name == step.args.get("rule") for r in target.rules):

@@ -61,13 +61,13 @@ def settings_with(**overrides: object) -> Settings:
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """``90d``, ``12h``, ``30m``, ``45s``: the templates' durations (automation.conditions)."""
-    from careops.automation.conditions import ConditionError
-    from careops.automation.conditions import parse_duration as duration
+    """``90d``, ``12h``, ``30m``, ``45s``: the templates' durations (careops.yamldoc)."""
+    from careops.yamldoc import PathError
+    from careops.yamldoc import parse_duration as duration
 
     try:
         return duration(text, ())
-    except ConditionError as exc:
+    except PathError as exc:
         raise typer.BadParameter("use a number followed by d, h, m or s, e.g. 90d") from exc
 
 

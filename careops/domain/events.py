@@ -114,6 +114,18 @@ class EventType(StrEnum):
     CONNECTOR_CALL_QUEUED = "connector.call_queued"
     AI_RECOMMENDATION_REQUESTED = "ai.recommendation_requested"
     ANOMALY_DETECTED = "anomaly.detected"
+    APPROVAL_POLICY_ACTIVATED = "approval.policy_activated"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_NOTIFIED = "approval.notified"
+    APPROVAL_VIEWED = "approval.viewed"
+    APPROVAL_DECISION_RECORDED = "approval.decision_recorded"
+    APPROVAL_DECIDED = "approval.decided"
+    APPROVAL_ESCALATED = "approval.escalated"
+    APPROVAL_FALLBACK_USED = "approval.fallback_used"
+    APPROVAL_RESUBMITTED = "approval.resubmitted"
+    APPROVAL_DELEGATED = "approval.delegated"
+    APPROVAL_DELEGATION_REVOKED = "approval.delegation_revoked"
+    APPROVAL_ABSENCE_RECORDED = "approval.absence_recorded"
 
 
 class FollowUp(StrEnum):

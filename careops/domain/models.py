@@ -533,6 +533,14 @@ class BusinessEvent(Base):
             postgresql_where=text("seq IS NULL"),
             sqlite_where=text("seq IS NULL"),
         ),
+        # An approval's trace (only approval events pay for this index).
+        Index(
+            "ix_event_approval",
+            "subject_id",
+            "id",
+            postgresql_where=text("subject_type = 'approval'"),
+            sqlite_where=text("subject_type = 'approval'"),
+        ),
     )
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     type: Mapped[str] = mapped_column(String(64))
@@ -605,6 +613,8 @@ class ApiToken(Base):
     scopes: Mapped[list[str]] = mapped_column(default=list)
     # Location ids the token sees; None: all locations.
     locations: Mapped[list[str] | None] = mapped_column()
+    # A personal token's user: it acts as that person where a person is needed (approvals).
+    user_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column()
     revoked_at: Mapped[dt.datetime | None] = mapped_column()
@@ -725,6 +735,7 @@ class KpiCursor(Base):
 
 # The stock records have their own module; importing it here registers their tables with
 # ``Base.metadata`` wherever the models are loaded (migrations, the app, the tests).
+from careops.domain import approvals as _approvals  # noqa: E402, F401 - registers the approval tables
 from careops.domain import automation as _automation  # noqa: E402, F401 - registers the automation tables
 from careops.domain import staffing as _staffing  # noqa: E402, F401 - registers the staffing tables
 from careops.domain import stock as _stock  # noqa: E402, F401 - registers the stock tables

@@ -29,7 +29,8 @@ PERMISSIONS: dict[str, str] = {
     "quarantine:read": "read quarantined payloads",
     "quarantine:replay": "replay or discard quarantined payloads",
     "approvals:decide": "decide approvals (never one's own request)",
-    "approvals:request": "ask for an approval (workflows do, on a record's behalf)",
+    "approvals:request": "ask for, resubmit and withdraw approvals (workflows do, on a record's behalf)",
+    "approvals:read": "read approval requests, their traces, policies and metrics; export them",
     "workflows:read": "read workflow templates, their versions, effective workflows and rule runs",
     "workflows:manage": "activate and deactivate workflow template versions (audited, with a reason)",
     "billing:approve": "check billing readiness, request, approve, send and settle invoices",
@@ -96,27 +97,29 @@ SHIPPED_ROLES: dict[str, RoleSpec] = {
     ),
     "authorisation_reviewer": _role(
         "decides prior-authorisation approvals",
-        "cases:read exceptions:read approvals:decide",
+        "cases:read exceptions:read approvals:decide approvals:read",
         masking(C, C, H, H, P, C, C),
     ),
     "finance": _role(
         "billing readiness, invoice approval, discrepancies",
-        "cases:read billing:approve exceptions:read exceptions:resolve approvals:request",
+        "cases:read billing:approve exceptions:read exceptions:resolve approvals:request approvals:decide "
+        "approvals:read",
         masking(C, P, P, P, C, H, H),
     ),
     "procurement": _role(
         "replenishment requests and approvals",
-        "inventory:adjust approvals:request",
+        "inventory:adjust approvals:request approvals:decide approvals:read",
         masking(H, H, H, H, H, H, H),
     ),
     "field_supervisor": _role(
         "staffing conflicts and reassignments",
-        "cases:read staff:reassign approvals:request",
+        "cases:read staff:reassign approvals:request approvals:decide approvals:read",
         masking(C, H, C, H, H, H, H),
     ),
     "operations_manager": _role(
         "dashboards and queues across the organisation",
-        "cases:read exceptions:read metrics:read reference:read workflows:read",
+        "cases:read exceptions:read metrics:read reference:read workflows:read approvals:decide "
+        "approvals:read",
         masking(P, P, H, H, H, H, H),
     ),
     "integration_engineer": _role(
@@ -127,7 +130,7 @@ SHIPPED_ROLES: dict[str, RoleSpec] = {
     ),
     "compliance_officer": _role(
         "audit log, PHI access, approval traceability",
-        "audit:read cases:read exceptions:read phi:reveal",
+        "audit:read cases:read exceptions:read phi:reveal approvals:read",
         masking(P, P, P, P, P, H, H),
     ),
     "administrator": _role("users, roles, tokens and settings", ADMIN, masking(P, P, P, P, P, H, H)),

@@ -11,7 +11,8 @@ from careops.governance.scoping import EVERYWHERE, LocationScope
 
 @dataclass(frozen=True)
 class Principal:
-    """``id`` is what business events record as the actor."""
+    """``id`` is what business events record as the actor; ``user_id`` the person behind it (a
+    console user, or a personal token's user), None for a system's token."""
 
     id: str
     name: str
@@ -19,6 +20,7 @@ class Principal:
     scope: LocationScope = EVERYWHERE
     masking: MaskingPolicy = field(default_factory=lambda: MaskingPolicy(dict(DEFAULT_MASKING)))
     requester: str | None = None
+    user_id: str | None = None
 
     def can(self, permission: str) -> bool:
         return grants(self.permissions, permission)

@@ -29,6 +29,12 @@ def effective_roles(session: Session) -> dict[str, RoleSpec]:
     return roles
 
 
+def held_by(session: Session, role_names: list[str]) -> frozenset[str]:
+    """The permissions the named roles grant together (unknown names grant nothing)."""
+    known = effective_roles(session)
+    return frozenset(p for name in role_names if name in known for p in known[name].permissions)
+
+
 def roles(db: Database) -> dict[str, RoleSpec]:
     with db.sessions() as session:
         return effective_roles(session)

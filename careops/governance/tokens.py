@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 
 from careops.db import Database
 from careops.domain.events import Event, EventType, record_events
-from careops.domain.models import ApiToken, Location, utcnow
+from careops.domain.models import ApiToken, Location, User, utcnow
 from careops.errors import NotFound, Unauthorised, ValidationFailed
-from careops.governance.permissions import PERMISSIONS
+from careops.governance.permissions import PERMISSIONS, grants
 from careops.governance.principal import Principal, token_masking
+from careops.governance.roles import held_by
 from careops.governance.scoping import EVERYWHERE, LocationScope
 
 TOKEN_PREFIX = "cop_"  # noqa: S105 - a recognisable prefix, not a secret
@@ -45,10 +46,13 @@ def create_token(
     *,
     actor: str,
     locations: list[str] | None = None,
+    user: str | None = None,
 ) -> tuple[str, ApiToken]:
     """A new token (its secret, shown once, and its record); ``token.created`` is audited.
 
-    ``locations``: slugs of the only locations the token sees; None for all of them.
+    ``locations``: slugs of the only locations the token sees; None for all of them. ``user``: a
+    personal token acts as that user (approvals are decided by people); its scopes must be among
+    the user's permissions, and it sees the user's locations unless ``locations`` narrows them.
     """
     unknown = sorted(set(scopes) - set(PERMISSIONS))
     if unknown:
@@ -59,6 +63,8 @@ def create_token(
     with db.transaction() as session:
         if locations is not None:
             record.locations = location_ids(session, locations)
+        if user is not None:
+            _bind_to_user(session, record, user)
         session.add(record)
         session.flush()
         record_events(session, _token_event(EventType.TOKEN_CREATED, record, actor))
@@ -77,6 +83,21 @@ def _new_token(name: str, scopes: list[str], expires_in: dt.timedelta | None) ->
     return secret, record
 
 
+def _bind_to_user(session: Session, record: ApiToken, username: str) -> None:
+    person = session.scalars(select(User).where(User.username == username)).first()
+    if person is None or person.disabled_at is not None:
+        raise ValidationFailed(f"no enabled user {username!r}")
+    held = held_by(session, person.roles)
+    beyond = sorted(s for s in record.scopes if not grants(held, s))
+    if beyond:
+        raise ValidationFailed(
+            f"{username}'s roles do not grant {', '.join(beyond)}: a personal token cannot"
+        )
+    if person.locations is not None:
+        record.locations = sorted(set(record.locations or person.locations) & set(person.locations))
+    record.user_id = person.id
+
+
 def rotate_token(db: Database, name_or_id: str, overlap: dt.timedelta, *, actor: str) -> tuple[str, ApiToken]:
     """A new secret for a token: same name, scopes, locations and lifetime; the old one stops
     working after ``overlap`` (time to roll the new one out). Audited as ``token.rotated``."""
@@ -89,7 +110,7 @@ def rotate_token(db: Database, name_or_id: str, overlap: dt.timedelta, *, actor:
         old = active[0]
         lifetime = old.expires_at - old.created_at if old.expires_at else None
         secret, record = _new_token(old.name, list(old.scopes), lifetime)
-        record.locations = old.locations
+        record.locations, record.user_id = old.locations, old.user_id
         ends = utcnow() + overlap
         old.expires_at = min(old.expires_at, ends) if old.expires_at else ends
         session.add(record)
@@ -169,7 +190,9 @@ class TokenVerifier:
             raise Unauthorised("the bearer token has expired")
         locations = LocationScope(frozenset(record.locations)) if record.locations is not None else EVERYWHERE
         scopes = frozenset(record.scopes)
-        principal = Principal(record.id, record.name, scopes, locations, token_masking(scopes))
+        principal = Principal(
+            record.id, record.name, scopes, locations, token_masking(scopes), user_id=record.user_id
+        )
         with self._db.writer() as connection:  # at most once per cache period per process
             connection.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=utcnow()))
             record_events(connection, _token_event(EventType.TOKEN_USED, record, record.id))

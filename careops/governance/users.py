@@ -278,7 +278,7 @@ def user_principal(session: Session, user: User) -> Principal:
     permissions = frozenset(p for spec in specs for p in spec.permissions)
     masking = CLEAR if grants(permissions, PHI_READ) else MaskingPolicy(most_open([s.masking for s in specs]))
     scope = LocationScope(frozenset(user.locations)) if user.locations is not None else EVERYWHERE
-    return Principal(user.id, user.username, permissions, scope, masking)
+    return Principal(user.id, user.username, permissions, scope, masking, user_id=user.id)
 
 
 def session_user(db: Database, cookie: str) -> ConsoleUser:

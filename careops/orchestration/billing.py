@@ -271,24 +271,38 @@ def advance_invoice(
 ) -> dict[str, Any]:
     """Approve, send, record payment of or reject an invoice request; ``send`` makes the case
     ``invoiced`` and ``pay`` closes it. The billing system's reference can come with any step."""
-    allowed_from, status, event_type, action = INVOICE_STEPS[step]
     with db.transaction() as session:
         invoice = find(session, InvoiceRequest, invoice_id, for_update=True)
         case = session.get(ServiceCase, invoice.case_id) if invoice is not None else None
         if invoice is None or case is None or not scope.allows(case.location_id):
             raise NotFound("no invoice request with this id")
-        if invoice.status not in allowed_from:
-            raise Conflict(
-                f"cannot {step} an invoice that is {invoice.status}", invoice_status=invoice.status
-            )
-        invoice.status = status
-        invoice.updated_at = utcnow()
-        if external_reference:
-            invoice.external_reference = external_reference[:100]
-        if action is not None:
-            transition(session, case, action, actor=actor, reason_code=f"invoice_{status}")
-        record_events(session, _event(event_type, invoice, case, actor))
-        return invoice_view(invoice)
+        return advance_invoice_in(
+            session, invoice, case, step, actor=actor, external_reference=external_reference
+        )
+
+
+def advance_invoice_in(
+    session: Session,
+    invoice: InvoiceRequest,
+    case: ServiceCase,
+    step: str,
+    *,
+    actor: str,
+    external_reference: str | None = None,
+) -> dict[str, Any]:
+    """``advance_invoice`` in the caller's transaction, on an invoice it has locked (as an
+    approval's outcome does)."""
+    allowed_from, status, event_type, action = INVOICE_STEPS[step]
+    if invoice.status not in allowed_from:
+        raise Conflict(f"cannot {step} an invoice that is {invoice.status}", invoice_status=invoice.status)
+    invoice.status = status
+    invoice.updated_at = utcnow()
+    if external_reference:
+        invoice.external_reference = external_reference[:100]
+    if action is not None:
+        transition(session, case, action, actor=actor, reason_code=f"invoice_{status}")
+    record_events(session, _event(event_type, invoice, case, actor))
+    return invoice_view(invoice)
 
 
 def case_invoices(session: Session, case_id: str) -> list[dict[str, Any]]:

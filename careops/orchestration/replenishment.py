@@ -146,36 +146,43 @@ def advance(
     """Move a request one step; ``order`` may carry the purchase order's number, ``receive`` puts
     its lines into stock. ``duties`` (the settings' ``separation_of_duties``) keep the requester
     from approving their own request."""
-    allowed_from, status, event_type = STEPS[step]
     with db.transaction() as session:
         record = find(session, Replenishment, replenishment_id, for_update=True)
         if record is None or not scope.allows(record.location_id):
             raise NotFound("no replenishment request with this id")
-        if record.status not in allowed_from:
-            raise Conflict(
-                f"cannot {step} a request that is {record.status}", replenishment_status=record.status
+        return advance_in(
+            session, record, step, actor=actor, external_reference=external_reference, duties=duties
+        )
+
+
+def advance_in(
+    session: Session,
+    record: Replenishment,
+    step: str,
+    *,
+    actor: str,
+    external_reference: str | None = None,
+    duties: Iterable[DutyRule] = DEFAULT_RULES,
+) -> dict[str, Any]:
+    """``advance`` in the caller's transaction, on a record it has locked (an approval's outcome)."""
+    allowed_from, status, event_type = STEPS[step]
+    if record.status not in allowed_from:
+        raise Conflict(f"cannot {step} a request that is {record.status}", replenishment_status=record.status)
+    if step == "approve":
+        check_duties(duties, "replenishment:approve", actor, {"requester": record.requested_by})
+    location = session.get(Location, record.location_id)
+    assert location is not None
+    if step == "receive":
+        for line in record.lines:
+            item = session.scalars(select(Item).where(Item.code == line["item"])).one()
+            change(
+                session, location, item, int(line["quantity"]), "receipt", actor=actor, reference=record.id
             )
-        if step == "approve":
-            check_duties(duties, "replenishment:approve", actor, {"requester": record.requested_by})
-        location = session.get(Location, record.location_id)
-        assert location is not None
-        if step == "receive":
-            for line in record.lines:
-                item = session.scalars(select(Item).where(Item.code == line["item"])).one()
-                change(
-                    session,
-                    location,
-                    item,
-                    int(line["quantity"]),
-                    "receipt",
-                    actor=actor,
-                    reference=record.id,
-                )
-        record.status, record.updated_at = status, utcnow()
-        if external_reference:
-            record.external_reference = external_reference[:100]
-        record_events(session, _event(event_type, record, actor))
-        return replenishment_view(record, location)
+    record.status, record.updated_at = status, utcnow()
+    if external_reference:
+        record.external_reference = external_reference[:100]
+    record_events(session, _event(event_type, record, actor))
+    return replenishment_view(record, location)
 
 
 def list_replenishments(

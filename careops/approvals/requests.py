@@ -1,0 +1,491 @@
+"""Approval requests: asking (the policy chooses the chain), each step's start (its approvers
+resolved, notified with signed decision links), deciding (who may, separation of duties, a record
+changed since the request), resubmitting with new amounts and withdrawing.
+
+Every change is a business event about the request (``subject_type`` "approval") in the same
+transaction; ``approval.decided`` carries the outcome and the cycle time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careops.approvals import routing, store, subjects
+from careops.approvals.policies import Policy, Step, effective
+from careops.approvals.tables import NoRule, choose
+from careops.db import Database
+from careops.domain.approvals import (
+    DECISIONS,
+    OPEN,
+    ApprovalDecision,
+    ApprovalLink,
+    ApprovalRequest,
+    ApprovalStep,
+)
+from careops.domain.automation import QueuedMessage
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import Location, User, find, new_id, utcnow
+from careops.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from careops.governance.principal import Principal
+
+LINK_PATH = "/console/approvals/link/"
+
+
+def link_token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def event(kind: EventType, request: ApprovalRequest, actor: str, **payload: Any) -> Event:
+    return Event(
+        kind,
+        "approval",
+        request.id,
+        actor,
+        case_id=request.case_id,
+        location_id=request.location_id,
+        payload={"policy": request.policy, "subject_type": request.subject_type, **payload},
+    )
+
+
+def policy_at(session: Session, request: ApprovalRequest, policy: Policy) -> Policy:
+    location = session.get(Location, request.location_id)
+    return effective(policy, location.slug, list(location.groups or [])) if location else policy
+
+
+def chain_of(policy: Policy, matched: list[str]) -> list[Step]:
+    return [step for rule in policy.rules if rule.name in matched for step in rule.chain]
+
+
+def quorum(step: Step, approvers: int) -> int:
+    if step.quorum == "any":
+        return 1
+    if step.quorum == "all":
+        return max(approvers, 1)
+    return int(step.quorum)
+
+
+def request_in(
+    session: Session,
+    subject_type: str,
+    subject_id: str,
+    policy_name: str,
+    *,
+    actor: str,
+    given: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> ApprovalRequest:
+    """In the caller's transaction: an approval of a record under the active version of a policy
+    (the open one, if the record already waits on that policy)."""
+    now = now or utcnow()
+    open_one = session.scalars(
+        select(ApprovalRequest).where(
+            ApprovalRequest.subject_type == subject_type,
+            ApprovalRequest.subject_id == subject_id,
+            ApprovalRequest.policy == policy_name,
+            ApprovalRequest.status == OPEN,
+        )
+    ).first()
+    if open_one is not None:
+        return open_one
+    record = subjects.load(session, subject_type, subject_id, lock=True)
+    policy = store.active(session, policy_name)
+    if policy.applies_to != subject_type:
+        raise ValidationFailed(f"the policy {policy_name} decides on {policy.applies_to}, not {subject_type}")
+    submit = subjects.SUBJECTS[subject_type].on_requested
+    if submit is not None:
+        submit(session, record, actor)
+    request = ApprovalRequest(
+        id=new_id(),
+        subject_type=subject_type,
+        subject_id=subject_id,
+        case_id=subjects.SUBJECTS[subject_type].case_id(record),
+        location_id=record.location_id,
+        policy=policy.name,
+        policy_hash=policy.content_hash,
+        policy_version=policy.version,
+        requested_by=actor,
+        requested_at=now,
+        amended_by=[],
+        separation=dict(policy.separation),
+    )
+    _route(session, request, policy, record, given or {})
+    session.add(request)
+    session.flush()
+    record_events(
+        session,
+        event(EventType.APPROVAL_REQUESTED, request, actor, policy_version=policy.version,
+              policy_hash=policy.content_hash, matched=request.matched, facts=request.facts),
+    )  # fmt: skip
+    start_step(session, request, 0, now)
+    return request
+
+
+def _route(
+    session: Session, request: ApprovalRequest, policy: Policy, record: Any, given: dict[str, Any]
+) -> None:
+    facts = subjects.facts_of(session, request.subject_type, record, given)
+    try:
+        matched = choose(policy_at(session, request, policy), facts)
+    except NoRule as exc:
+        raise ValidationFailed(str(exc)) from None
+    request.facts = {k: v for k, v in facts.items() if k in policy.inputs}
+    request.matched = [rule.name for rule in matched]
+    request.fingerprint = subjects.fingerprint(request.subject_type, record)
+
+
+def steps_of(session: Session, request_id: str) -> list[ApprovalStep]:
+    return list(
+        session.scalars(
+            select(ApprovalStep).where(ApprovalStep.request_id == request_id).order_by(ApprovalStep.position)
+        )
+    )
+
+
+def start_step(
+    session: Session, request: ApprovalRequest, position: int, now: dt.datetime
+) -> ApprovalStep | None:
+    """Start step ``position`` of the request's chain (None past its end): resolve its approvers
+    (the fallback covering, recorded), set its due time, notify each approver."""
+    policy = policy_at(session, request, store.pinned(session, request.policy, request.policy_hash))
+    chain = chain_of(policy, request.matched)
+    if position >= len(chain):
+        return None
+    spec = chain[position]
+    need = quorum(spec, 1) if spec.quorum != "all" else 1
+    resolved = routing.resolve(session, policy, spec, request.location_id, now, need)
+    step = ApprovalStep(
+        id=new_id(),
+        request_id=request.id,
+        position=position,
+        name=spec.name,
+        spec={"who": spec.who.describe(), "quorum": spec.quorum, "within_seconds": spec.within_seconds,
+              "on_timeout": spec.on_timeout, "fallback": spec.fallback.describe() if spec.fallback else None},
+        approvers=resolved.approvers,
+        quorum=quorum(spec, len(resolved.approvers)),
+        status="active",
+        started_at=now,
+        due_at=now + dt.timedelta(seconds=spec.within_seconds),
+    )  # fmt: skip
+    session.add(step)
+    session.flush()
+    if resolved.fallback_reason:
+        record_events(
+            session,
+            event(EventType.APPROVAL_FALLBACK_USED, request, "careops", step=spec.name, position=position,
+                  reason=resolved.fallback_reason, fallback=step.spec["fallback"]),
+        )  # fmt: skip
+    notify(session, request, step, resolved.approvers, now, policy.link_hours, "careops")
+    return step
+
+
+def notify(
+    session: Session,
+    request: ApprovalRequest,
+    step: ApprovalStep,
+    approvers: list[dict[str, str]],
+    now: dt.datetime,
+    link_hours: float,
+    actor: str,
+) -> None:
+    """A message with a signed, one-time decision link for each approver (bound to them)."""
+    users = {
+        u.id: u for u in session.scalars(select(User).where(User.id.in_([a["user"] for a in approvers])))
+    }
+    for approver in approvers:
+        user = users.get(approver["user"])
+        if user is None:
+            continue
+        token = secrets.token_urlsafe(32)
+        session.add(
+            ApprovalLink(
+                token_sha256=link_token_digest(token),
+                request_id=request.id,
+                position=step.position,
+                approver=user.id,
+                expires_at=now + dt.timedelta(hours=link_hours),
+            )
+        )
+        session.add(
+            QueuedMessage(
+                id=new_id(),
+                channel="email",
+                recipient=f"user:{user.username}"[:200],
+                subject=f"Approval waiting for you: {request.policy} ({request.subject_type})"[:200],
+                body=(
+                    f"An approval ({request.policy}, step {step.name}) waits for your decision by "
+                    f"{step.due_at:%Y-%m-%d %H:%M} UTC.\nOpen {LINK_PATH}{token} in the careops console "
+                    f"(the link is yours alone, works once and expires in {link_hours:g} hours)."
+                ),
+                case_id=request.case_id,
+                location_id=request.location_id,
+            )
+        )
+    if approvers:
+        record_events(
+            session,
+            event(EventType.APPROVAL_NOTIFIED, request, actor, step=step.name, position=step.position,
+                  approvers=[a["user"] for a in approvers]),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Decider:
+    """Who decides: the person, and whom they decide for (a delegation), or None."""
+
+    user: str
+    on_behalf_of: str | None
+
+
+def _decider(session: Session, step: ApprovalStep, user_id: str, now: dt.datetime) -> Decider:
+    listed = {a["user"] for a in step.approvers}
+    if user_id in listed:
+        return Decider(user_id, None)
+    for delegation in routing.delegations_to(session, user_id, now):
+        if delegation.delegator in listed:
+            return Decider(user_id, delegation.delegator)
+    raise Forbidden("you are not an approver of this step, nor anyone's delegate for it")
+
+
+def _check_duties(session: Session, request: ApprovalRequest, step: ApprovalStep, who: Decider) -> None:
+    people = {who.user, who.on_behalf_of} - {None}
+    rules = request.separation
+    if rules.get("requester", True) and request.requested_by in people:
+        raise Forbidden(
+            "separation of duties: nobody decides on an approval they requested (ask a colleague)"
+        )
+    if rules.get("amenders", True) and people & set(request.amended_by):
+        raise Forbidden(
+            "separation of duties: whoever changed the amounts after the request cannot approve it"
+        )
+    earlier = session.scalars(
+        select(ApprovalDecision).where(
+            ApprovalDecision.request_id == request.id, ApprovalDecision.position != step.position
+        )
+    ).all()
+    if rules.get("one_step_each", True) and any({d.decided_by, d.on_behalf_of} & people for d in earlier):
+        raise Forbidden("separation of duties: one person cannot fill two steps of one chain")
+    same = session.scalars(
+        select(ApprovalDecision).where(
+            ApprovalDecision.request_id == request.id, ApprovalDecision.position == step.position
+        )
+    ).all()
+    if any({d.decided_by, d.on_behalf_of} & people for d in same):
+        raise Conflict("you have decided on this step already")
+
+
+def locked_request(session: Session, request_id: str, principal: Principal) -> ApprovalRequest:
+    request = find(session, ApprovalRequest, request_id, for_update=True)
+    if request is None or not principal.scope.allows(request.location_id):
+        raise NotFound("no approval request with this id")
+    return request
+
+
+def active_step(session: Session, request: ApprovalRequest) -> ApprovalStep:
+    if request.status != OPEN:
+        raise Conflict(
+            f"this approval is {request.status}: nothing to decide", approval_status=request.status
+        )
+    step = session.scalars(
+        select(ApprovalStep).where(ApprovalStep.request_id == request.id, ApprovalStep.status == "active")
+    ).first()
+    assert step is not None, "a pending request has an active step"
+    return step
+
+
+def decide_in(
+    session: Session,
+    request: ApprovalRequest,
+    user_id: str,
+    decision: str,
+    comment: str | None,
+    *,
+    via: str,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Record ``user_id``'s decision on the request's active step, and move the request on."""
+    if decision not in DECISIONS:
+        raise ValidationFailed(f"a decision is one of {', '.join(DECISIONS)}")
+    step = active_step(session, request)
+    record = subjects.load(session, request.subject_type, request.subject_id, lock=True)
+    if subjects.fingerprint(request.subject_type, record) != request.fingerprint:
+        raise Conflict(
+            "the record changed since this approval was requested: it must be resubmitted with what it "
+            "says now before anyone decides",
+            reason="record_changed",
+        )
+    who = _decider(session, step, user_id, now)
+    _check_duties(session, request, step, who)
+    if decision == "return" and not (comment or "").strip():
+        raise ValidationFailed("say what information is missing when returning a request")
+    session.add(
+        ApprovalDecision(
+            id=new_id(), request_id=request.id, position=step.position, decision=decision, via=via,
+            decided_by=who.user, on_behalf_of=who.on_behalf_of, comment=(comment or None), decided_at=now,
+        )
+    )  # fmt: skip
+    session.flush()
+    record_events(
+        session,
+        event(EventType.APPROVAL_DECISION_RECORDED, request, who.user, step=step.name, position=step.position,
+              decision=decision, on_behalf_of=who.on_behalf_of, via=via),
+    )  # fmt: skip
+    if decision == "approve":
+        approvals = session.scalars(
+            select(ApprovalDecision).where(
+                ApprovalDecision.request_id == request.id,
+                ApprovalDecision.position == step.position,
+                ApprovalDecision.decision == "approve",
+            )
+        ).all()
+        if len(approvals) < step.quorum:
+            return view(session, request)
+        step.status, step.finished_at = "approved", now
+        session.flush()
+        if start_step(session, request, step.position + 1, now) is not None:
+            return view(session, request)
+        finish(session, request, "approved", who.user, now, record)
+    else:
+        step.status, step.finished_at = "rejected" if decision == "reject" else "returned", now
+        finish(session, request, "rejected" if decision == "reject" else "returned", who.user, now, record)
+    return view(session, request)
+
+
+def finish(
+    session: Session,
+    request: ApprovalRequest,
+    outcome: str,
+    actor: str,
+    now: dt.datetime,
+    record: Any | None = None,
+) -> None:
+    """The request's outcome: its status, open steps closed, ``approval.decided`` with the cycle
+    time, and for an approval what it does to the record."""
+    request.status, request.decided_at = outcome, now
+    for step in steps_of(session, request.id):
+        if step.status == "active":
+            step.status, step.finished_at = outcome, now
+    session.flush()
+    cycle = max(0.0, (now - request.requested_at).total_seconds())
+    record_events(
+        session,
+        event(EventType.APPROVAL_DECIDED, request, actor, outcome=outcome, cycle_seconds=round(cycle, 3),
+              subject_id=request.subject_id),
+    )  # fmt: skip
+    hook = subjects.SUBJECTS[request.subject_type].on_approved
+    if outcome == "approved" and hook is not None:
+        hook(
+            session,
+            record or subjects.load(session, request.subject_type, request.subject_id, lock=True),
+            actor,
+        )
+
+
+def decide(
+    db: Database,
+    request_id: str,
+    principal: Principal,
+    decision: str,
+    comment: str | None,
+    *,
+    via: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    if principal.user_id is None:
+        raise Forbidden(
+            "decisions are taken by people: use the console or a personal token (careops token create --user)"
+        )
+    with db.transaction() as session:
+        request = locked_request(session, request_id, principal)
+        return decide_in(session, request, principal.user_id, decision, comment, via=via, now=now or utcnow())
+
+
+def resubmit(
+    db: Database, request_id: str, principal: Principal, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Route a pending or returned request again on what its record says now; its chain starts
+    over, and whoever resubmits it may not approve it."""
+    now = utcnow()
+    with db.transaction() as session:
+        request = locked_request(session, request_id, principal)
+        if request.status not in (OPEN, "returned"):
+            raise Conflict(
+                f"this approval is {request.status}: ask for a new one", approval_status=request.status
+            )
+        record = subjects.load(session, request.subject_type, request.subject_id, lock=True)
+        policy = store.active(session, request.policy)
+        for step in steps_of(session, request.id):
+            session.delete(step)
+        session.flush()
+        request.policy_hash, request.policy_version = policy.content_hash, policy.version
+        _route(session, request, policy, record, {**request.facts, **(given or {})})
+        request.amended_by = sorted({*request.amended_by, principal.id})
+        request.status, request.decided_at = OPEN, None
+        session.flush()
+        record_events(
+            session,
+            event(
+                EventType.APPROVAL_RESUBMITTED,
+                request,
+                principal.id,
+                matched=request.matched,
+                facts=request.facts,
+            ),
+        )
+        start_step(session, request, 0, now)
+        return view(session, request)
+
+
+def withdraw(db: Database, request_id: str, principal: Principal, reason: str) -> dict[str, Any]:
+    with db.transaction() as session:
+        request = locked_request(session, request_id, principal)
+        active_step(session, request)
+        if principal.id != request.requested_by and not principal.can("admin"):
+            raise Forbidden("only whoever requested an approval (or an administrator) withdraws it")
+        finish(session, request, "withdrawn", principal.id, utcnow())
+        return view(session, request)
+
+
+def view(session: Session, request: ApprovalRequest) -> dict[str, Any]:
+    location = session.get(Location, request.location_id)
+    steps = steps_of(session, request.id)
+    decisions = session.scalars(
+        select(ApprovalDecision)
+        .where(ApprovalDecision.request_id == request.id)
+        .order_by(ApprovalDecision.decided_at)
+    ).all()
+    return {
+        "id": request.id,
+        "subject_type": request.subject_type,
+        "subject_id": request.subject_id,
+        "case_id": request.case_id,
+        "location": location.slug if location else None,
+        "policy": request.policy,
+        "policy_version": request.policy_version,
+        "policy_hash": request.policy_hash,
+        "matched": request.matched,
+        "facts": request.facts,
+        "status": request.status,
+        "requested_by": request.requested_by,
+        "requested_at": request.requested_at.isoformat(),
+        "decided_at": request.decided_at.isoformat() if request.decided_at else None,
+        "steps": [
+            {"position": s.position, "name": s.name, "status": s.status, "who": s.spec.get("who"),
+             "quorum": s.quorum, "approvers": s.approvers,
+             "due_at": s.due_at.isoformat() if s.due_at else None,
+             "escalated_at": s.escalated_at.isoformat() if s.escalated_at else None}
+            for s in steps
+        ],
+        "decisions": [
+            {"position": d.position, "decision": d.decision, "decided_by": d.decided_by,
+             "on_behalf_of": d.on_behalf_of, "comment": d.comment, "via": d.via,
+             "at": d.decided_at.isoformat()}
+            for d in decisions
+        ],
+    }  # fmt: skip

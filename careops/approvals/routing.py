@@ -1,0 +1,113 @@
+"""Who decides a step: the users a step names (a role at the request's location, a user, a
+group), less those away or disabled, with the fallback covering when too few remain; and whom a
+user may decide for (their active delegations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from careops.approvals.policies import Policy, Step, Who
+from careops.domain.approvals import ApprovalAbsence, ApprovalDelegation
+from careops.domain.models import User
+from careops.governance.permissions import grants
+from careops.governance.roles import held_by
+
+DECIDE = "approvals:decide"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    approvers: list[dict[str, str]]  # [{"user": id, "via": ...}]
+    fallback_reason: str | None  # why the fallback covers, or None
+
+
+def can_decide_at(session: Session, user: User, location_id: str) -> bool:
+    """Whether ``user`` is enabled, sees ``location_id`` and holds approvals:decide."""
+    if user.disabled_at is not None or (user.locations is not None and location_id not in user.locations):
+        return False
+    return grants(held_by(session, user.roles), DECIDE)
+
+
+def _named(session: Session, policy: Policy, who: Who) -> list[User]:
+    if who.kind == "role":
+        users = session.scalars(select(User).order_by(User.username)).all()
+        return [u for u in users if who.name in (u.roles or [])]
+    names = [who.name] if who.kind == "user" else list(policy.groups.get(who.name, ()))
+    return list(session.scalars(select(User).where(User.username.in_(names)).order_by(User.username)))
+
+
+def away(session: Session, user_ids: list[str], now: dt.datetime) -> set[str]:
+    rows = session.scalars(
+        select(ApprovalAbsence.user_id).where(
+            ApprovalAbsence.user_id.in_(user_ids),
+            ApprovalAbsence.starts_at <= now,
+            ApprovalAbsence.ends_at > now,
+        )
+    )
+    return set(rows)
+
+
+def delegations_to(session: Session, delegate: str, now: dt.datetime) -> list[ApprovalDelegation]:
+    """The delegations ``delegate`` may act on now."""
+    return list(
+        session.scalars(
+            select(ApprovalDelegation).where(
+                ApprovalDelegation.delegate == delegate,
+                ApprovalDelegation.revoked_at.is_(None),
+                ApprovalDelegation.starts_at <= now,
+                ApprovalDelegation.ends_at > now,
+            )
+        )
+    )
+
+
+def _delegated(session: Session, user_ids: list[str], now: dt.datetime) -> set[str]:
+    rows = session.scalars(
+        select(ApprovalDelegation.delegator).where(
+            ApprovalDelegation.delegator.in_(user_ids),
+            ApprovalDelegation.revoked_at.is_(None),
+            ApprovalDelegation.starts_at <= now,
+            ApprovalDelegation.ends_at > now,
+        )
+    )
+    return set(rows)
+
+
+def _eligible(
+    session: Session, policy: Policy, who: Who, location_id: str, now: dt.datetime
+) -> tuple[list[User], int]:
+    """Those ``who`` names who can decide now (an absent one with a delegate counts: the delegate
+    decides for them), and how many were left out."""
+    named = [u for u in _named(session, policy, who) if can_decide_at(session, u, location_id)]
+    ids = [u.id for u in named]
+    absent = away(session, ids, now) - _delegated(session, ids, now)
+    return [u for u in named if u.id not in absent], len(absent)
+
+
+def resolve(
+    session: Session, policy: Policy, step: Step, location_id: str, now: dt.datetime, need: int
+) -> Resolved:
+    """The approvers of ``step`` at ``location_id``; the fallback joins when fewer than ``need``
+    (the quorum) can decide, saying why."""
+    present, absent = _eligible(session, policy, step.who, location_id, now)
+    approvers = [{"user": u.id, "via": step.who.describe()} for u in present]
+    if len(approvers) >= need or step.fallback is None:
+        return Resolved(approvers, None)
+    known = {a["user"] for a in approvers}
+    approvers += [
+        a for a in fallback_approvers(session, policy, step, location_id, now) if a["user"] not in known
+    ]
+    return Resolved(approvers, "absent" if absent else "nobody holds it here")
+
+
+def fallback_approvers(
+    session: Session, policy: Policy, step: Step, location_id: str, now: dt.datetime
+) -> list[dict[str, str]]:
+    if step.fallback is None:
+        return []
+    covering, _ = _eligible(session, policy, step.fallback, location_id, now)
+    return [{"user": u.id, "via": "fallback"} for u in covering]
