@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from careops import __version__
 from careops.api import (
     appointments,
+    approvals,
     authorisations,
     billing,
     cases,
@@ -55,6 +56,7 @@ from careops.web import (
     queues,
     referral_form,
 )
+from careops.web import approvals as approval_pages
 from careops.web import automation as automation_pages
 from careops.web import reference as reference_pages
 from careops.web import staffing as staffing_pages
@@ -74,6 +76,7 @@ API_MODULES = (
     inventory,
     staffing,
     workflows,
+    approvals,
     exceptions,
     documents,
     quarantine,
@@ -87,6 +90,7 @@ PAGE_MODULES = (
     operations,
     staffing_pages,
     automation_pages,
+    approval_pages,
     dashboard,
     admin,
     reference_pages,

@@ -92,8 +92,8 @@ def revoke(db: Database, principal: Principal, delegation_id: str) -> dict[str, 
 
 
 def delegations(db: Database, principal: Principal) -> list[dict[str, Any]]:
-    """The delegations the caller gave or received."""
-    me = _person(principal)
+    """The delegations the caller gave or received (none for a system's token)."""
+    me = principal.user_id
     with db.sessions() as session:
         rows = session.scalars(
             select(ApprovalDelegation)

@@ -127,6 +127,19 @@ def request_in(
     return request
 
 
+def ask(
+    db: Database, principal: Principal, subject_type: str, subject_id: str, policy: str, given: dict[str, Any]
+) -> dict[str, Any]:
+    """``request_in`` for a caller, who must see the record's location."""
+    with db.transaction() as session:
+        record = subjects.load(session, subject_type, subject_id)
+        if not principal.scope.allows(record.location_id):
+            raise NotFound(f"no {subject_type} with this id")
+        return view(
+            session, request_in(session, subject_type, subject_id, policy, actor=principal.id, given=given)
+        )
+
+
 def _route(
     session: Session, request: ApprovalRequest, policy: Policy, record: Any, given: dict[str, Any]
 ) -> None:

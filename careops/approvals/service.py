@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from careops.approvals import routing
+from careops.approvals import routing, store
+from careops.approvals.policies import load_text
 from careops.approvals.requests import event, view
 from careops.db import Database
 from careops.domain.approvals import OPEN, ApprovalDecision, ApprovalRequest, ApprovalStep
@@ -56,6 +57,36 @@ def waiting_for(db: Database, principal: Principal, limit: int = 200) -> list[di
         return found
 
 
+def policies(db: Database) -> list[dict[str, Any]]:
+    """The active policies: version, who activated it and why, and each rule's chain."""
+    found = []
+    for row in store.active_versions(db):
+        policy = load_text(row.content, row.name)
+        found.append(
+            {"name": row.name, "version": row.version, "content_hash": row.content_hash, "owner": row.owner,
+             "applies_to": policy.applies_to, "hit_policy": policy.hit_policy,
+             "activated_by": row.activated_by, "reason": row.reason,
+             "activated_at": row.activated_at.isoformat() if row.activated_at else None,
+             "rules": [{"name": r.name, "when": {k: list(v) if isinstance(v, tuple) else v.describe()
+                                                  for k, v in r.when.items()},
+                        "chain": [f"{s.name} ({s.who.describe()})" for s in r.chain]} for r in policy.rules],
+             "overlays": [{"name": o.name, "locations": list(o.locations)} for o in policy.overlays],
+             "content": row.content}
+        )  # fmt: skip
+    return found
+
+
+def activate_text(db: Database, text: str, actor: str, reason: str) -> dict[str, Any]:
+    with db.transaction() as session:
+        made = store.activate(session, text, "<posted policy>", actor=actor, reason=reason)
+    return {
+        "name": made.name,
+        "version": made.version,
+        "content_hash": made.content_hash,
+        "changed": made.changed,
+    }
+
+
 def _summary(request: ApprovalRequest) -> dict[str, Any]:
     return {
         "id": request.id,
@@ -82,7 +113,7 @@ def list_requests(
 
 def names(session: Session, ids: set[str]) -> dict[str, str]:
     """User id → username, for showing approvers (ids of systems stay as they are)."""
-    return dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).tuples().all())
+    return {id_: name for id_, name in session.execute(select(User.id, User.username).where(User.id.in_(ids)))}
 
 
 def detail(db: Database, request_id: str, principal: Principal) -> dict[str, Any]:

@@ -73,7 +73,11 @@ def _receipt_to_case(event: LoggedEvent, received: Mapping[str, dt.datetime]) ->
     )
     if at is None:  # a case without a logged receipt (e.g. from a migration): nothing to time
         return []
-    seconds = max(0.0, (event.occurred_at - at).total_seconds())
+    return _seconds(max(0.0, (event.occurred_at - at).total_seconds()))
+
+
+def _seconds(seconds: float) -> list[tuple[str, float]]:
+    """A duration: its total, and its histogram bucket (for the percentiles)."""
     return [("", seconds), (bucket(seconds), seconds)]
 
 
@@ -167,6 +171,48 @@ KPIS: tuple[Kpi, ...] = (
         "count",
         "status",
         lambda e, _: _one(str(e.payload.get("status" if e.type == "case.created" else "to", ""))),
+    ),
+    Kpi(
+        "approval_outcome",
+        "Approval outcomes",
+        "Every `approval.decided`, by its outcome under its policy: `replenishment/approved`, "
+        "`invoice/returned`, … (approved, rejected, returned, expired, withdrawn).",
+        ("approval.decided",),
+        "count",
+        "policy/outcome",
+        lambda e, _: _one(f"{e.payload.get('policy')}/{e.payload.get('outcome')}"),
+    ),
+    Kpi(
+        "approval_cycle_seconds",
+        "Approval cycle time",
+        "For each `approval.decided` that approved, rejected or returned, the seconds from the request "
+        "to the decision. Mean, p50, p90.",
+        ("approval.decided",),
+        "seconds",
+        None,
+        lambda e, _: (
+            _seconds(float(e.payload["cycle_seconds"]))
+            if e.payload.get("outcome") in ("approved", "rejected", "returned")
+            else []
+        ),
+    ),
+    Kpi(
+        "approval_escalations",
+        "Approval escalations",
+        "Every `approval.escalated`, by what the step's time limit did (notify, add_next, reassign, expire).",
+        ("approval.escalated",),
+        "count",
+        "action",
+        lambda e, _: _one(str(e.payload.get("action", ""))),
+    ),
+    Kpi(
+        "approval_fallbacks",
+        "Fallback approvers used",
+        "Every `approval.fallback_used`, by why the fallback covered (absent, nobody holds it here).",
+        ("approval.fallback_used",),
+        "count",
+        "reason",
+        lambda e, _: _one(str(e.payload.get("reason", ""))),
     ),
 )
 BY_NAME = {kpi.name: kpi for kpi in KPIS}

@@ -62,6 +62,7 @@ NAV = (
     NavItem("Billing", "/console/billing", "billing:approve"),
     NavItem("Stock", "/console/stock", "inventory:adjust"),
     NavItem("Staffing", "/console/staffing", "staff:reassign"),
+    NavItem("Approvals", "/console/approvals", "approvals:read"),
     NavItem("Automation", "/console/automation", "workflows:read"),
     NavItem("Exceptions", "/console/exceptions", "exceptions:read"),
     NavItem("Quarantine", "/console/quarantine", "quarantine:read"),

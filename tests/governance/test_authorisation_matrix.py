@@ -18,6 +18,8 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from careops.api.app import API_MODULES, OPEN_ROUTES, PAGE_MODULES, create_app
+from careops.approvals.store import activate_directory as activate_policies
+from careops.approvals.store import shipped_directory as policies_directory
 from careops.db import Database
 from careops.domain.models import Document, ExceptionItem
 from careops.governance.permissions import PERMISSIONS, SHIPPED_ROLES, grants
@@ -100,6 +102,11 @@ PAGE_ROUTES = {
     ("POST", "/console/staffing/conflicts"): "session staff:reassign",
     ("GET", "/console/staffing/conflicts/{conflict_id}"): "session staff:reassign",
     ("POST", "/console/staffing/conflicts/{conflict_id}/{action}"): "session staff:reassign",
+    ("GET", "/console/approvals"): "session approvals:read",
+    ("GET", "/console/approvals/{approval_id}"): "session approvals:read",
+    ("POST", "/console/approvals/{approval_id}/decision"): "session approvals:decide",
+    ("GET", "/console/approvals/link/{token}"): "session approvals:decide",
+    ("POST", "/console/approvals/link/{token}"): "session approvals:decide",
     ("GET", "/console/automation"): "session workflows:read",
     ("GET", "/console/automation/{name}"): "session workflows:read",
     ("GET", "/console/admin/audit"): "session audit:read",
@@ -109,7 +116,7 @@ PAGE_ROUTES = {
 
 # Master data and workflow templates are the organisation's, not a location's: every reader sees
 # all of them.
-ORGANISATION_WIDE = ("/api/v1/reference/", "/api/v1/workflows")
+ORGANISATION_WIDE = ("/api/v1/reference/", "/api/v1/workflows", "/api/v1/approval-policies")
 
 
 def _operations(schema: dict[str, Any]) -> list[tuple[str, str, str | None]]:
@@ -263,7 +270,14 @@ def _records_of_central(client: TestClient, db: Database) -> dict[str, str]:
         "/api/v1/staffing/conflicts",
         json={"staff": "SOUTH-NURSE-3", "kind": "sickness", "appointment_ids": [plan["visits"][0]["id"]]},
     ).json()
+    activate_policies(db, policies_directory(), actor="test", reason="the shipped policies")
+    approval = client.post(
+        "/api/v1/approvals",
+        json={"subject_type": "staff_conflict", "subject_id": conflict["id"], "policy": "staffing-exception"},
+    )
+    assert approval.status_code == 201, approval.text
     return {
+        "approval_id": approval.json()["id"],
         "plan_id": plan["id"],
         "conflict_id": conflict["id"],
         "case_id": case_id,
