@@ -113,7 +113,8 @@ def list_requests(
 
 def names(session: Session, ids: set[str]) -> dict[str, str]:
     """User id → username, for showing approvers (ids of systems stay as they are)."""
-    return {id_: name for id_, name in session.execute(select(User.id, User.username).where(User.id.in_(ids)))}
+    rows = session.execute(select(User.id, User.username).where(User.id.in_(ids)))
+    return {id_: name for id_, name in rows}
 
 
 def detail(db: Database, request_id: str, principal: Principal) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from careops.cli.ai import ai_app
+from careops.cli.approvals import approvals_app
 from careops.cli.common import (
     MllpPortOption,
     SmtpPortOption,
@@ -49,6 +50,7 @@ app = typer.Typer(
 )
 intake_app = typer.Typer(help="Import referrals from files (saved emails).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(approvals_app, name="approvals")
 app.add_typer(user_app, name="user")
 app.add_typer(role_app, name="role")
 app.add_typer(keys_app, name="keys")

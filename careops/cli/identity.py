@@ -36,6 +36,10 @@ def token_create(
         str | None,
         typer.Option("--locations", help="Comma-separated location slugs it may see (default: all)."),
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="A personal token: it acts as this user (who decides approvals through it)."),
+    ] = None,
 ) -> None:
     """Create a token. Only the token goes to stdout (details to stderr), so scripts can capture it."""
     from careops.governance.permissions import ADMIN
@@ -45,7 +49,7 @@ def token_create(
     wanted = [ADMIN] if all_scopes else [s.strip() for s in scopes.split(",") if s.strip()]
     expiry = parse_duration(expires_in) if expires_in else None
     slugs = None if locations is None else locations.split(",")
-    secret, record = create_token(db, name, wanted, expiry, actor=cli_actor(), locations=slugs)
+    secret, record = create_token(db, name, wanted, expiry, actor=cli_actor(), locations=slugs, user=user)
     err.print(
         f"token {record.name!r} ({record.prefix}…) scopes: {', '.join(record.scopes)}; "
         "shown once, store it now"

@@ -17,6 +17,8 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from careops.api.app import create_app
+from careops.approvals.store import activate_directory as activate_policies
+from careops.approvals.store import shipped_directory as policies_directory
 from careops.automation.runner import automation_jobs
 from careops.automation.store import activate_directory, shipped_directory
 from careops.db import Database
@@ -85,6 +87,7 @@ DEMO_USERS = {
     "finance": "finance",
     "compliance": "compliance_officer",
     "manager": "operations_manager",
+    "reviewer": "authorisation_reviewer",
     "engineer": "integration_engineer",
     "supervisor": "field_supervisor",
     "procurement": "procurement",
@@ -106,6 +109,7 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     load_field_keys(db, settings)
     seed_demo(db)
     seed_home_care(db, settings)
+    activate_policies(db, policies_directory(), actor="demo", reason="the demo routes by the shipped policies")
     activate_directory(db, shipped_directory(), actor="demo", reason="the demo runs the shipped workflows")
     token, _ = create_token(db, "demo", [ADMIN], actor="demo")
     password = secrets.token_urlsafe(12)

@@ -13,7 +13,7 @@ from careops.governance.principal import Principal
 from careops.governance.users import create_user, user_principal
 from careops.settings import Settings
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 - a test user's password
+PASSWORD = "correct horse battery staple"
 PEOPLE = {
     "bea": ["procurement"],
     "bo": ["procurement"],
@@ -42,6 +42,8 @@ def people(db: Database, settings: Settings) -> People:
     activate_directory(db, shipped_directory(), actor="test", reason="the shipped policies")
     ids = {}
     for name, roles in PEOPLE.items():
-        user = create_user(db, settings, name, PASSWORD, roles, actor="test", locations=["north"] if name == "zed" else None)
+        user = create_user(
+            db, settings, name, PASSWORD, roles, actor="test", locations=["north"] if name == "zed" else None
+        )
         ids[name] = user.id
     return People(db, ids)

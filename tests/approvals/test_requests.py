@@ -27,7 +27,9 @@ from tests.approvals.conftest import People
 
 def replenishment(db: Database, quantity: int, urgency: str = "routine") -> str:
     """A draft for SALINE-100ML at 0.80 each in the south: 32 is 25.60, 1,000 is 800.00."""
-    return str(draft(db, "south", [("SALINE-100ML", quantity)], actor="pat", scope=EVERYWHERE, urgency=urgency)["id"])
+    return str(
+        draft(db, "south", [("SALINE-100ML", quantity)], actor="pat", scope=EVERYWHERE, urgency=urgency)["id"]
+    )
 
 
 def ask(db: Database, record_id: str, policy: str = "replenishment", **given: Any) -> str:
@@ -50,15 +52,21 @@ def status(db: Database, model: Any, id_: str) -> str:
         return str(session.get(model, id_).status)
 
 
-def test_the_table_chooses_the_chain_and_an_approval_approves_the_record(db: Database, people: People) -> None:
+def test_the_table_chooses_the_chain_and_an_approval_approves_the_record(
+    db: Database, people: People
+) -> None:
     record = replenishment(db, 32)
     request_id = ask(db, record)
     assert status(db, Replenishment, record) == "requested"  # asking submitted the draft
     with db.sessions() as session:
         request = session.get(ApprovalRequest, request_id)
         assert request is not None and request.matched == ["small"] and request.facts["amount"] == 25.6
-        links = session.scalar(select(func.count()).select_from(ApprovalLink).where(ApprovalLink.request_id == request_id))
-        messages = session.scalars(select(QueuedMessage.recipient).where(QueuedMessage.subject.like("Approval%"))).all()
+        links = session.scalar(
+            select(func.count()).select_from(ApprovalLink).where(ApprovalLink.request_id == request_id)
+        )
+        messages = session.scalars(
+            select(QueuedMessage.recipient).where(QueuedMessage.subject.like("Approval%"))
+        ).all()
     assert links == 3 and sorted(messages) == ["user:bea", "user:bo", "user:mo"]  # zed sees only the north
     with pytest.raises(Forbidden, match="not an approver"):
         decide(db, request_id, people.principal("fin"), "approve", None, via="api")
@@ -66,7 +74,12 @@ def test_the_table_chooses_the_chain_and_an_approval_approves_the_record(db: Dat
     assert done["status"] == "approved" and done["decisions"][0]["decided_by"] == people.ids["bea"]
     assert status(db, Replenishment, record) == "approved"
     kinds = [e["type"] for e in events(db, request_id)]
-    assert kinds == ["approval.requested", "approval.notified", "approval.decision_recorded", "approval.decided"]
+    assert kinds == [
+        "approval.requested",
+        "approval.notified",
+        "approval.decision_recorded",
+        "approval.decided",
+    ]
     assert events(db, request_id)[-1]["outcome"] == "approved"
     with pytest.raises(Conflict, match="approved"):
         decide(db, request_id, people.principal("bo"), "approve", None, via="api")
@@ -78,7 +91,10 @@ def test_a_two_step_chain_needs_two_people_and_a_rejection_ends_it(db: Database,
     with pytest.raises(Forbidden, match="two steps"):
         decide(db, request_id, people.principal("mo"), "approve", None, via="api")
     rejected = decide(db, request_id, people.principal("max"), "reject", "too much", via="api")
-    assert rejected["status"] == "rejected" and [s["status"] for s in rejected["steps"]] == ["approved", "rejected"]
+    assert rejected["status"] == "rejected" and [s["status"] for s in rejected["steps"]] == [
+        "approved",
+        "rejected",
+    ]
 
 
 def test_separation_of_duties_and_a_changed_record(db: Database, people: People) -> None:
@@ -113,7 +129,9 @@ def test_a_delegate_decides_on_behalf_within_the_window_only(db: Database, peopl
     later = ask(db, replenishment(db, 33))
     with pytest.raises(Forbidden, match="not an approver"):
         decide(db, later, people.principal("max"), "approve", None, via="api")
-    delegation.delegate(db, people.principal("bo"), "max", now + dt.timedelta(days=1), now + dt.timedelta(days=2), None)
+    delegation.delegate(
+        db, people.principal("bo"), "max", now + dt.timedelta(days=1), now + dt.timedelta(days=2), None
+    )
     with pytest.raises(Forbidden, match="not an approver"):  # not yet
         decide(db, later, people.principal("max"), "approve", None, via="api")
     with pytest.raises(Exception, match="does not see every location"):
@@ -123,12 +141,16 @@ def test_a_delegate_decides_on_behalf_within_the_window_only(db: Database, peopl
 def test_a_fallback_covers_absent_approvers(db: Database, people: People) -> None:
     now = utcnow()
     for name in ("bea", "bo", "mo"):
-        delegation.record_absence(db, people.principal(name), now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
+        delegation.record_absence(
+            db, people.principal(name), now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
+        )
     request_id = ask(db, replenishment(db, 32))
     kinds = {e["type"]: e for e in events(db, request_id)}
     assert kinds["approval.fallback_used"]["reason"] == "absent"
     done = decide(db, request_id, people.principal("max"), "approve", None, via="api")
-    assert done["status"] == "approved" and done["steps"][0]["approvers"] == [{"user": people.ids["max"], "via": "fallback"}]
+    assert done["status"] == "approved" and done["steps"][0]["approvers"] == [
+        {"user": people.ids["max"], "via": "fallback"}
+    ]
 
 
 def test_a_step_past_its_limit_escalates_exactly_once(db: Database, people: People) -> None:
@@ -138,6 +160,10 @@ def test_a_step_past_its_limit_escalates_exactly_once(db: Database, people: Peop
     assert sweep(db, now=later) == 1
     assert sweep(db, now=later + dt.timedelta(hours=1)) == 0
     escalated = [e for e in events(db, request_id) if e["type"] == "approval.escalated"]
-    assert len(escalated) == 1 and escalated[0]["action"] == "add_next" and escalated[0]["added"] == [people.ids["max"]]  # mo is one already
+    assert (
+        len(escalated) == 1
+        and escalated[0]["action"] == "add_next"
+        and escalated[0]["added"] == [people.ids["max"]]
+    )  # mo is one already
     done = decide(db, request_id, people.principal("max"), "approve", None, via="api")  # the upper level, now
     assert done["steps"][0]["status"] == "approved" and len(done["steps"]) == 2
