@@ -88,6 +88,15 @@ def active(session: Session, name: str) -> Policy:
     return load_text(row.content, name)
 
 
+def is_active(session: Session, name: str) -> bool:
+    found = session.scalar(
+        select(ApprovalPolicyVersion.id).where(
+            ApprovalPolicyVersion.name == name, ApprovalPolicyVersion.active.is_(True)
+        )
+    )
+    return found is not None
+
+
 def pinned(session: Session, name: str, content_hash: str) -> Policy:
     """The version a request was routed with (it keeps it, whatever is activated since)."""
     row = session.scalars(

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from careops.approvals.store import is_active as policy_active
 from careops.automation.templates import Template, effective, load_text
 from careops.automation.tooling import validate
 from careops.db import Database
@@ -38,7 +39,16 @@ def refuse_invalid(templates: list[Template], field: str) -> None:
 
 def activate(session: Session, template: Template, text: str, *, actor: str, reason: str) -> Activation:
     """In the caller's transaction: store the template's version (once per content hash) and make
-    it the active one of its name, with ``workflow.activated``. Runs already started keep theirs."""
+    it the active one of its name, with ``workflow.activated``. Runs already started keep theirs.
+    A template asking for approvals needs the policies it names active (422 saying which)."""
+    for rule in template.rules:
+        for step in rule.steps:
+            policy = step.args.get("policy") if step.action == "request_approval" else None
+            if isinstance(policy, str) and "{{" not in policy and not policy_active(session, policy):
+                raise ValidationFailed(
+                    f"{template.name} rule {rule.name} step {step.name} asks for approvals under the policy "
+                    f"{policy!r}, which is not active: activate it first (careops approvals activate)"
+                )
     return activate_version(
         session,
         WorkflowVersion,

@@ -38,7 +38,9 @@ def token_create(
     ] = None,
     user: Annotated[
         str | None,
-        typer.Option("--user", help="A personal token: it acts as this user (who decides approvals through it)."),
+        typer.Option(
+            "--user", help="A personal token: it acts as this user (who decides approvals through it)."
+        ),
     ] = None,
 ) -> None:
     """Create a token. Only the token goes to stdout (details to stderr), so scripts can capture it."""

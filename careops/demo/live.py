@@ -109,7 +109,9 @@ def run_demo(*, directory: Path, port: int, rate: float, duration: float, consol
     load_field_keys(db, settings)
     seed_demo(db)
     seed_home_care(db, settings)
-    activate_policies(db, policies_directory(), actor="demo", reason="the demo routes by the shipped policies")
+    activate_policies(
+        db, policies_directory(), actor="demo", reason="the demo routes by the shipped policies"
+    )
     activate_directory(db, shipped_directory(), actor="demo", reason="the demo runs the shipped workflows")
     token, _ = create_token(db, "demo", [ADMIN], actor="demo")
     password = secrets.token_urlsafe(12)

@@ -8,8 +8,10 @@ import textwrap
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from careops.automation.store import activate_directory, shipped_directory
+from careops.approvals.store import activate_directory as activate_policies
+from careops.approvals.store import shipped_directory as policies_directory
 from careops.db import Database
+from careops.domain.approvals import ApprovalRequest
 from careops.domain.automation import QueuedMessage
 from careops.domain.models import (
     BusinessEvent,
@@ -20,7 +22,7 @@ from careops.domain.models import (
     Task,
 )
 from careops.settings import Settings
-from tests.automation.test_engine import Clock, _drain, _engine, _use
+from tests.automation.test_engine import Clock, _drain, _engine, _use, go_live
 from tests.conftest import referral
 from tests.orchestration.test_results_and_billing import ack, booked_case, result_message
 from tests.orchestration.test_staffing import _plan, _report
@@ -38,7 +40,7 @@ rules:
       - {name: task, action: create_task, with: {kind: call-patient, assignee: ada, due_in: 1d}}
       - {name: item, action: open_exception, with: {queue: triage, reason: look_at_this}}
       - {name: give, action: assign, with: {queue: triage, to: "role:scheduler"}}
-      - {name: approve, action: request_approval, with: {policy: prior-auth}}
+      - {name: approve, action: request_approval, with: {policy: prior-authorisation}}
       - {name: tell, action: send_message, with: {to: patient, channel: sms, subject: hello,
                                                   body: "Hello {{ patient.given_name }}"}}
       - {name: odoo, action: call_connector, with: {connector: odoo, message: case-created}}
@@ -54,6 +56,7 @@ rules:
 def test_every_general_action_changes_its_record_with_its_event(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
+    activate_policies(db, policies_directory(), actor="test", reason="the shipped policies")
     _use(db, EVERYTHING)
     engine = _engine(db, Clock())
     _drain(engine, settings)
@@ -70,7 +73,8 @@ def test_every_general_action_changes_its_record_with_its_event(
         assert (
             items["triage"].reason_codes == ["look_at_this"] and items["triage"].assignee == "role:scheduler"
         )
-        assert items["approvals"].reason_codes == ["approval_required:prior-auth"]
+        approval = session.scalars(select(ApprovalRequest).where(ApprovalRequest.case_id == case_id)).one()
+        assert approval.policy == "prior-authorisation" and approval.requested_by.startswith("automation:")
         [message] = session.scalars(select(QueuedMessage).where(QueuedMessage.case_id == case_id)).all()
         given = referral()["patient"]["given_name"]  # type: ignore[index]
         assert message.body.startswith("Hello ") and given not in message.body  # masked for the role
@@ -82,6 +86,7 @@ def test_every_general_action_changes_its_record_with_its_event(
             "task.created",
             "exception.opened",
             "exception.assigned",
+            "approval.requested",
             "message.queued",
             "connector.call_queued",
             "ai.recommendation_requested",
@@ -100,7 +105,7 @@ def test_every_general_action_changes_its_record_with_its_event(
 def test_billing_readiness_and_invoice_and_the_referrer_report_run_on_a_result(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    activate_directory(db, shipped_directory(), actor="test", reason="go live")
+    go_live(db)
     engine = _engine(db)
     _drain(engine, settings)
     case_id, order, mrn = booked_case(client, diagnosis_codes=["m25.561"])
@@ -126,7 +131,7 @@ def test_billing_readiness_and_invoice_and_the_referrer_report_run_on_a_result(
 def test_a_staffing_conflict_gets_its_candidates_proposed_to_the_supervisors(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    activate_directory(db, shipped_directory(), actor="test", reason="go live")
+    go_live(db)
     engine = _engine(db)
     _drain(engine, settings)
     plan = _plan(client, ["tue"], staff="SOUTH-NURSE-1")

@@ -7,6 +7,8 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from careops.approvals.store import activate_directory as activate_policies
+from careops.approvals.store import shipped_directory as policies_directory
 from careops.automation.store import shipped_directory
 from careops.db import Database
 from careops.domain.models import BusinessEvent, Task
@@ -45,6 +47,12 @@ def test_activation_lists_and_shows_the_effective_workflow_of_a_location(
 
 def test_a_dry_run_says_what_would_happen_and_changes_nothing(client: TestClient, db: Database) -> None:
     text = (shipped_directory() / "stock-replenishment.yaml").read_text()
+    refused = client.post("/api/v1/workflows", json={"content": text, "reason": "go"})
+    assert (
+        refused.status_code == 422
+        and "policy 'replenishment', which is not active" in refused.json()["detail"]
+    )
+    activate_policies(db, policies_directory(), actor="test", reason="go live")
     assert client.post("/api/v1/workflows", json={"content": text, "reason": "go"}).status_code == 201
     with db.sessions() as session:
         before = session.scalar(select(func.count()).select_from(BusinessEvent))

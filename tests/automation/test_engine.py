@@ -15,10 +15,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from careops.approvals.store import activate_directory as activate_policies
+from careops.approvals.store import shipped_directory as policies_directory
 from careops.automation.engine import Engine
 from careops.automation.store import activate, activate_directory, shipped_directory
 from careops.automation.templates import load_text
 from careops.db import Database
+from careops.domain.approvals import ApprovalRequest
 from careops.domain.automation import AutomationRun, AutomationTimer, QueuedMessage, ScheduleTick
 from careops.domain.models import BusinessEvent, ExceptionItem, Task, utcnow
 from careops.domain.stock import Replenishment
@@ -49,6 +52,12 @@ def _drain(engine: Engine, settings: Settings, rounds: int = 20) -> None:
                 return
 
 
+def go_live(db: Database) -> None:
+    """The shipped approval policies, then the shipped workflows (which ask for approvals under them)."""
+    activate_policies(db, policies_directory(), actor="test", reason="go live")
+    activate_directory(db, shipped_directory(), actor="test", reason="go live")
+
+
 def _use(db: Database, text: str) -> None:
     template = load_text(textwrap.dedent(text))
     with db.transaction() as session:
@@ -69,7 +78,7 @@ def _case(client: TestClient) -> str:
 def test_the_shipped_triage_deadline_escalates_an_untriaged_case_once_and_spares_a_triaged_one(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    activate_directory(db, shipped_directory(), actor="test", reason="go live")
+    go_live(db)
     clock = Clock()
     engine = _engine(db, clock)
     _drain(engine, settings)  # the demo's history: read, nothing due
@@ -94,7 +103,7 @@ def test_the_shipped_triage_deadline_escalates_an_untriaged_case_once_and_spares
 def test_stock_below_its_minimum_drafts_a_replenishment_routed_for_approval(
     client: TestClient, db: Database, settings: Settings
 ) -> None:
-    activate_directory(db, shipped_directory(), actor="test", reason="go live")
+    go_live(db)
     engine = _engine(db)
     _drain(engine, settings)
     used = client.post("/api/v1/stock/moves", json={"location": "south", "item": "GLOVES-M",
@@ -105,11 +114,17 @@ def test_stock_below_its_minimum_drafts_a_replenishment_routed_for_approval(
         [request] = session.scalars(
             select(Replenishment).where(Replenishment.requested_by.like("automation:%"))
         ).all()
-        assert request.lines[0]["item"] == "GLOVES-M" and request.status == "draft"
+        assert (
+            request.lines[0]["item"] == "GLOVES-M" and request.status == "requested"
+        )  # submitted for approval
         assert request.lines[0]["quantity"] == 50 * 2 - 40  # back to twice the minimum
         assert request.urgency == "routine"
-        approval = session.scalars(select(ExceptionItem).where(ExceptionItem.queue == "approvals")).one()
-        assert approval.reason_codes == ["approval_required:replenishment"]
+        approval = session.scalars(select(ApprovalRequest)).one()
+        assert (approval.subject_id, approval.policy, approval.matched) == (
+            request.id,
+            "replenishment",
+            ["small"],
+        )
 
 
 def test_a_wait_ends_early_when_its_event_comes_and_goes_on_at_its_timeout(
@@ -345,7 +360,7 @@ def test_a_waiting_timer_keeps_the_version_it_started_with(
 def test_shipped_templates_load_the_demo_and_write_every_run_once(
     client: TestClient, db: Database, settings: Settings, tmp_path: Path
 ) -> None:
-    activate_directory(db, shipped_directory(), actor="test", reason="go live")
+    go_live(db)
     engine = _engine(db)
     for _ in range(3):
         _case(client)

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from careops.automation.store import activate_directory, shipped_directory
 from careops.db import Database
 from careops.demo.seed import seed_demo
 from careops.governance.keys import load_field_keys
@@ -25,6 +24,7 @@ from careops.governance.tokens import create_token
 from careops.governance.users import create_user
 from careops.migrate import upgrade
 from careops.settings import Settings
+from tests.automation.test_engine import go_live
 from tests.conftest import referral
 from tests.e2e.test_crash_recovery import CAREOPS, free_port, wait_for_health
 
@@ -45,7 +45,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     db = Database(url)
     load_field_keys(db, settings)
     seed_demo(db)
-    activate_directory(db, shipped_directory(), actor="test", reason="the automation pages show them")
+    go_live(db)
     for name, role in (
         ("cora", "intake_coordinator"),
         ("carl", "compliance_officer"),
