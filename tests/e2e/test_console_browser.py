@@ -277,7 +277,7 @@ def test_every_console_page_passes_axe_without_serious_violations(
         "/console/admin/audit", "/console/admin/reference", "/console/board?location=north",
         "/console/availability?service=XRAY-CHEST&location=north", "/console/authorisations",
         "/console/results", "/console/billing", "/console/stock?location=south", "/console/staffing",
-        "/console/automation", "/console/automation/stock-replenishment?location=south",
+        "/console/automation", "/console/automation/stock-replenishment?location=south", "/console/approvals",
     ):  # fmt: skip
         page.goto(f"{server}{path}")
         page.wait_for_load_state()
