@@ -54,9 +54,19 @@ def event(kind: EventType, request: ApprovalRequest, actor: str, **payload: Any)
     )
 
 
+# Effective policies by (content hash, location slug, groups): both are immutable inputs.
+_EFFECTIVE: dict[tuple[str, str, tuple[str, ...]], Policy] = {}
+
+
 def policy_at(session: Session, request: ApprovalRequest, policy: Policy) -> Policy:
+    """``policy`` as it applies at the request's location (its overlay, if one covers it)."""
     location = session.get(Location, request.location_id)
-    return effective(policy, location.slug, list(location.groups or [])) if location else policy
+    if location is None or not policy.overlays:
+        return policy
+    key = (policy.content_hash, location.slug, tuple(location.groups or []))
+    if key not in _EFFECTIVE:
+        _EFFECTIVE[key] = effective(policy, location.slug, list(location.groups or []))
+    return _EFFECTIVE[key]
 
 
 def chain_of(policy: Policy, matched: list[str]) -> list[Step]:

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from careops.approvals.policies import Policy, Step, Who
 from careops.domain.approvals import ApprovalAbsence, ApprovalDelegation
 from careops.domain.models import User
-from careops.governance.permissions import grants
-from careops.governance.roles import held_by
+from careops.governance.permissions import RoleSpec, grants
+from careops.governance.roles import effective_roles
 
 DECIDE = "approvals:decide"
 
@@ -25,16 +25,19 @@ class Resolved:
     fallback_reason: str | None  # why the fallback covers, or None
 
 
-def can_decide_at(session: Session, user: User, location_id: str) -> bool:
-    """Whether ``user`` is enabled, sees ``location_id`` and holds approvals:decide."""
+def can_decide_at(user: User, location_id: str, roles: dict[str, RoleSpec]) -> bool:
+    """Whether ``user`` is enabled, sees ``location_id`` and holds approvals:decide (``roles``:
+    the effective roles, read once by the caller)."""
     if user.disabled_at is not None or (user.locations is not None and location_id not in user.locations):
         return False
-    return grants(held_by(session, user.roles), DECIDE)
+    return grants(
+        frozenset(p for name in user.roles if name in roles for p in roles[name].permissions), DECIDE
+    )
 
 
 def _named(session: Session, policy: Policy, who: Who) -> list[User]:
     if who.kind == "role":
-        users = session.scalars(select(User).order_by(User.username)).all()
+        users = session.scalars(select(User).where(User.disabled_at.is_(None)).order_by(User.username)).all()
         return [u for u in users if who.name in (u.roles or [])]
     names = [who.name] if who.kind == "user" else list(policy.groups.get(who.name, ()))
     return list(session.scalars(select(User).where(User.username.in_(names)).order_by(User.username)))
@@ -82,7 +85,8 @@ def _eligible(
 ) -> tuple[list[User], int]:
     """Those ``who`` names who can decide now (an absent one with a delegate counts: the delegate
     decides for them), and how many were left out."""
-    named = [u for u in _named(session, policy, who) if can_decide_at(session, u, location_id)]
+    roles = effective_roles(session)
+    named = [u for u in _named(session, policy, who) if can_decide_at(u, location_id, roles)]
     ids = [u.id for u in named]
     absent = away(session, ids, now) - _delegated(session, ids, now)
     return [u for u in named if u.id not in absent], len(absent)

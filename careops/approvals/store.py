@@ -77,15 +77,31 @@ def activate_directory(db: Database, directory: Path, *, actor: str, reason: str
         return [activate(session, text, source, actor=actor, reason=reason) for source, text in texts.items()]
 
 
+# Parsed versions by content hash: a version never changes, so it is parsed once per process.
+_PARSED: dict[str, Policy] = {}
+
+
+def _parsed(session: Session, name: str, content_hash: str) -> Policy:
+    policy = _PARSED.get(content_hash)
+    if policy is None:
+        text = session.scalars(
+            select(ApprovalPolicyVersion.content).where(
+                ApprovalPolicyVersion.name == name, ApprovalPolicyVersion.content_hash == content_hash
+            )
+        ).one()
+        policy = _PARSED.setdefault(content_hash, load_text(text, name))
+    return policy
+
+
 def active(session: Session, name: str) -> Policy:
-    row = session.scalars(
-        select(ApprovalPolicyVersion).where(
+    found = session.scalar(
+        select(ApprovalPolicyVersion.content_hash).where(
             ApprovalPolicyVersion.name == name, ApprovalPolicyVersion.active.is_(True)
         )
-    ).first()
-    if row is None:
+    )
+    if found is None:
         raise NotFound(f"no active approval policy {name!r} (careops approvals activate)")
-    return load_text(row.content, name)
+    return _parsed(session, name, found)
 
 
 def is_active(session: Session, name: str) -> bool:
@@ -99,12 +115,7 @@ def is_active(session: Session, name: str) -> bool:
 
 def pinned(session: Session, name: str, content_hash: str) -> Policy:
     """The version a request was routed with (it keeps it, whatever is activated since)."""
-    row = session.scalars(
-        select(ApprovalPolicyVersion).where(
-            ApprovalPolicyVersion.name == name, ApprovalPolicyVersion.content_hash == content_hash
-        )
-    ).one()
-    return load_text(row.content, name)
+    return _parsed(session, name, content_hash)
 
 
 def active_versions(db: Database) -> list[ApprovalPolicyVersion]:

@@ -1,0 +1,274 @@
+"""Approvals at the size of a network: the escalation sweep among 100,000 pending approvals,
+decisions per second, and the what-if replay, each beside its reference in the same run.
+
+    .venv/bin/python -m bench.approvals [--locations 50] [--pending 100000] [--decided 20000]
+                                        [--decisions 2000] [--threads 8] [--rounds 3]
+                                        [--keep | --database URL]
+
+On a fresh PostgreSQL database with the demo organisation and ``--locations`` locations, the
+shipped policies active, 20 buyers and 2 managers, ``--pending`` replenishment requests waiting
+for approval (one active step each, due over the next 30 days) and ``--decided`` approved ones
+(with their steps' durations), copied in as the approvals layer writes them. Issue 30's targets:
+
+- *sweep*: ``approvals.escalation.sweep`` escalating 200 overdue steps among the pending ones
+  (their links, messages and events written) ≤ 200 ms; the reference is the bare claiming query;
+- *decisions*: ``decide`` by ``--threads`` approvers at once, each final (the replenishment
+  approved with it) ≥ 300 decisions/s; the reference does the same reads and writes in plain SQL
+  on psycopg with as many threads;
+- *what-if*: ``simulate`` of a proposed replenishment policy over every recorded request
+  (pending and decided) ≤ 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import random
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import select
+
+from bench.automation import _network_file
+from bench.intake import console
+from bench.scheduling import network_database, rounds_table, seed_network
+from careops.approvals.escalation import sweep
+from careops.approvals.policies import load_file, load_text
+from careops.approvals.requests import decide
+from careops.approvals.simulate import simulate
+from careops.approvals.store import activate_directory, shipped_directory
+from careops.approvals.subjects import fingerprint
+from careops.db import Database
+from careops.domain.models import Location, User, utcnow
+from careops.domain.stock import Replenishment
+from careops.governance.users import create_user, user_principal
+from careops.settings import Settings
+
+BUYERS, MANAGERS = 20, 2
+SWEEP = 200
+BARE_SWEEP = (
+    "SELECT id FROM approval_step WHERE status = 'active' AND escalated_at IS NULL AND due_at <= %s"
+    " ORDER BY due_at LIMIT 200 FOR UPDATE SKIP LOCKED"
+)
+
+
+def _fill(db: Database, url: str, pending: int, decided: int) -> int:
+    activate_directory(db, shipped_directory(), actor="bench", reason="benchmark")
+    settings = Settings(database_url=url)
+    buyers = [
+        create_user(db, settings, f"buyer{n}", None, ["procurement"], actor="bench").id for n in range(BUYERS)
+    ]
+    for n in range(MANAGERS):
+        create_user(db, settings, f"manager{n}", None, ["operations_manager"], actor="bench")
+    policy = load_file(shipped_directory() / "replenishment.yaml")
+    with db.sessions() as session:
+        places = list(session.scalars(select(Location.id).where(Location.slug.like("area-%"))))
+    rng = random.Random(30)
+    now = utcnow()
+    spec = {"who": "role:procurement", "quorum": "any", "within_seconds": 14400.0, "on_timeout": "add_next",
+            "fallback": "role:operations_manager"}  # fmt: skip
+    with psycopg.connect(url.replace("+psycopg", "")) as connection, connection.cursor() as cursor:
+        records, requests, steps = [], [], []
+        for n in range(pending + decided):
+            quantity = rng.randrange(10, 5000)
+            value = round(quantity * 0.8, 2)
+            urgency = "urgent" if n % 10 == 0 else "routine"
+            lines = [{"item": "SALINE-100ML", "quantity": quantity, "unit_price": 0.8}]
+            record = Replenishment(lines=lines, value=value, urgency=urgency, supplier="MEDSUPPLY")
+            place, rid, qid = rng.choice(places), uuid.uuid4().hex, uuid.uuid4().hex
+            open_ = n < pending
+            asked = now - dt.timedelta(minutes=rng.randrange(1, 60 * 24 * 60))
+            matched = (
+                "urgent" if urgency == "urgent" and value < 5000 else ("small" if value < 500 else "medium")
+            )
+            records.append((rid, place, "MEDSUPPLY", "requested" if open_ else "approved", urgency,
+                            json.dumps(lines), value, "bench", asked, asked))  # fmt: skip
+            requests.append((qid, "replenishment", rid, place, policy.name, policy.content_hash, policy.version,
+                             json.dumps([matched]), json.dumps({"amount": value, "urgency": urgency}),
+                             fingerprint("replenishment", record), "pending" if open_ else "approved", "bench",
+                             "[]", json.dumps(policy.separation), asked, None if open_ else asked + dt.timedelta(hours=2)))  # fmt: skip
+            due = now + dt.timedelta(minutes=rng.randrange(10, 60 * 24 * 30))
+            finished = None if open_ else asked + dt.timedelta(minutes=rng.randrange(5, 600))
+            steps.append((uuid.uuid4().hex, qid, 0, "buyer", json.dumps(spec),
+                          json.dumps([{"user": rng.choice(buyers), "via": "role:procurement"}]), 1,
+                          "active" if open_ else "approved", asked, due, None, finished))  # fmt: skip
+        for table, columns, rows in (
+            ("replenishment", "id, location_id, supplier, status, urgency, lines, value, requested_by, created_at,"
+             " updated_at", records),
+            ("approval_request", "id, subject_type, subject_id, location_id, policy, policy_hash, policy_version,"
+             " matched, facts, fingerprint, status, requested_by, amended_by, separation, requested_at, decided_at",
+             requests),
+            ("approval_step", "id, request_id, position, name, spec, approvers, quorum, status, started_at, due_at,"
+             " escalated_at, finished_at", steps),
+        ):  # fmt: skip
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+    return pending + decided
+
+
+def _overdue(url: str, count: int) -> None:
+    past = utcnow() - dt.timedelta(seconds=1)
+    with psycopg.connect(url.replace("+psycopg", "")) as connection:
+        connection.execute(
+            "UPDATE approval_step SET due_at = %s WHERE id IN (SELECT id FROM approval_step WHERE status = 'active'"
+            " AND escalated_at IS NULL ORDER BY due_at LIMIT %s)",
+            (past, count),
+        )
+
+
+def _sweep(db: Database, url: str) -> tuple[float, float, int]:
+    _overdue(url, SWEEP)
+    with psycopg.connect(url.replace("+psycopg", "")) as connection:
+        began = time.perf_counter()
+        with connection.transaction():
+            assert len(connection.execute(BARE_SWEEP, (utcnow(),)).fetchall()) == SWEEP
+            bare = time.perf_counter() - began
+    began = time.perf_counter()
+    swept = sweep(db, SWEEP)
+    return time.perf_counter() - began, bare, swept
+
+
+def _waiting(url: str, count: int) -> dict[str, list[str]]:
+    """``count`` pending single-step requests (not urgent, under 500: one buyer decides), by buyer."""
+    with psycopg.connect(url.replace("+psycopg", "")) as connection:
+        rows = connection.execute(
+            "SELECT s.approvers->0->>'user', r.id FROM approval_request r JOIN approval_step s ON s.request_id = r.id"
+            " WHERE r.status = 'pending' AND s.status = 'active' AND s.escalated_at IS NULL AND r.matched = '[\"small\"]'"
+            " ORDER BY r.id LIMIT %s",
+            (count,),
+        ).fetchall()
+    found: dict[str, list[str]] = {}
+    for user, request in rows:
+        found.setdefault(user, []).append(request)
+    return found
+
+
+def _in_threads(work: dict[str, list[str]], threads: int, one: object) -> float:
+    queue = [(user, request) for user, requests in work.items() for request in requests]
+    lock, began = threading.Lock(), time.perf_counter()
+
+    def run() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                user, request = queue.pop()
+            one(user, request)  # type: ignore[operator]
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - began
+
+
+def _decisions(db: Database, url: str, count: int, threads: int) -> tuple[float, float]:
+    work = _waiting(url, 2 * count)
+    halves = [{}, {}]  # type: ignore[var-annotated]
+    for n, (user, requests) in enumerate(work.items()):
+        for k, request in enumerate(requests):
+            halves[k % 2].setdefault(user, []).append(request)
+    with db.sessions() as session:
+        principals = {u.id: user_principal(session, u) for u in session.scalars(select(User))}
+    done = sum(len(v) for v in halves[0].values())
+    careops = _in_threads(
+        halves[0],
+        threads,
+        lambda user, request: decide(db, request, principals[user], "approve", None, via="api"),
+    )
+    plain_url = url.replace("+psycopg", "")
+    local = threading.local()
+
+    def plain(user: str, request: str) -> None:
+        if not hasattr(local, "connection"):
+            local.connection = psycopg.connect(plain_url)
+        connection, now = local.connection, utcnow()
+        with connection.transaction(), connection.cursor() as cursor:
+            subject, location = cursor.execute("SELECT subject_id, location_id FROM approval_request WHERE id = %s"
+                                               " AND status = 'pending' FOR UPDATE", (request,)).fetchone()  # fmt: skip
+            step = cursor.execute("SELECT id FROM approval_step WHERE request_id = %s AND status = 'active'",
+                                  (request,)).fetchone()[0]  # fmt: skip
+            cursor.execute("SELECT lines, value FROM replenishment WHERE id = %s FOR UPDATE", (subject,))
+            cursor.execute("SELECT id FROM approval_decision WHERE request_id = %s", (request,))
+            cursor.execute("INSERT INTO approval_decision (id, request_id, position, decision, decided_by, via,"
+                           " decided_at) VALUES (%s, %s, 0, 'approve', %s, 'api', %s)",
+                           (uuid.uuid4().hex, request, user, now))  # fmt: skip
+            cursor.execute(
+                "UPDATE approval_step SET status = 'approved', finished_at = %s WHERE id = %s", (now, step)
+            )
+            cursor.execute(
+                "UPDATE approval_request SET status = 'approved', decided_at = %s WHERE id = %s",
+                (now, request),
+            )
+            cursor.execute(
+                "UPDATE replenishment SET status = 'approved', updated_at = %s WHERE id = %s", (now, subject)
+            )
+            cursor.executemany(
+                "INSERT INTO business_event (type, subject_type, subject_id, location_id, actor, payload, occurred_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(kind, kind.split(".")[0], request if kind.startswith("approval") else subject, location, user,
+                  json.dumps({"request": request}), now)
+                 for kind in ("approval.decision_recorded", "approval.decided", "replenishment.approved")],
+            )  # fmt: skip
+
+    reference = _in_threads(halves[1], threads, plain)
+    return done / careops, sum(len(v) for v in halves[1].values()) / reference
+
+
+def _what_if(db: Database) -> tuple[float, int]:
+    text = (shipped_directory() / "replenishment.yaml").read_text()
+    proposed = load_text(text.replace("below: 500}", "below: 1000}").replace("from: 500,", "from: 1000,"))
+    began = time.perf_counter()
+    found = simulate(db, proposed, utcnow() - dt.timedelta(days=61), utcnow() + dt.timedelta(days=1))
+    return time.perf_counter() - began, int(found["requests"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--locations", type=int, default=50)
+    parser.add_argument("--pending", type=int, default=100_000)
+    parser.add_argument("--decided", type=int, default=20_000)
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the seeded database (its URL is printed)")
+    parser.add_argument("--database", help="measure on a database seeded by an earlier --keep run")
+    args = parser.parse_args()
+
+    def seed(url: str, workdir: Path) -> Database:
+        fill = functools.partial(_fill, url=url, pending=args.pending, decided=args.decided)
+        return seed_network(url, _network_file(workdir, args.locations), 2000, fill, "approval requests")
+
+    with network_database(args, seed) as (url, db):
+        results = []
+        for _ in range(args.rounds):
+            swept_ms, bare, swept = _sweep(db, url)
+            rate, plain_rate = _decisions(db, url, args.decisions, args.threads)
+            seconds, replayed = _what_if(db)
+            results.append(
+                (swept_ms * 1000, bare * 1000, swept, rate, plain_rate, rate / plain_rate, seconds, replayed)
+            )
+        columns = (
+            "sweep ms",
+            "bare sweep ms",
+            "escalated",
+            "decisions/s",
+            "plain SQL/s",
+            "ratio",
+            "what-if s",
+            "requests replayed",
+        )
+        console.print(rounds_table(f"Approvals on PostgreSQL, {dt.date.today()}", columns, results))
+
+
+if __name__ == "__main__":
+    main()
