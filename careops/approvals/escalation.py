@@ -15,13 +15,16 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
-from careops.approvals import routing, store
+from careops.approvals import store
+from careops.approvals.policies import Step
 from careops.approvals.requests import chain_of, event, finish, notify, policy_at
+from careops.approvals.routing import Resolver
 from careops.db import Database
 from careops.domain.approvals import ApprovalRequest, ApprovalStep
-from careops.domain.events import EventType, record_events
-from careops.domain.models import utcnow
+from careops.domain.events import Event, EventType, record_events
+from careops.domain.models import Location, User, utcnow
 
 ACTOR = "careops:escalation"
 
@@ -45,41 +48,64 @@ def sweep(db: Database, limit: int = 200, now: dt.datetime | None = None) -> int
         idle = session.scalars(due_steps(now, 1)).first() is None
     if idle:
         return 0
-    with db.transaction() as session:
+    with db.transaction() as session, session.no_autoflush:  # flushed together at the commit
         steps = list(session.scalars(due_steps(now, limit).with_for_update(skip_locked=True)))
+        ids = [s.request_id for s in steps]
+        requests = {
+            r.id: r for r in session.scalars(select(ApprovalRequest).where(ApprovalRequest.id.in_(ids)))
+        }
+        places = {r.location_id for r in requests.values()}
+        locations = {loc.id: loc for loc in session.scalars(select(Location).where(Location.id.in_(places)))}
+        resolvers: dict[tuple[str, str | None], Resolver] = {}
+        events: list[Event] = []
+        reminders = []
         for step in steps:
-            request = session.get(ApprovalRequest, step.request_id)
-            assert request is not None
-            step.escalated_at = now
-            policy = policy_at(session, request, store.pinned(session, request.policy, request.policy_hash))
-            spec = chain_of(policy, request.matched)[step.position]
-            action, added = spec.on_timeout, []
-            if action == "expire":
-                record_events(session, event(EventType.APPROVAL_ESCALATED, request, ACTOR, step=step.name,
-                                             position=step.position, action="expire"))  # fmt: skip
-                finish(session, request, "expired", ACTOR, now)
-                continue
-            if action == "add_next":
-                chain = chain_of(policy, request.matched)
-                if step.position + 1 < len(chain):
-                    upper = chain[step.position + 1]
-                    found = routing.resolve(session, policy, upper, request.location_id, now, 1).approvers
-                    known = {a["user"] for a in step.approvers}
-                    added = [
-                        {"user": a["user"], "via": "escalation"} for a in found if a["user"] not in known
-                    ]
-                    step.approvers = [*step.approvers, *added]
-                else:
-                    action = "notify"
-            elif action == "reassign":
-                added = routing.fallback_approvers(session, policy, spec, request.location_id, now)
-                step.approvers = added
-                step.quorum = min(step.quorum, max(len(added), 1))
-            record_events(
-                session,
-                event(EventType.APPROVAL_ESCALATED, request, ACTOR, step=step.name, position=step.position,
-                      action=action, added=[a["user"] for a in added]),
-            )  # fmt: skip
-            notify(session, request, step, added if action != "notify" else step.approvers, now,
-                   policy.link_hours, ACTOR)  # fmt: skip
+            request = requests[step.request_id]
+            pinned = store.pinned(session, request.policy, request.policy_hash)
+            policy = policy_at(pinned, locations.get(request.location_id))
+            resolver = resolvers.setdefault(
+                (policy.content_hash, policy.overlay), Resolver(session, policy, now)
+            )
+            remind = _escalate(
+                session, request, step, chain_of(policy, request.matched), resolver, now, events
+            )
+            if remind:
+                reminders.append((request, step, remind, policy.link_hours))
+        wanted = {a["user"] for _, _, approvers, _ in reminders for a in approvers}
+        usernames = dict(session.execute(select(User.id, User.username).where(User.id.in_(wanted))).all())
+        for request, step, approvers, hours in reminders:
+            notify(session, request, step, approvers, now, hours, ACTOR, events, usernames)
+        record_events(session, *events)
         return len(steps)
+
+
+def _escalate(
+    session: Session,
+    request: ApprovalRequest,
+    step: ApprovalStep,
+    chain: list[Step],
+    resolver: Resolver,
+    now: dt.datetime,
+    events: list[Event],
+) -> list[dict[str, str]]:
+    """What the step's time limit does to it (its event added to ``events``); whom to remind."""
+    step.escalated_at = now
+    action, added = chain[step.position].on_timeout, []
+    if action == "add_next" and step.position + 1 < len(chain):
+        found = resolver.resolve(chain[step.position + 1], request.location_id, 1).approvers
+        known = {a["user"] for a in step.approvers}
+        added = [{"user": a["user"], "via": "escalation"} for a in found if a["user"] not in known]
+        step.approvers = [*step.approvers, *added]
+    elif action == "reassign":
+        added = resolver.fallback(chain[step.position], request.location_id)
+        step.approvers, step.quorum = added, min(step.quorum, max(len(added), 1))
+    elif action != "expire":
+        action = "notify"
+    events.append(
+        event(EventType.APPROVAL_ESCALATED, request, ACTOR, step=step.name, position=step.position,
+              action=action, added=[a["user"] for a in added])
+    )  # fmt: skip
+    if action == "expire":
+        finish(session, request, "expired", ACTOR, now, events, [step])
+        return []
+    return added if action != "notify" else list(step.approvers)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from careops.approvals.requests import active_step, decide_in, event, link_token_digest, view
+from careops.approvals.requests import active_step, decide_in, event, link_token_digest, steps_of, view
 from careops.db import Database
 from careops.domain.approvals import ApprovalLink, ApprovalRequest
 from careops.domain.events import EventType, record_events
@@ -40,7 +40,7 @@ def open_link(db: Database, token: str, principal: Principal) -> dict[str, Any]:
         link = _usable(session.get(ApprovalLink, link_token_digest(token)), principal, now)
         request = find(session, ApprovalRequest, link.request_id)
         assert request is not None
-        step = active_step(session, request)
+        step = active_step(steps_of(session, request.id), request)
         if step.position != link.position:
             raise Conflict("the step this link was sent for is over", reason="link_stale")
         record_events(session, event(EventType.APPROVAL_VIEWED, request, principal.id, via="link"))
@@ -57,7 +57,7 @@ def decide_by_link(
         link = _usable(session.get(ApprovalLink, digest, with_for_update=True), principal, now)
         request = find(session, ApprovalRequest, link.request_id, for_update=True)
         assert request is not None and principal.user_id is not None
-        if active_step(session, request).position != link.position:
+        if active_step(steps_of(session, request.id), request).position != link.position:
             raise Conflict("the step this link was sent for is over", reason="link_stale")
         taken = session.execute(
             update(ApprovalLink)

@@ -58,9 +58,8 @@ def event(kind: EventType, request: ApprovalRequest, actor: str, **payload: Any)
 _EFFECTIVE: dict[tuple[str, str, tuple[str, ...]], Policy] = {}
 
 
-def policy_at(session: Session, request: ApprovalRequest, policy: Policy) -> Policy:
-    """``policy`` as it applies at the request's location (its overlay, if one covers it)."""
-    location = session.get(Location, request.location_id)
+def policy_at(policy: Policy, location: Location | None) -> Policy:
+    """``policy`` as it applies at ``location`` (its overlay, if one covers it)."""
     if location is None or not policy.overlays:
         return policy
     key = (policy.content_hash, location.slug, tuple(location.groups or []))
@@ -128,12 +127,12 @@ def request_in(
     _route(session, request, policy, record, given or {})
     session.add(request)
     session.flush()
-    record_events(
-        session,
+    events = [
         event(EventType.APPROVAL_REQUESTED, request, actor, policy_version=policy.version,
-              policy_hash=policy.content_hash, matched=request.matched, facts=request.facts),
-    )  # fmt: skip
-    start_step(session, request, 0, now)
+              policy_hash=policy.content_hash, matched=request.matched, facts=request.facts)
+    ]  # fmt: skip
+    start_step(session, request, 0, now, events)
+    record_events(session, *events)
     return request
 
 
@@ -155,7 +154,7 @@ def _route(
 ) -> None:
     facts = subjects.facts_of(session, request.subject_type, record, given)
     try:
-        matched = choose(policy_at(session, request, policy), facts)
+        matched = choose(policy_at(policy, session.get(Location, request.location_id)), facts)
     except NoRule as exc:
         raise ValidationFailed(str(exc)) from None
     request.facts = {k: v for k, v in facts.items() if k in policy.inputs}
@@ -172,17 +171,19 @@ def steps_of(session: Session, request_id: str) -> list[ApprovalStep]:
 
 
 def start_step(
-    session: Session, request: ApprovalRequest, position: int, now: dt.datetime
+    session: Session, request: ApprovalRequest, position: int, now: dt.datetime, events: list[Event]
 ) -> ApprovalStep | None:
     """Start step ``position`` of the request's chain (None past its end): resolve its approvers
-    (the fallback covering, recorded), set its due time, notify each approver."""
-    policy = policy_at(session, request, store.pinned(session, request.policy, request.policy_hash))
-    chain = chain_of(policy, request.matched)
-    if position >= len(chain):
+    (the fallback covering, recorded), set its due time, notify each approver. Its events are
+    added to ``events``, which the caller records."""
+    pinned = store.pinned(session, request.policy, request.policy_hash)
+    if position >= len(chain_of(pinned, request.matched)):  # overlays change steps, never their number
         return None
+    policy = policy_at(pinned, session.get(Location, request.location_id))
+    chain = chain_of(policy, request.matched)
     spec = chain[position]
     need = quorum(spec, 1) if spec.quorum != "all" else 1
-    resolved = routing.resolve(session, policy, spec, request.location_id, now, need)
+    resolved = routing.Resolver(session, policy, now).resolve(spec, request.location_id, need)
     step = ApprovalStep(
         id=new_id(),
         request_id=request.id,
@@ -197,14 +198,12 @@ def start_step(
         due_at=now + dt.timedelta(seconds=spec.within_seconds),
     )  # fmt: skip
     session.add(step)
-    session.flush()
     if resolved.fallback_reason:
-        record_events(
-            session,
+        events.append(
             event(EventType.APPROVAL_FALLBACK_USED, request, "careops", step=spec.name, position=position,
-                  reason=resolved.fallback_reason, fallback=step.spec["fallback"]),
+                  reason=resolved.fallback_reason, fallback=step.spec["fallback"])
         )  # fmt: skip
-    notify(session, request, step, resolved.approvers, now, policy.link_hours, "careops")
+    notify(session, request, step, resolved.approvers, now, policy.link_hours, "careops", events)
     return step
 
 
@@ -216,14 +215,18 @@ def notify(
     now: dt.datetime,
     link_hours: float,
     actor: str,
+    events: list[Event],
+    usernames: dict[str, str] | None = None,
 ) -> None:
-    """A message with a signed, one-time decision link for each approver (bound to them)."""
-    users = {
-        u.id: u for u in session.scalars(select(User).where(User.id.in_([a["user"] for a in approvers])))
-    }
-    for approver in approvers:
-        user = users.get(approver["user"])
-        if user is None:
+    """A message with a signed, one-time decision link for each approver (bound to them);
+    ``usernames`` (id → username) when the caller has them."""
+    ids = [a["user"] for a in approvers]
+    if usernames is None:
+        rows = session.execute(select(User.id, User.username).where(User.id.in_(ids)))
+        usernames = {id_: name for id_, name in rows}
+    for user_id in ids:
+        username = usernames.get(user_id)
+        if username is None:
             continue
         token = secrets.token_urlsafe(32)
         session.add(
@@ -231,7 +234,7 @@ def notify(
                 token_sha256=link_token_digest(token),
                 request_id=request.id,
                 position=step.position,
-                approver=user.id,
+                approver=user_id,
                 expires_at=now + dt.timedelta(hours=link_hours),
             )
         )
@@ -239,7 +242,7 @@ def notify(
             QueuedMessage(
                 id=new_id(),
                 channel="email",
-                recipient=f"user:{user.username}"[:200],
+                recipient=f"user:{username}"[:200],
                 subject=f"Approval waiting for you: {request.policy} ({request.subject_type})"[:200],
                 body=(
                     f"An approval ({request.policy}, step {step.name}) waits for your decision by "
@@ -250,11 +253,10 @@ def notify(
                 location_id=request.location_id,
             )
         )
-    if approvers:
-        record_events(
-            session,
+    if ids:
+        events.append(
             event(EventType.APPROVAL_NOTIFIED, request, actor, step=step.name, position=step.position,
-                  approvers=[a["user"] for a in approvers]),
+                  approvers=ids)
         )  # fmt: skip
 
 
@@ -276,7 +278,10 @@ def _decider(session: Session, step: ApprovalStep, user_id: str, now: dt.datetim
     raise Forbidden("you are not an approver of this step, nor anyone's delegate for it")
 
 
-def _check_duties(session: Session, request: ApprovalRequest, step: ApprovalStep, who: Decider) -> None:
+def _check_duties(
+    request: ApprovalRequest, step: ApprovalStep, who: Decider, decisions: list[ApprovalDecision]
+) -> None:
+    """Separation of duties as the request's policy set it, against its decisions so far."""
     people = {who.user, who.on_behalf_of} - {None}
     rules = request.separation
     if rules.get("requester", True) and request.requested_by in people:
@@ -287,19 +292,10 @@ def _check_duties(session: Session, request: ApprovalRequest, step: ApprovalStep
         raise Forbidden(
             "separation of duties: whoever changed the amounts after the request cannot approve it"
         )
-    earlier = session.scalars(
-        select(ApprovalDecision).where(
-            ApprovalDecision.request_id == request.id, ApprovalDecision.position != step.position
-        )
-    ).all()
+    earlier = [d for d in decisions if d.position != step.position]
     if rules.get("one_step_each", True) and any({d.decided_by, d.on_behalf_of} & people for d in earlier):
         raise Forbidden("separation of duties: one person cannot fill two steps of one chain")
-    same = session.scalars(
-        select(ApprovalDecision).where(
-            ApprovalDecision.request_id == request.id, ApprovalDecision.position == step.position
-        )
-    ).all()
-    if any({d.decided_by, d.on_behalf_of} & people for d in same):
+    if any({d.decided_by, d.on_behalf_of} & people for d in decisions if d.position == step.position):
         raise Conflict("you have decided on this step already")
 
 
@@ -310,16 +306,24 @@ def locked_request(session: Session, request_id: str, principal: Principal) -> A
     return request
 
 
-def active_step(session: Session, request: ApprovalRequest) -> ApprovalStep:
+def active_step(steps: list[ApprovalStep], request: ApprovalRequest) -> ApprovalStep:
     if request.status != OPEN:
         raise Conflict(
             f"this approval is {request.status}: nothing to decide", approval_status=request.status
         )
-    step = session.scalars(
-        select(ApprovalStep).where(ApprovalStep.request_id == request.id, ApprovalStep.status == "active")
-    ).first()
+    step = next((s for s in steps if s.status == "active"), None)
     assert step is not None, "a pending request has an active step"
     return step
+
+
+def decisions_of(session: Session, request_id: str) -> list[ApprovalDecision]:
+    return list(
+        session.scalars(
+            select(ApprovalDecision)
+            .where(ApprovalDecision.request_id == request_id)
+            .order_by(ApprovalDecision.decided_at)
+        )
+    )
 
 
 def decide_in(
@@ -335,7 +339,9 @@ def decide_in(
     """Record ``user_id``'s decision on the request's active step, and move the request on."""
     if decision not in DECISIONS:
         raise ValidationFailed(f"a decision is one of {', '.join(DECISIONS)}")
-    step = active_step(session, request)
+    steps = steps_of(session, request.id)
+    step = active_step(steps, request)
+    _location = session.get(Location, request.location_id)  # held, so later look-ups find it mapped
     record = subjects.load(session, request.subject_type, request.subject_id, lock=True)
     if subjects.fingerprint(request.subject_type, record) != request.fingerprint:
         raise Conflict(
@@ -344,40 +350,34 @@ def decide_in(
             reason="record_changed",
         )
     who = _decider(session, step, user_id, now)
-    _check_duties(session, request, step, who)
+    decisions = decisions_of(session, request.id)
+    _check_duties(request, step, who, decisions)
     if decision == "return" and not (comment or "").strip():
         raise ValidationFailed("say what information is missing when returning a request")
-    session.add(
-        ApprovalDecision(
-            id=new_id(), request_id=request.id, position=step.position, decision=decision, via=via,
-            decided_by=who.user, on_behalf_of=who.on_behalf_of, comment=(comment or None), decided_at=now,
-        )
+    made = ApprovalDecision(
+        id=new_id(), request_id=request.id, position=step.position, decision=decision, via=via,
+        decided_by=who.user, on_behalf_of=who.on_behalf_of, comment=(comment or None), decided_at=now,
     )  # fmt: skip
-    session.flush()
-    record_events(
-        session,
+    session.add(made)
+    decisions.append(made)
+    events = [
         event(EventType.APPROVAL_DECISION_RECORDED, request, who.user, step=step.name, position=step.position,
-              decision=decision, on_behalf_of=who.on_behalf_of, via=via),
-    )  # fmt: skip
-    if decision == "approve":
-        approvals = session.scalars(
-            select(ApprovalDecision).where(
-                ApprovalDecision.request_id == request.id,
-                ApprovalDecision.position == step.position,
-                ApprovalDecision.decision == "approve",
-            )
-        ).all()
-        if len(approvals) < step.quorum:
-            return view(session, request)
-        step.status, step.finished_at = "approved", now
-        session.flush()
-        if start_step(session, request, step.position + 1, now) is not None:
-            return view(session, request)
-        finish(session, request, "approved", who.user, now, record)
-    else:
-        step.status, step.finished_at = "rejected" if decision == "reject" else "returned", now
-        finish(session, request, "rejected" if decision == "reject" else "returned", who.user, now, record)
-    return view(session, request)
+              decision=decision, on_behalf_of=who.on_behalf_of, via=via)
+    ]  # fmt: skip
+    approvals = [d for d in decisions if d.position == step.position and d.decision == "approve"]
+    with session.no_autoflush:  # what changes is flushed once, at the commit
+        if decision != "approve":
+            outcome = "rejected" if decision == "reject" else "returned"
+            finish(session, request, outcome, who.user, now, events, steps, record)
+        elif len(approvals) >= step.quorum:
+            step.status, step.finished_at = "approved", now
+            following = start_step(session, request, step.position + 1, now, events)
+            if following is not None:
+                steps.append(following)
+            else:
+                finish(session, request, "approved", who.user, now, events, steps, record)
+        record_events(session, *events)
+        return view(session, request, steps, decisions)
 
 
 def finish(
@@ -386,20 +386,20 @@ def finish(
     outcome: str,
     actor: str,
     now: dt.datetime,
+    events: list[Event],
+    steps: list[ApprovalStep],
     record: Any | None = None,
 ) -> None:
     """The request's outcome: its status, open steps closed, ``approval.decided`` with the cycle
-    time, and for an approval what it does to the record."""
+    time (added to ``events``), and for an approval what it does to the record."""
     request.status, request.decided_at = outcome, now
-    for step in steps_of(session, request.id):
+    for step in steps:
         if step.status == "active":
             step.status, step.finished_at = outcome, now
-    session.flush()
     cycle = max(0.0, (now - request.requested_at).total_seconds())
-    record_events(
-        session,
+    events.append(
         event(EventType.APPROVAL_DECIDED, request, actor, outcome=outcome, cycle_seconds=round(cycle, 3),
-              subject_id=request.subject_id),
+              subject_id=request.subject_id)
     )  # fmt: skip
     hook = subjects.SUBJECTS[request.subject_type].on_approved
     if outcome == "approved" and hook is not None:
@@ -450,39 +450,37 @@ def resubmit(
         _route(session, request, policy, record, {**request.facts, **(given or {})})
         request.amended_by = sorted({*request.amended_by, principal.id})
         request.status, request.decided_at = OPEN, None
-        session.flush()
-        record_events(
-            session,
-            event(
-                EventType.APPROVAL_RESUBMITTED,
-                request,
-                principal.id,
-                matched=request.matched,
-                facts=request.facts,
-            ),
-        )
-        start_step(session, request, 0, now)
+        events = [event(EventType.APPROVAL_RESUBMITTED, request, principal.id, matched=request.matched,
+                        facts=request.facts)]  # fmt: skip
+        start_step(session, request, 0, now, events)
+        record_events(session, *events)
         return view(session, request)
 
 
 def withdraw(db: Database, request_id: str, principal: Principal, reason: str) -> dict[str, Any]:
     with db.transaction() as session:
         request = locked_request(session, request_id, principal)
-        active_step(session, request)
+        steps = steps_of(session, request.id)
+        active_step(steps, request)
         if principal.id != request.requested_by and not principal.can("admin"):
             raise Forbidden("only whoever requested an approval (or an administrator) withdraws it")
-        finish(session, request, "withdrawn", principal.id, utcnow())
-        return view(session, request)
+        events: list[Event] = []
+        finish(session, request, "withdrawn", principal.id, utcnow(), events, steps)
+        record_events(session, *events)
+        return view(session, request, steps)
 
 
-def view(session: Session, request: ApprovalRequest) -> dict[str, Any]:
+def view(
+    session: Session,
+    request: ApprovalRequest,
+    steps: list[ApprovalStep] | None = None,
+    decisions: list[ApprovalDecision] | None = None,
+) -> dict[str, Any]:
+    """The request as the API and the console show it (its steps and decisions, when the caller
+    has them loaded, are not read again)."""
     location = session.get(Location, request.location_id)
-    steps = steps_of(session, request.id)
-    decisions = session.scalars(
-        select(ApprovalDecision)
-        .where(ApprovalDecision.request_id == request.id)
-        .order_by(ApprovalDecision.decided_at)
-    ).all()
+    steps = steps if steps is not None else steps_of(session, request.id)
+    decisions = decisions if decisions is not None else decisions_of(session, request.id)
     return {
         "id": request.id,
         "subject_type": request.subject_type,
@@ -503,7 +501,7 @@ def view(session: Session, request: ApprovalRequest) -> dict[str, Any]:
              "quorum": s.quorum, "approvers": s.approvers,
              "due_at": s.due_at.isoformat() if s.due_at else None,
              "escalated_at": s.escalated_at.isoformat() if s.escalated_at else None}
-            for s in steps
+            for s in sorted(steps, key=lambda s: s.position)
         ],
         "decisions": [
             {"position": d.position, "decision": d.decision, "decided_by": d.decided_by,

@@ -80,38 +80,45 @@ def _delegated(session: Session, user_ids: list[str], now: dt.datetime) -> set[s
     return set(rows)
 
 
-def _eligible(
-    session: Session, policy: Policy, who: Who, location_id: str, now: dt.datetime
-) -> tuple[list[User], int]:
-    """Those ``who`` names who can decide now (an absent one with a delegate counts: the delegate
-    decides for them), and how many were left out."""
-    roles = effective_roles(session)
-    named = [u for u in _named(session, policy, who) if can_decide_at(u, location_id, roles)]
-    ids = [u.id for u in named]
-    absent = away(session, ids, now) - _delegated(session, ids, now)
-    return [u for u in named if u.id not in absent], len(absent)
+class Resolver:
+    """Approvers for steps at locations, at one moment: the roles, users, absences and delegations
+    read once and each (who, location) worked out once (a sweep resolves many steps)."""
 
+    def __init__(self, session: Session, policy: Policy, now: dt.datetime) -> None:
+        self.session, self.policy, self.now = session, policy, now
+        self._roles: dict[str, RoleSpec] | None = None
+        self._found: dict[tuple[str, str], tuple[list[User], int]] = {}
+        self._named: dict[str, list[User]] = {}
 
-def resolve(
-    session: Session, policy: Policy, step: Step, location_id: str, now: dt.datetime, need: int
-) -> Resolved:
-    """The approvers of ``step`` at ``location_id``; the fallback joins when fewer than ``need``
-    (the quorum) can decide, saying why."""
-    present, absent = _eligible(session, policy, step.who, location_id, now)
-    approvers = [{"user": u.id, "via": step.who.describe()} for u in present]
-    if len(approvers) >= need or step.fallback is None:
-        return Resolved(approvers, None)
-    known = {a["user"] for a in approvers}
-    approvers += [
-        a for a in fallback_approvers(session, policy, step, location_id, now) if a["user"] not in known
-    ]
-    return Resolved(approvers, "absent" if absent else "nobody holds it here")
+    def _eligible(self, who: Who, location_id: str) -> tuple[list[User], int]:
+        """Those ``who`` names who can decide now (an absent one with a delegate counts: the
+        delegate decides for them), and how many were left out as absent."""
+        key = (who.describe(), location_id)
+        if key not in self._found:
+            if self._roles is None:
+                self._roles = effective_roles(self.session)
+            named = [
+                u
+                for u in _named(self.session, self.policy, who)
+                if can_decide_at(u, location_id, self._roles)
+            ]
+            ids = [u.id for u in named]
+            absent = away(self.session, ids, self.now) - _delegated(self.session, ids, self.now)
+            self._found[key] = ([u for u in named if u.id not in absent], len(absent))
+        return self._found[key]
 
+    def resolve(self, step: Step, location_id: str, need: int) -> Resolved:
+        """The approvers of ``step`` at ``location_id``; the fallback joins when fewer than
+        ``need`` (the quorum) can decide, saying why."""
+        present, absent = self._eligible(step.who, location_id)
+        approvers = [{"user": u.id, "via": step.who.describe()} for u in present]
+        if len(approvers) >= need or step.fallback is None:
+            return Resolved(approvers, None)
+        known = {a["user"] for a in approvers}
+        approvers += [a for a in self.fallback(step, location_id) if a["user"] not in known]
+        return Resolved(approvers, "absent" if absent else "nobody holds it here")
 
-def fallback_approvers(
-    session: Session, policy: Policy, step: Step, location_id: str, now: dt.datetime
-) -> list[dict[str, str]]:
-    if step.fallback is None:
-        return []
-    covering, _ = _eligible(session, policy, step.fallback, location_id, now)
-    return [{"user": u.id, "via": "fallback"} for u in covering]
+    def fallback(self, step: Step, location_id: str) -> list[dict[str, str]]:
+        if step.fallback is None:
+            return []
+        return [{"user": u.id, "via": "fallback"} for u in self._eligible(step.fallback, location_id)[0]]
