@@ -25,11 +25,13 @@ import argparse
 import datetime as dt
 import functools
 import json
+import multiprocessing
 import random
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from sqlalchemy import select
@@ -46,6 +48,7 @@ from careops.approvals.subjects import fingerprint
 from careops.db import Database
 from careops.domain.models import Location, User, utcnow
 from careops.domain.stock import Replenishment
+from careops.governance.keys import load_field_keys
 from careops.governance.users import create_user, user_principal
 from careops.settings import Settings
 
@@ -149,9 +152,54 @@ def _waiting(url: str, count: int) -> dict[str, list[str]]:
     return found
 
 
-def _in_threads(work: dict[str, list[str]], threads: int, one: object) -> float:
-    queue = [(user, request) for user, requests in work.items() for request in requests]
-    lock, began = threading.Lock(), time.perf_counter()
+def _plain(connection: psycopg.Connection, user: str, request: str) -> None:
+    """The reference: a decision's reads and writes in plain SQL (the request, its step and its
+    record locked and read; the decision, the step, the request and the record written; the three
+    events)."""
+    now = utcnow()
+    with connection.transaction(), connection.cursor() as cursor:
+        subject, location = cursor.execute(
+            "SELECT subject_id, location_id FROM approval_request WHERE id = %s AND status = 'pending' FOR UPDATE",
+            (request,),
+        ).fetchone()
+        step = cursor.execute(
+            "SELECT id FROM approval_step WHERE request_id = %s AND status = 'active'", (request,)
+        ).fetchone()[0]
+        cursor.execute("SELECT lines, value FROM replenishment WHERE id = %s FOR UPDATE", (subject,))
+        cursor.execute("SELECT id FROM approval_decision WHERE request_id = %s", (request,))
+        cursor.execute(
+            "INSERT INTO approval_decision (id, request_id, position, decision, decided_by, via, decided_at)"
+            " VALUES (%s, %s, 0, 'approve', %s, 'api', %s)",
+            (uuid.uuid4().hex, request, user, now),
+        )
+        cursor.execute(
+            "UPDATE approval_step SET status = 'approved', finished_at = %s WHERE id = %s", (now, step)
+        )
+        cursor.execute(
+            "UPDATE approval_request SET status = 'approved', decided_at = %s WHERE id = %s", (now, request)
+        )
+        cursor.execute(
+            "UPDATE replenishment SET status = 'approved', updated_at = %s WHERE id = %s", (now, subject)
+        )
+        events = [
+            (kind, kind.split(".")[0], request if kind.startswith("approval") else subject, location, user,
+             json.dumps({"request": request}), now)
+            for kind in ("approval.decision_recorded", "approval.decided", "replenishment.approved")
+        ]  # fmt: skip
+        cursor.executemany(
+            "INSERT INTO business_event (type, subject_type, subject_id, location_id, actor, payload,"
+            " occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            events,
+        )
+
+
+def _share(url: str, items: list[tuple[str, str]], threads: int, plain: bool, start: Any, out: Any) -> None:
+    """One process's share of the decisions, by ``threads`` threads, after every process is ready."""
+    db = Database(url)
+    load_field_keys(db, Settings(database_url=url))
+    with db.sessions() as session:
+        principals = {u.id: user_principal(session, u) for u in session.scalars(select(User))}
+    queue, lock, local = list(items), threading.Lock(), threading.local()
 
     def run() -> None:
         while True:
@@ -159,67 +207,46 @@ def _in_threads(work: dict[str, list[str]], threads: int, one: object) -> float:
                 if not queue:
                     return
                 user, request = queue.pop()
-            one(user, request)  # type: ignore[operator]
+            if plain:
+                if not hasattr(local, "connection"):
+                    local.connection = psycopg.connect(url.replace("+psycopg", ""))
+                _plain(local.connection, user, request)
+            else:
+                decide(db, request, principals[user], "approve", None, via="api")
 
     workers = [threading.Thread(target=run) for _ in range(threads)]
+    start.wait()
+    began = time.time()
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    return time.perf_counter() - began
+    out.put((began, time.time(), len(items)))
 
 
-def _decisions(db: Database, url: str, count: int, threads: int) -> tuple[float, float]:
+def _rate(url: str, items: list[tuple[str, str]], processes: int, threads: int, plain: bool) -> float:
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Barrier(processes), context.Queue()
+    shares = [items[n::processes] for n in range(processes)]
+    workers = [
+        context.Process(target=_share, args=(url, share, threads, plain, start, out)) for share in shares
+    ]
+    for w in workers:
+        w.start()
+    done = [out.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return sum(n for _, _, n in done) / (max(end for _, end, _ in done) - min(began for began, _, _ in done))
+
+
+def _decisions(url: str, count: int, processes: int, threads: int) -> tuple[float, float]:
+    """Decisions per second through ``decide`` and through the plain SQL reference, each on its
+    own half of ``2 * count`` waiting single-step requests."""
     work = _waiting(url, 2 * count)
-    halves = [{}, {}]  # type: ignore[var-annotated]
-    for n, (user, requests) in enumerate(work.items()):
-        for k, request in enumerate(requests):
-            halves[k % 2].setdefault(user, []).append(request)
-    with db.sessions() as session:
-        principals = {u.id: user_principal(session, u) for u in session.scalars(select(User))}
-    done = sum(len(v) for v in halves[0].values())
-    careops = _in_threads(
-        halves[0],
-        threads,
-        lambda user, request: decide(db, request, principals[user], "approve", None, via="api"),
+    items = [(user, request) for user, requests in work.items() for request in requests]
+    return _rate(url, items[0::2], processes, threads, False), _rate(
+        url, items[1::2], processes, threads, True
     )
-    plain_url = url.replace("+psycopg", "")
-    local = threading.local()
-
-    def plain(user: str, request: str) -> None:
-        if not hasattr(local, "connection"):
-            local.connection = psycopg.connect(plain_url)
-        connection, now = local.connection, utcnow()
-        with connection.transaction(), connection.cursor() as cursor:
-            subject, location = cursor.execute("SELECT subject_id, location_id FROM approval_request WHERE id = %s"
-                                               " AND status = 'pending' FOR UPDATE", (request,)).fetchone()  # fmt: skip
-            step = cursor.execute("SELECT id FROM approval_step WHERE request_id = %s AND status = 'active'",
-                                  (request,)).fetchone()[0]  # fmt: skip
-            cursor.execute("SELECT lines, value FROM replenishment WHERE id = %s FOR UPDATE", (subject,))
-            cursor.execute("SELECT id FROM approval_decision WHERE request_id = %s", (request,))
-            cursor.execute("INSERT INTO approval_decision (id, request_id, position, decision, decided_by, via,"
-                           " decided_at) VALUES (%s, %s, 0, 'approve', %s, 'api', %s)",
-                           (uuid.uuid4().hex, request, user, now))  # fmt: skip
-            cursor.execute(
-                "UPDATE approval_step SET status = 'approved', finished_at = %s WHERE id = %s", (now, step)
-            )
-            cursor.execute(
-                "UPDATE approval_request SET status = 'approved', decided_at = %s WHERE id = %s",
-                (now, request),
-            )
-            cursor.execute(
-                "UPDATE replenishment SET status = 'approved', updated_at = %s WHERE id = %s", (now, subject)
-            )
-            cursor.executemany(
-                "INSERT INTO business_event (type, subject_type, subject_id, location_id, actor, payload, occurred_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(kind, kind.split(".")[0], request if kind.startswith("approval") else subject, location, user,
-                  json.dumps({"request": request}), now)
-                 for kind in ("approval.decision_recorded", "approval.decided", "replenishment.approved")],
-            )  # fmt: skip
-
-    reference = _in_threads(halves[1], threads, plain)
-    return done / careops, sum(len(v) for v in halves[1].values()) / reference
 
 
 def _what_if(db: Database) -> tuple[float, int]:
@@ -238,7 +265,8 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--decided", type=int, default=20_000)
     parser.add_argument("--decisions", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=2, help="deciding processes (as several servers)")
+    parser.add_argument("--threads", type=int, default=4, help="deciding threads per process")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the seeded database (its URL is printed)")
     parser.add_argument("--database", help="measure on a database seeded by an earlier --keep run")
@@ -252,7 +280,7 @@ def main() -> None:
         results = []
         for _ in range(args.rounds):
             swept_ms, bare, swept = _sweep(db, url)
-            rate, plain_rate = _decisions(db, url, args.decisions, args.threads)
+            rate, plain_rate = _decisions(url, args.decisions, args.processes, args.threads)
             seconds, replayed = _what_if(db)
             results.append(
                 (swept_ms * 1000, bare * 1000, swept, rate, plain_rate, rate / plain_rate, seconds, replayed)

@@ -403,11 +403,8 @@ def finish(
     )  # fmt: skip
     hook = subjects.SUBJECTS[request.subject_type].on_approved
     if outcome == "approved" and hook is not None:
-        hook(
-            session,
-            record or subjects.load(session, request.subject_type, request.subject_id, lock=True),
-            actor,
-        )
+        subject = record or subjects.load(session, request.subject_type, request.subject_id, lock=True)
+        hook(session, subject, actor, events)
 
 
 def decide(

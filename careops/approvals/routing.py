@@ -25,10 +25,12 @@ class Resolved:
     fallback_reason: str | None  # why the fallback covers, or None
 
 
-def can_decide_at(user: User, location_id: str, roles: dict[str, RoleSpec]) -> bool:
-    """Whether ``user`` is enabled, sees ``location_id`` and holds approvals:decide (``roles``:
-    the effective roles, read once by the caller)."""
-    if user.disabled_at is not None or (user.locations is not None and location_id not in user.locations):
+def can_decide_at(user: User, location_id: str | None, roles: dict[str, RoleSpec]) -> bool:
+    """Whether ``user`` is enabled, sees ``location_id`` (None: any) and holds approvals:decide
+    (``roles``: the effective roles, read once by the caller)."""
+    if user.disabled_at is not None:
+        return False
+    if location_id is not None and user.locations is not None and location_id not in user.locations:
         return False
     return grants(
         frozenset(p for name in user.roles if name in roles for p in roles[name].permissions), DECIDE
@@ -81,31 +83,30 @@ def _delegated(session: Session, user_ids: list[str], now: dt.datetime) -> set[s
 
 
 class Resolver:
-    """Approvers for steps at locations, at one moment: the roles, users, absences and delegations
-    read once and each (who, location) worked out once (a sweep resolves many steps)."""
+    """Approvers for steps at locations, at one moment: the roles read once, and for each ``who``
+    its users with those away (and not delegating) read once; locations then filter them (a sweep
+    resolves many steps)."""
 
     def __init__(self, session: Session, policy: Policy, now: dt.datetime) -> None:
         self.session, self.policy, self.now = session, policy, now
         self._roles: dict[str, RoleSpec] | None = None
-        self._found: dict[tuple[str, str], tuple[list[User], int]] = {}
-        self._named: dict[str, list[User]] = {}
+        self._named: dict[str, tuple[list[User], set[str]]] = {}
 
     def _eligible(self, who: Who, location_id: str) -> tuple[list[User], int]:
-        """Those ``who`` names who can decide now (an absent one with a delegate counts: the
-        delegate decides for them), and how many were left out as absent."""
-        key = (who.describe(), location_id)
-        if key not in self._found:
-            if self._roles is None:
-                self._roles = effective_roles(self.session)
-            named = [
-                u
-                for u in _named(self.session, self.policy, who)
-                if can_decide_at(u, location_id, self._roles)
-            ]
-            ids = [u.id for u in named]
-            absent = away(self.session, ids, self.now) - _delegated(self.session, ids, self.now)
-            self._found[key] = ([u for u in named if u.id not in absent], len(absent))
-        return self._found[key]
+        """Those ``who`` names who can decide now at ``location_id`` (an absent one with a delegate
+        counts: the delegate decides for them), and how many were left out as absent."""
+        if self._roles is None:
+            self._roles = effective_roles(self.session)
+        if who.describe() not in self._named:
+            users = [u for u in _named(self.session, self.policy, who) if can_decide_at(u, None, self._roles)]
+            ids = [u.id for u in users]
+            self._named[who.describe()] = (
+                users,
+                away(self.session, ids, self.now) - _delegated(self.session, ids, self.now),
+            )
+        users, absent = self._named[who.describe()]
+        here = [u for u in users if u.locations is None or location_id in u.locations]
+        return [u for u in here if u.id not in absent], sum(1 for u in here if u.id in absent)
 
     def resolve(self, step: Step, location_id: str, need: int) -> Resolved:
         """The approvers of ``step`` at ``location_id``; the fallback joins when fewer than

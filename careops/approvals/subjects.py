@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from careops.domain.events import Event
 from careops.domain.models import Base, InvoiceRequest, Location, Payer, Service, ServiceCase, find
 from careops.domain.staffing import StaffConflict
 from careops.domain.stock import Replenishment
@@ -27,7 +28,7 @@ class Subject:
     facts: Callable[[Session, Any], dict[str, Any]]  # inputs derived from the record
     decided: Callable[[Any], dict[str, Any]]  # what the approval is about (its fingerprint)
     case_id: Callable[[Any], str | None]
-    on_approved: Callable[[Session, Any, str], None] | None = None
+    on_approved: Callable[[Session, Any, str, list[Event]], None] | None = None
     on_requested: Callable[[Session, Any, str], None] | None = None  # a draft is submitted
 
 
@@ -53,15 +54,15 @@ def _submit_replenishment(session: Session, record: Replenishment, actor: str) -
         advance_in(session, record, "submit", actor=actor)
 
 
-def _approve_replenishment(session: Session, record: Replenishment, actor: str) -> None:
+def _approve_replenishment(session: Session, record: Replenishment, actor: str, events: list[Event]) -> None:
     if record.status == "requested":
-        advance_in(session, record, "approve", actor=actor)
+        advance_in(session, record, "approve", actor=actor, events=events)
 
 
-def _approve_invoice(session: Session, invoice: InvoiceRequest, actor: str) -> None:
+def _approve_invoice(session: Session, invoice: InvoiceRequest, actor: str, events: list[Event]) -> None:
     case = session.get(ServiceCase, invoice.case_id)
     if invoice.status == "requested" and case is not None:
-        advance_invoice_in(session, invoice, case, "approve", actor=actor)
+        advance_invoice_in(session, invoice, case, "approve", actor=actor, events=events)
 
 
 SUBJECTS: dict[str, Subject] = {

@@ -289,9 +289,10 @@ def advance_invoice_in(
     *,
     actor: str,
     external_reference: str | None = None,
+    events: list[Event] | None = None,
 ) -> dict[str, Any]:
     """``advance_invoice`` in the caller's transaction, on an invoice it has locked (as an
-    approval's outcome does)."""
+    approval's outcome does); its event goes to ``events`` when given."""
     allowed_from, status, event_type, action = INVOICE_STEPS[step]
     if invoice.status not in allowed_from:
         raise Conflict(f"cannot {step} an invoice that is {invoice.status}", invoice_status=invoice.status)
@@ -301,7 +302,11 @@ def advance_invoice_in(
         invoice.external_reference = external_reference[:100]
     if action is not None:
         transition(session, case, action, actor=actor, reason_code=f"invoice_{status}")
-    record_events(session, _event(event_type, invoice, case, actor))
+    made = _event(event_type, invoice, case, actor)
+    if events is None:
+        record_events(session, made)
+    else:
+        events.append(made)
     return invoice_view(invoice)
 
 

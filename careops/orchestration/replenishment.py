@@ -163,8 +163,10 @@ def advance_in(
     actor: str,
     external_reference: str | None = None,
     duties: Iterable[DutyRule] = DEFAULT_RULES,
+    events: list[Event] | None = None,
 ) -> dict[str, Any]:
-    """``advance`` in the caller's transaction, on a record it has locked (an approval's outcome)."""
+    """``advance`` in the caller's transaction, on a record it has locked (an approval's outcome);
+    its event goes to ``events`` when given (the caller records them together)."""
     allowed_from, status, event_type = STEPS[step]
     if record.status not in allowed_from:
         raise Conflict(f"cannot {step} a request that is {record.status}", replenishment_status=record.status)
@@ -181,7 +183,11 @@ def advance_in(
     record.status, record.updated_at = status, utcnow()
     if external_reference:
         record.external_reference = external_reference[:100]
-    record_events(session, _event(event_type, record, actor))
+    made = _event(event_type, record, actor)
+    if events is None:
+        record_events(session, made)
+    else:
+        events.append(made)
     return replenishment_view(record, location)
 
 
