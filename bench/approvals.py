@@ -2,19 +2,21 @@
 decisions per second, and the what-if replay, each beside its reference in the same run.
 
     .venv/bin/python -m bench.approvals [--locations 50] [--pending 100000] [--decided 20000]
-                                        [--decisions 2000] [--threads 8] [--rounds 3]
-                                        [--keep | --database URL]
+                                        [--decisions 2000] [--processes 2] [--threads 4]
+                                        [--rounds 3] [--keep | --database URL]
 
 On a fresh PostgreSQL database with the demo organisation and ``--locations`` locations, the
 shipped policies active, 20 buyers and 2 managers, ``--pending`` replenishment requests waiting
 for approval (one active step each, due over the next 30 days) and ``--decided`` approved ones
 (with their steps' durations), copied in as the approvals layer writes them. Issue 30's targets:
 
-- *sweep*: ``approvals.escalation.sweep`` escalating 200 overdue steps among the pending ones
-  (their links, messages and events written) ≤ 200 ms; the reference is the bare claiming query;
-- *decisions*: ``decide`` by ``--threads`` approvers at once, each final (the replenishment
-  approved with it) ≥ 300 decisions/s; the reference does the same reads and writes in plain SQL
-  on psycopg with as many threads;
+- *sweep*: ``approvals.escalation.sweep`` escalating 100 overdue steps (the worker's batch) among
+  the pending ones, their links, messages and events written, ≤ 200 ms; the reference is the bare
+  claiming query;
+- *decisions*: ``decide`` in ``--processes`` processes (as several servers) of ``--threads``
+  threads each, every decision final (the replenishment approved with it), ≥ 300 decisions/s; the
+  reference does the same reads and writes in plain SQL on psycopg, in as many processes and
+  threads;
 - *what-if*: ``simulate`` of a proposed replenishment policy over every recorded request
   (pending and decided) ≤ 30 s.
 """
@@ -40,7 +42,7 @@ from bench.automation import _network_file
 from bench.intake import console
 from bench.scheduling import network_database, rounds_table, seed_network
 from careops.approvals.escalation import sweep
-from careops.approvals.policies import load_file, load_text
+from careops.approvals.policies import Policy, load_file, load_text
 from careops.approvals.requests import decide
 from careops.approvals.simulate import simulate
 from careops.approvals.store import activate_directory, shipped_directory
@@ -53,11 +55,67 @@ from careops.governance.users import create_user, user_principal
 from careops.settings import Settings
 
 BUYERS, MANAGERS = 20, 2
-SWEEP = 200
+SWEEP = 100
 BARE_SWEEP = (
     "SELECT id FROM approval_step WHERE status = 'active' AND escalated_at IS NULL AND due_at <= %s"
-    " ORDER BY due_at LIMIT 200 FOR UPDATE SKIP LOCKED"
+    " ORDER BY due_at LIMIT 100 FOR UPDATE SKIP LOCKED"
 )
+
+
+REQUEST_COLUMNS = (
+    "id, subject_type, subject_id, location_id, policy, policy_hash, policy_version, matched, facts,"
+    " fingerprint, status, requested_by, amended_by, separation, requested_at, decided_at"
+)
+STEP_COLUMNS = (
+    "id, request_id, position, name, spec, approvers, quorum, status, started_at, due_at, escalated_at,"
+    " finished_at"
+)
+RECORD_COLUMNS = (
+    "id, location_id, supplier, status, urgency, lines, value, requested_by, created_at, updated_at"
+)
+STEP_SPEC = {
+    "who": "role:procurement",
+    "quorum": "any",
+    "within_seconds": 14400.0,
+    "on_timeout": "add_next",
+    "fallback": "role:operations_manager",
+}
+
+
+def _rows(
+    policy: Policy,
+    places: list[str],
+    buyers: list[str],
+    n: int,
+    open_: bool,
+    rng: random.Random,
+    now: dt.datetime,
+) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
+    """One replenishment request, its approval request and its step, as the approvals layer writes them."""
+    quantity = rng.randrange(10, 5000)
+    value = round(quantity * 0.8, 2)
+    urgency = "urgent" if n % 10 == 0 else "routine"
+    lines = [{"item": "SALINE-100ML", "quantity": quantity, "unit_price": 0.8}]
+    shape = Replenishment(lines=lines, value=value, urgency=urgency, supplier="MEDSUPPLY")
+    place, record_id, request_id = rng.choice(places), uuid.uuid4().hex, uuid.uuid4().hex
+    asked = now - dt.timedelta(minutes=rng.randrange(1, 60 * 24 * 60))
+    rule = "urgent" if urgency == "urgent" and value < 5000 else ("small" if value < 500 else "medium")
+    status = "requested" if open_ else "approved"
+    record = (record_id, place, "MEDSUPPLY", status, urgency, json.dumps(lines), value, "bench", asked, asked)
+    request = (
+        request_id, "replenishment", record_id, place, policy.name, policy.content_hash, policy.version,
+        json.dumps([rule]), json.dumps({"amount": value, "urgency": urgency}),
+        fingerprint("replenishment", shape), "pending" if open_ else "approved", "bench", "[]",
+        json.dumps(policy.separation), asked, None if open_ else asked + dt.timedelta(hours=2),
+    )  # fmt: skip
+    due = now + dt.timedelta(minutes=rng.randrange(10, 60 * 24 * 30))
+    finished = None if open_ else asked + dt.timedelta(minutes=rng.randrange(5, 600))
+    approvers = json.dumps([{"user": rng.choice(buyers), "via": "role:procurement"}])
+    step = (
+        uuid.uuid4().hex, request_id, 0, "buyer", json.dumps(STEP_SPEC), approvers, 1,
+        "active" if open_ else "approved", asked, due, None, finished,
+    )  # fmt: skip
+    return record, request, step
 
 
 def _fill(db: Database, url: str, pending: int, decided: int) -> int:
@@ -71,47 +129,19 @@ def _fill(db: Database, url: str, pending: int, decided: int) -> int:
     policy = load_file(shipped_directory() / "replenishment.yaml")
     with db.sessions() as session:
         places = list(session.scalars(select(Location.id).where(Location.slug.like("area-%"))))
-    rng = random.Random(30)
-    now = utcnow()
-    spec = {"who": "role:procurement", "quorum": "any", "within_seconds": 14400.0, "on_timeout": "add_next",
-            "fallback": "role:operations_manager"}  # fmt: skip
+    rng, now = random.Random(30), utcnow()
+    made = [_rows(policy, places, buyers, n, n < pending, rng, now) for n in range(pending + decided)]
     with psycopg.connect(url.replace("+psycopg", "")) as connection, connection.cursor() as cursor:
-        records, requests, steps = [], [], []
-        for n in range(pending + decided):
-            quantity = rng.randrange(10, 5000)
-            value = round(quantity * 0.8, 2)
-            urgency = "urgent" if n % 10 == 0 else "routine"
-            lines = [{"item": "SALINE-100ML", "quantity": quantity, "unit_price": 0.8}]
-            record = Replenishment(lines=lines, value=value, urgency=urgency, supplier="MEDSUPPLY")
-            place, rid, qid = rng.choice(places), uuid.uuid4().hex, uuid.uuid4().hex
-            open_ = n < pending
-            asked = now - dt.timedelta(minutes=rng.randrange(1, 60 * 24 * 60))
-            matched = (
-                "urgent" if urgency == "urgent" and value < 5000 else ("small" if value < 500 else "medium")
+        for n, (table, columns) in enumerate(
+            (
+                ("replenishment", RECORD_COLUMNS),
+                ("approval_request", REQUEST_COLUMNS),
+                ("approval_step", STEP_COLUMNS),
             )
-            records.append((rid, place, "MEDSUPPLY", "requested" if open_ else "approved", urgency,
-                            json.dumps(lines), value, "bench", asked, asked))  # fmt: skip
-            requests.append((qid, "replenishment", rid, place, policy.name, policy.content_hash, policy.version,
-                             json.dumps([matched]), json.dumps({"amount": value, "urgency": urgency}),
-                             fingerprint("replenishment", record), "pending" if open_ else "approved", "bench",
-                             "[]", json.dumps(policy.separation), asked, None if open_ else asked + dt.timedelta(hours=2)))  # fmt: skip
-            due = now + dt.timedelta(minutes=rng.randrange(10, 60 * 24 * 30))
-            finished = None if open_ else asked + dt.timedelta(minutes=rng.randrange(5, 600))
-            steps.append((uuid.uuid4().hex, qid, 0, "buyer", json.dumps(spec),
-                          json.dumps([{"user": rng.choice(buyers), "via": "role:procurement"}]), 1,
-                          "active" if open_ else "approved", asked, due, None, finished))  # fmt: skip
-        for table, columns, rows in (
-            ("replenishment", "id, location_id, supplier, status, urgency, lines, value, requested_by, created_at,"
-             " updated_at", records),
-            ("approval_request", "id, subject_type, subject_id, location_id, policy, policy_hash, policy_version,"
-             " matched, facts, fingerprint, status, requested_by, amended_by, separation, requested_at, decided_at",
-             requests),
-            ("approval_step", "id, request_id, position, name, spec, approvers, quorum, status, started_at, due_at,"
-             " escalated_at, finished_at", steps),
-        ):  # fmt: skip
+        ):
             with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+                for rows in made:
+                    copy.write_row(rows[n])
     return pending + decided
 
 
@@ -119,8 +149,8 @@ def _overdue(url: str, count: int) -> None:
     past = utcnow() - dt.timedelta(seconds=1)
     with psycopg.connect(url.replace("+psycopg", "")) as connection:
         connection.execute(
-            "UPDATE approval_step SET due_at = %s WHERE id IN (SELECT id FROM approval_step WHERE status = 'active'"
-            " AND escalated_at IS NULL ORDER BY due_at LIMIT %s)",
+            "UPDATE approval_step SET due_at = %s WHERE id IN (SELECT id FROM approval_step"
+            " WHERE status = 'active' AND escalated_at IS NULL ORDER BY due_at LIMIT %s)",
             (past, count),
         )
 
@@ -141,9 +171,9 @@ def _waiting(url: str, count: int) -> dict[str, list[str]]:
     """``count`` pending single-step requests (not urgent, under 500: one buyer decides), by buyer."""
     with psycopg.connect(url.replace("+psycopg", "")) as connection:
         rows = connection.execute(
-            "SELECT s.approvers->0->>'user', r.id FROM approval_request r JOIN approval_step s ON s.request_id = r.id"
-            " WHERE r.status = 'pending' AND s.status = 'active' AND s.escalated_at IS NULL AND r.matched = '[\"small\"]'"
-            " ORDER BY r.id LIMIT %s",
+            "SELECT s.approvers->0->>'user', r.id FROM approval_request r"
+            " JOIN approval_step s ON s.request_id = r.id WHERE r.status = 'pending' AND s.status = 'active'"
+            " AND s.escalated_at IS NULL AND r.matched = '[\"small\"]' ORDER BY r.id LIMIT %s",
             (count,),
         ).fetchall()
     found: dict[str, list[str]] = {}
@@ -159,7 +189,8 @@ def _plain(connection: psycopg.Connection, user: str, request: str) -> None:
     now = utcnow()
     with connection.transaction(), connection.cursor() as cursor:
         subject, location = cursor.execute(
-            "SELECT subject_id, location_id FROM approval_request WHERE id = %s AND status = 'pending' FOR UPDATE",
+            "SELECT subject_id, location_id FROM approval_request WHERE id = %s AND status = 'pending'"
+            " FOR UPDATE",
             (request,),
         ).fetchone()
         step = cursor.execute(

@@ -41,7 +41,7 @@ def due_steps(now: dt.datetime, limit: int) -> Select[Any]:
     )
 
 
-def sweep(db: Database, limit: int = 200, now: dt.datetime | None = None) -> int:
+def sweep(db: Database, limit: int = 100, now: dt.datetime | None = None) -> int:
     """Escalate up to ``limit`` overdue steps in one transaction; how many were escalated."""
     now = now or utcnow()
     with db.sessions() as session:  # an idle sweep reads without taking the write lock

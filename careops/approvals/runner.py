@@ -12,7 +12,7 @@ from careops.domain.models import utcnow
 from careops.orchestration.worker import Job, repeat
 from careops.settings import Settings
 
-SWEEP_BATCH = 200
+SWEEP_BATCH = 100
 
 
 def approval_jobs(settings: Settings) -> list[Job]:

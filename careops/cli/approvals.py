@@ -94,13 +94,9 @@ def activate_command(
     """Validate every policy in the directory, then make each the active version of its name
     (requests already made keep the version that routed them)."""
     from careops.approvals.store import activate_directory, shipped_directory
-    from careops.errors import CareopsError
 
     db = ready_database(get_settings())
-    try:
-        done = activate_directory(db, directory or shipped_directory(), actor=cli_actor(), reason=why)
-    except CareopsError as exc:
-        fail(exc.detail)
+    done = activate_directory(db, directory or shipped_directory(), actor=cli_actor(), reason=why)
     for made in done:
         state = "activated" if made.changed else "already active"
         err.print(f"{made.name} {made.version} ({made.content_hash[:12]}): {state}")
@@ -143,12 +139,8 @@ def trace_command(approval_id: str) -> None:
     """The whole story of a request as JSON: the policy version and rules that chose its chain,
     then every event (requested, notified, viewed, decided, escalated, fallback, …)."""
     from careops.approvals.service import trace
-    from careops.errors import CareopsError
 
-    try:
-        _show(trace(ready_database(get_settings()), approval_id, cli_operator()))
-    except CareopsError as exc:
-        fail(exc.detail)
+    _show(trace(ready_database(get_settings()), approval_id, cli_operator()))
 
 
 @approvals_app.command("export")
@@ -246,13 +238,9 @@ def absence_command(
 ) -> None:
     """Record an absence: fallback approvers cover the user's steps meanwhile."""
     from careops.approvals.delegation import record_absence
-    from careops.errors import CareopsError
 
     db, principal = _as_user(user)
-    try:
-        _show(record_absence(db, principal, _moment(starts, "--from"), _moment(ends, "--to")))
-    except CareopsError as exc:
-        fail(exc.detail)
+    _show(record_absence(db, principal, _moment(starts, "--from"), _moment(ends, "--to")))
 
 
 @approvals_app.command("delegate")
@@ -265,13 +253,9 @@ def delegate_command(
 ) -> None:
     """Let ``--to`` decide in ``--user``'s place for a period (same permission and locations)."""
     from careops.approvals.delegation import delegate
-    from careops.errors import CareopsError
 
     db, principal = _as_user(user)
-    try:
-        _show(delegate(db, principal, to, _moment(starts, "--from"), _moment(ends, "--until"), why))
-    except CareopsError as exc:
-        fail(exc.detail)
+    _show(delegate(db, principal, to, _moment(starts, "--from"), _moment(ends, "--until"), why))
 
 
 @approvals_app.command("sweep")

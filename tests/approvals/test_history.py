@@ -111,3 +111,35 @@ def test_metrics_and_kpis_count_the_period(db: Database, people: People, setting
     assert kpis["approval_cycle_seconds"]["mean"] is not None and kpis["approval_cycle_seconds"]["p50"] == 1
     with db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(ApprovalRequest)) == 4
+
+
+def test_absences_delegations_and_listings_from_the_command_line(
+    db: Database, people: People, database_url: str
+) -> None:
+    now = utcnow()
+    later = (now + dt.timedelta(days=3)).isoformat(timespec="minutes")
+    away = careops(
+        database_url, "approvals", "absence", "--user", "bea", "--from", now.isoformat(), "--to", later
+    )
+    assert away.returncode == 0, away.stderr
+    assert json.loads(away.stdout)["user"] == people.ids["bea"]
+    given = careops(database_url, "approvals", "delegate", "--user", "bo", "--to", "max",
+                    "--from", now.isoformat(), "--until", later, "--why", "leave")  # fmt: skip
+    assert json.loads(given.stdout)["delegate"] == people.ids["max"]
+    refused = careops(database_url, "approvals", "delegate", "--user", "bo", "--to", "zed",
+                      "--from", now.isoformat(), "--until", later, COLUMNS="200")  # fmt: skip
+    assert refused.returncode == 1 and "does not see every location" in refused.stderr
+    made = ask(db, replenishment(db, 32))
+    listed = careops(database_url, "approvals", "list", "--status", "pending", COLUMNS="200")
+    assert made in listed.stdout
+    assert "replenishment" in careops(database_url, "approvals", "policies", COLUMNS="200").stdout
+    assert json.loads(careops(database_url, "approvals", "metrics").stdout)["pending"]["count"] == 1
+    swept = careops(database_url, "approvals", "sweep")
+    assert swept.returncode == 0 and "0 steps escalated" in swept.stderr
+    with db.sessions() as session:
+        request = session.get(ApprovalRequest, made)
+        assert request is not None
+    kinds = [
+        e["type"] for e in json.loads(careops(database_url, "approvals", "trace", made).stdout)["events"]
+    ]
+    assert "approval.fallback_used" not in kinds  # bea is away, but bo (delegating) and mo remain

@@ -19,7 +19,7 @@ from careops.domain.approvals import ApprovalLink, ApprovalRequest
 from careops.domain.automation import QueuedMessage
 from careops.domain.models import BusinessEvent, utcnow
 from careops.domain.stock import Replenishment
-from careops.errors import Conflict, Forbidden
+from careops.errors import Conflict, Forbidden, NotFound
 from careops.governance.scoping import EVERYWHERE
 from careops.orchestration.replenishment import draft
 from tests.approvals.conftest import People
@@ -70,6 +70,8 @@ def test_the_table_chooses_the_chain_and_an_approval_approves_the_record(
     assert links == 3 and sorted(messages) == ["user:bea", "user:bo", "user:mo"]  # zed sees only the north
     with pytest.raises(Forbidden, match="not an approver"):
         decide(db, request_id, people.principal("fin"), "approve", None, via="api")
+    with pytest.raises(NotFound):  # zed sees only the north: the south's request is not there for them
+        decide(db, request_id, people.principal("zed"), "approve", None, via="api")
     done = decide(db, request_id, people.principal("bea"), "approve", "fine", via="api")
     assert done["status"] == "approved" and done["decisions"][0]["decided_by"] == people.ids["bea"]
     assert status(db, Replenishment, record) == "approved"
