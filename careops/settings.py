@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     )
     dispatch_interval_seconds: float = Field(0.1, description="Outbox poll interval of the dispatcher.")
     dispatch_batch_size: int = Field(200, description="Outbox rows claimed per dispatcher batch.")
+    connectors_file: Path | None = Field(
+        None,
+        description="YAML of what each outbound connector receives (docs/integrations.md); none: none.",
+    )
+    delivery_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the worker plans and sends deliveries when it has nothing due."
+    )
+    delivery_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a delivery waits for its target's answer before it counts as failed.",
+    )
     audit_seal_interval_seconds: float = Field(
         0.5, description="How often the worker seals new events into the audit chain."
     )

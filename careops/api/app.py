@@ -19,6 +19,7 @@ from careops.api import (
     billing,
     cases,
     contract,
+    deliveries,
     documents,
     exceptions,
     fhir,
@@ -58,6 +59,7 @@ from careops.web import (
 )
 from careops.web import approvals as approval_pages
 from careops.web import automation as automation_pages
+from careops.web import deliveries as delivery_pages
 from careops.web import reference as reference_pages
 from careops.web import staffing as staffing_pages
 
@@ -77,6 +79,7 @@ API_MODULES = (
     staffing,
     workflows,
     approvals,
+    deliveries,
     exceptions,
     documents,
     quarantine,
@@ -91,6 +94,7 @@ PAGE_MODULES = (
     staffing_pages,
     automation_pages,
     approval_pages,
+    delivery_pages,
     dashboard,
     admin,
     reference_pages,

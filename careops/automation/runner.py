@@ -1,6 +1,7 @@
 """The rule engine's loops in the worker: new events and due timers every
 ``automation_interval_seconds`` (at once again after a full batch), scheduled actions every few
-seconds; and beside them the approvals' escalation sweep (approvals.runner). Each round is one
+seconds; and beside them the approvals' escalation sweep (approvals.runner) and the deliveries to
+outbound connectors (integrations.outbound.runner). Each round is one
 transaction; a failed round is logged and tried again."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from careops.approvals.runner import approval_jobs
 from careops.automation.engine import Engine
 from careops.db import Database
 from careops.domain.models import utcnow
+from careops.integrations.outbound.runner import delivery_jobs
 from careops.orchestration.worker import Job, repeat
 from careops.settings import Settings
 
@@ -53,4 +55,4 @@ def automation_jobs(settings: Settings) -> list[Job]:
             repeat(engine.run_schedules, 1_000_000, SCHEDULE_SECONDS, stop, "automation.schedules_failed"),
         )
 
-    return [run, *approval_jobs(settings)]
+    return [run, *approval_jobs(settings), *delivery_jobs(settings)]

@@ -30,6 +30,7 @@ from careops.cli.common import (
     ready_database,
     settings_with,
 )
+from careops.cli.deliveries import deliveries_app
 from careops.cli.identity import role_app, token_app, user_app
 from careops.cli.kpis import events_app, kpi_app
 from careops.cli.reference import reference_app
@@ -51,6 +52,7 @@ app = typer.Typer(
 intake_app = typer.Typer(help="Import referrals from files (saved emails).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(user_app, name="user")
 app.add_typer(role_app, name="role")
 app.add_typer(keys_app, name="keys")

@@ -126,6 +126,10 @@ class EventType(StrEnum):
     APPROVAL_DELEGATED = "approval.delegated"
     APPROVAL_DELEGATION_REVOKED = "approval.delegation_revoked"
     APPROVAL_ABSENCE_RECORDED = "approval.absence_recorded"
+    DELIVERY_SUCCEEDED = "delivery.succeeded"
+    DELIVERY_FAILED = "delivery.failed"
+    DELIVERY_DEAD_LETTERED = "delivery.dead_lettered"
+    DELIVERY_REPLAYED = "delivery.replayed"
 
 
 class FollowUp(StrEnum):

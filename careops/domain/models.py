@@ -737,5 +737,6 @@ class KpiCursor(Base):
 # ``Base.metadata`` wherever the models are loaded (migrations, the app, the tests).
 from careops.domain import approvals as _approvals  # noqa: E402, F401 - registers the approval tables
 from careops.domain import automation as _automation  # noqa: E402, F401 - registers the automation tables
+from careops.domain import deliveries as _deliveries  # noqa: E402, F401 - registers the delivery tables
 from careops.domain import staffing as _staffing  # noqa: E402, F401 - registers the staffing tables
 from careops.domain import stock as _stock  # noqa: E402, F401 - registers the stock tables

@@ -214,6 +214,16 @@ KPIS: tuple[Kpi, ...] = (
         "reason",
         lambda e, _: _one(str(e.payload.get("reason", ""))),
     ),
+    Kpi(
+        "delivery_outcome",
+        "Deliveries to connectors",
+        "Every attempt's outcome per connector: `billing/succeeded` (`delivery.succeeded`), "
+        "`billing/failed` (`delivery.failed`, to be retried), `billing/dead_lettered`, `billing/replayed`.",
+        ("delivery.succeeded", "delivery.failed", "delivery.dead_lettered", "delivery.replayed"),
+        "count",
+        "connector/outcome",
+        lambda e, _: _one(f"{e.payload.get('connector')}/{e.type.split('.', 1)[1]}"),
+    ),
 )
 BY_NAME = {kpi.name: kpi for kpi in KPIS}
 # Each event type with the KPIs it counts in.

@@ -70,6 +70,7 @@ NAV = (
     NavItem("Users", "/console/admin/users", "admin"),
     NavItem("Reference data", "/console/admin/reference", "reference:read"),
     NavItem("Connectors", "/console/admin/connectors", "integrations:manage"),
+    NavItem("Deliveries", "/console/deliveries", "integrations:manage"),
     NavItem("Audit log", "/console/admin/audit", "audit:read"),
 )
 

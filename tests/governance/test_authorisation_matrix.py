@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from careops.api.app import API_MODULES, OPEN_ROUTES, PAGE_MODULES, create_app
 from careops.approvals.store import activate_directory as activate_policies
 from careops.approvals.store import shipped_directory as policies_directory
 from careops.db import Database
-from careops.domain.models import Document, ExceptionItem
+from careops.domain.deliveries import Delivery
+from careops.domain.models import BusinessEvent, Document, ExceptionItem, ServiceCase
 from careops.governance.permissions import PERMISSIONS, SHIPPED_ROLES, grants
 from careops.governance.signing import SIGNED
 from careops.governance.tokens import create_token
@@ -107,6 +109,8 @@ PAGE_ROUTES = {
     ("POST", "/console/approvals/{approval_id}/decision"): "session approvals:decide",
     ("GET", "/console/approvals/link/{token}"): "session approvals:decide",
     ("POST", "/console/approvals/link/{token}"): "session approvals:decide",
+    ("GET", "/console/deliveries"): "session integrations:manage",
+    ("POST", "/console/deliveries/{delivery_id}/replay"): "session integrations:manage",
     ("GET", "/console/automation"): "session workflows:read",
     ("GET", "/console/automation/{name}"): "session workflows:read",
     ("GET", "/console/admin/audit"): "session audit:read",
@@ -276,7 +280,20 @@ def _records_of_central(client: TestClient, db: Database) -> dict[str, str]:
         json={"subject_type": "staff_conflict", "subject_id": conflict["id"], "policy": "staffing-exception"},
     )
     assert approval.status_code == 201, approval.text
+    with db.transaction() as session:  # a delivery of central's case to a connector
+        event_id = session.scalars(select(BusinessEvent.id).where(BusinessEvent.case_id == case_id)).first()
+        delivery = Delivery(
+            event_id=event_id,
+            connector="billing",
+            event_type="case.created",
+            case_id=case_id,
+            location_id=session.get(ServiceCase, case_id).location_id,
+        )  # type: ignore[union-attr]
+        session.add(delivery)
+        session.flush()
+        delivery_id = delivery.id
     return {
+        "delivery_id": delivery_id,
         "approval_id": approval.json()["id"],
         "plan_id": plan["id"],
         "conflict_id": conflict["id"],
