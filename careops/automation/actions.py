@@ -11,7 +11,7 @@ change with its business event, written by ``automation:RUN_ID`` (the run that m
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from careops.automation.conditions import ConditionError, Facts
 from careops.automation.rendering import check_syntax, render_value
 from careops.domain.automation import QueuedMessage
 from careops.domain.cases import CaseAction, transition
-from careops.domain.events import Event, EventType, FollowUp, record_events
+from careops.domain.events import Event, EventType, record_events
 from careops.domain.models import ExceptionItem, Location, ServiceCase, Task, new_id
 from careops.orchestration.billing import check_readiness, invoice_case
 from careops.orchestration.exception_queue import open_exception
@@ -255,11 +255,10 @@ def _about_subject(ctx: ActionContext, kind: EventType, payload: dict[str, Any])
 
 
 def _call_connector(ctx: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
-    """``connector.call_queued`` with an outbox row: delivered by the dispatcher, retried,
-    dead-lettered, replayable."""
+    """``connector.call_queued``: delivered to the named connector (when the connectors file
+    subscribes it) like any event, retried, dead-lettered, replayable (integrations.md)."""
     payload = {"connector": args["connector"], "message": args.get("message", "")}
-    event = _about_subject(ctx, EventType.CONNECTOR_CALL_QUEUED, payload)
-    record_events(ctx.session, replace(event, follow_ups=(FollowUp.CONNECTOR_CALL,)))
+    record_events(ctx.session, _about_subject(ctx, EventType.CONNECTOR_CALL_QUEUED, payload))
     return {"connector": args["connector"]}
 
 

@@ -136,7 +136,6 @@ class FollowUp(StrEnum):
     """Outbox destinations: what the dispatcher starts for a committed event."""
 
     AWAIT_TRIAGE = "workflow.await_triage"
-    CONNECTOR_CALL = "connector.call"
 
 
 _events = Base.metadata.tables[BusinessEvent.__tablename__]

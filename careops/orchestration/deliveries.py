@@ -4,8 +4,9 @@ replay. Sending is the integrations layer's (integrations.outbound.delivery); th
 keeps the books, in short transactions.
 
 - **Planning** reads the sealed events past the ``deliveries`` cursor (``automation_cursor``) in
-  audit-chain order and writes one delivery per subscribed connector; the unique (event,
-  connector) and the locked cursor make each exactly once. A first start reads on from now.
+  audit-chain order and writes one delivery per subscribed connector (and for a rule's
+  ``connector.call_queued``, one to the connector it names); the unique (event, connector) and
+  the locked cursor make each exactly once. A first start reads on from now.
 - **Claiming** takes due pending deliveries ``FOR UPDATE SKIP LOCKED`` and leases them (their due
   time moves ``LEASE`` ahead), so that a worker that dies mid-send leaves them to another; the
   target sees the delivery's id as its idempotency key and takes a resend once. A connector whose
@@ -65,7 +66,9 @@ class Policy(Protocol):
 def plan(db: Database, policies: Iterable[Policy], batch: int = 1000) -> int:
     """Deliveries for the next ``batch`` sealed events; how many events were read."""
     by_type: dict[str, list[str]] = defaultdict(list)
+    subscribed = set()
     for policy in policies:
+        subscribed.add(policy.name)
         for kind in policy.events:
             by_type[kind].append(policy.name)
     with db.transaction() as session:
@@ -76,7 +79,7 @@ def plan(db: Database, policies: Iterable[Policy], batch: int = 1000) -> int:
             return 0
         rows = session.execute(
             select(BusinessEvent.id, BusinessEvent.seq, BusinessEvent.type, BusinessEvent.case_id,
-                   BusinessEvent.location_id)
+                   BusinessEvent.location_id, BusinessEvent.payload)
             .where(BusinessEvent.seq > cursor.seq)
             .order_by(BusinessEvent.seq)
             .limit(batch)
@@ -88,10 +91,24 @@ def plan(db: Database, policies: Iterable[Policy], batch: int = 1000) -> int:
             Delivery(event_id=row.id, connector=name, event_type=row.type, case_id=row.case_id,
                      location_id=row.location_id, next_attempt_at=now, created_at=now)
             for row in rows
-            for name in by_type.get(row.type, ())
+            for name in _connectors(row.type, row.payload, by_type, subscribed)
         )  # fmt: skip
         cursor.seq, cursor.updated_at = rows[-1].seq, now
         return len(rows)
+
+
+def _connectors(
+    kind: str, payload: dict[str, Any], by_type: dict[str, list[str]], subscribed: set[str]
+) -> list[str]:
+    """Who gets an event: its subscribers, and for a rule's ``connector.call_queued`` the
+    connector it names (when the connectors file knows it)."""
+    named = payload.get("connector") if kind == EventType.CONNECTOR_CALL_QUEUED else None
+    extra = (
+        [named]
+        if isinstance(named, str) and named in subscribed and named not in by_type.get(kind, ())
+        else []
+    )
+    return [*by_type.get(kind, ()), *extra]
 
 
 @dataclass(frozen=True)

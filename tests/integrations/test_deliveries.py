@@ -277,3 +277,24 @@ def test_the_command_line_lists_shows_replays_purges_and_reports_health(
     assert (
         "0 delivered rows purged" in careops(database_url, "deliveries", "purge", "--older-than", "1d").stderr
     )
+
+
+def test_a_rules_connector_call_goes_to_the_connector_it_names(
+    db: Database, settings: Settings, receiver: str
+) -> None:
+    from careops.domain.events import Event, EventType, record_events
+
+    deliverer = subscribe(db, receiver)  # billing subscribes to case.created only
+    with db.transaction() as session:
+        record_events(
+            session,
+            Event(EventType.CONNECTOR_CALL_QUEUED, "case", "c" * 32, "automation:run",
+                  payload={"connector": "billing", "message": "invoice-ready"}),
+            Event(EventType.CONNECTOR_CALL_QUEUED, "case", "d" * 32, "automation:run",
+                  payload={"connector": "nobody-knows", "message": "x"}),
+        )  # fmt: skip
+    seal_all(db, settings.secret_key)
+    drain(deliverer, 3)
+    [(_key, body)] = Receiver.requests
+    assert body["event"]["type"] == "connector.call_queued" and body["event"]["subject_id"] == "c" * 32
+    assert statuses(db) == {"delivered": 1}
