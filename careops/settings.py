@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     delivery_interval_seconds: float = Field(
         1.0, gt=0, description="How often the worker plans and sends deliveries when it has nothing due."
     )
+    delivery_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a claimed delivery is a worker's before another may send it (a crash).",
+    )
     delivery_timeout_seconds: float = Field(
         10.0,
         gt=0,

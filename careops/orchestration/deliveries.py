@@ -125,9 +125,14 @@ def _breakers(session: Session) -> dict[str, ConnectorBreaker]:
 
 
 def claim(
-    db: Database, policies: Iterable[Policy], limit: int, now: dt.datetime | None = None
+    db: Database,
+    policies: Iterable[Policy],
+    limit: int,
+    now: dt.datetime | None = None,
+    lease: dt.timedelta = LEASE,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries of connectors whose breaker lets them through."""
+    """Lease up to ``limit`` due deliveries of connectors whose breaker lets them through, for
+    ``lease`` (longer than a send may take: after it, another worker may send them again)."""
     now = now or utcnow()
     found: list[Claimed] = []
     with db.transaction() as session:
@@ -166,7 +171,7 @@ def claim(
             if policy.ordered:
                 taken = _first_of_each_case(taken)
             for delivery in taken:
-                delivery.next_attempt_at = now + LEASE
+                delivery.next_attempt_at = now + lease
                 found.append(
                     Claimed(
                         delivery.id,

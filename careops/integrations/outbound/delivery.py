@@ -14,6 +14,7 @@ the e-mail's ``Message-ID``): a retry after a timeout is recognised downstream.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import smtplib
 import time
@@ -35,9 +36,15 @@ class Deliverer:
     """Plans, claims, sends and settles deliveries for a set of subscriptions."""
 
     def __init__(
-        self, db: Database, subscriptions: list[Subscription], timeout: float = 10.0, threads: int = 16
+        self,
+        db: Database,
+        subscriptions: list[Subscription],
+        timeout: float = 10.0,
+        threads: int = 16,
+        lease_seconds: float = 60.0,
     ):
         self.db = db
+        self.lease = dt.timedelta(seconds=max(lease_seconds, 2 * timeout))
         self.subscriptions = {s.name: s for s in subscriptions}
         self.timeout = timeout
         self.client = httpx.Client(timeout=timeout)
@@ -50,7 +57,7 @@ class Deliverer:
     def run_once(self, limit: int = 200) -> int:
         """One round: new events planned, due deliveries sent; how many were sent."""
         plan(self.db, self.subscriptions.values())
-        claimed = claim(self.db, self.subscriptions.values(), limit)
+        claimed = claim(self.db, self.subscriptions.values(), limit, lease=self.lease)
         if not claimed:
             return 0
         bodies = self._bodies(claimed)

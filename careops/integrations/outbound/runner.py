@@ -20,7 +20,12 @@ def delivery_jobs(settings: Settings) -> list[Job]:
         return []
 
     async def run(db: Database, stop: asyncio.Event) -> None:
-        deliverer = Deliverer(db, subscriptions, timeout=settings.delivery_timeout_seconds)
+        deliverer = Deliverer(
+            db,
+            subscriptions,
+            timeout=settings.delivery_timeout_seconds,
+            lease_seconds=settings.delivery_lease_seconds,
+        )
         try:
             await repeat(
                 lambda: deliverer.run_once(ROUND),
