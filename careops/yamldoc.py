@@ -108,6 +108,16 @@ def content_hash(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def mapping(raw: Any, known: tuple[str, ...], at: Path, what: str) -> dict[str, Any]:
+    """``raw`` if it is a mapping of only ``known`` keys; else PathError naming what is wrong."""
+    if not isinstance(raw, dict):
+        raise PathError(f"{what} is a mapping", at)
+    for key in raw:
+        if key not in known:
+            raise PathError(f"unknown key {key!r}; known: {', '.join(known)}", (*at, str(key)))
+    return raw
+
+
 def parse_duration(raw: Any, at: Path) -> dt.timedelta:
     """``30m``, ``4h``, ``2d`` (or seconds as a number) as a timedelta."""
     if isinstance(raw, int | float) and not isinstance(raw, bool) and raw >= 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from careops.yamldoc import Document, DocumentError, PathError, content_hash, parse_duration
+from careops.yamldoc import Document, DocumentError, PathError, content_hash, mapping, parse_duration
 
 SUBJECTS = ("case", "replenishment", "invoice", "staff_conflict")
 HIT_POLICIES = ("first", "collect")
@@ -126,15 +126,6 @@ def load_directory(directory: Path) -> list[Policy]:
     return [load_file(path) for path in sorted(directory.glob("*.yaml"))]
 
 
-def _keys(raw: Any, known: tuple[str, ...], at: tuple[str | int, ...], what: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise PathError(f"{what} is a mapping", at)
-    for key in raw:
-        if key not in known:
-            raise PathError(f"unknown key {key!r}; known: {', '.join(known)}", (*at, str(key)))
-    return raw
-
-
 def _name(raw: dict[str, Any], at: tuple[str | int, ...]) -> str:
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -145,7 +136,7 @@ def _name(raw: dict[str, Any], at: tuple[str | int, ...]) -> str:
 def _policy(data: Any, source: str) -> Policy:
     known = ("name", "version", "owner", "applies_to", "description", "hit_policy", "inputs", "groups",
              "separation", "decision_link_hours", "rules", "overlays")  # fmt: skip
-    raw = _keys(data, known, (), "a policy")
+    raw = mapping(data, known, (), "a policy")
     for key in ("version", "owner", "applies_to", "rules"):
         if key not in raw:
             raise PathError(f"{key} is required", ())
@@ -158,7 +149,7 @@ def _policy(data: Any, source: str) -> Policy:
     groups = {
         str(name): tuple(str(u) for u in members) for name, members in (raw.get("groups") or {}).items()
     }
-    separation = _keys(raw.get("separation") or {}, SEPARATION, ("separation",), "separation")
+    separation = mapping(raw.get("separation") or {}, SEPARATION, ("separation",), "separation")
     if not isinstance(raw["rules"], list) or not raw["rules"]:
         raise PathError("rules is a list of at least one rule", ("rules",))
     rules = tuple(_rule(r, ("rules", i), inputs, groups) for i, r in enumerate(raw["rules"]))
@@ -188,7 +179,7 @@ def _policy(data: Any, source: str) -> Policy:
 
 
 def _input(name: str, spec: Any, at: tuple[str | int, ...]) -> Input:
-    spec = _keys(spec or {}, ("type", "values", "min"), at, "an input")
+    spec = mapping(spec or {}, ("type", "values", "min"), at, "an input")
     kind = spec.get("type", "word")
     if kind not in ("number", "word"):
         raise PathError("an input's type is number or word", (*at, "type"))
@@ -204,8 +195,8 @@ def _input(name: str, spec: Any, at: tuple[str | int, ...]) -> Input:
 
 
 def _rule(raw: Any, at: tuple[str | int, ...], inputs: dict[str, Input], groups: dict[str, Any]) -> Rule:
-    raw = _keys(raw, ("name", "when", "chain", "description"), at, "a rule")
-    when_raw = _keys(raw.get("when") or {}, tuple(inputs), (*at, "when"), "when")
+    raw = mapping(raw, ("name", "when", "chain", "description"), at, "a rule")
+    when_raw = mapping(raw.get("when") or {}, tuple(inputs), (*at, "when"), "when")
     when = {key: _test(inputs[key], value, (*at, "when", key)) for key, value in when_raw.items()}
     chain_raw = raw.get("chain")
     if not isinstance(chain_raw, list) or not chain_raw:
@@ -218,7 +209,7 @@ def _rule(raw: Any, at: tuple[str | int, ...], inputs: dict[str, Input], groups:
 
 def _test(spec: Input, raw: Any, at: tuple[str | int, ...]) -> Test:
     if spec.kind == "number":
-        bounds = _keys(raw, ("from", "below"), at, "a number test ({from: A, below: B})")
+        bounds = mapping(raw, ("from", "below"), at, "a number test ({from: A, below: B})")
         start, below = bounds.get("from"), bounds.get("below")
         for key, value in (("from", start), ("below", below)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -246,7 +237,7 @@ def _who(raw: dict[str, Any], at: tuple[str | int, ...], groups: dict[str, Any])
 
 
 def _step(raw: Any, at: tuple[str | int, ...], groups: dict[str, Any]) -> Step:
-    raw = _keys(raw, ("name", *WHO, "quorum", "within", "on_timeout", "fallback"), at, "a step")
+    raw = mapping(raw, ("name", *WHO, "quorum", "within", "on_timeout", "fallback"), at, "a step")
     quorum = raw.get("quorum", "any")
     if not (
         quorum in ("any", "all") or (isinstance(quorum, int) and not isinstance(quorum, bool) and quorum >= 1)
@@ -258,7 +249,9 @@ def _step(raw: Any, at: tuple[str | int, ...], groups: dict[str, Any]) -> Step:
     fallback_raw = raw.get("fallback")
     fallback = None
     if fallback_raw is not None:
-        fallback = _who(_keys(fallback_raw, WHO, (*at, "fallback"), "a fallback"), (*at, "fallback"), groups)
+        fallback = _who(
+            mapping(fallback_raw, WHO, (*at, "fallback"), "a fallback"), (*at, "fallback"), groups
+        )
     if on_timeout == "reassign" and fallback is None:
         raise PathError("on_timeout: reassign needs a fallback to reassign to", (*at, "fallback"))
     within = parse_duration(raw.get("within", "1d"), (*at, "within")).total_seconds()
@@ -266,7 +259,7 @@ def _step(raw: Any, at: tuple[str | int, ...], groups: dict[str, Any]) -> Step:
 
 
 def _overlay(raw: Any, at: tuple[str | int, ...], rules: tuple[Rule, ...]) -> Overlay:
-    raw = _keys(raw, ("name", "locations", "steps"), at, "an overlay")
+    raw = mapping(raw, ("name", "locations", "steps"), at, "an overlay")
     locations = raw.get("locations")
     if not isinstance(locations, list) or not locations:
         raise PathError("an overlay names its locations (slugs or group:NAME)", (*at, "locations"))
@@ -277,7 +270,7 @@ def _overlay(raw: Any, at: tuple[str | int, ...], rules: tuple[Rule, ...]) -> Ov
             raise PathError(
                 f"no step {key!r}; steps are RULE.STEP: {', '.join(sorted(known))}", (*at, "steps", key)
             )
-        _keys(
+        mapping(
             fields,
             ("name", *WHO, "quorum", "within", "on_timeout", "fallback"),
             (*at, "steps", key),

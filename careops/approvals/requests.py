@@ -467,6 +467,18 @@ def withdraw(db: Database, request_id: str, principal: Principal, reason: str) -
         return view(session, request, steps)
 
 
+def routing_of(request: ApprovalRequest) -> dict[str, Any]:
+    """How a request was routed (the policy version, the rules, the facts) and where it stands."""
+    return {
+        "policy": request.policy,
+        "policy_version": request.policy_version,
+        "policy_hash": request.policy_hash,
+        "matched": request.matched,
+        "facts": request.facts,
+        "status": request.status,
+    }
+
+
 def view(
     session: Session,
     request: ApprovalRequest,
@@ -484,12 +496,7 @@ def view(
         "subject_id": request.subject_id,
         "case_id": request.case_id,
         "location": location.slug if location else None,
-        "policy": request.policy,
-        "policy_version": request.policy_version,
-        "policy_hash": request.policy_hash,
-        "matched": request.matched,
-        "facts": request.facts,
-        "status": request.status,
+        **routing_of(request),
         "requested_by": request.requested_by,
         "requested_at": request.requested_at.isoformat(),
         "decided_at": request.decided_at.isoformat() if request.decided_at else None,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from careops.approvals import routing, store
 from careops.approvals.policies import load_text
-from careops.approvals.requests import event, view
+from careops.approvals.requests import event, routing_of, view
 from careops.db import Database
 from careops.domain.approvals import OPEN, ApprovalDecision, ApprovalRequest, ApprovalStep
 from careops.domain.events import EventType, record_events
@@ -150,16 +150,7 @@ def trace(db: Database, request_id: str, principal: Principal) -> dict[str, Any]
     """The whole story of a request: the policy version that chose the chain, every event."""
     with db.sessions() as session:
         request = _visible(session, request_id, principal)
-        return {
-            "id": request.id,
-            "policy": request.policy,
-            "policy_version": request.policy_version,
-            "policy_hash": request.policy_hash,
-            "matched": request.matched,
-            "facts": request.facts,
-            "status": request.status,
-            "events": _trace(session, request),
-        }
+        return {"id": request.id, **routing_of(request), "events": _trace(session, request)}
 
 
 def export(db: Database, since: dt.datetime, until: dt.datetime) -> Iterator[dict[str, Any]]:

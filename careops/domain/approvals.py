@@ -13,17 +13,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from careops.domain.models import Base, new_id, utcnow
+from careops.domain.models import Base, VersionColumns, new_id, utcnow
 
 OPEN = "pending"
 OUTCOMES = ("approved", "rejected", "returned", "expired", "withdrawn")
 DECISIONS = ("approve", "reject", "return")
 
 
-class ApprovalPolicyVersion(Base):
+class ApprovalPolicyVersion(VersionColumns, Base):
     """One version of an approval policy as loaded (its YAML), at most one active per name."""
 
     __tablename__ = "approval_policy_version"
@@ -37,17 +37,6 @@ class ApprovalPolicyVersion(Base):
             sqlite_where=text("active"),
         ),
     )
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(100))
-    version: Mapped[str] = mapped_column(String(32))
-    content_hash: Mapped[str] = mapped_column(String(64))
-    content: Mapped[str] = mapped_column(Text)
-    owner: Mapped[str] = mapped_column(String(100))
-    active: Mapped[bool] = mapped_column(default=False)
-    activated_by: Mapped[str | None] = mapped_column(String(100))
-    reason: Mapped[str | None] = mapped_column(String(500))
-    activated_at: Mapped[dt.datetime | None] = mapped_column()
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class ApprovalRequest(Base):

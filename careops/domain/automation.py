@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from careops.domain.models import Base, new_id, utcnow
+from careops.domain.models import Base, VersionColumns, new_id, utcnow
 
 
-class WorkflowVersion(Base):
+class WorkflowVersion(VersionColumns, Base):
     """One version of a workflow template as loaded (its YAML text), and whether it is active:
     at most one active version per name. Activation and retirement are audited events."""
 
@@ -33,17 +33,6 @@ class WorkflowVersion(Base):
             sqlite_where=text("active"),
         ),
     )
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(100))
-    version: Mapped[str] = mapped_column(String(32))  # the template's own version label
-    content_hash: Mapped[str] = mapped_column(String(64))
-    content: Mapped[str] = mapped_column(Text)
-    owner: Mapped[str] = mapped_column(String(100))
-    active: Mapped[bool] = mapped_column(default=False)
-    activated_by: Mapped[str | None] = mapped_column(String(100))
-    reason: Mapped[str | None] = mapped_column(String(500))
-    activated_at: Mapped[dt.datetime | None] = mapped_column()
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AutomationCursor(Base):

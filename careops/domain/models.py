@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -731,6 +732,23 @@ class KpiCursor(Base):
     __tablename__ = "kpi_cursor"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class VersionColumns:
+    """The columns of a table of versioned documents (a mixin of its model): one row per version
+    as loaded (its text), the active one of its name, who activated it, when and why."""
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(32))  # the document's own version label
+    content_hash: Mapped[str] = mapped_column(String(64))
+    content: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(default=False)
+    activated_by: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    activated_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 # The stock records have their own module; importing it here registers their tables with

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from careops.domain.events import EventType
-from careops.yamldoc import Document, DocumentError, PathError, parse_duration
+from careops.yamldoc import Document, DocumentError, PathError, mapping, parse_duration
 
 KINDS = ("webhook", "n8n", "email")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -94,17 +94,8 @@ class Subscription:
         return self.breaker.open_seconds
 
 
-def _keys(raw: Any, known: tuple[str, ...], at: tuple[str | int, ...], what: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise PathError(f"{what} is a mapping", at)
-    for key in raw:
-        if key not in known:
-            raise PathError(f"unknown key {key!r}; known: {', '.join(known)}", (*at, str(key)))
-    return raw
-
-
 def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
-    raw = _keys(
+    raw = mapping(
         raw, ("name", "kind", "events", "fields", "retry", "breaker", "ordered", "email"), at, "a connector"
     )
     name = raw.get("name")
@@ -126,7 +117,7 @@ def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
     fields = raw.get("fields") or []
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise PathError("fields is a list of payload field names", (*at, "fields"))
-    retry_raw = _keys(
+    retry_raw = mapping(
         raw.get("retry") or {}, ("attempts", "max_age", "first", "longest"), (*at, "retry"), "retry"
     )
     attempts = retry_raw.get("attempts", 8)
@@ -138,7 +129,7 @@ def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
         parse_duration(retry_raw.get("first", "2s"), (*at, "retry", "first")).total_seconds(),
         parse_duration(retry_raw.get("longest", "5m"), (*at, "retry", "longest")).total_seconds(),
     )
-    breaker_raw = _keys(raw.get("breaker") or {}, ("failures", "open_for"), (*at, "breaker"), "breaker")
+    breaker_raw = mapping(raw.get("breaker") or {}, ("failures", "open_for"), (*at, "breaker"), "breaker")
     failures = breaker_raw.get("failures", 5)
     if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
         raise PathError("failures is a number, 1 or more", (*at, "breaker", "failures"))
@@ -148,7 +139,7 @@ def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
     )
     email = None
     if kind == "email":
-        spec = _keys(raw.get("email"), ("host", "port", "sender", "to"), (*at, "email"), "email")
+        spec = mapping(raw.get("email"), ("host", "port", "sender", "to"), (*at, "email"), "email")
         to = spec.get("to")
         if not isinstance(to, list) or not to:
             raise PathError("to lists the addresses it sends to", (*at, "email", "to"))
@@ -166,7 +157,7 @@ def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
 def load_text(text: str, source: str = "<connectors>") -> list[Subscription]:
     document = Document(text, source)
     try:
-        raw = _keys(document.data or {}, ("connectors",), (), "the connectors file")
+        raw = mapping(document.data or {}, ("connectors",), (), "the connectors file")
         items = raw.get("connectors") or []
         if not isinstance(items, list):
             raise PathError("connectors is a list", ("connectors",))
