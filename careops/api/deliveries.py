@@ -69,7 +69,7 @@ async def replay_one(db: DbDep, principal: Engineer, delivery_id: RecordId) -> d
 
 
 @router.post(
-    "/deliveries/replay", summary="Send a selection of dead letters again (ids, or connector and age)"
+    "/delivery-replays", summary="Send a selection of dead letters again (ids, or connector and age)"
 )
 async def replay_many(db: DbDep, principal: Engineer, body: ReplayIn) -> dict[str, Any]:
     def run() -> int:

@@ -164,7 +164,7 @@ def test_dead_letters_are_replayed_once(
     assert one.status_code == 200 and one.json() == {"replayed": 1}
     again = client.post(f"/api/v1/deliveries/{dead[0]['id']}/replay", json={})
     assert again.status_code == 409
-    rest = client.post("/api/v1/deliveries/replay", json={"connector": "billing"})
+    rest = client.post("/api/v1/delivery-replays", json={"connector": "billing"})
     assert rest.json() == {"replayed": 1}
     before = len(Receiver.requests)
     drain(deliverer)

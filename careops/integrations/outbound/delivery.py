@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import smtplib
 import time
+import xmlrpc.client
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from typing import Any
@@ -28,6 +30,8 @@ from sqlalchemy import select
 from careops.db import Database
 from careops.domain.models import BusinessEvent, Location
 from careops.governance.signing import Outbound, outbound
+from careops.integrations.outbound.odoo import ACTIONS as ODOO_ACTIONS
+from careops.integrations.outbound.odoo import Json2Client, OdooClient, OdooError, XmlRpcClient
 from careops.integrations.outbound.subscriptions import Subscription
 from careops.orchestration.deliveries import Claimed, Outcome, claim, plan, settle
 
@@ -64,7 +68,7 @@ class Deliverer:
         targets = {
             name: outbound(self.db, name)
             for name in {c.connector for c in claimed}
-            if self.subscriptions[name].kind != "email"
+            if self.subscriptions[name].kind in ("webhook", "n8n")
         }
         outcomes = list(
             self.pool.map(lambda c: self._attempt(c, bodies[c.id], targets.get(c.connector)), claimed)
@@ -104,12 +108,15 @@ class Deliverer:
         subscription = self.subscriptions[claimed.connector]
         began = time.perf_counter()
         try:
-            if target is None:
+            if subscription.kind == "odoo":
+                self._odoo(subscription, body)
+                status = None
+            elif target is None:
                 self._email(subscription, claimed.id, body)
                 status = None
             else:
                 status = self._post(target, subscription.name, claimed.id, body)
-        except (httpx.HTTPError, OSError, smtplib.SMTPException) as exc:
+        except (httpx.HTTPError, OSError, smtplib.SMTPException, OdooError, xmlrpc.client.Error) as exc:
             return Outcome(claimed.id, f"{type(exc).__name__}: {exc}"[:500], None, _ms(began))
         except Refused as exc:
             return Outcome(claimed.id, str(exc), exc.status, _ms(began))
@@ -136,6 +143,21 @@ class Deliverer:
         message.set_content("\n".join(lines) + "\n")
         with smtplib.SMTP(spec.host, spec.port, timeout=self.timeout) as smtp:
             smtp.send_message(message)
+
+    def _odoo(self, subscription: Subscription, body: dict[str, Any]) -> None:
+        """The event's record made in Odoo (found first by its external reference)."""
+        spec = subscription.odoo
+        assert spec is not None
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise OdooError(f"set {spec.api_key_env} to the Odoo API key")
+        client: OdooClient = (
+            Json2Client(spec.url, key, spec.database, self.client)
+            if spec.protocol == "json2"
+            else XmlRpcClient(spec.url, spec.database or "", spec.login or "", key, self.timeout)
+        )
+        with self.db.sessions() as session:
+            ODOO_ACTIONS[body["event"]["type"]](client, session, body["event"]["subject_id"])
 
 
 class Refused(Exception):

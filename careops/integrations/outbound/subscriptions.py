@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from careops.domain.events import EventType
+from careops.integrations.outbound.odoo import ACTIONS as ODOO_ACTIONS
 from careops.yamldoc import Document, DocumentError, PathError, mapping, parse_duration
 
-KINDS = ("webhook", "n8n", "email")
+KINDS = ("webhook", "n8n", "email", "odoo")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EVENTS = {str(e) for e in EventType}
 
@@ -58,6 +59,15 @@ class Email:
 
 
 @dataclass(frozen=True)
+class OdooTarget:
+    url: str
+    protocol: str  # json2 (Odoo 19) or xmlrpc (Odoo 16 to 18)
+    database: str | None
+    login: str | None
+    api_key_env: str  # the environment variable holding the API key
+
+
+@dataclass(frozen=True)
 class Subscription:
     name: str
     kind: str
@@ -67,6 +77,7 @@ class Subscription:
     breaker: Breaker = field(default_factory=Breaker)
     ordered: bool = False
     email: Email | None = None
+    odoo: OdooTarget | None = None
 
     # What the delivery books read (orchestration.deliveries.Policy).
     @property
@@ -95,9 +106,8 @@ class Subscription:
 
 
 def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
-    raw = mapping(
-        raw, ("name", "kind", "events", "fields", "retry", "breaker", "ordered", "email"), at, "a connector"
-    )
+    known = ("name", "kind", "events", "fields", "retry", "breaker", "ordered", "email", "odoo")
+    raw = mapping(raw, known, at, "a connector")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise PathError("a connector's name is 1 to 64 letters, digits, '-' or '_'", (*at, "name"))
@@ -149,8 +159,40 @@ def _subscription(raw: Any, at: tuple[str | int, ...]) -> Subscription:
             str(spec.get("sender", "careops@localhost")),
             tuple(str(t) for t in to),
         )
+    odoo = _odoo(raw, at, events) if kind == "odoo" else None
     return Subscription(
-        name, kind, frozenset(events), tuple(fields), retry, breaker, bool(raw.get("ordered", False)), email
+        name,
+        kind,
+        frozenset(events),
+        tuple(fields),
+        retry,
+        breaker,
+        bool(raw.get("ordered", False)),
+        email,
+        odoo,
+    )
+
+
+def _odoo(raw: dict[str, Any], at: tuple[str | int, ...], events: list[str]) -> OdooTarget:
+    spec = mapping(
+        raw.get("odoo"), ("url", "protocol", "database", "login", "api_key_env"), (*at, "odoo"), "odoo"
+    )
+    if not str(spec.get("url", "")).startswith(("http://", "https://")):
+        raise PathError("url is Odoo's address (http or https)", (*at, "odoo", "url"))
+    protocol = spec.get("protocol", "json2")
+    if protocol not in ("json2", "xmlrpc"):
+        raise PathError("protocol is json2 (Odoo 19) or xmlrpc (Odoo 16 to 18)", (*at, "odoo", "protocol"))
+    if protocol == "xmlrpc" and not (spec.get("database") and spec.get("login")):
+        raise PathError("XML-RPC needs the database and the login", (*at, "odoo"))
+    if not spec.get("api_key_env"):
+        raise PathError("api_key_env names the environment variable that holds the API key", (*at, "odoo"))
+    unknown = sorted(set(events) - set(ODOO_ACTIONS))
+    if unknown:
+        raise PathError(
+            f"an odoo connector acts on {', '.join(ODOO_ACTIONS)}, not {unknown[0]}", (*at, "events")
+        )
+    return OdooTarget(
+        str(spec["url"]), protocol, spec.get("database"), spec.get("login"), str(spec["api_key_env"])
     )
 
 
