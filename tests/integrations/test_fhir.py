@@ -403,6 +403,16 @@ def test_a_coded_element_that_is_not_a_string_is_a_400(client: TestClient, statu
     assert answer.json()["issue"][0]["expression"] == ["ServiceRequest.status"]
 
 
+def test_a_date_written_as_a_number_is_a_400_naming_it(client: TestClient, db: Database) -> None:
+    # fhir.resources took ``birthDate: 0``; the mapping then could not (a 500 the fuzz test found).
+    bundle = referral_bundle()
+    bundle["entry"][0]["resource"]["birthDate"] = 0
+    answer = client.post("/fhir/r4", content=json.dumps(bundle).encode(), headers=FHIR)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.birthDate"]
+    assert fhir_items(db, "quarantined") == 1
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_mutated_referral_bundles_never_get_a_500(client: TestClient, data: st.DataObject) -> None:

@@ -113,7 +113,8 @@ def validate(resource: dict[str, Any], path: str, nulls: bool = True, checked: b
 
     ``fhir_precheck`` answers for the model in one pass when it can be sure the resource is
     valid; otherwise the model itself is asked, and its errors are the ones reported."""
-    issues = _code_issues(resource, path) + (_null_elements(resource, path) if nulls else [])
+    issues = _code_issues(resource, path) + _date_issues(resource, path)
+    issues += _null_elements(resource, path) if nulls else []
     if not checked:
         issues += _model_issues(resource, path)
     if issues:
@@ -225,6 +226,23 @@ def _code_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
             allowed = ", ".join(sorted(codes))
             issues.append((f"{kind}.{element} is not one of its codes ({allowed})", f"{path}.{element}"))
     return issues
+
+
+# A resource's own date and time elements: FHIR JSON writes them as strings, but the models let a
+# number through (``birthDate: 0``), which the mapping then could not take (a 500).
+_DATE_ELEMENTS = frozenset(
+    {"birthDate", "authoredOn", "occurrenceDateTime", "issued", "effectiveDateTime", "recorded", "date",
+     "deceasedDateTime", "start", "end", "created"}
+)  # fmt: skip
+
+
+def _date_issues(resource: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    kind = str(resource.get("resourceType"))
+    return [
+        (f"{kind}.{key} is a date or time, written as a string (e.g. 1980-04-12)", f"{path}.{key}")
+        for key in _DATE_ELEMENTS.intersection(resource)
+        if resource[key] is not None and not isinstance(resource[key], str)
+    ]
 
 
 # A tuple, not ``dict | list``: that expression builds a union object at every call (~5x slower).
