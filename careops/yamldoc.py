@@ -12,11 +12,13 @@ import datetime as dt
 import hashlib
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import yaml
 
 Path = tuple[str | int, ...]
+T = TypeVar("T")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -92,6 +94,13 @@ class Document:
         self.lines: dict[Path, int] = {}
         if node is not None:
             _lines(node, (), self.lines)
+
+    def parse(self, build: Callable[[Any, str], T]) -> T:
+        """``build(data, source)``, with a PathError it raises given its line (a DocumentError)."""
+        try:
+            return build(self.data, self.source)
+        except PathError as exc:
+            raise self.error(exc) from exc
 
     def error(self, exc: PathError) -> DocumentError:
         """``exc`` with the line of its path (or of the nearest enclosing path that has one)."""

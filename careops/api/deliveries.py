@@ -32,10 +32,6 @@ class ReplayIn(BaseModel):
     older_than_hours: float | None = Field(None, gt=0, le=24 * 365)
 
 
-def _places(principal: Principal) -> frozenset[str] | None:
-    return principal.scope.ids
-
-
 @router.get("/deliveries", summary="Deliveries, newest first, by state, connector, event type and age")
 async def deliveries(
     db: DbDep,
@@ -48,14 +44,14 @@ async def deliveries(
     age = dt.timedelta(hours=older_than_hours) if older_than_hours else None
     items = await in_thread(
         lambda: list_deliveries(db, status=status, connector=connector, event_type=event_type, older_than=age,
-                                locations=_places(principal))
+                                locations=principal.scope.ids)
     )  # fmt: skip
     return {"items": items}
 
 
 @router.get("/deliveries/{delivery_id}", summary="One delivery with its last error", responses=answers(404))
 async def delivery(db: DbDep, principal: Engineer, delivery_id: RecordId) -> dict[str, Any]:
-    return await in_thread(get_delivery, db, delivery_id, _places(principal))
+    return await in_thread(get_delivery, db, delivery_id, principal.scope.ids)
 
 
 @router.post(
@@ -64,7 +60,7 @@ async def delivery(db: DbDep, principal: Engineer, delivery_id: RecordId) -> dic
     responses=answers(404, 409, s409="It is not a dead letter."),
 )
 async def replay_one(db: DbDep, principal: Engineer, delivery_id: RecordId) -> dict[str, Any]:
-    await in_thread(get_delivery, db, delivery_id, _places(principal))
+    await in_thread(get_delivery, db, delivery_id, principal.scope.ids)
     return {"replayed": await in_thread(lambda: replay(db, [delivery_id], actor=principal.id))}
 
 
@@ -75,7 +71,7 @@ async def replay_many(db: DbDep, principal: Engineer, body: ReplayIn) -> dict[st
     def run() -> int:
         age = dt.timedelta(hours=body.older_than_hours) if body.older_than_hours else None
         chosen = dead_letters(db, connector=body.connector, older_than=age, ids=body.ids or None,
-                              locations=_places(principal))  # fmt: skip
+                              locations=principal.scope.ids)  # fmt: skip
         return replay(db, chosen, actor=principal.id) if chosen else 0
 
     return {"replayed": await in_thread(run)}

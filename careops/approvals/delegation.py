@@ -19,11 +19,12 @@ from careops.errors import Forbidden, NotFound, ValidationFailed
 from careops.governance.permissions import grants
 from careops.governance.principal import Principal
 from careops.governance.roles import held_by
+from careops.governance.users import find_user
 
 
 def _user(session: Session, username: str) -> User:
-    user = session.scalars(select(User).where(User.username == username)).first()
-    if user is None or user.disabled_at is not None:
+    user = find_user(session, username)
+    if user.disabled_at is not None:
         raise NotFound(f"no enabled user {username!r}")
     return user
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
-
 from careops.approvals.requests import active_step, decide_in, event, link_token_digest, steps_of, view
 from careops.db import Database
 from careops.domain.approvals import ApprovalLink, ApprovalRequest
@@ -40,11 +38,10 @@ def open_link(db: Database, token: str, principal: Principal) -> dict[str, Any]:
         link = _usable(session.get(ApprovalLink, link_token_digest(token)), principal, now)
         request = find(session, ApprovalRequest, link.request_id)
         assert request is not None
-        step = active_step(steps_of(session, request.id), request)
-        if step.position != link.position:
-            raise Conflict("the step this link was sent for is over", reason="link_stale")
+        steps = steps_of(session, request.id)
+        active_step(steps, request, link.position)
         record_events(session, event(EventType.APPROVAL_VIEWED, request, principal.id, via="link"))
-        return view(session, request)
+        return view(session, request, steps)
 
 
 def decide_by_link(
@@ -57,13 +54,14 @@ def decide_by_link(
         link = _usable(session.get(ApprovalLink, digest, with_for_update=True), principal, now)
         request = find(session, ApprovalRequest, link.request_id, for_update=True)
         assert request is not None and principal.user_id is not None
-        if active_step(steps_of(session, request.id), request).position != link.position:
-            raise Conflict("the step this link was sent for is over", reason="link_stale")
-        taken = session.execute(
-            update(ApprovalLink)
-            .where(ApprovalLink.token_sha256 == digest, ApprovalLink.used_at.is_(None))
-            .values(used_at=now)
+        link.used_at = now  # the link is locked: whoever reads it next finds it used
+        return decide_in(
+            session,
+            request,
+            principal.user_id,
+            decision,
+            comment,
+            via="link",
+            now=now,
+            position=link.position,
         )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict("this decision link was used already: each link decides once", reason="link_used")
-        return decide_in(session, request, principal.user_id, decision, comment, via="link", now=now)

@@ -111,11 +111,7 @@ class Policy:
 
 def load_text(text: str, source: str = "<policy>") -> Policy:
     """Parse a policy's YAML; PolicyError with the line of what is wrong."""
-    document = Document(text, source)
-    try:
-        return _policy(document.data, source)
-    except PathError as exc:
-        raise document.error(exc) from exc
+    return Document(text, source).parse(_policy)
 
 
 def load_file(path: Path) -> Policy:

@@ -306,13 +306,19 @@ def locked_request(session: Session, request_id: str, principal: Principal) -> A
     return request
 
 
-def active_step(steps: list[ApprovalStep], request: ApprovalRequest) -> ApprovalStep:
+def active_step(
+    steps: list[ApprovalStep], request: ApprovalRequest, position: int | None = None
+) -> ApprovalStep:
+    """The step waiting for decisions; Conflict when none does, or (``position`` given: the step a
+    decision link was sent for) when that step is over."""
     if request.status != OPEN:
         raise Conflict(
             f"this approval is {request.status}: nothing to decide", approval_status=request.status
         )
     step = next((s for s in steps if s.status == "active"), None)
     assert step is not None, "a pending request has an active step"
+    if position is not None and step.position != position:
+        raise Conflict("the step this link was sent for is over", reason="link_stale")
     return step
 
 
@@ -335,12 +341,14 @@ def decide_in(
     *,
     via: str,
     now: dt.datetime,
+    position: int | None = None,
 ) -> dict[str, Any]:
-    """Record ``user_id``'s decision on the request's active step, and move the request on."""
+    """Record ``user_id``'s decision on the request's active step (``position``: the step it must
+    be, for a decision link), and move the request on."""
     if decision not in DECISIONS:
         raise ValidationFailed(f"a decision is one of {', '.join(DECISIONS)}")
     steps = steps_of(session, request.id)
-    step = active_step(steps, request)
+    step = active_step(steps, request, position)
     _location = session.get(Location, request.location_id)  # held, so later look-ups find it mapped
     record = subjects.load(session, request.subject_type, request.subject_id, lock=True)
     if subjects.fingerprint(request.subject_type, record) != request.fingerprint:

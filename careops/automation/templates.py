@@ -26,7 +26,6 @@ from careops.automation.rendering import RenderError, render
 from careops.yamldoc import (
     Document,
     DocumentError,
-    PathError,
     content_hash,
     parse_duration,
 )
@@ -128,11 +127,7 @@ def _matches(targets: tuple[str, ...], slug: str, groups: list[str]) -> bool:
 
 def load_text(text: str, source: str = "<template>") -> Template:
     """Parse a template's YAML text; TemplateError with the line of what is wrong."""
-    document = Document(text, source)
-    try:
-        return _template(document.data, source)
-    except PathError as exc:
-        raise document.error(exc) from exc
+    return Document(text, source).parse(_template)
 
 
 def load_file(path: Path) -> Template:

@@ -9,6 +9,7 @@ import datetime as dt
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,12 @@ QUEUES = (
     "integration",
 )
 _EVENTS = {str(e) for e in EventType}
-_POLICIES = {p.name for p in load_policies(policies_directory())}
+
+
+@cache
+def _shipped_policies() -> frozenset[str]:
+    """The names of the policies in workflows/policies (read once, when a template is validated)."""
+    return frozenset(p.name for p in load_policies(policies_directory()))
 
 
 def validate(templates: list[Template], roles: dict[str, frozenset[str]] | None = None) -> list[str]:
@@ -90,7 +96,11 @@ def _rule_problems(
         if step.action == "wait" and awaited is not None and awaited not in _EVENTS:
             found.append(f"{at} step {step.name}: no event {awaited!r} to wait for")
         policy = step.args.get("policy")
-        if step.action == "request_approval" and isinstance(policy, str) and policy not in _POLICIES:
+        if (
+            step.action == "request_approval"
+            and isinstance(policy, str)
+            and policy not in _shipped_policies()
+        ):
             found.append(f"{at} step {step.name}: no approval policy {policy!r} in workflows/policies")
         if step.action == "start_workflow":
             target = next((t for t in templates if t.name == step.args.get("workflow")), None)

@@ -15,6 +15,8 @@ import typer
 from rich.table import Table
 
 from careops.cli.common import cli_actor, cli_operator, err, fail, out, ready_database
+from careops.db import Database
+from careops.governance.principal import Principal
 from careops.settings import get_settings
 
 approvals_app = typer.Typer(
@@ -217,17 +219,14 @@ def metrics_command(days: Annotated[int, typer.Option(help="The last N days.")] 
     _show(summary(ready_database(get_settings()), EVERYWHERE, days))
 
 
-def _as_user(username: str) -> Any:
-    from sqlalchemy import select
-
-    from careops.domain.models import User
+def _as_user(username: str) -> tuple[Database, Principal]:
+    """The database, and the command line's principal acting as ``username`` (a person)."""
+    from careops.governance.users import find_user
 
     db = ready_database(get_settings())
     with db.sessions() as session:
-        user = session.scalars(select(User).where(User.username == username)).first()
-    if user is None:
-        fail(f"no user {username!r}")
-    return db, dataclasses.replace(cli_operator(), user_id=user.id)
+        user_id = find_user(session, username).id
+    return db, dataclasses.replace(cli_operator(), user_id=user_id)
 
 
 @approvals_app.command("absence")

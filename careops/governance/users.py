@@ -101,7 +101,7 @@ def create_user(
     return user
 
 
-def _find(session: Session, username: str) -> User:
+def find_user(session: Session, username: str) -> User:
     user = session.scalars(select(User).where(User.username == username.strip().lower())).first()
     if user is None:
         raise NotFound("no user with this username")
@@ -124,7 +124,7 @@ def _end_sessions(session: Session, user_id: str) -> None:
 def disable_user(db: Database, username: str, *, actor: str) -> None:
     """The user can no longer log in, and every open session ends now."""
     with db.transaction() as session:
-        user = _find(session, username)
+        user = find_user(session, username)
         user.disabled_at = utcnow()
         _end_sessions(session, user.id)
         record_events(session, _user_event(EventType.USER_DISABLED, user, actor))
@@ -134,7 +134,7 @@ def set_roles(db: Database, settings: Settings, username: str, roles: list[str],
     """Replace a user's roles, as the separation-of-duties rules allow (by default nobody changes
     their own). Open sessions of the user end."""
     with db.transaction() as session:
-        user = _find(session, username)
+        user = find_user(session, username)
         check_duties(settings.separation_of_duties, "users:set_roles", actor, {"subject": user.id})
         before = list(user.roles)
         user.roles = check_roles(session, roles)
@@ -148,7 +148,7 @@ def set_roles(db: Database, settings: Settings, username: str, roles: list[str],
 def set_password(db: Database, settings: Settings, username: str, password: str, *, actor: str) -> None:
     """A new password; unlocks the account and ends its sessions."""
     with db.transaction() as session:
-        user = _find(session, username)
+        user = find_user(session, username)
         check_password_rules(password, user.username, settings)
         user.password_hash = _hasher.hash(password)
         user.password_changed_at = utcnow()

@@ -196,19 +196,19 @@ def _odoo(raw: dict[str, Any], at: tuple[str | int, ...], events: list[str]) -> 
     )
 
 
+def _subscriptions(data: Any, source: str) -> list[Subscription]:
+    raw = mapping(data or {}, ("connectors",), (), "the connectors file")
+    items = raw.get("connectors") or []
+    if not isinstance(items, list):
+        raise PathError("connectors is a list", ("connectors",))
+    found = [_subscription(item, ("connectors", i)) for i, item in enumerate(items)]
+    if len({s.name for s in found}) != len(found):
+        raise PathError("two connectors have the same name", ("connectors",))
+    return found
+
+
 def load_text(text: str, source: str = "<connectors>") -> list[Subscription]:
-    document = Document(text, source)
-    try:
-        raw = mapping(document.data or {}, ("connectors",), (), "the connectors file")
-        items = raw.get("connectors") or []
-        if not isinstance(items, list):
-            raise PathError("connectors is a list", ("connectors",))
-        found = [_subscription(item, ("connectors", i)) for i, item in enumerate(items)]
-        if len({s.name for s in found}) != len(found):
-            raise PathError("two connectors have the same name", ("connectors",))
-        return found
-    except PathError as exc:
-        raise document.error(exc) from exc
+    return Document(text, source).parse(_subscriptions)
 
 
 def load_file(path: Path | None) -> list[Subscription]:
